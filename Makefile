@@ -1,0 +1,47 @@
+# Plaza: two commands set everything up on a fresh Debian 12 machine (as root):
+#   make demo   - brings the lab up, walks a phone through the portal, tears it down
+#   make test   - unit tests, network-namespace tests, ruff
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
+	iptables busybox iperf3 conntrack curl procps
+STAMP_APT := $(VENV)/.apt-done
+STAMP_PIP := $(VENV)/.pip-done
+
+.PHONY: all setup demo test lint bench clean lab-down
+
+all: test
+
+setup: $(STAMP_PIP)
+
+$(STAMP_APT):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	@touch $@
+
+$(STAMP_PIP): $(STAMP_APT) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/plaza-lab demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) bench/run_all.py
+
+lab-down: setup
+	$(VENV)/bin/plaza-lab down
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,106 @@
+"""`plaza-gateway`: run the daemon, check a config, render the ruleset or dnsmasq fragment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from gateway import config as configmod
+
+DEFAULT_CONFIG = "/etc/plaza/gateway.toml"
+
+
+def _load(path: str) -> configmod.Config:
+    if not Path(path).exists() and path == DEFAULT_CONFIG:
+        return configmod.Config()
+    return configmod.load(path)
+
+
+def _interface_index(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise configmod.ConfigError(f"[lan] interface: no such interface: {name!r}") from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if not args.offline:
+        _interface_index(config.lan.interface)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_ruleset(args: argparse.Namespace) -> int:
+    from gateway import ruleset
+
+    sys.stdout.write(ruleset.render(_load(args.config)))
+    return 0
+
+
+def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
+    from gateway import dnsmasq
+
+    conf, hook = dnsmasq.write(_load(args.config), Path(args.dir))
+    print(conf)
+    print(hook)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    logging.basicConfig(
+        level=config.gateway.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ifindex = _interface_index(config.lan.interface)
+
+    from gateway.daemon import Daemon, acquire_lock
+    from gateway.gateway import Gateway
+    from gateway.nft import NftFirewall
+    from gateway.store import Store
+
+    lock = acquire_lock(config)
+    try:
+        gateway = Gateway(config, NftFirewall(), Store(config.db_path))
+        gateway.start()
+        asyncio.run(Daemon(config, gateway, ifindex).run())
+    finally:
+        import os
+
+        os.close(lock)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plaza-gateway", description=__doc__)
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="gateway TOML config")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate the config and exit")
+    check.add_argument("--offline", action="store_true", help="skip checks of this machine")
+    check.set_defaults(func=cmd_check_config)
+    sub.add_parser("ruleset", help="print the nftables table").set_defaults(func=cmd_ruleset)
+    dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment and lease hook")
+    dm.add_argument("--dir", required=True)
+    dm.set_defaults(func=cmd_dnsmasq_config)
+    args = parser.parse_args(argv)
+    from gateway.daemon import AlreadyRunning
+    from gateway.nft import NftError
+
+    try:
+        return args.func(args)
+    except (configmod.ConfigError, AlreadyRunning, NftError) as exc:
+        print(f"plaza-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

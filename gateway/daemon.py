@@ -1,0 +1,171 @@
+"""The daemon's event loop: control socket, station detection, expiry and the reconciler.
+
+One asyncio loop, one thread: requests and events are handled one at a time, so the session
+table needs no locks, and each handler is short (a SQLite write and a libnftables call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import grp
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.gateway import Gateway
+
+log = logging.getLogger("plaza.daemon")
+
+MAX_REQUEST = 64 * 1024
+RECONCILE_SECONDS = 5.0
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def acquire_lock(config: Config) -> int:
+    """Hold an exclusive lock for the daemon's life; a second daemon fails with a clear error."""
+    state = Path(config.gateway.state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(state / "plaza-gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode().strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another plaza-gateway (pid {pid}) is running with state in {state} "
+            f"and socket {config.gateway.control_socket}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def check_socket_free(path: str) -> None:
+    """Refuse to steal a live socket (a daemon with another state dir); remove a stale one."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: left by a killed daemon
+        return
+    finally:
+        probe.close()
+    raise AlreadyRunning(f"another daemon is answering on {path}")
+
+
+class Daemon:
+    def __init__(self, config: Config, gateway: Gateway, lan_ifindex: int | None) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.lan_ifindex = lan_ifindex
+        self.stopping = asyncio.Event()
+
+    async def handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=5)
+            except (asyncio.LimitOverrunError, ValueError):
+                response = {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
+            except TimeoutError:
+                return
+            else:
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    response = {"ok": False, "error": "request is not valid JSON"}
+                else:
+                    response = self.gateway.handle(request)
+            writer.write(json.dumps(response, separators=(",", ":")).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("control request failed")
+            with contextlib.suppress(Exception):
+                writer.write(b'{"ok":false,"error":"internal error, see the gateway log"}\n')
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def serve_control(self) -> asyncio.AbstractServer:
+        path = self.config.gateway.control_socket
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        check_socket_free(path)
+        old = os.umask(0o117)
+        try:
+            server = await asyncio.start_unix_server(
+                self.handle_connection, path=path, limit=MAX_REQUEST
+            )
+        finally:
+            os.umask(old)
+        if self.config.gateway.control_group:
+            os.chown(path, 0, grp.getgrnam(self.config.gateway.control_group).gr_gid)
+        return server
+
+    async def watch_neighbours(self) -> None:
+        """Learn stations from the kernel's neighbour table as soon as they talk to the router."""
+        from pyroute2 import AsyncIPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_NEIGH
+
+        useful = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
+        async with AsyncIPRoute() as ipr:
+            await ipr.bind(groups=RTMGRP_NEIGH)
+            async for msg in await ipr.neigh("dump"):
+                self._neighbour(msg, useful)
+            async for msg in ipr.get():
+                if msg.get("event") == "RTM_NEWNEIGH":
+                    self._neighbour(msg, useful)
+
+    def _neighbour(self, msg, useful: int) -> None:
+        if msg["ifindex"] != self.lan_ifindex or not msg["state"] & useful:
+            return
+        ip, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+        if ip and mac and not ip.startswith("fe80:"):
+            self.gateway.neighbour(mac, ip)
+
+    async def periodic(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + RECONCILE_SECONDS
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.stopping.wait(), timeout=self.config.gateway.tick_seconds
+                )
+            try:
+                self.gateway.tick()
+                if loop.time() >= next_reconcile:
+                    self.gateway.reconcile()
+                    next_reconcile = loop.time() + RECONCILE_SECONDS
+            except Exception:
+                log.exception("periodic work failed; will retry")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        server = await self.serve_control()
+        tasks = [asyncio.create_task(self.periodic())]
+        if self.lan_ifindex is not None:
+            tasks.append(asyncio.create_task(self.watch_neighbours()))
+        log.info("control socket at %s", self.config.gateway.control_socket)
+        print("plaza-gateway: ready", flush=True)
+        await self.stopping.wait()
+        server.close()
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(OSError):
+            os.unlink(self.config.gateway.control_socket)
+        log.info("stopped; the kernel table stays so authorized clients stay online")

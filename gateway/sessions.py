@@ -1,0 +1,279 @@
+"""Client sessions as a pure state machine: events and `now` in, operations out.
+
+Nothing here touches the kernel, the database or the clock (faucet's style): the daemon feeds
+events, then applies the returned operations (database first, kernel second), so every rule of
+who may pass is testable with an injected clock and no root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+class State(StrEnum):
+    CAPTIVE = "captive"
+    AUTHORIZED = "authorized"
+
+
+class Event(StrEnum):
+    AUTHORIZE = "authorize"
+    DEAUTHORIZE = "deauthorize"
+    EXPIRE = "expire"
+    LEAVE = "leave"
+    MOVE = "move"  # the client's address changed
+
+
+class Reason(StrEnum):
+    """Why a session ended; reported with the usage record."""
+
+    LOGOUT = "logout"
+    ADMIN = "admin"
+    SESSION_TIMEOUT = "session-timeout"
+    LEFT = "left"
+    ADDRESS_TAKEN = "address-taken"
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.CAPTIVE, Event.AUTHORIZE): State.AUTHORIZED,
+    (State.AUTHORIZED, Event.AUTHORIZE): State.AUTHORIZED,  # extends the running session
+    (State.AUTHORIZED, Event.DEAUTHORIZE): State.CAPTIVE,
+    (State.AUTHORIZED, Event.EXPIRE): State.CAPTIVE,
+    (State.AUTHORIZED, Event.LEAVE): State.CAPTIVE,
+    (State.CAPTIVE, Event.LEAVE): State.CAPTIVE,
+    (State.AUTHORIZED, Event.MOVE): State.AUTHORIZED,
+    (State.CAPTIVE, Event.MOVE): State.CAPTIVE,
+}
+
+
+class SessionError(ValueError):
+    """A request that the state machine refuses; str() is shown to the operator."""
+
+
+def normalize_mac(value: str) -> str:
+    mac = value.strip().lower().replace("-", ":")
+    if not MAC_RE.match(mac):
+        raise SessionError(f"not a MAC address: {value!r}")
+    if int(mac[:2], 16) & 1:
+        raise SessionError(f"not a station MAC (multicast): {value!r}")
+    return mac
+
+
+def normalize_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise SessionError(f"not an IP address: {value!r}") from None
+
+
+def transition(state: State, event: Event) -> State:
+    """The guard: a (state, event) pair missing from TRANSITIONS is refused."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise SessionError(f"client is {state}; cannot {event}") from None
+
+
+@dataclass
+class Client:
+    mac: str
+    ip: str | None = None
+    hostname: str = ""
+    state: State = State.CAPTIVE
+    session_id: str | None = None
+    started_at: float | None = None
+    expires_at: float | None = None
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+    def element(self) -> tuple[str, str] | None:
+        return (self.ip, self.mac) if self.ip else None
+
+    def view(self, now: float) -> dict:
+        remaining = None
+        if self.state is State.AUTHORIZED and self.expires_at is not None:
+            remaining = max(0, int(self.expires_at - now))
+        return {
+            "mac": self.mac,
+            "ip": self.ip,
+            "hostname": self.hostname,
+            "state": str(self.state),
+            "session_id": self.session_id,
+            "started_at": self.started_at,
+            "expires_at": self.expires_at,
+            "seconds_remaining": remaining,
+            "last_seen": self.last_seen,
+        }
+
+
+# Operations returned to the daemon.
+@dataclass(frozen=True)
+class Allow:
+    element: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Revoke:
+    element: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Save:
+    client: Client
+
+
+@dataclass(frozen=True)
+class EndSession:
+    session_id: str
+    mac: str
+    ip: str | None
+    started_at: float
+    ended_at: float
+    reason: Reason
+
+
+Op = Allow | Revoke | Save | EndSession
+
+
+@dataclass
+class SessionTable:
+    """All known stations by MAC, with an index by address."""
+
+    default_minutes: int = 60
+    max_minutes: int = 1440
+    clients: dict[str, Client] = field(default_factory=dict)
+    by_ip: dict[str, str] = field(default_factory=dict)
+
+    # -- queries ---------------------------------------------------------------------------
+    def find(self, who: str) -> Client:
+        """Resolve a MAC or IP given by an operator or the portal to a known client."""
+        if ":" in who and MAC_RE.match(who.strip().lower().replace("-", ":")):
+            mac = normalize_mac(who)
+            client = self.clients.get(mac)
+        else:
+            ip = normalize_ip(who)
+            mac_for_ip = self.by_ip.get(ip)
+            client = self.clients.get(mac_for_ip) if mac_for_ip else None
+        if client is None:
+            raise SessionError(f"not a client: {who}")
+        return client
+
+    def authorized(self) -> list[Client]:
+        return [c for c in self.clients.values() if c.state is State.AUTHORIZED]
+
+    def elements(self) -> list[tuple[str, str]]:
+        return [e for c in self.authorized() if (e := c.element())]
+
+    # -- events ----------------------------------------------------------------------------
+    def restore(self, clients: list[Client]) -> None:
+        """Load persisted clients (daemon start); no operations, the reconciler follows."""
+        for client in clients:
+            self.clients[client.mac] = client
+            if client.ip:
+                self.by_ip[client.ip] = client.mac
+
+    def seen(self, mac: str, ip: str | None, now: float, hostname: str = "") -> list[Op]:
+        """A station was observed (lease, neighbour entry) at `ip`."""
+        mac = normalize_mac(mac)
+        ip = normalize_ip(ip) if ip else None
+        ops: list[Op] = []
+        client = self.clients.get(mac)
+        dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
+        if client is None:
+            client = Client(mac=mac, first_seen=now)
+            self.clients[mac] = client
+        if ip and ip != client.ip:
+            # The address now belongs to this station: whoever held it loses its binding.
+            holder = self.by_ip.get(ip)
+            if holder and holder != mac:
+                ops += self._end(self.clients[holder], Event.LEAVE, Reason.ADDRESS_TAKEN, now)
+                other = self.clients[holder]
+                other.ip = None
+                ops.append(Save(replace(other)))
+            transition(client.state, Event.MOVE)
+            if client.state is State.AUTHORIZED and client.ip:
+                ops.append(Revoke((client.ip, mac)))
+            if client.ip and self.by_ip.get(client.ip) == mac:
+                del self.by_ip[client.ip]
+            client.ip = ip
+            self.by_ip[ip] = mac
+            if client.state is State.AUTHORIZED:
+                ops.append(Allow((ip, mac)))
+        if hostname:
+            client.hostname = hostname[:63]
+        client.last_seen = now
+        if dirty or ops:
+            ops.append(Save(replace(client)))
+        return ops
+
+    def authorize(self, who: str, now: float, minutes: int | None = None) -> list[Op]:
+        client = self.find(who)
+        if client.ip is None:
+            raise SessionError(f"client {client.mac} has no known address yet")
+        minutes = self.default_minutes if minutes is None else minutes
+        if not 1 <= minutes <= self.max_minutes:
+            raise SessionError(f"minutes must be between 1 and {self.max_minutes}")
+        was = client.state
+        client.state = transition(client.state, Event.AUTHORIZE)
+        if was is State.CAPTIVE:
+            client.session_id = secrets.token_hex(8)
+            client.started_at = now
+        client.expires_at = now + minutes * 60
+        ops: list[Op] = [Save(replace(client))]
+        if was is State.CAPTIVE:
+            ops.append(Allow((client.ip, client.mac)))
+        return ops
+
+    def deauthorize(self, who: str, now: float, reason: Reason = Reason.ADMIN) -> list[Op]:
+        client = self.find(who)
+        ops = self._end(client, Event.DEAUTHORIZE, reason, now)
+        ops.append(Save(replace(client)))
+        return ops
+
+    def leave(self, mac: str, now: float) -> list[Op]:
+        """The station left (lease released or expired): its session ends, its record goes."""
+        client = self.clients.get(normalize_mac(mac))
+        if client is None:
+            return []
+        ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
+        if client.ip and self.by_ip.get(client.ip) == client.mac:
+            del self.by_ip[client.ip]
+        client.ip = None
+        ops.append(Save(replace(client)))
+        return ops
+
+    def tick(self, now: float) -> list[Op]:
+        """Expire sessions whose time is up."""
+        ops: list[Op] = []
+        for client in self.authorized():
+            if client.expires_at is not None and client.expires_at <= now:
+                ops += self._end(client, Event.EXPIRE, Reason.SESSION_TIMEOUT, now)
+                ops.append(Save(replace(client)))
+        return ops
+
+    def _end(self, client: Client, event: Event, reason: Reason, now: float) -> list[Op]:
+        if client.state is not State.AUTHORIZED:
+            if event is Event.DEAUTHORIZE:
+                raise SessionError(f"client {client.mac} is not authorized")
+            return []
+        client.state = transition(client.state, event)
+        ops: list[Op] = []
+        if client.ip:
+            ops.append(Revoke((client.ip, client.mac)))
+        ops.append(
+            EndSession(
+                session_id=client.session_id or "",
+                mac=client.mac,
+                ip=client.ip,
+                started_at=client.started_at or now,
+                ended_at=now,
+                reason=reason,
+            )
+        )
+        client.session_id = client.started_at = client.expires_at = None
+        return ops

@@ -1,0 +1,58 @@
+"""Response headers and CSRF tokens shared by every portal page.
+
+The portal runs on an open network where any other shopper can reach it, so forms carry a
+per-browser token kept in the signed session cookie, and pages may not be framed or cached.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Flask, Response, abort, request, session
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+CSRF_KEY = "csrf"
+CSRF_FIELD = "csrf_token"
+
+
+def csrf_token() -> str:
+    """The browser session's token, created the first time a form needs it."""
+    token = session.get(CSRF_KEY)
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_KEY] = token
+    return token
+
+
+def require_csrf() -> None:
+    """Abort with 400 unless the form's token matches the session's."""
+    expected = session.get(CSRF_KEY)
+    sent = request.form.get(CSRF_FIELD, "")
+    if not isinstance(expected, str) or not expected or not sent:
+        abort(400, description="csrf")
+    # Bytes, because compare_digest refuses non-ASCII str and a form field can hold anything.
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, description="csrf")
+
+
+def _headers(response: Response) -> Response:
+    # Captive-network browsers cache aggressively; a cached "you are online" page is a lie.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def register(app: Flask) -> None:
+    app.after_request(_headers)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["CSRF_FIELD"] = CSRF_FIELD
