@@ -6,6 +6,7 @@ authorized, and the portal asks it over the control socket for every decision th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -50,7 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Wrapping the WSGI callable, not a before_request hook, so that a phone's stream of
     # probes and app traffic is answered before Flask routes, opens a session or renders.
     portal_hosts = {config.portal.hostname, config.lan.ip, *app.config["PORTAL_EXTRA_HOSTS"]}
-    app.wsgi_app = Interceptor(  # type: ignore[method-assign]
+    app.wsgi_app = Interceptor(
         app.wsgi_app,
         portal_url=config.portal.url,
         intercept_port=config.portal.intercept_port,
@@ -78,13 +79,11 @@ def load_secret_key(path: Path) -> bytes:
                 out.write(secrets.token_bytes(SECRET_KEY_BYTES))
                 out.flush()
                 os.fsync(out.fileno())
-            try:
+            with contextlib.suppress(FileExistsError):  # another start won; use its key
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
         finally:
             tmp.unlink(missing_ok=True)
     key = path.read_bytes()
     if len(key) < 16:
-        raise OSError(f"{path}: secret key is too short ({len(key)} bytes); delete it to regenerate")
+        raise OSError(f"{path}: secret key too short ({len(key)} bytes); delete it to regenerate")
     return key

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from flask import Flask, Response, abort, request, session
+from flask import Flask, Response, request, session
+from werkzeug.exceptions import BadRequest
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -25,6 +26,11 @@ CSRF_KEY = "csrf"
 CSRF_FIELD = "csrf_token"
 
 
+class CsrfError(BadRequest):
+    name = "Form expired"
+    description = "This form has expired or was not sent from this page. Please start again."
+
+
 def csrf_token() -> str:
     """The browser session's token, created the first time a form needs it."""
     token = session.get(CSRF_KEY)
@@ -35,14 +41,14 @@ def csrf_token() -> str:
 
 
 def require_csrf() -> None:
-    """Abort with 400 unless the form's token matches the session's."""
+    """Refuse (400) a form whose token does not match the session's."""
     expected = session.get(CSRF_KEY)
     sent = request.form.get(CSRF_FIELD, "")
     if not isinstance(expected, str) or not expected or not sent:
-        abort(400, description="csrf")
+        raise CsrfError()
     # Bytes, because compare_digest refuses non-ASCII str and a form field can hold anything.
     if not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, description="csrf")
+        raise CsrfError()
 
 
 def _headers(response: Response) -> Response:

@@ -1,0 +1,74 @@
+"""`plaza-lab`: bring the virtual venue up and down, look at it, run commands in it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lab.topology import Lab, LabError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plaza-lab", description=__doc__)
+    parser.add_argument("--name", default=os.environ.get("PLAZA_LAB", "plaza"), help="lab name")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="create the namespaces and start the services")
+    up.add_argument("--phones", type=int, default=1)
+    st = sub.add_parser("status", help="describe the running lab")
+    st.add_argument("--json", action="store_true")
+    ex = sub.add_parser("exec", help="run a command in a lab host: exec NAME -- CMD...")
+    ex.add_argument("host")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    sub.add_parser("down", help="remove everything the lab made (idempotent)")
+    sub.add_parser("demo", help="up, a narrated shopper journey, down")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("plaza-lab: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    lab = Lab(args.name)
+    try:
+        if args.command == "up":
+            if not 1 <= args.phones <= 250:
+                raise LabError("--phones must be between 1 and 250")
+            lab.up(phones=args.phones)
+            print(
+                f"lab {args.name!r} up with {args.phones} phone(s); portal {lab.status()['portal_url']}"
+            )
+        elif args.command == "status":
+            status = lab.status()
+            if args.json:
+                print(json.dumps(status, indent=2))
+            elif not status["up"]:
+                print(f"lab {args.name!r} is down")
+            else:
+                print(f"router   {status['router']['netns']}  {status['router']['lan_ipv4']}")
+                print(
+                    f"internet {status['internet']['netns']}  web {status['internet']['web_ipv4']}"
+                )
+                for p in status["phones"]:
+                    print(f"{p['name']:8} {p['netns']}  {p['mac']}  {p['ipv4']}")
+                print(f"portal   {status['portal_url']}")
+            return 0 if status["up"] else 1
+        elif args.command == "exec":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                raise LabError("exec needs a command: plaza-lab exec phone1 -- curl ...")
+            ns = lab.netns_of(args.host)
+            os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+        elif args.command == "down":
+            removed = lab.down()
+            print(f"lab {args.name!r} down; removed {len(removed)} namespace(s)")
+        elif args.command == "demo":
+            from lab import demo
+
+            return demo.main(args.name)
+    except LabError as exc:
+        print(f"plaza-lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

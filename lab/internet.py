@@ -1,0 +1,95 @@
+"""The fake internet's web server: lab sites and the real OS probe hosts, all on one address.
+
+Each OS's connectivity probe gets exactly the "online" answer from REFERENCE.md, so once a
+phone is authorized its OS sees the internet; before, the gateway intercepts and these are
+never reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+
+from flask import Flask, Response, request
+
+LAB_SITES = ("www.example.test", "shop.example.test", "news.example.test")
+
+APPLE_SUCCESS = "<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"
+FIREFOX_CANONICAL = (
+    '<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>'
+)
+
+# host -> path -> (status, body, content type); "*" matches any path on that host.
+PROBES: dict[str, dict[str, tuple[int, str, str]]] = {
+    "captive.apple.com": {"*": (200, APPLE_SUCCESS, "text/html")},
+    "www.apple.com": {"/library/test/success.html": (200, APPLE_SUCCESS, "text/html")},
+    "www.msftconnecttest.com": {
+        "/connecttest.txt": (200, "Microsoft Connect Test", "text/plain"),
+        "/redirect": (200, "<html><body>Microsoft</body></html>", "text/html"),
+    },
+    "ipv6.msftconnecttest.com": {"/connecttest.txt": (200, "Microsoft Connect Test", "text/plain")},
+    "www.msftncsi.com": {"/ncsi.txt": (200, "Microsoft NCSI", "text/plain")},
+    "detectportal.firefox.com": {
+        "/canonical.html": (200, FIREFOX_CANONICAL, "text/html"),
+        "/success.txt": (200, "success\n", "text/plain"),
+    },
+}
+GENERATE_204_HOSTS = (
+    "connectivitycheck.gstatic.com",
+    "www.gstatic.com",
+    "www.google.com",
+    "clients3.google.com",
+    "play.googleapis.com",
+    "connect.rom.miui.com",
+    "connectivitycheck.platform.hicloud.com",
+    "connectivitycheck.platform.hihonorcloud.com",
+    "wifi.vivo.com.cn",
+    "connectivitycheck.oppomobile.com",
+    "wifi.coloros.com",
+    "connectivity.samsung.com",
+    "www.qualcomm.cn",
+)
+
+
+def all_hosts() -> list[str]:
+    return sorted({*LAB_SITES, *PROBES, *GENERATE_204_HOSTS})
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST"])
+    @app.route("/<path:path>", methods=["GET", "HEAD", "POST"])
+    def serve(path: str) -> Response:
+        host = request.host.split(":")[0].lower()
+        full = "/" + path
+        if host in GENERATE_204_HOSTS and full in ("/generate_204", "/gen_204"):
+            return Response(status=204)
+        table = PROBES.get(host, {})
+        if full in table or "*" in table:
+            status, body, ctype = table.get(full) or table["*"]
+            return Response(body, status=status, content_type=ctype)
+        if host in LAB_SITES:
+            name = html.escape(host)
+            body = (
+                f"<!doctype html><title>{name}</title><h1>{name}</h1>"
+                f"<p>FAKE-INTERNET-OK: you reached {name}{html.escape(full)}</p>"
+            )
+            return Response(body, content_type="text/html")
+        return Response("not found on the fake internet\n", status=404, content_type="text/plain")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fake internet web server for the Plaza lab")
+    parser.add_argument("--listen", action="append", required=True, help="HOST:PORT")
+    args = parser.parse_args(argv)
+    from waitress import serve
+
+    serve(create_app(), listen=" ".join(args.listen), threads=8, ident=None, _quiet=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

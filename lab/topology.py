@@ -1,0 +1,464 @@
+"""The lab: a router, a fake internet and N phones in network namespaces on one machine.
+
+    phoneN (eth0) --veth-- [lanN | br-lan]  router  [wan] --veth-- [eth0] internet
+                           198.19.0.1/24            198.18.0.1/30  198.18.0.2/30
+                                                                   lo: 192.0.2.53 (DNS)
+                                                                       192.0.2.80 (web)
+
+Every address is from the benchmark/documentation ranges; no link touches the host's own
+network, and the internet namespace has no default route, so nothing can leave the machine.
+State (namespaces, processes) is written to /run/plaza-lab/<name>/state.json so that `down`
+removes exactly what `up` made, even from another process or after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gateway import config as gwconfig
+from gateway.control_client import ControlClient, ControlError
+from lab import internet
+
+RUN_ROOT = Path("/run/plaza-lab")
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).parent
+
+WAN_ROUTER = "198.18.0.1/30"
+WAN_INTERNET = "198.18.0.2/30"
+DNS_IP = "192.0.2.53"
+WEB_IP = "192.0.2.80"
+LAN_ADDRESS = "198.19.0.1/24"
+PORTAL_HOST = "portal.plaza.test"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*args: str, check: bool = True, capture: bool = True) -> str:
+    """Run a command; failures raise LabError with the command's own message."""
+    proc = subprocess.run(args, capture_output=capture, text=True)
+    if check and proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout or "").strip().splitlines()
+        raise LabError(f"{' '.join(args)}: {msg[-1] if msg else f'exit {proc.returncode}'}")
+    return proc.stdout if capture else ""
+
+
+def nsexec(ns: str, *args: str, check: bool = True) -> str:
+    return sh("ip", "netns", "exec", ns, *args, check=check)
+
+
+@dataclass
+class Phone:
+    name: str
+    netns: str
+    mac: str
+    ipv4: str | None = None
+
+
+@dataclass
+class LabState:
+    name: str
+    phones: list[Phone] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def router(self) -> str:
+        return f"{self.name}-router"
+
+    @property
+    def internet(self) -> str:
+        return f"{self.name}-inet"
+
+    def namespaces(self) -> list[str]:
+        return [self.router, self.internet, *(p.netns for p in self.phones)]
+
+
+class Lab:
+    def __init__(self, name: str = "plaza") -> None:
+        if not name.replace("-", "").isalnum() or len(name) > 16:
+            raise LabError(f"lab name must be short and alphanumeric: {name!r}")
+        self.name = name
+        self.run_dir = RUN_ROOT / name
+        self.state = self._load() or LabState(name=name)
+
+    # -- paths and config ------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    @property
+    def router_dir(self) -> Path:
+        return self.run_dir / "router"
+
+    @property
+    def gateway_config_path(self) -> Path:
+        return self.router_dir / "gateway.toml"
+
+    @property
+    def control_socket(self) -> str:
+        return str(self.router_dir / "control.sock")
+
+    def gateway_config(self) -> gwconfig.Config:
+        return gwconfig.Config(
+            gateway=gwconfig.GatewayConfig(
+                state_dir=str(self.router_dir / "state"), control_socket=self.control_socket
+            ),
+            lan=gwconfig.LanConfig(
+                interface="br-lan",
+                address=LAN_ADDRESS,
+                dhcp_start="198.19.0.100",
+                dhcp_end="198.19.0.250",
+                upstream_dns=(DNS_IP,),
+            ),
+            portal=gwconfig.PortalConfig(hostname=PORTAL_HOST),
+        )
+
+    def control(self) -> ControlClient:
+        return ControlClient(self.control_socket)
+
+    def _load(self) -> LabState | None:
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return LabState(
+            name=raw["name"], phones=[Phone(**p) for p in raw["phones"]], pids=raw["pids"]
+        )
+
+    def _save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        tmp.replace(self.state_file)
+
+    def is_up(self) -> bool:
+        return self.state_file.exists() and self.state.router in _netns_list()
+
+    def netns_of(self, name: str) -> str:
+        if name == "router":
+            return self.state.router
+        if name in ("internet", "inet"):
+            return self.state.internet
+        for phone in self.state.phones:
+            if name in (phone.name, phone.netns):
+                return phone.netns
+        raise LabError(f"no such lab host: {name!r} (router, internet, phone1..)")
+
+    # -- processes -------------------------------------------------------------------------
+    def spawn(self, key: str, ns: str, *cmd: str, env: dict[str, str] | None = None) -> int:
+        log = open(self.run_dir / f"{key}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        log.close()
+        self.state.pids[key] = proc.pid
+        self._save()
+        return proc.pid
+
+    def stop(self, key: str, sig: int = signal.SIGTERM) -> None:
+        pid = self.state.pids.pop(key, None)
+        self._save()
+        if pid:
+            _kill_and_reap(pid, sig)
+
+    # -- up --------------------------------------------------------------------------------
+    def up(self, phones: int = 1) -> None:
+        if self.is_up():
+            raise LabError(f"lab {self.name!r} is already up; run `plaza-lab down` first")
+        self.down()  # leftovers of a crashed run
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.router_dir.mkdir(parents=True, exist_ok=True)
+        self.state = LabState(name=self.name)
+        self._save()
+        try:
+            self._build_internet()
+            self._build_router()
+            self._start_router_services()
+            for i in range(1, phones + 1):
+                self.add_phone(i)
+            self.wait_leases()
+        except BaseException:
+            self.down()
+            raise
+
+    def _build_internet(self) -> None:
+        ns = self.state.internet
+        sh("ip", "netns", "add", ns)
+        nsexec(ns, "ip", "link", "set", "lo", "up")
+        for ip in (DNS_IP, WEB_IP):
+            nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
+        conf = self.run_dir / "internet-dns.conf"
+        conf.write_text(_internet_dns_conf())
+        self.spawn(
+            "internet-dns",
+            ns,
+            "dnsmasq",
+            "--keep-in-foreground",
+            f"--conf-file={conf}",
+            f"--pid-file={self.run_dir / 'internet-dns.pid'}",
+        )
+        self.spawn(
+            "internet-web",
+            ns,
+            str(BIN / "python"),
+            "-m",
+            "lab.internet",
+            "--listen",
+            f"{WEB_IP}:80",
+        )
+
+    def _build_router(self) -> None:
+        r, i = self.state.router, self.state.internet
+        sh("ip", "netns", "add", r)
+        nsexec(r, "ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", "wan", "netns", r, "type", "veth", "peer", "eth0", "netns", i)
+        nsexec(r, "ip", "addr", "add", WAN_ROUTER, "dev", "wan")
+        nsexec(i, "ip", "addr", "add", WAN_INTERNET, "dev", "eth0")
+        nsexec(r, "ip", "link", "set", "wan", "up")
+        nsexec(i, "ip", "link", "set", "eth0", "up")
+        nsexec(r, "ip", "route", "add", "default", "via", WAN_INTERNET.split("/")[0])
+        nsexec(r, "ip", "link", "add", "br-lan", "type", "bridge")
+        nsexec(r, "ip", "addr", "add", LAN_ADDRESS, "dev", "br-lan")
+        nsexec(r, "ip", "link", "set", "br-lan", "up")
+        nsexec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # The upstream firewall's job on a real router (OpenWrt's fw4): masquerade to the WAN.
+        nat = "table ip lab_upstream {\n chain post {\n  type nat hook postrouting priority srcnat;"
+        nat += ' policy accept;\n  oifname "wan" masquerade\n }\n}\n'
+        (self.run_dir / "upstream.nft").write_text(nat)
+        nsexec(r, "nft", "-f", str(self.run_dir / "upstream.nft"))
+
+    def _start_router_services(self) -> None:
+        r = self.state.router
+        cfg = self.gateway_config()
+        self.gateway_config_path.write_text(gwconfig.to_toml(cfg))
+        conf_path, _hook = _dnsmasq_files(self, cfg)
+        self.start_gateway()
+        self.spawn(
+            "router-dnsmasq",
+            r,
+            "dnsmasq",
+            "--keep-in-foreground",
+            f"--conf-file={conf_path}",
+            f"--pid-file={self.router_dir / 'dnsmasq.pid'}",
+            "--log-dhcp",
+            "--log-facility=-",
+        )
+        self.spawn(
+            "router-portal",
+            r,
+            str(BIN / "plaza-portal"),
+            "run",
+            "--config",
+            str(self.gateway_config_path),
+        )
+        _wait_for(lambda: _tcp_open(r, LAN_ADDRESS.split("/")[0], 80), 10, "portal to listen")
+        _wait_for(lambda: _tcp_open(self.state.internet, WEB_IP, 80), 10, "fake web to listen")
+
+    def start_gateway(self) -> None:
+        self.spawn(
+            "router-gateway",
+            self.state.router,
+            str(BIN / "plaza-gateway"),
+            "--config",
+            str(self.gateway_config_path),
+            "run",
+        )
+        self.wait_gateway()
+
+    def wait_gateway(self, timeout: float = 10) -> None:
+        def ready() -> bool:
+            try:
+                self.control().call("ping")
+            except ControlError:
+                return False
+            return True
+
+        _wait_for(ready, timeout, "gateway control socket")
+
+    def add_phone(self, index: int) -> Phone:
+        r = self.state.router
+        name = f"phone{index}"
+        ns = f"{self.name}-{name}"
+        mac = f"02:50:4c:00:{index // 256:02x}:{index % 256:02x}"
+        sh("ip", "netns", "add", ns)
+        nsexec(ns, "ip", "link", "set", "lo", "up")
+        port = f"lan{index}"
+        sh("ip", "link", "add", "eth0", "netns", ns, "address", mac, "type", "veth",
+           "peer", port, "netns", r)  # fmt: skip
+        nsexec(r, "ip", "link", "set", port, "master", "br-lan")
+        nsexec(r, "ip", "link", "set", port, "up")
+        nsexec(ns, "ip", "link", "set", "eth0", "up")
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text("")
+        phone = Phone(name=name, netns=ns, mac=mac)
+        self.state.phones.append(phone)
+        self._save()
+        self.spawn(
+            f"{name}-dhcp",
+            ns,
+            "busybox", "udhcpc", "-f", "-R", "-i", "eth0", "-x", f"hostname:{name}",
+            "-s", str(HERE / "udhcpc.sh"), "-t", "20", "-T", "1", "-A", "1",
+            env={
+                "PLAZA_RESOLV": str(etc / "resolv.conf"),
+                "PLAZA_LEASE": str(self.run_dir / f"{name}.lease"),
+            },
+        )  # fmt: skip
+        return phone
+
+    def wait_leases(self, timeout: float = 20) -> None:
+        def leased() -> bool:
+            return all((self.run_dir / f"{p.name}.lease").exists() for p in self.state.phones)
+
+        _wait_for(leased, timeout, "every phone to get a DHCP lease")
+        for phone in self.state.phones:
+            phone.ipv4 = (self.run_dir / f"{phone.name}.lease").read_text().strip()
+        self._save()
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        if not self.is_up():
+            return {"up": False, "name": self.name}
+        phones = []
+        for p in self.state.phones:
+            phones.append({**asdict(p), "ipv4": _ipv4_of(p.netns, "eth0") or p.ipv4})
+        cfg = self.gateway_config()
+        return {
+            "up": True,
+            "name": self.name,
+            "router": {
+                "netns": self.state.router,
+                "lan_interface": "br-lan",
+                "lan_ipv4": cfg.lan.ip,
+                "control_socket": self.control_socket,
+                "config": str(self.gateway_config_path),
+            },
+            "internet": {
+                "netns": self.state.internet,
+                "dns_ipv4": DNS_IP,
+                "web_ipv4": WEB_IP,
+                "web_url": f"http://{internet.LAB_SITES[0]}/",
+                "sites": list(internet.LAB_SITES),
+            },
+            "phones": phones,
+            "portal_url": cfg.portal.url,
+            "pids": dict(self.state.pids),
+        }
+
+    # -- down ------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove every namespace, link, process and file the lab made; safe to repeat."""
+        removed: list[str] = []
+        for key, pid in list(self.state.pids.items()):
+            _kill_and_reap(pid, signal.SIGTERM)
+            self.state.pids.pop(key, None)
+        prefix = f"{self.name}-"
+        for ns in _netns_list():
+            if ns.startswith(prefix) and _is_lab_ns(ns[len(prefix) :]):
+                for pid in _netns_pids(ns):
+                    _kill_and_reap(pid, signal.SIGKILL)
+                sh("ip", "netns", "del", ns, check=False)
+                removed.append(ns)
+        for etc in Path("/etc/netns").glob(f"{prefix}*"):
+            if _is_lab_ns(etc.name[len(prefix) :]):
+                shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.state = LabState(name=self.name)
+        return removed
+
+
+def _is_lab_ns(suffix: str) -> bool:
+    return suffix in ("router", "inet") or (suffix.startswith("phone") and suffix[5:].isdigit())
+
+
+def _netns_list() -> list[str]:
+    out = sh("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = sh("ip", "netns", "pids", ns, check=False)
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def _kill_and_reap(pid: int, sig: int) -> None:
+    """Signal the process group the lab started, then make sure it is gone."""
+    for target in (lambda s: os.killpg(pid, s), lambda s: os.kill(pid, s)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            target(sig)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _tcp_open(ns: str, ip: str, port: int) -> bool:
+    out = nsexec(ns, "ss", "-Hltn", f"src {ip}:{port}", check=False)
+    return bool(out.strip())
+
+
+def _ipv4_of(ns: str, dev: str) -> str | None:
+    out = nsexec(ns, "ip", "-j", "-4", "addr", "show", "dev", dev, check=False)
+    try:
+        for iface in json.loads(out or "[]"):
+            for a in iface.get("addr_info", []):
+                return a["local"]
+    except ValueError:
+        return None
+    return None
+
+
+def _internet_dns_conf() -> str:
+    lines = [
+        "# The fake internet's DNS: authoritative for the lab's names and the OS probe hosts.",
+        f"listen-address={DNS_IP}",
+        "bind-interfaces",
+        "no-resolv",
+        "no-hosts",
+        "no-dhcp-interface=",
+        *(f"host-record={host},{WEB_IP}" for host in internet.all_hosts()),
+        # Windows' DNS probe (NCSI) expects this exact answer.
+        "host-record=dns.msftncsi.com,131.107.255.255",
+        "address=/#/",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _dnsmasq_files(lab: Lab, cfg: gwconfig.Config) -> tuple[Path, Path]:
+    from gateway import dnsmasq
+
+    return dnsmasq.write(cfg, lab.router_dir)
