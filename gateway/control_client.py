@@ -71,5 +71,6 @@ class ControlClient:
             args["minutes"] = minutes
         return self.call("auth", **args)["client"]
 
-    def deauth(self, who: str) -> dict[str, Any]:
-        return self.call("deauth", client=who)["client"]
+    def deauth(self, who: str, reason: str = "admin") -> dict[str, Any]:
+        """End a session; `reason` is "admin" (operator) or "logout" (the shopper)."""
+        return self.call("deauth", client=who, reason=reason)["client"]

@@ -33,9 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             if not 1 <= args.phones <= 250:
                 raise LabError("--phones must be between 1 and 250")
             lab.up(phones=args.phones)
-            print(
-                f"lab {args.name!r} up with {args.phones} phone(s); portal {lab.status()['portal_url']}"
-            )
+            portal = lab.status()["portal_url"]
+            print(f"lab {args.name!r} up with {args.phones} phone(s); portal {portal}")
         elif args.command == "status":
             status = lab.status()
             if args.json:

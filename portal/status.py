@@ -44,7 +44,7 @@ def logout() -> Response | tuple[str, int]:
     require_csrf()
     who = request.remote_addr or ""
     try:
-        control().deauth(who)
+        control().deauth(who, reason="logout")
     except ControlError as exc:
         # A second tap, or a session that just expired: already logged out is what was asked.
         if unreachable(exc) or is_authorized(lookup(who)):

@@ -25,6 +25,7 @@ class FakeControl:
     def __init__(self) -> None:
         self.clients: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.reasons: list[str] = []
         self.fail: ControlError | None = None
 
     def _get(self, who: str) -> dict[str, Any]:
@@ -44,8 +45,9 @@ class FakeControl:
         client.update(state="authorized", seconds_remaining=(minutes or 60) * 60)
         return dict(client)
 
-    def deauth(self, who: str) -> dict[str, Any]:
+    def deauth(self, who: str, reason: str = "admin") -> dict[str, Any]:
         self.calls.append(("deauth", who))
+        self.reasons.append(reason)
         client = self._get(who)
         if client["state"] != "authorized":
             raise ControlError("client is captive; cannot deauthorize")
@@ -301,6 +303,7 @@ def test_logout_deauthorizes_and_says_so(client: FlaskClient, control: FakeContr
     resp = post(client, "/logout", {"csrf_token": csrf(client, "/status")})
     assert resp.status_code == 303
     assert resp.headers["Location"] == "/?logged_out=1"
+    assert control.reasons == ["logout"]
     assert control.ops("deauth") == [PHONE]
     assert control.clients[PHONE]["state"] == "captive"
     assert "You are logged out" in get(client, resp.headers["Location"]).text
