@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from gateway import config as cfg
+from gateway.cli import main as gateway_main
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path: Path) -> None:
+    default = cfg.Config()
+    cfg.verify(default)
+    assert cfg.load(write(tmp_path, cfg.to_toml(default))) == default
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    c = cfg.load(write(tmp_path, '[lan]\ninterface = "lan0"\n[session]\ndefault_minutes = 30\n'))
+    assert c.lan.interface == "lan0"
+    assert c.session.default_minutes == 30
+    assert c.portal.hostname == "portal.plaza.test"  # untouched sections keep defaults
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[lan]\ninterfce = 'br-lan'\n", "unknown key 'interfce' in [lan]"),
+        ("[lna]\n", "unknown section [lna]"),
+        ("[session]\ndefault_minutes = 'ten'\n", "[session] default_minutes: expected an integer"),
+        ("[session]\ndefault_minutes = true\n", "expected an integer"),
+        ("[lan]\naddress = '198.19.0.1'\n", "[lan] address: expected an IPv4 ADDRESS/PREFIX"),
+        ("[lan]\ndhcp_start = '10.0.0.5'\n", "[lan] dhcp_start: 10.0.0.5 is outside the LAN"),
+        ("[lan]\ninterface = 'this-name-is-far-too-long'\n", "not a valid interface name"),
+        ("[lan]\nupstream_dns = ['dns.example']\n", "[lan] upstream_dns: not an IP address"),
+        ("[portal]\nport = 70000\n", "[portal] port: port out of range"),
+        ("[portal]\nintercept_port = 80\n", "port and intercept_port must differ"),
+        ("[portal]\nhostname = 'bad host'\n", "[portal] hostname: not a valid host name"),
+        ("[session]\nmax_minutes = 5\n", "max_minutes must be >= default_minutes"),
+        ("[gateway]\nstate_dir = 'relative'\n", "must be an absolute path"),
+        ("lan = 3\n", "[lan] must be a table"),
+        ("[lan\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_a_message_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path) in str(err.value)  # the file is named too
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ConfigError, match="cannot read"):
+        cfg.load(tmp_path / "nope.toml")
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, "[session]\ndefault_minutes = 10\n")
+    assert gateway_main(["--config", str(good), "check-config", "--offline"]) == 0
+    assert "OK" in capsys.readouterr().out
+    good.write_text("[lan]\nbogus = 1\n")
+    assert gateway_main(["--config", str(good), "check-config", "--offline"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown key 'bogus'" in err
+
+
+def test_check_config_names_an_unknown_interface(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[lan]\ninterface = 'nosuchif0'\n")
+    assert gateway_main(["--config", str(path), "check-config"]) == 2
+    assert "no such interface: 'nosuchif0'" in capsys.readouterr().err

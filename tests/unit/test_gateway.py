@@ -1,0 +1,111 @@
+"""The gateway core with the fake firewall and a real SQLite file: restart, drift, bad requests."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, GatewayConfig
+from gateway.gateway import Gateway
+from gateway.nft import FakeFirewall
+from gateway.store import Store
+from tests.conftest import FakeClock
+
+MAC = "02:50:4c:00:00:01"
+IP = "198.19.0.100"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+
+
+def make(config: Config, clock: FakeClock, fw: FakeFirewall | None = None) -> Gateway:
+    gw = Gateway(config, fw or FakeFirewall(), Store(config.db_path), clock)
+    gw.start()
+    return gw
+
+
+def lease(gw: Gateway, mac: str = MAC, ip: str = IP, action: str = "add") -> dict:
+    return gw.handle({"op": "lease", "action": action, "mac": mac, "ip": ip, "hostname": "p1"})
+
+
+def test_auth_adds_element_and_deauth_removes_it(config: Config, clock: FakeClock) -> None:
+    gw = make(config, clock)
+    assert lease(gw)["ok"]
+    r = gw.handle({"op": "auth", "client": IP, "minutes": 5})
+    assert r["ok"] and r["client"]["state"] == "authorized"
+    assert gw.firewall.allowed() == {(IP, MAC)}
+    r = gw.handle({"op": "deauth", "client": MAC, "reason": "logout"})
+    assert r["ok"] and r["client"]["state"] == "captive"
+    assert gw.firewall.allowed() == set()
+    assert [s.reason for s in gw.store.ended_sessions()] == ["logout"]
+
+
+def test_restart_restores_authorized_clients(config: Config, clock: FakeClock) -> None:
+    gw = make(config, clock)
+    lease(gw)
+    gw.handle({"op": "auth", "client": MAC})
+    # A new process: fresh table, fresh (empty) kernel; state comes back from SQLite.
+    fw = FakeFirewall()
+    gw2 = make(config, clock, fw)
+    assert fw.calls[0] == ("apply", ((IP, MAC),))
+    assert gw2.handle({"op": "client", "client": IP})["client"]["state"] == "authorized"
+
+
+def test_sessions_that_expired_while_down_end_at_start(config: Config, clock: FakeClock) -> None:
+    gw = make(config, clock)
+    lease(gw)
+    gw.handle({"op": "auth", "client": MAC, "minutes": 1})
+    clock.advance(120)
+    gw2 = make(config, clock)
+    assert gw2.firewall.allowed() == set()
+    assert [s.reason for s in gw2.store.ended_sessions()] == ["session-timeout"]
+
+
+def test_reconciler_repairs_drift(config: Config, clock: FakeClock) -> None:
+    gw = make(config, clock)
+    lease(gw)
+    gw.handle({"op": "auth", "client": MAC})
+    gw.firewall.elements = {("198.19.0.200", "02:50:4c:00:00:99")}  # someone edited the kernel
+    assert gw.reconcile() == 2
+    assert gw.firewall.allowed() == {(IP, MAC)}
+    assert gw.reconcile() == 0
+    gw.firewall.table = None  # the whole table was flushed
+    assert gw.reconcile() == 1
+    assert gw.firewall.allowed() == {(IP, MAC)}
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ([1, 2], "must be a JSON object"),
+        ({"op": "launch"}, "unknown op"),
+        ({"op": "auth"}, "'client' must be a non-empty string"),
+        ({"op": "auth", "client": "198.19.0.77"}, "not a client: 198.19.0.77"),
+        ({"op": "auth", "client": MAC, "minutes": "5"}, "'minutes' must be an integer"),
+        ({"op": "deauth", "client": MAC}, "is not authorized"),
+        ({"op": "deauth", "client": MAC, "reason": "quota"}, "bad request for deauth"),
+        ({"op": "lease", "action": "boom", "mac": MAC, "ip": IP}, "unknown lease action"),
+        ({"op": "lease", "action": "add", "mac": "zz", "ip": IP}, "not a MAC address"),
+    ],
+)
+def test_bad_requests_get_one_line_errors_and_lose_nothing(
+    config: Config, clock: FakeClock, request_: object, message: str
+) -> None:
+    gw = make(config, clock)
+    lease(gw, mac="02:50:4c:00:00:05", ip="198.19.0.105")
+    gw.handle({"op": "auth", "client": "198.19.0.105"})
+    lease(gw)
+    before = gw.firewall.allowed()
+    r = gw.handle(request_)
+    assert r["ok"] is False and message in r["error"] and "\n" not in r["error"]
+    assert gw.firewall.allowed() == before == {("198.19.0.105", "02:50:4c:00:00:05")}
+
+
+def test_lease_release_ends_the_session(config: Config, clock: FakeClock) -> None:
+    gw = make(config, clock)
+    lease(gw)
+    gw.handle({"op": "auth", "client": MAC})
+    assert lease(gw, action="del")["ok"]
+    assert gw.firewall.allowed() == set()
+    assert [s.reason for s in gw.store.ended_sessions()] == ["left"]

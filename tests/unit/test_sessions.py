@@ -1,0 +1,137 @@
+import pytest
+
+from gateway.sessions import (
+    TRANSITIONS,
+    Allow,
+    EndSession,
+    Event,
+    Reason,
+    Revoke,
+    Save,
+    SessionError,
+    SessionTable,
+    State,
+    normalize_mac,
+    transition,
+)
+from tests.conftest import FakeClock
+
+MAC = "02:50:4c:00:00:01"
+MAC2 = "02:50:4c:00:00:02"
+IP = "198.19.0.100"
+
+
+def kinds(ops: list) -> list[type]:
+    return [type(op) for op in ops]
+
+
+@pytest.fixture
+def table(clock: FakeClock) -> SessionTable:
+    t = SessionTable(default_minutes=60, max_minutes=120)
+    t.seen(MAC, IP, clock())
+    return t
+
+
+def test_guard_refuses_transitions_not_in_the_table() -> None:
+    assert (State.CAPTIVE, Event.DEAUTHORIZE) not in TRANSITIONS
+    with pytest.raises(SessionError, match="cannot deauthorize"):
+        transition(State.CAPTIVE, Event.DEAUTHORIZE)
+
+
+def test_new_station_is_captive(table: SessionTable) -> None:
+    assert table.find(MAC).state is State.CAPTIVE
+    assert table.find(IP).mac == MAC
+    assert table.elements() == []
+
+
+def test_authorize_allows_address_and_mac(table: SessionTable, clock: FakeClock) -> None:
+    ops = table.authorize(IP, clock(), minutes=10)
+    assert Allow((IP, MAC)) in ops
+    client = table.find(MAC)
+    assert client.state is State.AUTHORIZED
+    assert client.expires_at == clock() + 600
+    assert client.view(clock())["seconds_remaining"] == 600
+
+
+def test_reauthorize_extends_without_a_second_element(
+    table: SessionTable, clock: FakeClock
+) -> None:
+    table.authorize(MAC, clock(), minutes=10)
+    session = table.find(MAC).session_id
+    clock.advance(300)
+    ops = table.authorize(MAC, clock(), minutes=10)
+    assert kinds(ops) == [Save]
+    assert table.find(MAC).session_id == session
+    assert table.find(MAC).expires_at == clock() + 600
+
+
+def test_session_expires_on_time(table: SessionTable, clock: FakeClock) -> None:
+    table.authorize(MAC, clock(), minutes=1)
+    clock.advance(59)
+    assert table.tick(clock()) == []
+    clock.advance(1)
+    ops = table.tick(clock())
+    assert Revoke((IP, MAC)) in ops
+    ended = [op for op in ops if isinstance(op, EndSession)]
+    assert ended[0].reason is Reason.SESSION_TIMEOUT
+    assert ended[0].ended_at - ended[0].started_at == 60
+    assert table.find(MAC).state is State.CAPTIVE
+
+
+def test_deauthorize_ends_with_reason(table: SessionTable, clock: FakeClock) -> None:
+    table.authorize(MAC, clock())
+    ops = table.deauthorize(IP, clock(), Reason.LOGOUT)
+    assert Revoke((IP, MAC)) in ops
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.LOGOUT]
+    with pytest.raises(SessionError, match="not authorized"):
+        table.deauthorize(IP, clock())
+
+
+def test_unknown_clients_and_bad_input(table: SessionTable, clock: FakeClock) -> None:
+    for who, message in [
+        ("198.19.0.9", "not a client"),
+        ("02:50:4c:00:00:09", "not a client"),
+        ("not-an-address", "not an IP address"),
+    ]:
+        with pytest.raises(SessionError, match=message):
+            table.authorize(who, clock())
+    with pytest.raises(SessionError, match="minutes must be between 1 and 120"):
+        table.authorize(MAC, clock(), minutes=500)
+    with pytest.raises(SessionError, match="multicast"):
+        normalize_mac("01:00:5e:00:00:01")
+    assert normalize_mac("02-50-4C-00-00-01") == MAC
+
+
+def test_address_change_moves_the_element(table: SessionTable, clock: FakeClock) -> None:
+    table.authorize(MAC, clock())
+    ops = table.seen(MAC, "198.19.0.101", clock())
+    assert Revoke((IP, MAC)) in ops and Allow(("198.19.0.101", MAC)) in ops
+    assert table.elements() == [("198.19.0.101", MAC)]
+    with pytest.raises(SessionError):
+        table.find(IP)
+
+
+def test_address_taken_by_another_device_drops_the_old_state(
+    table: SessionTable, clock: FakeClock
+) -> None:
+    table.authorize(MAC, clock())
+    ops = table.seen(MAC2, IP, clock())
+    assert Revoke((IP, MAC)) in ops
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.ADDRESS_TAKEN]
+    assert table.find(IP).mac == MAC2
+    assert table.find(IP).state is State.CAPTIVE
+    assert table.elements() == []
+
+
+def test_leave_ends_session_and_forgets_address(table: SessionTable, clock: FakeClock) -> None:
+    table.authorize(MAC, clock())
+    ops = table.leave(MAC, clock())
+    assert Revoke((IP, MAC)) in ops
+    assert table.find(MAC).ip is None
+    assert table.leave("02:50:4c:00:00:77", clock()) == []
+
+
+def test_repeat_sighting_is_quiet(table: SessionTable, clock: FakeClock) -> None:
+    clock.advance(5)
+    assert table.seen(MAC, IP, clock()) == []
+    assert table.find(MAC).last_seen == clock()
