@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.control_client import ControlError
 from lab.topology import Lab, LabError
 
 LAB_NAME = "bench"
@@ -34,11 +35,13 @@ class Check:
     figure: str
     value: float | None
     unit: str
-    target: float
-    higher_is_better: bool
+    target: float | None = None  # None: a figure shown for context, with no target
+    higher_is_better: bool = False
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        if self.target is None:
+            return None
         if self.value is None or math.isnan(self.value):
             return False
         if self.higher_is_better:
@@ -46,12 +49,16 @@ class Check:
         return self.value <= self.target
 
     def target_text(self) -> str:
+        if self.target is None:
+            return "-"
         op = ">=" if self.higher_is_better else "<="
         return f"{op} {self.target:g} {self.unit}".rstrip()
 
     def value_text(self) -> str:
-        if self.value is None:
+        if self.value is None or math.isnan(self.value):
             return "n/a"
+        if self.value == int(self.value) and abs(self.value) < 1e6:
+            return f"{int(self.value)} {self.unit}".rstrip()
         return f"{self.value:.3f} {self.unit}".rstrip()
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,12 +111,12 @@ def bench_lab(phones: int = 1) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
-        leftover = [ns for ns in _netns_names() if ns.startswith(f"{LAB_NAME}-")]
+        leftover = [ns for ns in netns_names() if ns.startswith(f"{LAB_NAME}-")]
         if leftover:
             log(f"warning: namespaces left behind after down: {', '.join(leftover)}")
 
 
-def _netns_names() -> list[str]:
+def netns_names() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -216,6 +223,9 @@ def wait_tcp_listen(ns: str, ip: str, port: int, timeout: float = 10) -> None:
 
 def print_checks(result: Result) -> None:
     for check in result.checks:
+        if check.passed is None:
+            log(f"  {check.figure}: {check.value_text()}")
+            continue
         verdict = "meets" if check.passed else "MISSES"
         log(f"  {check.figure}: {check.value_text()} ({verdict} target {check.target_text()})")
     for error in result.errors[:10]:
@@ -229,7 +239,7 @@ def main(run: Callable[[], Result]) -> int:
     started = time.monotonic()
     try:
         result = run()
-    except (LabError, OSError, subprocess.SubprocessError) as exc:
+    except (LabError, ControlError, OSError, subprocess.SubprocessError, ValueError) as exc:
         log(f"benchmark failed: {exc}")
         return 1
     result.seconds = time.monotonic() - started

@@ -125,9 +125,10 @@ class Daemon:
             await ipr.bind(groups=RTMGRP_NEIGH)
             async for msg in await ipr.neigh("dump"):
                 self._neighbour(msg, useful)
-            async for msg in ipr.get():
-                if msg.get("event") == "RTM_NEWNEIGH":
-                    self._neighbour(msg, useful)
+            while True:  # get() ends after each batch the socket delivered
+                async for msg in ipr.get():
+                    if msg.get("event") == "RTM_NEWNEIGH":
+                        self._neighbour(msg, useful)
 
     def _neighbour(self, msg, useful: int) -> None:
         if msg["ifindex"] != self.lan_ifindex or not msg["state"] & useful:
@@ -152,6 +153,12 @@ class Daemon:
             except Exception:
                 log.exception("periodic work failed; will retry")
 
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or self.stopping.is_set():
+            return
+        log.error("background task ended: %r; stopping", task.exception() or task.get_name())
+        self.stopping.set()  # let the supervisor restart us rather than run half-blind
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,6 +167,8 @@ class Daemon:
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
             tasks.append(asyncio.create_task(self.watch_neighbours()))
+        for task in tasks:
+            task.add_done_callback(self._task_done)
         log.info("control socket at %s", self.config.gateway.control_socket)
         print("plaza-gateway: ready", flush=True)
         await self.stopping.wait()

@@ -159,7 +159,7 @@ class Gateway:
         if action in ("add", "old"):
             self.apply(self.table.seen(mac, ip, now, hostname))
         elif action == "del":
-            self.apply(self.table.leave(mac, now))
+            self.apply(self.table.leave(mac, now, ip))
         else:
             raise SessionError(f"unknown lease action: {action!r}")
         return {}

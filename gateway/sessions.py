@@ -184,6 +184,7 @@ class SessionTable:
         ops: list[Op] = []
         client = self.clients.get(mac)
         dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
+        dirty = dirty or bool(ip and ip != client.ip)
         if client is None:
             client = Client(mac=mac, first_seen=now)
             self.clients[mac] = client
@@ -235,10 +236,14 @@ class SessionTable:
         ops.append(Save(replace(client)))
         return ops
 
-    def leave(self, mac: str, now: float) -> list[Op]:
-        """The station left (lease released or expired): its session ends, its record goes."""
+    def leave(self, mac: str, now: float, ip: str | None = None) -> list[Op]:
+        """The station left (lease released or expired): its session ends, its address goes.
+
+        With `ip`, only if the station still holds that address: a release that arrives after
+        the station was already seen at a new address is stale and ignored.
+        """
         client = self.clients.get(normalize_mac(mac))
-        if client is None:
+        if client is None or (ip is not None and normalize_ip(ip) != client.ip):
             return []
         ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
         if client.ip and self.by_ip.get(client.ip) == client.mac:

@@ -27,6 +27,7 @@ from pathlib import Path
 from gateway import config as gwconfig
 from gateway.control_client import ControlClient, ControlError
 from lab import internet
+from lab.pki import LabCA
 
 RUN_ROOT = Path("/run/plaza-lab")
 BIN = Path(sys.executable).parent
@@ -103,6 +104,10 @@ class Lab:
     @property
     def gateway_config_path(self) -> Path:
         return self.router_dir / "gateway.toml"
+
+    @property
+    def ca(self) -> LabCA:
+        return LabCA(self.run_dir / "pki")
 
     @property
     def control_socket(self) -> str:
@@ -221,6 +226,19 @@ class Lab:
             "--listen",
             f"{WEB_IP}:80",
         )
+        cert, key = self.ca.issue("internet-web", [*internet.all_hosts(), WEB_IP])
+        self.spawn(
+            "internet-tls",
+            ns,
+            str(BIN / "python"),
+            "-m",
+            "lab.internet",
+            "--listen",
+            f"{WEB_IP}:443",
+            "--tls",
+            str(cert),
+            str(key),
+        )
 
     def _build_router(self) -> None:
         r, i = self.state.router, self.state.internet
@@ -267,7 +285,12 @@ class Lab:
             str(self.gateway_config_path),
         )
         _wait_for(lambda: _tcp_open(r, LAN_ADDRESS.split("/")[0], 80), 10, "portal to listen")
-        _wait_for(lambda: _tcp_open(self.state.internet, WEB_IP, 80), 10, "fake web to listen")
+        for port in (80, 443):
+            _wait_for(
+                lambda port=port: _tcp_open(self.state.internet, WEB_IP, port),
+                10,
+                f"fake web to listen on {port}",
+            )
 
     def start_gateway(self) -> None:
         self.spawn(
@@ -306,6 +329,7 @@ class Lab:
         etc = Path("/etc/netns") / ns
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text("")
+        _trust_lab_ca(etc, self.ca.cert_path)
         phone = Phone(name=name, netns=ns, mac=mac)
         self.state.phones.append(phone)
         self._save()
@@ -357,6 +381,7 @@ class Lab:
             },
             "phones": phones,
             "portal_url": cfg.portal.url,
+            "ca_cert": str(self.ca.cert_path),
             "pids": dict(self.state.pids),
         }
 
@@ -380,6 +405,16 @@ class Lab:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.state = LabState(name=self.name)
         return removed
+
+
+def _trust_lab_ca(etc: Path, ca_cert: Path) -> None:
+    """Give the phone its own /etc/ssl (mounted by `ip netns exec`) whose trust store holds the
+    lab CA only, as a phone with the venue's CA installed; the host's store is not touched."""
+    ssl = etc / "ssl"
+    (ssl / "certs").mkdir(parents=True, exist_ok=True)
+    if Path("/etc/ssl/openssl.cnf").exists():
+        shutil.copy("/etc/ssl/openssl.cnf", ssl / "openssl.cnf")
+    shutil.copy(ca_cert, ssl / "certs" / "ca-certificates.crt")
 
 
 def _is_lab_ns(suffix: str) -> bool:

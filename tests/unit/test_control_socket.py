@@ -61,7 +61,7 @@ def test_requests_over_the_socket(config: Config) -> None:
         assert client.auth(IP, minutes=3)["state"] == "authorized"
         assert gw.firewall.allowed() == {(IP, MAC)}
         assert [c["mac"] for c in client.clients()] == [MAC]
-        with pytest.raises(ControlError, match="not a client: 198.19.0.9"):
+        with pytest.raises(ControlError, match=r"not a client: 198\.19\.0\.9"):
             client.auth("198.19.0.9")
         path = config.gateway.control_socket
         assert raw(path, b"{not json\n") == {"ok": False, "error": "request is not valid JSON"}

@@ -135,3 +135,14 @@ def test_repeat_sighting_is_quiet(table: SessionTable, clock: FakeClock) -> None
     clock.advance(5)
     assert table.seen(MAC, IP, clock()) == []
     assert table.find(MAC).last_seen == clock()
+
+
+def test_stale_release_after_a_move_is_ignored(table: SessionTable, clock: FakeClock) -> None:
+    table.seen(MAC, "198.19.0.60", clock())  # netlink saw the new address first
+    assert table.leave(MAC, clock(), ip=IP) == []  # then dnsmasq reports the old lease gone
+    assert table.find("198.19.0.60").mac == MAC
+
+
+def test_address_change_is_saved(table: SessionTable, clock: FakeClock) -> None:
+    ops = table.seen(MAC, "198.19.0.60", clock())
+    assert [op.client.ip for op in ops if isinstance(op, Save)] == ["198.19.0.60"]

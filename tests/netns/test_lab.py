@@ -1,0 +1,85 @@
+"""The lab's own contract: isolated from the host, and `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.control_client import ControlError
+from lab.topology import Lab, nsexec
+from tests.netns.conftest import _need_root, unique_name
+
+BIN = Path(sys.executable).parent
+
+
+def test_up_down_leaves_nothing_and_repeats() -> None:
+    _need_root()
+    lab = Lab(unique_name("d"))
+    lab.up(phones=1)
+    pids = list(lab.state.pids.values())
+    namespaces = lab.state.namespaces()
+    try:
+        internet = lab.state.internet
+        routes = nsexec(internet, "ip", "route", "show")
+        assert "default" not in routes  # the fake internet cannot route anywhere else
+        links = nsexec(lab.state.router, "ip", "-o", "link", "show")
+        assert {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()} == {
+            "lo", "wan", "br-lan", "lan1",
+        }  # fmt: skip
+    finally:
+        lab.down()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(ns in listed for ns in namespaces)
+    assert not any(Path(f"/etc/netns/{ns}").exists() for ns in namespaces)
+    assert not lab.run_dir.exists()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert lab.down() == []  # idempotent
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_neighbour_events_learn_a_station_without_dhcp() -> None:
+    """A phone with a static address is learned from netlink as soon as it talks."""
+    _need_root()
+    lab = Lab(unique_name("n"))
+    lab.up(phones=1)
+    try:
+        lab.stop("phone1-dhcp")  # udhcpc -R releases its lease: the gateway forgets the IP
+        ns = lab.netns_of("phone1")
+        nsexec(ns, "ip", "addr", "flush", "dev", "eth0")
+        nsexec(ns, "ip", "addr", "add", "198.19.0.60/24", "dev", "eth0")
+        nsexec(ns, "ping", "-c", "1", "-W", "1", "198.19.0.1", check=False)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                client = lab.control().client("198.19.0.60")
+                break
+            except ControlError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the gateway never learned 198.19.0.60 from netlink")
+        assert client["mac"] == lab.state.phones[0].mac
+        assert client["hostname"] == "phone1"  # the same station, now at its new address
+    finally:
+        lab.down()
+
+
+def test_demo_runs_and_exits_zero() -> None:
+    _need_root()
+    name = unique_name("m")
+    r = subprocess.run(
+        [str(BIN / "plaza-lab"), "--name", name, "demo"],
+        capture_output=True, text=True, timeout=120, env={**os.environ},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Demo passed" in r.stdout
+    assert name not in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
