@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 
-from benchlib import Check, Result, bench_lab, log, main, nsrun, phone_ipv4, wait_tcp_listen
+from benchlib import (
+    Check,
+    Result,
+    bench_lab,
+    log,
+    main,
+    netns_names,
+    nsrun,
+    phone_ipv4,
+    wait_tcp_listen,
+)
 
 from lab.topology import Lab, LabError
 
 NAME = "forwarding"
 IPERF_PORT = 5201
 TABLE = "inet plaza"
+ARMS = ("with", "without")
 
 
 def iperf(lab: Lab, seconds: float, omit: int) -> dict:
@@ -28,6 +40,10 @@ def iperf(lab: Lab, seconds: float, omit: int) -> dict:
     phone = lab.state.phones[0].netns
     server = lab.status()["internet"]["web_ipv4"]
     cmd = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "-O", str(omit)]
+    if (os.cpu_count() or 1) >= 2:
+        # Sender (and with it the router's forwarding, done in its softirq) on CPU 0, receiver
+        # on CPU 1: far less run-to-run spread than letting the scheduler move them around.
+        cmd += ["-A", "0,1"]
     proc = subprocess.run(
         ["ip", "netns", "exec", phone, *cmd, "-J"],
         capture_output=True,
@@ -95,7 +111,7 @@ def run(rounds: int = 5, seconds: float = 4, omit: int = 1) -> Result:
             log(f"warm-up run ({seconds:g} s, with the table)")
             iperf(lab, seconds, omit)
             for i in range(rounds):
-                order = ("with", "without") if i % 2 == 0 else ("without", "with")
+                order = ARMS if i % 2 == 0 else ARMS[::-1]
                 for arm in order:
                     if arm == "without":
                         table.remove()
@@ -119,32 +135,56 @@ def run(rounds: int = 5, seconds: float = 4, omit: int = 1) -> Result:
         if not table.present():
             result.errors.append("plaza table missing after the gateway restart")
         lab.stop("bench-iperf3")
+        others = [ns for ns in netns_names() if not ns.startswith(f"{lab.name}-")]
 
     with_ = [r["gbps"] for r in runs if r["arm"] == "with"]
     without = [r["gbps"] for r in runs if r["arm"] == "without"]
     med_with, med_without = statistics.median(with_), statistics.median(without)
     ratio = med_with / med_without if med_without else float("nan")
+    # Each round's two runs are adjacent in time: their ratio cancels slow drift of the machine.
+    pairs = [_gbps(runs, i, "with") / _gbps(runs, i, "without") for i in range(1, rounds + 1)]
+    pair_ratio = statistics.median(pairs)
+    spread = {arm: _spread([r["gbps"] for r in runs if r["arm"] == arm]) for arm in ARMS}
     log(f"median with table:    {med_with:6.2f} Gbit/s  (runs: {_list(with_)})")
     log(f"median without table: {med_without:6.2f} Gbit/s  (runs: {_list(without)})")
-    log(f"ratio with/without:   {ratio:.3f}")
+    log(f"ratio with/without:   {ratio:.3f} (ratio of medians)")
+    log(f"per-round ratios:     {_list(pairs, 3)}; median {pair_ratio:.3f}")
+    log(f"spread (max-min)/median: with {spread['with']:.1%}, without {spread['without']:.1%}")
+    if max(spread.values()) > 0.05:
+        busy = f" (other namespaces present: {', '.join(others)})" if others else ""
+        log(f"note: runs spread more than 5%: the machine was busy{busy}; ratio is noisy")
     result.figures = {
         "median_gbps_with": round(med_with, 3),
         "median_gbps_without": round(med_without, 3),
         "ratio": round(ratio, 4),
+        "median_pair_ratio": round(pair_ratio, 4),
+        "pair_ratios": [round(p, 4) for p in pairs],
+        "spread_with": round(spread["with"], 4),
+        "spread_without": round(spread["without"], 4),
+        "other_namespaces": others,
         "seconds_per_run": seconds,
         "omitted_seconds": omit,
         "runs": runs,
     }
     result.checks += [
         Check("forwarding ratio with/without table", ratio, "", 0.97, higher_is_better=True),
+        Check("forwarding per-round ratio (median)", pair_ratio, ""),
         Check("forwarding with table (median)", med_with, "Gbit/s"),
         Check("forwarding without table (median)", med_without, "Gbit/s"),
     ]
     return result
 
 
-def _list(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
+def _list(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def _gbps(runs: list[dict], round_: int, arm: str) -> float:
+    return next(r["gbps"] for r in runs if r["round"] == round_ and r["arm"] == arm)
+
+
+def _spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

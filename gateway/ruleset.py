@@ -61,6 +61,12 @@ def render(config: Config, clients: Iterable[Element] = ()) -> str:
         "\tchain lan_input {",
         "\t\ttype filter hook input priority filter; policy accept;",
         f'\t\tiifname != "{lan}" return',
+        # A connection redirected while captive would keep reaching the portal after login
+        # (HTTP keep-alive); reset it so the browser reconnects and reaches the real site.
+        f"\t\ttcp dport {config.portal.intercept_port} ct status dnat "
+        f"ip saddr . ether saddr @{SET4} reject with tcp reset",
+        f"\t\ttcp dport {config.portal.intercept_port} ct status dnat "
+        f"ip6 saddr . ether saddr @{SET6} reject with tcp reset",
         "\t\tct state established,related accept",
         "\t\tudp dport { 53, 67 } accept",
         f"\t\ttcp dport {{ 53, {ports} }} accept",

@@ -178,3 +178,34 @@ def test_status_json_shape(fresh: Lab) -> None:
     assert Path(status["ca_cert"]).exists()
     assert [set(p) >= {"name", "netns", "mac", "ipv4"} for p in status["phones"]] == [True, True]
     assert status["portal_url"] == "http://portal.plaza.test/"
+
+
+KEEPALIVE = """
+import http.client, sys
+c = http.client.HTTPConnection("www.example.test", 80, timeout=3)
+c.request("GET", "/"); r = c.getresponse(); r.read(); print(r.status, flush=True)
+sys.stdin.readline()  # the test authorizes the phone now
+try:
+    c.request("GET", "/"); r = c.getresponse(); r.read(); print(r.status, flush=True)
+except OSError as exc:
+    print("reset", type(exc).__name__, flush=True)
+c = http.client.HTTPConnection("www.example.test", 80, timeout=3)
+c.request("GET", "/"); r = c.getresponse(); r.read(); print(r.status, flush=True)
+"""
+
+
+def test_kept_alive_redirected_connection_is_reset_after_login(fresh: Lab) -> None:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", fresh.netns_of("phone1"), sys.executable, "-c", KEEPALIVE],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().split() == ["302"]
+        fresh.control().auth(phone_info(fresh, "phone1")["mac"])
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split()[0] == "reset"  # not another 302 from the portal
+        assert proc.stdout.readline().split() == ["200"]  # a new connection reaches the site
+    finally:
+        proc.kill()
+        proc.wait()
