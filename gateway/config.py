@@ -46,15 +46,82 @@ class LanConfig:
 class PortalConfig:
     hostname: str = "portal.plaza.test"
     port: int = 80  # where the portal itself is served on the LAN address
+    https_port: int = 443  # the portal and the RFC 8908 API over TLS, when a certificate is set
     intercept_port: int = 8080  # where captive TCP/80 is redirected; every request gets a 302
+    cert_file: str = ""  # PEM chain for `hostname`; empty: HTTP only (not for production)
+    key_file: str = ""
     merchant_name: str = "Plaza Demo Café"
+    merchant_name_zh: str = ""  # shown for zh-CN; empty: merchant_name
     terms: str = "Be kind. Fair use applies. We may show you offers from this venue."
+    terms_zh: str = ""
+    logo_url: str = ""  # https URL or a path under the portal's /static/
+    brand_color: str = "#0b7a75"
+    venue_info: str = ""  # text of the venue page (RFC 8908 venue-info-url)
+    click_through: bool = False  # offer "accept terms and continue" besides the wallet login
     secret_key_file: str = ""  # empty: <state_dir>/portal.key, created on first run
 
     @property
+    def tls(self) -> bool:
+        return bool(self.cert_file)
+
+    @property
     def url(self) -> str:
+        """The portal's front page: where every intercepted request is redirected."""
+        if self.tls:
+            port = "" if self.https_port == 443 else f":{self.https_port}"
+            return f"https://{self.hostname}{port}/"
         port = "" if self.port == 80 else f":{self.port}"
         return f"http://{self.hostname}{port}/"
+
+    @property
+    def api_url(self) -> str:
+        """The RFC 8908 API URL carried in DHCP option 114 / DHCPv6 103 / RA 37."""
+        return self.url + "api/captive"
+
+
+@dataclass(frozen=True)
+class OfferConfig:
+    title: str
+    text: str = ""
+    title_zh: str = ""
+    text_zh: str = ""
+    url: str = ""  # https link for "see the offer"; shown, never redirected to
+
+
+@dataclass(frozen=True)
+class WalletConfig:
+    """Which wallet signs shoppers in, and how to reach it."""
+
+    dialect: str = "oidc"  # "oidc" (OAuth 2.0 / OpenID Connect) or "alipay"
+    # OpenID Connect: discovery at <issuer>/.well-known/openid-configuration
+    issuer: str = "https://wallet.test"
+    client_id: str = "plaza-portal"
+    client_secret_file: str = ""  # empty: a public client (PKCE only)
+    scope: str = "openid profile"
+    # Alipay open-platform dialect
+    app_id: str = ""
+    authorize_url: str = "https://wallet.test/oauth2/publicAppAuthorize.htm"
+    gateway_url: str = "https://wallet.test/gateway.do"
+    alipay_scope: str = "auth_user"  # auth_base (silent, user_id only) or auth_user
+    app_private_key_file: str = ""
+    wallet_public_key_file: str = ""
+    ca_file: str = ""  # trust anchors for the wallet's TLS; empty: the system store
+
+
+@dataclass(frozen=True)
+class GardenConfig:
+    """Walled garden: what a captive client may reach before login (by domain)."""
+
+    domains: tuple[str, ...] = ()  # besides the wallet's own hosts, which are always in
+
+
+@dataclass(frozen=True)
+class ReconnectConfig:
+    """Returning shoppers: a signed, revocable token held by the wallet, not a MAC."""
+
+    enabled: bool = True
+    token_days: int = 90
+    trust_mac: bool = False  # re-admit a known MAC without login; off by default, explicit
 
 
 @dataclass(frozen=True)
@@ -78,6 +145,10 @@ class Config:
     lan: LanConfig = field(default_factory=LanConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    wallet: WalletConfig = field(default_factory=WalletConfig)
+    garden: GardenConfig = field(default_factory=GardenConfig)
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    offers: tuple[OfferConfig, ...] = ()
 
     @property
     def db_path(self) -> Path:
@@ -89,12 +160,20 @@ SECTIONS: dict[str, type] = {
     "lan": LanConfig,
     "portal": PortalConfig,
     "session": SessionConfig,
+    "wallet": WalletConfig,
+    "garden": GardenConfig,
+    "reconnect": ReconnectConfig,
 }
+LISTS: dict[str, type] = {"offers": OfferConfig}  # arrays of tables: [[offers]]
 
 
 def _coerce(section: str, key: str, expected: Any, value: Any) -> Any:
     """Check one value against its field's type; tuples come from TOML arrays."""
     where = f"[{section}] {key}"
+    if expected in ("bool", bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     if expected in ("int", int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -118,23 +197,39 @@ def from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, refusing unknown sections and keys."""
     built: dict[str, Any] = {}
     for section, value in data.items():
+        if section in LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"[[{section}]] must be an array of tables")
+            built[section] = tuple(
+                _build(f"{section}[{i}]", LISTS[section], v) for i, v in enumerate(value)
+            )
+            continue
         cls = SECTIONS.get(section)
         if cls is None:
-            raise ConfigError(f"unknown section [{section}] (known: {', '.join(sorted(SECTIONS))})")
+            known = ", ".join(sorted([*SECTIONS, *LISTS]))
+            raise ConfigError(f"unknown section [{section}] (known: {known})")
         if not isinstance(value, dict):
             raise ConfigError(f"[{section}] must be a table")
-        known = {f.name: f.type for f in fields(cls)}
-        kwargs = {}
-        for key, item in value.items():
-            if key not in known:
-                raise ConfigError(
-                    f"unknown key '{key}' in [{section}] (known: {', '.join(sorted(known))})"
-                )
-            kwargs[key] = _coerce(section, key, known[key], item)
-        built[section] = cls(**kwargs)
+        built[section] = _build(section, cls, value)
     config = Config(**built)
     verify(config)
     return config
+
+
+def _build(section: str, cls: type, value: dict[str, Any]) -> Any:
+    known = {f.name: f.type for f in fields(cls)}
+    kwargs = {}
+    for key, item in value.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key '{key}' in [{section}] (known: {', '.join(sorted(known))})"
+            )
+        kwargs[key] = _coerce(section, key, known[key], item)
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        required = [f.name for f in fields(cls) if f.name not in kwargs]
+        raise ConfigError(f"[{section}] is missing {', '.join(required)}") from None
 
 
 def _check_ip(where: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -178,10 +273,30 @@ def verify(config: Config) -> None:
         raise ConfigError(f"[portal] hostname: not a valid host name: {portal.hostname!r}")
     _check_port("[portal] port", portal.port)
     _check_port("[portal] intercept_port", portal.intercept_port)
-    if portal.port == portal.intercept_port:
-        raise ConfigError("[portal] port and intercept_port must differ")
     if not portal.merchant_name.strip():
         raise ConfigError("[portal] merchant_name must not be empty")
+    _check_port("[portal] https_port", portal.https_port)
+    if len({portal.port, portal.https_port, portal.intercept_port}) != 3:
+        raise ConfigError("[portal] port, https_port and intercept_port must all differ")
+    if bool(portal.cert_file) != bool(portal.key_file):
+        raise ConfigError("[portal] cert_file and key_file go together")
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", portal.brand_color):
+        raise ConfigError(f"[portal] brand_color: expected #rrggbb, got {portal.brand_color!r}")
+    if portal.logo_url and not re.fullmatch(r"(https://|/static/)[^\s\"'<>]+", portal.logo_url):
+        raise ConfigError("[portal] logo_url: expected an https:// URL or a /static/ path")
+    if len(portal.api_url.encode()) > 255:
+        raise ConfigError("[portal] hostname too long: the API URL must fit DHCP's 255 bytes")
+    for i, offer in enumerate(config.offers):
+        if not offer.title.strip():
+            raise ConfigError(f"[[offers]] #{i + 1}: title must not be empty")
+        if offer.url and not offer.url.startswith("https://"):
+            raise ConfigError(f"[[offers]] #{i + 1}: url must be https://")
+    verify_wallet(config.wallet)
+    for domain in config.garden.domains:
+        if not HOSTNAME_RE.match(domain.removeprefix("*.")):
+            raise ConfigError(f"[garden] domains: not a domain name: {domain!r}")
+    if not 1 <= config.reconnect.token_days <= 400:
+        raise ConfigError("[reconnect] token_days must be between 1 and 400")
     if session.default_minutes < 1:
         raise ConfigError("[session] default_minutes must be at least 1")
     if session.max_minutes < session.default_minutes:
@@ -198,6 +313,34 @@ def verify(config: Config) -> None:
         )
     if not 0.05 <= gw.tick_seconds <= 60:
         raise ConfigError("[gateway] tick_seconds must be between 0.05 and 60")
+
+
+def verify_wallet(wallet: WalletConfig) -> None:
+    if wallet.dialect not in ("oidc", "alipay"):
+        raise ConfigError(f"[wallet] dialect: 'oidc' or 'alipay', got {wallet.dialect!r}")
+    for key in ("issuer", "authorize_url", "gateway_url"):
+        url = getattr(wallet, key)
+        if not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?", url):
+            raise ConfigError(f"[wallet] {key}: must be an https:// URL, got {url!r}")
+    if wallet.dialect == "oidc" and not wallet.client_id:
+        raise ConfigError("[wallet] client_id is required for dialect 'oidc'")
+    if wallet.dialect == "alipay":
+        if wallet.alipay_scope not in ("auth_base", "auth_user"):
+            raise ConfigError("[wallet] alipay_scope: 'auth_base' or 'auth_user'")
+        for key in ("app_id", "app_private_key_file", "wallet_public_key_file"):
+            if not getattr(wallet, key):
+                raise ConfigError(f"[wallet] {key} is required for dialect 'alipay'")
+
+
+def wallet_hosts(wallet: WalletConfig) -> list[str]:
+    """The wallet's host names: always in the walled garden."""
+    from urllib.parse import urlsplit
+
+    if wallet.dialect == "oidc":
+        urls = [wallet.issuer]
+    else:
+        urls = [wallet.authorize_url, wallet.gateway_url]
+    return sorted({urlsplit(u).hostname or "" for u in urls} - {""})
 
 
 def load(path: str | Path) -> Config:
@@ -221,13 +364,17 @@ def to_toml(config: Config) -> str:
     """Render a config back to TOML (the lab writes its router's config this way)."""
     out: list[str] = []
     for section in SECTIONS:
-        obj = getattr(config, section)
         out.append(f"[{section}]")
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            out.append(f"{f.name} = {_toml_value(value)}")
-        out.append("")
+        out += _toml_fields(getattr(config, section))
+    for section in LISTS:
+        for item in getattr(config, section):
+            out.append(f"[[{section}]]")
+            out += _toml_fields(item)
     return "\n".join(out)
+
+
+def _toml_fields(obj: Any) -> list[str]:
+    return [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)] + [""]
 
 
 def _toml_value(value: Any) -> str:

@@ -37,7 +37,15 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[lan]\ninterface = 'this-name-is-far-too-long'\n", "not a valid interface name"),
         ("[lan]\nupstream_dns = ['dns.example']\n", "[lan] upstream_dns: not an IP address"),
         ("[portal]\nport = 70000\n", "[portal] port: port out of range"),
-        ("[portal]\nintercept_port = 80\n", "port and intercept_port must differ"),
+        ("[portal]\nintercept_port = 80\n", "https_port and intercept_port must all differ"),
+        ("[portal]\nclick_through = 1\n", "[portal] click_through: expected true or false"),
+        ("[wallet]\ndialect = 'wechat'\n", "[wallet] dialect: 'oidc' or 'alipay'"),
+        ("[wallet]\nissuer = 'http://wallet.test'\n", "[wallet] issuer: must be an https:// URL"),
+        ("[wallet]\ndialect = 'alipay'\n", "[wallet] app_id is required"),
+        ("[[offers]]\ntext = 'x'\n", "[offers[0]] is missing title"),
+        ("[[offers]]\ntitle = 'a'\nurl = 'http://x'\n", "url must be https://"),
+        ("[garden]\ndomains = ['bad domain']\n", "[garden] domains: not a domain name"),
+        ("[portal]\nbrand_color = 'red'\n", "brand_color: expected #rrggbb"),
         ("[portal]\nhostname = 'bad host'\n", "[portal] hostname: not a valid host name"),
         ("[session]\nmax_minutes = 5\n", "max_minutes must be >= default_minutes"),
         ("[gateway]\nstate_dir = 'relative'\n", "must be an absolute path"),
@@ -75,3 +83,22 @@ def test_check_config_names_an_unknown_interface(
     path = write(tmp_path, "[lan]\ninterface = 'nosuchif0'\n")
     assert gateway_main(["--config", str(path), "check-config"]) == 2
     assert "no such interface: 'nosuchif0'" in capsys.readouterr().err
+
+
+def test_offers_and_sections_round_trip(tmp_path: Path) -> None:
+    config = cfg.Config(
+        offers=(cfg.OfferConfig(title="Coffee -20%", text="Today only", url="https://x.test/o"),),
+        garden=cfg.GardenConfig(domains=("ocsp.plaza.test", "*.cdn.test")),
+        reconnect=cfg.ReconnectConfig(trust_mac=True),
+    )
+    assert cfg.load(write(tmp_path, cfg.to_toml(config))) == config
+
+
+def test_wallet_hosts_are_derived_from_the_dialect() -> None:
+    assert cfg.wallet_hosts(cfg.WalletConfig()) == ["wallet.test"]
+    alipay = cfg.WalletConfig(
+        dialect="alipay",
+        authorize_url="https://openauth.wallet.test/x",
+        gateway_url="https://openapi.wallet.test/gateway.do",
+    )
+    assert cfg.wallet_hosts(alipay) == ["openapi.wallet.test", "openauth.wallet.test"]
