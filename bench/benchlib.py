@@ -7,7 +7,6 @@ is a plain dict (JSON-ready) so `run_all.py` can tabulate and store it without k
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import select
@@ -245,6 +244,4 @@ def main(run: Callable[[], Result]) -> int:
     result.seconds = time.monotonic() - started
     log(f"{result.name}: done in {result.seconds:.1f} s")
     print_checks(result)
-    if os.environ.get("BENCH_JSON"):
-        log(json.dumps(result.as_dict(), indent=2))
     return 1 if result.errors else 0
