@@ -83,22 +83,18 @@ def create_app() -> Flask:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fake internet web server for the Plaza lab")
-    parser.add_argument("--listen", action="append", required=True, help="HOST:PORT")
-    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS instead")
+    parser.add_argument("--listen", required=True, help="HOST:PORT")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     args = parser.parse_args(argv)
+    from cheroot import wsgi
+
+    host, _, port = args.listen.rpartition(":")
+    server = wsgi.Server((host, int(port)), create_app(), numthreads=16)
     if args.tls:
-        # waitress has no TLS; werkzeug's threaded server is plenty for the lab's HTTPS sites.
-        from werkzeug.serving import make_server
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-        host, _, port = args.listen[0].rpartition(":")
-        server = make_server(
-            host, int(port), create_app(), threaded=True, ssl_context=tuple(args.tls)
-        )
-        server.serve_forever()
-        return 0
-    from waitress import serve
-
-    serve(create_app(), listen=" ".join(args.listen), threads=8, ident=None, _quiet=True)
+        server.ssl_adapter = BuiltinSSLAdapter(*args.tls)
+    server.safe_start()
     return 0
 
 

@@ -1,27 +1,50 @@
-"""`plaza-portal`: serve the captive portal with waitress on the router's LAN address.
+"""`plaza-portal`: serve the captive portal on the router's LAN address.
 
-One process listens on two ports: the portal port for the real pages, and the intercept port
-that nftables redirects captive TCP/80 to. The app tells them apart by SERVER_PORT.
+Three listeners share one app: the portal over HTTPS (pages and the RFC 8908 API), the portal
+over plain HTTP (kept so a phone that types the name still lands somewhere: it is redirected to
+HTTPS), and the intercept port that nftables sends captive TCP/80 to. The app tells them apart
+by SERVER_PORT. cheroot serves all three: one threaded server library with built-in TLS.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
-from waitress import create_server
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from gateway.config import ConfigError, load
+from gateway.config import Config, ConfigError, load
 from portal import create_app
 
 log = logging.getLogger("plaza.portal")
+THREADS = 16  # per listener; each request is short (no upstream call but the control socket)
 
 
-def listen_spec(host: str, ports: list[int]) -> str:
-    """waitress' `listen` string; IPv6 literals need brackets."""
-    shown = f"[{host}]" if ":" in host else host
-    return " ".join(f"{shown}:{port}" for port in ports)
+def listeners(config: Config, host: str) -> list[tuple[str, int, bool]]:
+    """(host, port, tls) for every socket the portal serves."""
+    out = [(host, config.portal.port, False), (host, config.portal.intercept_port, False)]
+    if config.portal.tls:
+        out.append((host, config.portal.https_port, True))
+    return out
+
+
+def build_servers(config: Config, host: str, app) -> list[wsgi.Server]:
+    servers = []
+    for addr, port, tls in listeners(config, host):
+        server = wsgi.Server(
+            (addr, port),
+            app,
+            numthreads=THREADS,
+            server_name="plaza",  # no version leak
+        )
+        if tls:
+            server.ssl_adapter = BuiltinSSLAdapter(config.portal.cert_file, config.portal.key_file)
+        servers.append(server)
+    return servers
 
 
 def run(config_path: str, listen: str | None) -> int:
@@ -33,24 +56,28 @@ def run(config_path: str, listen: str | None) -> int:
     host = listen or config.lan.ip
     try:
         app = create_app({"PLAZA_CONFIG": config, "PORTAL_EXTRA_HOSTS": (host,) if listen else ()})
-    except OSError as exc:
-        print(f"plaza-portal: {exc}", file=sys.stderr)
+        servers = build_servers(config, host, app)
+        for server in servers:
+            server.prepare()  # binds now, so a busy port is reported before we say "serving"
+    except (OSError, ValueError) as exc:
+        print(f"plaza-portal: cannot serve on {host}: {exc}", file=sys.stderr)
         return 1
-    ports = [config.portal.port, config.portal.intercept_port]
-    try:
-        server = create_server(app, listen=listen_spec(host, ports), threads=8, ident=None)
-    except OSError as exc:
-        print(f"plaza-portal: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
     log.info(
-        "serving %s on %s (portal %d, intercept %d), redirecting captive requests to %s",
+        "serving %s on %s (%s), redirecting captive requests to %s",
         config.portal.merchant_name,
         host,
-        ports[0],
-        ports[1],
+        ", ".join(f"{p}{'/tls' if tls else ''}" for _, p, tls in listeners(config, host)),
         config.portal.url,
     )
-    server.run()
+    stop.wait()
+    for server in servers:
+        server.stop()
     return 0
 
 

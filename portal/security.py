@@ -53,7 +53,7 @@ def require_csrf() -> None:
 
 def _headers(response: Response) -> Response:
     # Captive-network browsers cache aggressively; a cached "you are online" page is a lie.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Cache-Control", "no-store")  # the RFC 8908 API sets private
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -1,4 +1,4 @@
-"""`plaza-portal run`: config errors, and a real waitress server on two loopback ports."""
+"""`plaza-portal run`: config errors, and a real cheroot server on two loopback ports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, GatewayConfig, PortalConfig, to_toml
-from portal.cli import listen_spec, main
+from portal.cli import listeners, main
 
 
 def free_port() -> int:
@@ -33,9 +33,14 @@ def test_bad_config_is_one_line_and_exit_2(
     assert "port out of range" in err and str(path) in err
 
 
-def test_listen_spec_brackets_ipv6() -> None:
-    assert listen_spec("198.19.0.1", [80, 8080]) == "198.19.0.1:80 198.19.0.1:8080"
-    assert listen_spec("::1", [80]) == "[::1]:80"
+def test_listeners_add_https_only_with_a_certificate() -> None:
+    plain = Config()
+    assert listeners(plain, "198.19.0.1") == [
+        ("198.19.0.1", 80, False),
+        ("198.19.0.1", 8080, False),
+    ]
+    tls = Config(portal=PortalConfig(cert_file="/c.pem", key_file="/k.pem"))
+    assert ("198.19.0.1", 443, True) in listeners(tls, "198.19.0.1")
 
 
 @pytest.fixture
@@ -85,7 +90,7 @@ def test_serves_portal_and_intercept_ports(
     probe = fetch(config.portal.intercept_port, "/hotspot-detect.html")
     assert probe.status == 302
     assert probe.getheader("Location") == config.portal.url
-    assert probe.getheader("Server") is None
+    assert probe.getheader("Server") == "plaza"  # no software or version disclosed
     # The gateway is not running: the splash still renders, signing in would say so.
     assert fetch(config.portal.port).status == 200
     proc.terminate()

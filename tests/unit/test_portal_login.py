@@ -1,0 +1,264 @@
+"""Wallet login, the RFC 8908 API and one-tap reconnect, with a fake wallet and gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway.config import Config, GatewayConfig, PortalConfig, ReconnectConfig
+from gateway.control_client import ControlError
+from portal import create_app
+from portal.reconnect import TokenError, Tokens
+from tests.unit.test_portal import FakeControl
+
+PHONE = "198.19.0.100"
+PORTAL = "https://portal.plaza.test/"
+ENV = {"REMOTE_ADDR": PHONE, "SERVER_PORT": "443"}
+BASE = "https://portal.plaza.test"
+
+
+class LoginError(Exception):
+    pass
+
+
+class FakeWallet:
+    """Stands in for portal.wallet providers: checks state like they do, remembers calls."""
+
+    def __init__(self) -> None:
+        self.finished: list[Mapping[str, str]] = []
+        self.saved: list[tuple[str, str]] = []
+
+    def start(self, redirect_uri: str) -> tuple[str, dict]:
+        return f"https://wallet.test/authorize?state=S1&redirect_uri={redirect_uri}", {
+            "state": "S1"
+        }
+
+    def finish(self, args: Mapping[str, str], txn: dict, redirect_uri: str) -> Any:
+        self.finished.append(dict(args))
+        if args.get("state") != txn["state"]:
+            raise LoginError("state mismatch")
+        if args.get("code") == "down":
+            raise LoginError("the wallet is unreachable")
+
+        class User:
+            user_id, display_name, dialect = "2088000000000001", "Alice Wang", "oidc"
+
+        return User()
+
+    def save_link(self, user_id: str, link: str) -> None:
+        self.saved.append((user_id, link))
+
+
+@pytest.fixture
+def control() -> FakeControl:
+    fake = FakeControl()
+    fake.clients[PHONE] = {"mac": "02:50:4c:00:00:01", "ip": PHONE, "state": "captive",
+                           "seconds_remaining": None, "bytes_remaining": None}  # fmt: skip
+    return fake
+
+
+@pytest.fixture
+def wallet(monkeypatch: pytest.MonkeyPatch) -> FakeWallet:
+    import portal.login as login
+
+    monkeypatch.setattr(login, "login_error", lambda: LoginError)
+    return FakeWallet()
+
+
+@pytest.fixture
+def app(tmp_path: Path, control: FakeControl, wallet: FakeWallet) -> Flask:
+    config = Config(
+        gateway=GatewayConfig(state_dir=str(tmp_path)),
+        portal=PortalConfig(cert_file="/x.pem", key_file="/x.key"),
+    )
+    app = create_app(
+        {"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32, "TESTING": True}
+    )
+    app.extensions["wallet_provider"] = wallet
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def get(client: FlaskClient, path: str) -> Any:
+    return client.get(path, environ_overrides=ENV, base_url=BASE)
+
+
+def login(client: FlaskClient, state: str = "S1") -> Any:
+    start = get(client, "/login/wallet")
+    assert start.status_code == 302
+    assert start.headers["Location"].startswith("https://wallet.test/authorize")
+    assert "redirect_uri=https://portal.plaza.test/login/callback" in start.headers["Location"]
+    return get(client, f"/login/callback?code=abc&state={state}")
+
+
+# -- RFC 8908 -------------------------------------------------------------------------------
+def test_capport_api_while_captive(client: FlaskClient) -> None:
+    r = get(client, "/api/captive")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/captive+json"
+    assert r.headers["Cache-Control"] == "private"
+    assert r.json == {
+        "captive": True,
+        "user-portal-url": PORTAL,
+        "venue-info-url": PORTAL + "venue",
+    }
+
+
+def test_capport_api_when_online(client: FlaskClient, control: FakeControl) -> None:
+    control.clients[PHONE].update(state="authorized", seconds_remaining=1800)
+    doc = get(client, "/api/captive").json
+    assert doc["captive"] is False
+    assert doc["seconds-remaining"] == 1800
+    assert "bytes-remaining" not in doc  # not limited: not sent
+    assert doc["can-extend-session"] is True
+    control.clients[PHONE]["bytes_remaining"] = 10_000_000
+    assert get(client, "/api/captive").json["bytes-remaining"] == 10_000_000
+
+
+def test_capport_api_for_unknown_client_and_gateway_down(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    del control.clients[PHONE]
+    assert get(client, "/api/captive").json["captive"] is True
+    control.fail = ControlError("the gateway is not running (no control socket at /x)")
+    assert get(client, "/api/captive").status_code == 503
+
+
+def test_capport_document_is_small_utf8_json(client: FlaskClient) -> None:
+    r = get(client, "/api/captive")
+    assert len(r.data) <= 4096
+    r.data.decode("utf-8")
+
+
+# -- login ------------------------------------------------------------------------------------
+def test_wallet_login_authorizes_and_lands_on_welcome(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    r = login(client)
+    assert r.status_code == 303 and r.headers["Location"] == "/welcome"
+    assert control.ops("auth") == [PHONE]
+    with client.session_transaction(base_url=BASE) as s:
+        assert s["wallet_user"] == {"user_id": "2088000000000001", "name": "Alice Wang"}
+        assert "login_txn" not in s  # single use
+
+
+def test_forged_state_never_authorizes(client: FlaskClient, control: FakeControl) -> None:
+    r = login(client, state="forged")
+    assert r.status_code == 303 and r.headers["Location"] == "/?error=login_failed"
+    assert control.ops("auth") == []
+
+
+def test_callback_without_a_started_login_is_refused(
+    client: FlaskClient, control: FakeControl, wallet: FakeWallet
+) -> None:
+    r = get(client, "/login/callback?code=abc&state=S1")
+    assert r.headers["Location"] == "/?error=session_expired"
+    assert wallet.finished == [] and control.ops("auth") == []
+
+
+def test_replayed_callback_is_refused(client: FlaskClient, control: FakeControl) -> None:
+    login(client)
+    r = get(client, "/login/callback?code=abc&state=S1")
+    assert r.headers["Location"] == "/?error=session_expired"
+    assert control.ops("auth") == [PHONE]
+
+
+def test_denied_consent_and_unreachable_wallet(client: FlaskClient, control: FakeControl) -> None:
+    get(client, "/login/wallet")
+    r = get(client, "/login/callback?error=access_denied&state=S1")
+    assert r.headers["Location"] == "/?error=login_cancelled"
+    get(client, "/login/wallet")
+    r = get(client, "/login/callback?code=down&state=S1")
+    assert r.headers["Location"] == "/?error=wallet_unreachable"
+    assert control.ops("auth") == []
+
+
+def test_other_dialects_callback_is_not_answered(client: FlaskClient, control: FakeControl) -> None:
+    get(client, "/login/wallet")
+    r = get(client, "/login/alipay/callback?auth_code=abc&state=S1")
+    assert r.headers["Location"] == "/?error=login_failed"
+    assert control.ops("auth") == []
+
+
+def test_no_open_redirect_through_any_parameter(client: FlaskClient) -> None:
+    for path in (
+        "/login/wallet?next=https://evil.test",
+        "/login/callback?redirect_uri=https://evil.test&state=x",
+        "/?next=//evil.test",
+        "/reconnect/x?next=https://evil.test",
+    ):
+        r = get(client, path)
+        assert "evil" not in r.headers.get("Location", ""), path
+
+
+# -- reconnect --------------------------------------------------------------------------------
+def test_reconnect_opt_in_then_one_tap_from_a_new_address(
+    app: Flask, client: FlaskClient, control: FakeControl, wallet: FakeWallet
+) -> None:
+    login(client)
+    with client.session_transaction(base_url=BASE) as s:
+        s["csrf"] = "T" * 32
+    r = client.post(
+        "/reconnect",
+        data={"csrf_token": "T" * 32, "remember": "yes"},
+        environ_overrides=ENV,
+        base_url=BASE,
+    )
+    assert r.status_code == 200
+    [(user_id, link)] = wallet.saved
+    assert user_id == "2088000000000001" and link.startswith(PORTAL + "reconnect/")
+    # Later, a new MAC and a new address, a fresh browser: one tap.
+    control.clients["198.19.0.150"] = {"mac": "02:aa:00:00:00:09", "ip": "198.19.0.150",
+                                        "state": "captive", "seconds_remaining": None}  # fmt: skip
+    fresh = app.test_client()
+    r = fresh.get(
+        link.removeprefix(PORTAL[:-1]),
+        environ_overrides={**ENV, "REMOTE_ADDR": "198.19.0.150"},
+        base_url=BASE,
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/welcome"
+    assert control.ops("auth")[-1] == "198.19.0.150"
+
+
+def test_tokens_refuse_forgery_other_venue_expiry_and_revocation(tmp_path: Path) -> None:
+    tokens = Tokens(tmp_path / "p.db", "secret" * 6, venue="portal.plaza.test", days=1)
+    good = tokens.issue("u1", now=1000.0)
+    assert tokens.check(good, now=1001.0) == "u1"
+    other_venue = Tokens(tmp_path / "p.db", "secret" * 6, venue="other.test", days=1)
+    other_key = Tokens(tmp_path / "q.db", "another" * 6, venue="portal.plaza.test", days=1)
+    for check, message in [
+        (lambda: tokens.check(good[:-2] + "xx", now=1001.0), "bad signature"),
+        (lambda: other_venue.check(good, now=1001.0), "another venue"),
+        (lambda: other_key.check(good, now=1001.0), "bad signature"),
+        (lambda: tokens.check(good, now=1000.0 + 86401), "expired"),
+        (lambda: tokens.check("x" * 600), "too long"),
+    ]:
+        with pytest.raises(TokenError, match=message):
+            check()
+    assert tokens.revoke_user("u1", now=1002.0) == 1
+    with pytest.raises(TokenError, match="revoked"):
+        tokens.check(good, now=1003.0)
+
+
+def test_bad_reconnect_token_never_authorizes(client: FlaskClient, control: FakeControl) -> None:
+    r = get(client, "/reconnect/not-a-token")
+    assert r.headers["Location"] == "/?error=login_failed"
+    assert control.ops("auth") == []
+
+
+def test_reconnect_is_off_when_disabled(tmp_path: Path, control: FakeControl) -> None:
+    config = Config(
+        gateway=GatewayConfig(state_dir=str(tmp_path)), reconnect=ReconnectConfig(enabled=False)
+    )
+    app = create_app({"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32})
+    r = app.test_client().get("/reconnect/anything", environ_overrides=ENV, base_url=BASE)
+    assert r.status_code == 404
