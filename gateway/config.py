@@ -7,6 +7,7 @@ values with a message naming the key, so a typo never silently falls back to a d
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -384,4 +385,5 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # JSON string escapes are a subset of TOML's basic-string escapes.
+    return json.dumps(str(value), ensure_ascii=False)

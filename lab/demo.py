@@ -69,7 +69,9 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         r = phone.accept_terms(portal)
         expect(r.status == 303, f"continue answered {r.status or r.error}")
         r = phone.get(portal.rstrip("/") + r.location if r.location.startswith("/") else r.location)
-        expect(r.ok and "authorized" in r.body.lower(), "status page does not say authorized")
+        state = lab.control().client(p["mac"])["state"]
+        expect(r.ok and r.status == 200, f"status page: {r.status or r.error}")
+        expect(state == "authorized", f"the gateway says {state}")
         say(
             "Shopper taps Continue and is let through",
             f"POST /continue -> 303 /status; status page says online "

@@ -39,6 +39,7 @@ DNS_IP = "192.0.2.53"
 WEB_IP = "192.0.2.80"
 LAN_ADDRESS = "198.19.0.1/24"
 PORTAL_HOST = "portal.plaza.test"
+WALLET_HOST = "wallet.test"
 
 
 class LabError(RuntimeError):
@@ -106,8 +107,12 @@ class Lab:
         return self.router_dir / "gateway.toml"
 
     @property
+    def pki_dir(self) -> Path:
+        return self.run_dir / "pki"
+
+    @property
     def ca(self) -> LabCA:
-        return LabCA(self.run_dir / "pki")
+        return LabCA(self.pki_dir)
 
     @property
     def control_socket(self) -> str:
@@ -125,7 +130,29 @@ class Lab:
                 dhcp_end="198.19.0.250",
                 upstream_dns=(DNS_IP,),
             ),
-            portal=gwconfig.PortalConfig(hostname=PORTAL_HOST),
+            portal=gwconfig.PortalConfig(
+                hostname=PORTAL_HOST,
+                cert_file=str(self.pki_dir / "portal.pem"),
+                key_file=str(self.pki_dir / "portal.key"),
+                merchant_name="Plaza Demo Café",
+                merchant_name_zh="广场示范咖啡",
+                venue_info="Level 1, Plaza Mall. Open 8:00-22:00.\nFree Wi-Fi for guests.",
+                click_through=True,  # this demo venue also offers "accept and continue"
+            ),
+            wallet=gwconfig.WalletConfig(
+                issuer=f"https://{WALLET_HOST}", ca_file=str(self.pki_dir / "ca.pem")
+            ),
+            offers=(
+                gwconfig.OfferConfig(
+                    title="Flat white ¥12 until noon",
+                    title_zh="中午前馥芮白 12 元",
+                    text="Show this screen at the counter.",
+                    text_zh="在柜台出示此页面即可。",
+                ),
+                gwconfig.OfferConfig(
+                    title="Free pastry with any large drink", title_zh="大杯饮品送糕点"
+                ),
+            ),
         )
 
     def control(self) -> ControlClient:
@@ -263,6 +290,11 @@ class Lab:
     def _start_router_services(self) -> None:
         r = self.state.router
         cfg = self.gateway_config()
+        self.ca.issue("portal", [PORTAL_HOST])
+        # The router's own resolver (the portal talks to the wallet) is the fake internet's.
+        etc = Path("/etc/netns") / r
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
         self.gateway_config_path.write_text(gwconfig.to_toml(cfg))
         conf_path, _hook = _dnsmasq_files(self, cfg)
         self.start_gateway()
@@ -284,7 +316,12 @@ class Lab:
             "--config",
             str(self.gateway_config_path),
         )
-        _wait_for(lambda: _tcp_open(r, LAN_ADDRESS.split("/")[0], 80), 10, "portal to listen")
+        for port in (80, 443):
+            _wait_for(
+                lambda port=port: _tcp_open(r, LAN_ADDRESS.split("/")[0], port),
+                10,
+                f"portal to listen on {port}",
+            )
         for port in (80, 443):
             _wait_for(
                 lambda port=port: _tcp_open(self.state.internet, WEB_IP, port),
@@ -381,6 +418,8 @@ class Lab:
             },
             "phones": phones,
             "portal_url": cfg.portal.url,
+            "captive_api_url": cfg.portal.api_url,
+            "wallet_url": cfg.wallet.issuer + "/",
             "ca_cert": str(self.ca.cert_path),
             "pids": dict(self.state.pids),
         }

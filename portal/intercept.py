@@ -29,10 +29,19 @@ def bare_host(host: str) -> str:
 
 class Interceptor:
     def __init__(
-        self, app: WSGIApp, *, portal_url: str, intercept_port: int, portal_hosts: Iterable[str]
+        self,
+        app: WSGIApp,
+        *,
+        portal_url: str,
+        intercept_port: int,
+        portal_hosts: Iterable[str],
+        plain_port: int | None = None,
     ) -> None:
+        """`plain_port`: the portal's own HTTP port when the portal also serves HTTPS; requests
+        there are sent to the HTTPS portal too (logins and the RFC 8908 API are TLS-only)."""
         self.app = app
         self.intercept_port = str(intercept_port)
+        self.plain_port = str(plain_port) if plain_port else None
         self.portal_hosts = frozenset(bare_host(h) for h in portal_hosts)
         link = html.escape(portal_url)
         self.body = (
@@ -48,7 +57,7 @@ class Interceptor:
         ]
 
     def intercepted(self, environ: dict[str, Any]) -> bool:
-        if environ.get("SERVER_PORT") == self.intercept_port:
+        if environ.get("SERVER_PORT") in (self.intercept_port, self.plain_port):
             return True
         return bare_host(environ.get("HTTP_HOST", "")) not in self.portal_hosts
 

@@ -177,7 +177,9 @@ def test_status_json_shape(fresh: Lab) -> None:
     assert status["internet"]["web_url"] == SITE
     assert Path(status["ca_cert"]).exists()
     assert [set(p) >= {"name", "netns", "mac", "ipv4"} for p in status["phones"]] == [True, True]
-    assert status["portal_url"] == "http://portal.plaza.test/"
+    assert status["portal_url"] == "https://portal.plaza.test/"
+    assert status["captive_api_url"] == "https://portal.plaza.test/api/captive"
+    assert status["wallet_url"] == "https://wallet.test/"
 
 
 KEEPALIVE = """

@@ -90,6 +90,7 @@ def test_offers_and_sections_round_trip(tmp_path: Path) -> None:
         offers=(cfg.OfferConfig(title="Coffee -20%", text="Today only", url="https://x.test/o"),),
         garden=cfg.GardenConfig(domains=("ocsp.plaza.test", "*.cdn.test")),
         reconnect=cfg.ReconnectConfig(trust_mac=True),
+        portal=cfg.PortalConfig(venue_info='Line one\n"quoted" \\ 广场\ttab'),
     )
     assert cfg.load(write(tmp_path, cfg.to_toml(config))) == config
 
