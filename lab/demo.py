@@ -68,13 +68,14 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         t0 = time.monotonic()
         r = phone.accept_terms(portal)
         expect(r.status == 303, f"continue answered {r.status or r.error}")
-        r = phone.get(portal.rstrip("/") + r.location if r.location.startswith("/") else r.location)
+        landing = r.location
+        r = phone.get(portal.rstrip("/") + landing if landing.startswith("/") else landing)
         state = lab.control().client(p["mac"])["state"]
-        expect(r.ok and r.status == 200, f"status page: {r.status or r.error}")
+        expect(r.ok and r.status == 200, f"{landing}: {r.status or r.error}")
         expect(state == "authorized", f"the gateway says {state}")
         say(
             "Shopper taps Continue and is let through",
-            f"POST /continue -> 303 /status; status page says online "
+            f"POST /continue -> 303 {landing} (200); the gateway says authorized "
             f"({(time.monotonic() - t0) * 1000:.0f} ms round trip)",
         )
 

@@ -16,7 +16,7 @@ from flask import Flask
 
 from gateway.config import Config
 from gateway.control_client import ControlClient
-from portal import capport, errors, login, reconnect, security, splash, status
+from portal import capport, errors, login, pages, reconnect, security, splash, status
 from portal.intercept import Interceptor
 
 SECRET_KEY_BYTES = 32
@@ -45,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(splash.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(pages.bp)  # also: language, branding and t() for every page
     app.register_blueprint(capport.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(reconnect.bp)
@@ -59,6 +60,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         portal_url=config.portal.url,
         intercept_port=config.portal.intercept_port,
         portal_hosts=portal_hosts,
+        plain_port=config.portal.port if config.portal.tls else None,
     )
     return app
 

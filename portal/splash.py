@@ -1,31 +1,44 @@
-"""The splash page and its one action: accept the terms and go online."""
+"""The splash page: log in with the wallet or, where the merchant allows it, accept the terms."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from gateway.config import Config
 from gateway.control_client import ControlError
+from portal import i18n
 from portal.control import control, control_error_page, is_authorized, lookup
 from portal.errors import error_page
 from portal.security import require_csrf
 
 bp = Blueprint("splash", __name__)
 
+LOGIN_URL = "/login/wallet"  # the login blueprint's entry point; a plain link, no script
+
+
+def error_key(code: str | None) -> str | None:
+    """The catalogue key for an `?error=` code: a fixed table, so the URL is never reflected."""
+    if not code:
+        return None
+    return f"error.{code}" if code in i18n.ERROR_CODES else "error.unknown"
+
 
 @bp.get("/")
 def index() -> str:
-    config = current_app.config["PLAZA_CONFIG"]
     return render_template(
         "splash.html",
         authorized=is_authorized(lookup(request.remote_addr or "")),
         logged_out=request.args.get("logged_out") == "1",
-        minutes=config.session.default_minutes,
+        error=error_key(request.args.get("error")),
     )
 
 
 @bp.post("/continue")
 def accept() -> Response | tuple[str, int]:
+    config: Config = current_app.config["PLAZA_CONFIG"]
+    if not config.portal.click_through:
+        abort(404)  # the merchant requires a wallet login: there is no such form to post
     require_csrf()
     if request.form.get("accept") != "yes":
         return error_page(
@@ -36,4 +49,5 @@ def accept() -> Response | tuple[str, int]:
     except ControlError as exc:
         return control_error_page(exc)
     # 303 so the browser follows with a GET: a refresh of the next page never re-posts the form.
-    return redirect("/status?welcome=1", code=303)
+    # A full navigation to /welcome once authorized is what makes iOS show "Done".
+    return redirect("/welcome", code=303)

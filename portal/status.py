@@ -1,15 +1,22 @@
-"""Where a shopper sees their time left and can sign out."""
+"""Where a shopper sees their time and data left and can sign out."""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
 from gateway.control_client import ControlError
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
+from portal.i18n import data_size
 from portal.security import require_csrf
 
 bp = Blueprint("status", __name__)
+
+# Set by the login blueprint once the wallet vouches for a shopper:
+# {"user_id": str, "name": str | None}
+WALLET_USER_KEY = "wallet_user"
 
 
 def minutes_left(seconds: int | None) -> int | None:
@@ -17,6 +24,14 @@ def minutes_left(seconds: int | None) -> int | None:
     if seconds is None:
         return None
     return max(0, -(-seconds // 60))
+
+
+def data_left(client: dict[str, Any] | None) -> str | None:
+    """Human-readable bytes remaining, or None when the session has no data quota."""
+    remaining = client.get("bytes_remaining") if client else None
+    if isinstance(remaining, bool) or not isinstance(remaining, int):
+        return None
+    return data_size(remaining)
 
 
 @bp.get("/status")
@@ -34,6 +49,7 @@ def show() -> str | tuple[str, int]:
         "status.html",
         authorized=authorized,
         minutes=minutes_left(seconds),
+        data=data_left(client) if authorized else None,
         ip=who,
         welcome=authorized and request.args.get("welcome") == "1",
     )
@@ -49,4 +65,5 @@ def logout() -> Response | tuple[str, int]:
         # A second tap, or a session that just expired: already logged out is what was asked.
         if unreachable(exc) or is_authorized(lookup(who)):
             return control_error_page(exc)
+    session.pop(WALLET_USER_KEY, None)  # logged out of the Wi-Fi is logged out of the portal
     return redirect("/?logged_out=1", code=303)

@@ -80,7 +80,7 @@ def test_captive_phone_reaches_nothing_but_the_portal(fresh: Lab, phone1: Phone)
     portal_url = fresh.status()["portal_url"]
     assert_captive(phone1, portal_url)
     splash = phone1.get(portal_url)
-    assert splash.ok and splash.status == 200 and "Continue" in splash.body
+    assert splash.ok and splash.status == 200 and 'href="/login/wallet"' in splash.body
     # Any path, any method, any host on port 80 gets the same redirect and nothing reflected.
     r = phone1.request("http://news.example.test/%3Cscript%3E?next=//evil.test", method="POST")
     assert r.status == 302 and r.location == portal_url and "script" not in r.body
@@ -108,7 +108,7 @@ def test_ctl_refuses_bad_clients(fresh: Lab) -> None:
 def test_portal_continue_and_logout(fresh: Lab, phone1: Phone) -> None:
     portal_url = fresh.status()["portal_url"]
     r = phone1.accept_terms(portal_url)
-    assert r.status == 303 and r.location.startswith("/status")
+    assert r.status == 303 and r.location == "/welcome"
     assert_online(phone1)
     assert phone1.logout(portal_url).status == 303
     assert_captive(phone1, portal_url)

@@ -72,7 +72,11 @@ def control() -> FakeControl:
 
 @pytest.fixture
 def app(control: FakeControl) -> Flask:
-    config = Config(portal=PortalConfig(merchant_name="Café <Zoë>", terms="No spam, please."))
+    config = Config(
+        portal=PortalConfig(
+            merchant_name="Café <Zoë>", terms="No spam, please.", click_through=True
+        )
+    )
     return create_app(
         {"TESTING": True, "PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "test"}
     )
@@ -230,7 +234,7 @@ def test_continue_authorizes_the_remote_address(client: FlaskClient, control: Fa
         headers={"X-Forwarded-For": "198.19.0.200"},
     )
     assert resp.status_code == 303
-    assert resp.headers["Location"] == "/status?welcome=1"
+    assert resp.headers["Location"] == "/welcome"  # a full navigation once online: iOS "Done"
     assert control.ops("auth") == [PHONE]
     assert control.clients[PHONE]["state"] == "authorized"
 
@@ -267,8 +271,8 @@ def test_continue_refused_by_gateway_is_403(client: FlaskClient, control: FakeCo
 
 
 def test_status_after_login_shows_time_left_and_ip(client: FlaskClient) -> None:
-    resp = accept(client)
-    page = get(client, resp.headers["Location"])
+    assert get(client, accept(client).headers["Location"]).status_code == 200
+    page = get(client, "/status?welcome=1")
     assert page.status_code == 200
     assert "Authorized" in page.text and "Not authorized" not in page.text
     assert "now online" in page.text

@@ -1,0 +1,79 @@
+"""The sandbox wallet's Flask app and its command line.
+
+    python -m lab.wallet.server --settings wallet.json --listen 198.18.0.20:443 \\
+        --cert wallet.pem --key wallet.key
+
+One app answers both dialects on one host (wallet.test): OpenID Connect at /authorize, /token,
+/userinfo, /jwks.json and /.well-known/openid-configuration; the Alipay dialect at
+/oauth2/publicAppAuthorize.htm and /gateway.do. Everything is kept in memory: a restart forgets
+signed-in browsers, codes and tokens, and makes a new ID-token signing key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+from lab.wallet import alipay, oidc
+from lab.wallet.settings import WalletSettings, load_settings, settings_from_dict
+
+
+def create_app(
+    settings: WalletSettings | dict[str, Any], *, clock: Callable[[], float] = time.time
+) -> Flask:
+    """The sandbox wallet. `clock` (Unix seconds) drives code/token expiry and timestamp checks."""
+    if not isinstance(settings, WalletSettings):
+        settings = settings_from_dict(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secrets.token_bytes(32),  # per run: restarting signs every browser out
+        SESSION_COOKIE_NAME="wallet_session",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(days=30),
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.config["WALLET_SETTINGS"] = settings
+    oidc.init(app, settings, clock)
+    alipay.init(app, settings, clock)
+
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(ok=True, issuer=settings.issuer)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the Plaza lab's sandbox wallet (HTTPS)")
+    parser.add_argument("--settings", required=True, help="settings JSON from lab.wallet.keys")
+    parser.add_argument("--listen", required=True, help="HOST:PORT, e.g. 198.18.0.20:443")
+    parser.add_argument("--cert", required=True, help="certificate chain (PEM) for wallet.test")
+    parser.add_argument("--key", required=True, help="its private key (PEM)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="wallet: %(message)s")
+    from lab.wallet.https import make_server
+
+    host, _, port = args.listen.rpartition(":")
+    app = create_app(load_settings(args.settings))
+    server = make_server(host.strip("[]"), int(port), app, args.cert, args.key)
+    logging.info("serving %s on https://%s", app.config["WALLET_SETTINGS"].issuer, args.listen)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

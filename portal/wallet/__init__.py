@@ -1,0 +1,32 @@
+"""Wallet login for the portal: one provider interface, two dialects.
+
+`make_provider(config.wallet)` gives an object with `start(redirect_uri)` and
+`finish(args, transaction, redirect_uri)`; see `portal.wallet.base` for the contract. Key files
+and the client secret are read here, at startup, so a bad configuration fails before the first
+shopper arrives rather than during their login.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.config import WalletConfig
+from portal.wallet.base import LoginError, WalletProvider, WalletUser
+
+__all__ = ["LoginError", "WalletProvider", "WalletUser", "make_provider"]
+
+
+def make_provider(
+    config: WalletConfig, *, clock: Callable[[], float] = time.time
+) -> WalletProvider:
+    """The provider for `config.dialect`; ValueError (incl. rsa2.KeyFileError) on bad config."""
+    if config.dialect == "oidc":
+        from portal.wallet.oidc import OidcProvider
+
+        return OidcProvider(config, clock=clock)
+    if config.dialect == "alipay":
+        from portal.wallet.alipay import AlipayProvider
+
+        return AlipayProvider(config, clock=clock)
+    raise ValueError(f"[wallet] dialect: 'oidc' or 'alipay', got {config.dialect!r}")
