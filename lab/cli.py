@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="create the namespaces and start the services")
     up.add_argument("--phones", type=int, default=1)
+    up.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
     st = sub.add_parser("status", help="describe the running lab")
     st.add_argument("--json", action="store_true")
     ex = sub.add_parser("exec", help="run a command in a lab host: exec NAME -- CMD...")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             if not 1 <= args.phones <= 250:
                 raise LabError("--phones must be between 1 and 250")
-            lab.up(phones=args.phones)
+            lab.up(phones=args.phones, wallet_dialect=args.wallet)
             portal = lab.status()["portal_url"]
             print(f"lab {args.name!r} up with {args.phones} phone(s); portal {portal}")
         elif args.command == "status":

@@ -4,6 +4,7 @@
                            198.19.0.1/24            198.18.0.1/30  198.18.0.2/30
                                                                    lo: 192.0.2.53 (DNS)
                                                                        192.0.2.80 (web)
+                                                                       192.0.2.20 (wallet)
 
 Every address is from the benchmark/documentation ranges; no link touches the host's own
 network, and the internet namespace has no default route, so nothing can leave the machine.
@@ -37,6 +38,10 @@ WAN_ROUTER = "198.18.0.1/30"
 WAN_INTERNET = "198.18.0.2/30"
 DNS_IP = "192.0.2.53"
 WEB_IP = "192.0.2.80"
+# The sandbox wallet's address (https://wallet.test, in the walled garden) and a neighbour on
+# the same address that is not (as on a shared CDN): what the garden's SNI check tells apart.
+WALLET_IP = "192.0.2.20"
+WALLET_IP_HOSTS = ("wallet.test", "cdn-neighbour.test")
 LAN_ADDRESS = "198.19.0.1/24"
 PORTAL_HOST = "portal.plaza.test"
 WALLET_HOST = "wallet.test"
@@ -72,6 +77,7 @@ class LabState:
     name: str
     phones: list[Phone] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
+    wallet_dialect: str = "oidc"  # which dialect the venue's portal speaks to the wallet
 
     @property
     def router(self) -> str:
@@ -139,9 +145,7 @@ class Lab:
                 venue_info="Level 1, Plaza Mall. Open 8:00-22:00.\nFree Wi-Fi for guests.",
                 click_through=True,  # this demo venue also offers "accept and continue"
             ),
-            wallet=gwconfig.WalletConfig(
-                issuer=f"https://{WALLET_HOST}", ca_file=str(self.pki_dir / "ca.pem")
-            ),
+            wallet=self.wallet_config(),
             offers=(
                 gwconfig.OfferConfig(
                     title="Flat white ¥12 until noon",
@@ -155,6 +159,29 @@ class Lab:
             ),
         )
 
+    @property
+    def wallet_dir(self) -> Path:
+        return self.run_dir / "wallet"
+
+    def wallet_config(self) -> gwconfig.WalletConfig:
+        """The portal's side of the sandbox wallet, in the dialect this lab was brought up with."""
+        from lab.wallet import keys
+
+        common = {"ca_file": str(self.pki_dir / "ca.pem")}
+        if self.state.wallet_dialect == "alipay":
+            return gwconfig.WalletConfig(
+                dialect="alipay",
+                app_id=keys.APP_ID,
+                authorize_url=f"https://{WALLET_HOST}/oauth2/publicAppAuthorize.htm",
+                gateway_url=f"https://{WALLET_HOST}/gateway.do",
+                app_private_key_file=str(self.wallet_dir / "app-rsa2.key"),
+                wallet_public_key_file=str(self.wallet_dir / "wallet-rsa2.pub"),
+                **common,
+            )
+        return gwconfig.WalletConfig(
+            issuer=f"https://{WALLET_HOST}", client_id=keys.CLIENT_ID, **common
+        )
+
     def control(self) -> ControlClient:
         return ControlClient(self.control_socket)
 
@@ -164,7 +191,10 @@ class Lab:
         except (OSError, ValueError):
             return None
         return LabState(
-            name=raw["name"], phones=[Phone(**p) for p in raw["phones"]], pids=raw["pids"]
+            name=raw["name"],
+            phones=[Phone(**p) for p in raw["phones"]],
+            pids=raw["pids"],
+            wallet_dialect=raw.get("wallet_dialect", "oidc"),
         )
 
     def _save(self) -> None:
@@ -209,13 +239,15 @@ class Lab:
             _kill_and_reap(pid, sig)
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, phones: int = 1) -> None:
+    def up(self, phones: int = 1, wallet_dialect: str = "oidc") -> None:
         if self.is_up():
             raise LabError(f"lab {self.name!r} is already up; run `plaza-lab down` first")
+        if wallet_dialect not in ("oidc", "alipay"):
+            raise LabError(f"wallet dialect must be oidc or alipay, not {wallet_dialect!r}")
         self.down()  # leftovers of a crashed run
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.router_dir.mkdir(parents=True, exist_ok=True)
-        self.state = LabState(name=self.name)
+        self.state = LabState(name=self.name, wallet_dialect=wallet_dialect)
         self._save()
         try:
             self._build_internet()
@@ -232,7 +264,7 @@ class Lab:
         ns = self.state.internet
         sh("ip", "netns", "add", ns)
         nsexec(ns, "ip", "link", "set", "lo", "up")
-        for ip in (DNS_IP, WEB_IP):
+        for ip in (DNS_IP, WEB_IP, WALLET_IP):
             nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
         conf = self.run_dir / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
@@ -253,6 +285,7 @@ class Lab:
             "--listen",
             f"{WEB_IP}:80",
         )
+        self._start_wallet()
         cert, key = self.ca.issue("internet-web", [*internet.all_hosts(), WEB_IP])
         self.spawn(
             "internet-tls",
@@ -266,6 +299,19 @@ class Lab:
             str(cert),
             str(key),
         )
+
+    def _start_wallet(self) -> None:
+        """The sandbox wallet on the fake internet: both dialects, fresh keys per lab."""
+        from lab.wallet import keys
+
+        made = keys.provision(self.wallet_dir, f"https://{PORTAL_HOST}")
+        cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
+        self.spawn(
+            "internet-wallet",
+            self.state.internet,
+            str(BIN / "python"), "-m", "lab.wallet.server", "--settings", made["settings"],
+            "--listen", f"{WALLET_IP}:443", "--cert", str(cert), "--key", str(key),
+        )  # fmt: skip
 
     def _build_router(self) -> None:
         r, i = self.state.router, self.state.internet
@@ -322,11 +368,11 @@ class Lab:
                 10,
                 f"portal to listen on {port}",
             )
-        for port in (80, 443):
+        for ip, port in ((WEB_IP, 80), (WEB_IP, 443), (WALLET_IP, 443)):
             _wait_for(
-                lambda port=port: _tcp_open(self.state.internet, WEB_IP, port),
+                lambda ip=ip, port=port: _tcp_open(self.state.internet, ip, port),
                 10,
-                f"fake web to listen on {port}",
+                f"the fake internet to listen on {ip}:{port}",
             )
 
     def start_gateway(self) -> None:
@@ -373,7 +419,7 @@ class Lab:
         self.spawn(
             f"{name}-dhcp",
             ns,
-            "busybox", "udhcpc", "-f", "-R", "-i", "eth0", "-x", f"hostname:{name}",
+            "busybox", "udhcpc", "-f", "-R", "-i", "eth0", "-x", f"hostname:{name}", "-O", "114",
             "-s", str(HERE / "udhcpc.sh"), "-t", "20", "-T", "1", "-A", "1",
             env={
                 "PLAZA_RESOLV": str(etc / "resolv.conf"),
@@ -525,6 +571,7 @@ def _internet_dns_conf() -> str:
         "no-hosts",
         "no-dhcp-interface=",
         *(f"host-record={host},{WEB_IP}" for host in internet.all_hosts()),
+        *(f"host-record={host},{WALLET_IP}" for host in WALLET_IP_HOSTS),
         # Windows' DNS probe (NCSI) expects this exact answer.
         "host-record=dns.msftncsi.com,131.107.255.255",
         "address=/#/",
