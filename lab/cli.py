@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("down", help="remove everything the lab made (idempotent)")
-    sub.add_parser("demo", help="up, a narrated shopper journey, down")
+    demo = sub.add_parser("demo", help="up, a narrated shopper journey, down")
+    demo.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("plaza-lab: needs root (network namespaces)", file=sys.stderr)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from lab import demo
 
-            return demo.main(args.name)
+            return demo.main(args.name, args.wallet)
     except LabError as exc:
         print(f"plaza-lab: {exc}", file=sys.stderr)
         return 1

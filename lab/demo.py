@@ -6,12 +6,16 @@ whose observation is not what a working gateway must produce.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
+from urllib.parse import urljoin, urlsplit
 
+from lab import probes
 from lab.phone import Phone
 from lab.topology import Lab
+from lab.wallet.app import approve
 
 
 class StepFailed(AssertionError):
@@ -23,12 +27,23 @@ def expect(condition: bool, message: str) -> None:
         raise StepFailed(message)
 
 
+def option_114(lab: Lab, phone: str) -> str:
+    """The captive-portal API URI the phone's DHCP client got (busybox writes it as hex)."""
+    raw = (lab.run_dir / f"{phone}.lease.opt114").read_text().strip()
+    try:
+        return bytes.fromhex(raw).decode()
+    except ValueError:
+        return raw
+
+
 def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
     status = lab.status()
     p = status["phones"][0]
     portal = status["portal_url"]
+    api = status["captive_api_url"]
     site = status["internet"]["web_url"]
     phone = Phone(p["netns"])
+    android = next(x for x in probes.PROBES if x.os == "Android")
     step = 0
 
     def say(title: str, detail: str) -> None:
@@ -36,61 +51,87 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         step += 1
         out(f"[{step}] {title}\n    {detail}")
 
+    def probe() -> str:
+        r = phone.get(android.url)
+        return android.rule(probes.Answer(r.status or None, r.body, r.location))
+
     try:
-        clients = {c["mac"]: c for c in lab.control().clients()}
-        me = clients.get(p["mac"])
+        me = {c["mac"]: c for c in lab.control().clients()}.get(p["mac"])
         expect(me is not None, f"the gateway does not know {p['mac']}")
+        expect(me["state"] == "captive", "a new phone must start captive")
+        url114 = option_114(lab, p["name"])
+        expect(url114 == api, f"DHCP option 114 carried {url114!r}, expected {api!r}")
         say(
             "Phone joins the Wi-Fi",
-            f"{p['name']} ({p['mac']}) got {p['ipv4']} from dnsmasq; "
-            f"the gateway sees it as {me['state']}.",
+            f"{p['name']} ({p['mac']}) got {p['ipv4']} from dnsmasq with option 114 = {url114};"
+            f" the gateway sees it as {me['state']}.",
         )
-        expect(me["state"] == "captive", "a new phone must start captive")
 
-        r = phone.get(site)
-        expect(r.ok and r.status == 302, f"expected a 302, got {r.status or r.error}")
-        expect(r.location.startswith(portal), f"302 goes to {r.location!r}, not the portal")
+        r = phone.get(api)
+        doc = json.loads(r.body) if r.ok else {}
+        expect(r.status == 200 and doc.get("captive") is True, f"API answered {r.status}")
         say(
-            "It opens a web page and is held captive",
-            f"GET {site} -> {r.status} Location: {r.location} "
-            f"(Cache-Control: {r.headers.get('cache-control')}) in {r.seconds * 1000:.1f} ms",
+            "The phone asks the RFC 8908 API over HTTPS",
+            f"{r.headers.get('content-type')}: {r.body}",
         )
 
-        r = phone.get("https://" + site.split("//", 1)[1], timeout=3)
-        expect(not r.ok and r.seconds < 1.0, "HTTPS must fail at once while captive")
-        say("HTTPS fails fast while captive", f"curl: {r.error} after {r.seconds * 1000:.1f} ms")
+        verdict = probe()
+        expect(verdict == probes.CAPTIVE, f"Android's probe says {verdict}")
+        r = phone.get(site)
+        expect(r.status == 302 and r.location == portal, f"GET {site} -> {r.status}")
+        say(
+            "Its OS probe and any web page are sent to the portal",
+            f"{android.url} -> captive (sign-in sheet opens); GET {site} -> 302 {r.location} "
+            f"in {r.seconds * 1000:.1f} ms",
+        )
 
-        r = phone.get(portal)
-        expect(r.ok and r.status == 200, f"splash page: {r.status or r.error}")
-        title = r.body.split("<title>", 1)[-1].split("</title>", 1)[0].strip()
-        say("The portal's splash page opens", f"GET {portal} -> 200 ({title!r})")
+        tls = phone.get("https://" + urlsplit(site).hostname + "/", timeout=3)
+        wallet = phone.get(status["wallet_url"] + ".well-known/openid-configuration")
+        expect(not tls.ok and tls.seconds < 1.0, "HTTPS must fail at once while captive")
+        expect(wallet.status == 200, f"the wallet (walled garden) answered {wallet.status}")
+        say(
+            "Walled garden: only the wallet is reachable before login",
+            f"https://{urlsplit(site).hostname}/ refused in {tls.seconds * 1000:.1f} ms; "
+            f"{status['wallet_url']} answers 200.",
+        )
 
         t0 = time.monotonic()
-        r = phone.accept_terms(portal)
-        expect(r.status == 303, f"continue answered {r.status or r.error}")
-        landing = r.location
-        r = phone.get(portal.rstrip("/") + landing if landing.startswith("/") else landing)
+        r = phone.get(portal + "login/wallet")
+        expect(r.status == 302, f"/login/wallet answered {r.status or r.error}")
+        authorize_url = r.location
+        r = approve(phone, authorize_url, user="alice", pin="1234")
+        expect(r.status == 302 and r.location.startswith(portal), "the wallet did not send back")
+        r = phone.get(r.location)
+        expect(r.status == 303 and r.location == "/welcome", f"callback -> {r.status}")
+        welcome = phone.get(urljoin(portal, r.location))
         state = lab.control().client(p["mac"])["state"]
-        expect(r.ok and r.status == 200, f"{landing}: {r.status or r.error}")
-        expect(state == "authorized", f"the gateway says {state}")
+        expect(state == "authorized" and "Alice Wang" in welcome.body, f"gateway says {state}")
         say(
-            "Shopper taps Continue and is let through",
-            f"POST /continue -> 303 {landing} (200); the gateway says authorized "
-            f"({(time.monotonic() - t0) * 1000:.0f} ms round trip)",
+            f"Shopper logs in with the {lab.state.wallet_dialect} wallet",
+            f"portal -> {urlsplit(authorize_url).netloc}{urlsplit(authorize_url).path} "
+            f"(Alice approves in her wallet app) -> callback -> /welcome: "
+            f"online as Alice Wang in {(time.monotonic() - t0) * 1000:.0f} ms",
+        )
+
+        doc = json.loads(phone.get(api).body)
+        verdict = probe()
+        expect(doc["captive"] is False and verdict == probes.ONLINE, f"probe says {verdict}")
+        say(
+            "The OS sees the internet",
+            f"API: captive=false, seconds-remaining={doc.get('seconds-remaining')}; "
+            f"Android's probe -> 204 (online)",
         )
 
         r = phone.get(site)
         expect(r.ok and r.status == 200 and "FAKE-INTERNET-OK" in r.body, "no internet after auth")
-        say("Browsing works", f"GET {site} -> 200 from the fake internet: {r.body[-60:].strip()!r}")
+        say("Browsing works", f"GET {site} -> 200 from the fake internet")
 
         r = phone.logout(portal)
         expect(r.status == 303, f"logout answered {r.status or r.error}")
-        say("Shopper logs out", f"POST /logout -> 303 {r.location}")
-
         r = phone.get(site)
         expect(r.ok and r.status == 302, f"after logout expected 302, got {r.status or r.error}")
-        say("Blocked again", f"GET {site} -> {r.status} to the portal; the session is over.")
-        out("Demo passed: join -> captive -> continue -> online -> logout -> captive.")
+        say("Shopper logs out and is captive again", f"GET {site} -> {r.status} to the portal")
+        out("Demo passed: join -> captive -> wallet login -> online -> logout -> captive.")
         return True
     except StepFailed as exc:
         out(f"[{step + 1}] FAILED: {exc}")
@@ -99,11 +140,11 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         phone.close()
 
 
-def main(name: str) -> int:
+def main(name: str, wallet_dialect: str = "oidc") -> int:
     lab = Lab(name)
-    print(f"Bringing the lab {name!r} up: router, fake internet, one phone ...", flush=True)
+    print(f"Bringing the lab {name!r} up: router, fake internet, sandbox wallet, one phone ...")
     t0 = time.monotonic()
-    lab.up(phones=1)
+    lab.up(phones=1, wallet_dialect=wallet_dialect)
     print(f"Lab up in {time.monotonic() - t0:.1f} s.\n", flush=True)
     try:
         ok = run(lab, lambda s: print(s, flush=True))
