@@ -1,0 +1,127 @@
+"""Wallet login through the real gateway, both dialects, every OS probe, and refusals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from lab import probes
+from lab.phone import Phone
+from lab.topology import Lab
+from lab.wallet.app import approve
+from tests.netns.conftest import _need_root, unique_name
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module", params=["oidc", "alipay"])
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    _need_root()
+    lab = Lab(unique_name("w"))
+    lab.up(phones=2, wallet_dialect=request.param)
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def phone(lab: Lab) -> Iterator[Phone]:
+    control = lab.control()
+    for client in control.clients():
+        if client["state"] == "authorized":
+            control.deauth(client["mac"])
+    p = Phone(lab.netns_of("phone1"))
+    yield p
+    p.close()
+
+
+def answer(r) -> probes.Answer:
+    return probes.Answer(r.status or None, r.body, r.location)
+
+
+def start(lab: Lab, phone: Phone) -> str:
+    r = phone.get(lab.status()["portal_url"] + "login/wallet")
+    assert r.status == 302 and r.location.startswith(lab.status()["wallet_url"])
+    return r.location
+
+
+def test_every_probe_before_and_after_wallet_login(lab: Lab, phone: Phone) -> None:
+    portal = lab.status()["portal_url"]
+    for probe in probes.PROBES:
+        r = phone.get(probe.url, extra=("-A", probe.user_agent) if probe.user_agent else ())
+        assert probe.rule(answer(r)) == probes.CAPTIVE, probe.os
+        assert r.location == portal
+    https = phone.get(probes.ANDROID_HTTPS.url, timeout=3)
+    assert not https.ok and https.seconds < 1  # fails fast, so Android trusts the HTTP probe
+    name, address = probes.WINDOWS_DNS
+    from lab.topology import nsexec
+
+    assert nsexec(phone.netns, "getent", "hosts", name).split()[0] == address  # never forged
+
+    r = phone.get(approve(phone, start(lab, phone)).location)
+    assert r.status == 303 and r.location == "/welcome"
+    for probe in probes.PROBES:
+        r = phone.get(probe.url, extra=("-A", probe.user_agent) if probe.user_agent else ())
+        assert probe.rule(answer(r)) == probes.ONLINE, probe.os
+    assert probes.ANDROID_HTTPS.rule(answer(phone.get(probes.ANDROID_HTTPS.url))) == "online"
+
+
+def test_capport_api_follows_the_session(lab: Lab, phone: Phone) -> None:
+    api = lab.status()["captive_api_url"]
+    r = phone.get(api)
+    assert r.headers["content-type"] == "application/captive+json"
+    assert r.headers["cache-control"] == "private"
+    assert json.loads(r.body)["captive"] is True
+    phone.get(approve(phone, start(lab, phone)).location)
+    doc = json.loads(phone.get(api).body)
+    assert doc["captive"] is False and 3500 < doc["seconds-remaining"] <= 3600
+    # The other phone, asking the same URL, is still captive: the API keys on the client.
+    other = Phone(lab.netns_of("phone2"))
+    try:
+        assert json.loads(other.get(api).body)["captive"] is True
+    finally:
+        other.close()
+
+
+def test_denied_consent_keeps_the_phone_captive(lab: Lab, phone: Phone) -> None:
+    r = approve(phone, start(lab, phone), deny=True)
+    r = phone.get(r.location)
+    assert r.status == 303 and r.location.startswith("/?error=")
+    assert lab.control().client(lab.state.phones[0].mac)["state"] == "captive"
+
+
+def test_forged_state_and_replayed_code_never_authorize(lab: Lab, phone: Phone) -> None:
+    back = approve(phone, start(lab, phone)).location
+    parts = urlsplit(back)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    forged = urlunsplit(parts._replace(query=urlencode({**query, "state": "forged"})))
+    r = phone.get(forged)
+    assert r.location == "/?error=login_failed"
+    r = phone.get(back)  # the real callback, after the transaction was spent
+    assert r.location == "/?error=session_expired"
+    # A fresh login whose code is replayed after it was used once.
+    back = approve(phone, start(lab, phone)).location
+    assert phone.get(back).location == "/welcome"
+    phone.logout(lab.status()["portal_url"])
+    start(lab, phone)  # a new transaction in the session; the old code must still fail
+    r = phone.get(back)
+    assert r.location.startswith("/?error=")
+    assert lab.control().client(lab.state.phones[0].mac)["state"] == "captive"
+
+
+def test_unknown_wallet_user_is_refused_at_the_wallet(lab: Lab, phone: Phone) -> None:
+    r = approve(phone, start(lab, phone), user="mallory", pin="0000")
+    assert r.status == 403
+    assert lab.control().client(lab.state.phones[0].mac)["state"] == "captive"
+
+
+def test_unregistered_redirect_uri_is_refused_by_the_wallet(lab: Lab, phone: Phone) -> None:
+    parts = urlsplit(start(lab, phone))
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query["redirect_uri"] = "https://evil.test/callback"
+    r = phone.get(urlunsplit(parts._replace(query=urlencode(query))))
+    assert r.status == 400 and "evil.test" not in r.headers.get("location", "")
