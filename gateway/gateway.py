@@ -44,6 +44,7 @@ class Gateway:
         self.table = SessionTable(
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
+            trust_mac_days=config.reconnect.token_days if config.reconnect.trust_mac else None,
         )
         self.repairs = 0
 

@@ -90,6 +90,8 @@ class Client:
     expires_at: float | None = None
     first_seen: float = 0.0
     last_seen: float = 0.0
+    last_login_at: float | None = None  # for the opt-in MAC trust only
+    last_end_reason: str | None = None
 
     def element(self) -> tuple[str, str] | None:
         return (self.ip, self.mac) if self.ip else None
@@ -146,6 +148,10 @@ class SessionTable:
 
     default_minutes: int = 60
     max_minutes: int = 1440
+    # MAC trust (off unless configured): a station whose session simply ran out within this
+    # many days is let back in when it reappears. Not an identity (MACs are random and
+    # spoofable); the wallet token is the way to recognise a shopper.
+    trust_mac_days: int | None = None
     clients: dict[str, Client] = field(default_factory=dict)
     by_ip: dict[str, str] = field(default_factory=dict)
 
@@ -208,9 +214,21 @@ class SessionTable:
         if hostname:
             client.hostname = hostname[:63]
         client.last_seen = now
+        if self._trusted(client, now):
+            return ops + self.authorize(mac, now)
         if dirty or ops:
             ops.append(Save(replace(client)))
         return ops
+
+    def _trusted(self, client: Client, now: float) -> bool:
+        return (
+            self.trust_mac_days is not None
+            and client.state is State.CAPTIVE
+            and client.ip is not None
+            and client.last_login_at is not None
+            and now - client.last_login_at <= self.trust_mac_days * 86400
+            and client.last_end_reason not in (Reason.LOGOUT, Reason.ADMIN, Reason.ADDRESS_TAKEN)
+        )
 
     def authorize(self, who: str, now: float, minutes: int | None = None) -> list[Op]:
         client = self.find(who)
@@ -224,6 +242,7 @@ class SessionTable:
         if was is State.CAPTIVE:
             client.session_id = secrets.token_hex(8)
             client.started_at = now
+            client.last_login_at = now
         client.expires_at = now + minutes * 60
         ops: list[Op] = [Save(replace(client))]
         if was is State.CAPTIVE:
@@ -281,4 +300,5 @@ class SessionTable:
             )
         )
         client.session_id = client.started_at = client.expires_at = None
+        client.last_end_reason = reason.value
         return ops

@@ -31,6 +31,8 @@ class ClientRow(Base):
     expires_at: Mapped[float | None] = mapped_column(Float)
     first_seen: Mapped[float] = mapped_column(Float, default=0.0)
     last_seen: Mapped[float] = mapped_column(Float, default=0.0)
+    last_login_at: Mapped[float | None] = mapped_column(Float)
+    last_end_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class SessionRecord(Base):
@@ -78,6 +80,8 @@ class Store:
                     expires_at=r.expires_at,
                     first_seen=r.first_seen,
                     last_seen=r.last_seen,
+                    last_login_at=r.last_login_at,
+                    last_end_reason=r.last_end_reason,
                 )
                 for r in rows
             ]
@@ -99,6 +103,8 @@ class Store:
                         expires_at=c.expires_at,
                         first_seen=c.first_seen,
                         last_seen=c.last_seen,
+                        last_login_at=c.last_login_at,
+                        last_end_reason=c.last_end_reason,
                     )
                 )
             for e in ended:

@@ -146,3 +146,35 @@ def test_stale_release_after_a_move_is_ignored(table: SessionTable, clock: FakeC
 def test_address_change_is_saved(table: SessionTable, clock: FakeClock) -> None:
     ops = table.seen(MAC, "198.19.0.60", clock())
     assert [op.client.ip for op in ops if isinstance(op, Save)] == ["198.19.0.60"]
+
+
+def test_mac_trust_is_off_by_default(table: SessionTable, clock: FakeClock) -> None:
+    table.authorize(MAC, clock(), minutes=1)
+    clock.advance(120)
+    table.tick(clock())
+    table.leave(MAC, clock())
+    assert kinds(table.seen(MAC, IP, clock())) == [Save]
+    assert table.find(MAC).state is State.CAPTIVE
+
+
+def test_mac_trust_readmits_a_timed_out_station_but_not_after_logout(clock: FakeClock) -> None:
+    table = SessionTable(trust_mac_days=30)
+    table.seen(MAC, IP, clock())
+    table.authorize(MAC, clock(), minutes=1)
+    clock.advance(120)
+    table.tick(clock())  # session-timeout
+    table.leave(MAC, clock())
+    ops = table.seen(MAC, "198.19.0.101", clock())
+    assert Allow(("198.19.0.101", MAC)) in ops
+    table.deauthorize(MAC, clock(), Reason.LOGOUT)
+    table.leave(MAC, clock())
+    assert not any(isinstance(op, Allow) for op in table.seen(MAC, IP, clock()))
+    assert table.find(MAC).state is State.CAPTIVE  # a shopper who logged out stays out
+    clock.advance(31 * 86400)
+    table2 = SessionTable(trust_mac_days=30)
+    table2.seen(MAC2, IP, 0.0)
+    table2.authorize(MAC2, 0.0, minutes=1)
+    table2.tick(120.0)
+    table2.leave(MAC2, 120.0)
+    table2.seen(MAC2, IP, 31 * 86400.0)
+    assert table2.find(MAC2).state is State.CAPTIVE  # trust expires
