@@ -22,6 +22,8 @@ from portal import create_app
 
 log = logging.getLogger("plaza.portal")
 THREADS = 16  # per listener; each request is short (no upstream call but the control socket)
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
 
 
 def listeners(config: Config, host: str) -> list[tuple[str, int, bool]]:
@@ -41,6 +43,9 @@ def build_servers(config: Config, host: str, app) -> list[wsgi.Server]:
             numthreads=THREADS,
             server_name="plaza",  # no version leak
         )
+        # Phones' requests are small; anything bigger is refused (413/414/431) before the app.
+        server.max_request_header_size = MAX_HEADER_BYTES
+        server.max_request_body_size = MAX_BODY_BYTES
         if tls:
             server.ssl_adapter = BuiltinSSLAdapter(config.portal.cert_file, config.portal.key_file)
         servers.append(server)

@@ -125,3 +125,49 @@ def test_unregistered_redirect_uri_is_refused_by_the_wallet(lab: Lab, phone: Pho
     query["redirect_uri"] = "https://evil.test/callback"
     r = phone.get(urlunsplit(parts._replace(query=urlencode(query))))
     assert r.status == 400 and "evil.test" not in r.headers.get("location", "")
+
+
+def test_secrets_never_reach_the_portal_log(lab: Lab, phone: Phone) -> None:
+    back = approve(phone, start(lab, phone)).location
+    query = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
+    secret = query.get("code") or query.get("auth_code")
+    assert secret and phone.get(back).location == "/welcome"
+    log = (lab.run_dir / "router-portal.log").read_text()
+    assert secret not in log and query["state"] not in log
+
+
+OVERSIZED = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+s.sendall(sys.argv[2].encode().decode("unicode_escape").encode("latin-1") * int(sys.argv[3]))
+try:
+    print(s.recv(200).split(b"\\r\\n")[0].decode("latin-1") or "closed")
+except OSError as exc:
+    print("reset", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    ("payload", "repeat"),
+    [
+        ("GET / HTTP/1.1\\r\\nHost: www.example.test\\r\\nX-Big: " + "a" * 1000, 200),  # ~200 KB
+        ("\\x00\\xff\\x16\\x03garbage\\r\\n\\r\\n", 1),
+        ("GET /" + "x" * 70000 + " HTTP/1.1\\r\\n\\r\\n", 1),
+    ],
+    ids=["huge-header", "garbage", "huge-url"],
+)
+def test_oversized_or_malformed_requests_are_refused(
+    lab: Lab, phone: Phone, payload: str, repeat: int
+) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        ["ip", "netns", "exec", phone.netns, sys.executable, "-c", OVERSIZED,
+         "192.0.2.80", payload, str(repeat)],
+        capture_output=True, text=True, timeout=20,
+    ).stdout.strip()  # fmt: skip
+    assert not out.startswith("HTTP/1.1 302") and not out.startswith("HTTP/1.1 200"), out
+    assert lab.control().client(lab.state.phones[0].mac)["state"] == "captive"
+    r = phone.get("http://www.example.test/")  # the intercept still serves everyone else
+    assert r.status == 302
