@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
-	iptables busybox iperf3 conntrack curl procps iputils-ping
+	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
@@ -15,7 +15,7 @@ all: test
 
 setup: $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "apt: installing $$missing"; \
