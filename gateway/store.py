@@ -6,6 +6,7 @@ kernel is touched, so a daemon killed between the two is repaired by the reconci
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from sqlalchemy import Float, Integer, String, create_engine, event, select
@@ -59,6 +60,19 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+CLIENT_FIELDS = [f.name for f in fields(Client)]
+
+
+def _row(client: Client) -> ClientRow:
+    values = {name: getattr(client, name) for name in CLIENT_FIELDS}
+    return ClientRow(**{**values, "state": client.state.value})
+
+
+def _client(row: ClientRow) -> Client:
+    values = {name: getattr(row, name) for name in CLIENT_FIELDS}
+    return Client(**{**values, "state": State(row.state)})
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         url = "sqlite://" if str(path) == ":memory:" else f"sqlite:///{path}"
@@ -68,23 +82,7 @@ class Store:
 
     def load(self) -> list[Client]:
         with Session(self.engine) as db:
-            rows = db.scalars(select(ClientRow)).all()
-            return [
-                Client(
-                    mac=r.mac,
-                    ip=r.ip,
-                    hostname=r.hostname,
-                    state=State(r.state),
-                    session_id=r.session_id,
-                    started_at=r.started_at,
-                    expires_at=r.expires_at,
-                    first_seen=r.first_seen,
-                    last_seen=r.last_seen,
-                    last_login_at=r.last_login_at,
-                    last_end_reason=r.last_end_reason,
-                )
-                for r in rows
-            ]
+            return [_client(r) for r in db.scalars(select(ClientRow)).all()]
 
     def write(self, saves: list[Client], ended: list[EndSession]) -> None:
         """Persist changed clients and ended sessions in one transaction."""
@@ -92,21 +90,7 @@ class Store:
             return
         with Session(self.engine) as db, db.begin():
             for c in saves:
-                db.merge(
-                    ClientRow(
-                        mac=c.mac,
-                        ip=c.ip,
-                        hostname=c.hostname,
-                        state=c.state.value,
-                        session_id=c.session_id,
-                        started_at=c.started_at,
-                        expires_at=c.expires_at,
-                        first_seen=c.first_seen,
-                        last_seen=c.last_seen,
-                        last_login_at=c.last_login_at,
-                        last_end_reason=c.last_end_reason,
-                    )
-                )
+                db.merge(_row(c))
             for e in ended:
                 db.add(
                     SessionRecord(
