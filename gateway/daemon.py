@@ -164,6 +164,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         server = await self.serve_control()
+        garden = None
+        if self.lan_ifindex is not None:  # the walled-garden SNI inspector (gateway/garden.py)
+            from gateway import garden_queue
+
+            garden = garden_queue.start(self.config, loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
             tasks.append(asyncio.create_task(self.watch_neighbours()))
@@ -173,6 +178,8 @@ class Daemon:
         print("plaza-gateway: ready", flush=True)
         await self.stopping.wait()
         server.close()
+        if garden is not None:
+            garden.stop()
         for task in tasks:
             task.cancel()
         with contextlib.suppress(OSError):

@@ -2,6 +2,12 @@
 
 dnsmasq stays the DHCP server and resolver (as on OpenWrt); Plaza only adds what it needs.
 DNS answers are forwarded to the upstream resolvers untouched: the portal never forges DNS.
+
+Two additions serve the captive state:
+- `nftset=` puts every address the resolver returns for a walled-garden name into the kernel
+  sets the forwarding rules check (gateway/garden.py explains the SNI check on top of it).
+- `dhcp-option-force=114` tells clients where the RFC 8908 API is (RFC 8910); forced, because
+  many clients do not ask for option 114 but do use it.
 """
 
 from __future__ import annotations
@@ -10,9 +16,35 @@ import shlex
 import sys
 from pathlib import Path
 
+from gateway import ruleset
 from gateway.config import Config
+from gateway.garden import Garden
 
 HOOK = Path(__file__).with_name("lease_hook.py")
+# dnsmasq adds a garden address only when an answer comes from upstream, and re-adding does
+# not extend an element's timeout; so the cache must forget a name well before its addresses
+# time out of the garden sets (ruleset.GARDEN_TIMEOUT), or cached answers would point at
+# addresses that are no longer let through.
+MAX_CACHE_TTL = 300
+
+
+def garden_lines(config: Config) -> list[str]:
+    """One `nftset=` per garden domain; dnsmasq matches the domain and all its subdomains."""
+    sets = (
+        f"4#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN4},"
+        f"6#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN6}"
+    )
+    return [f"nftset=/{domain}/{sets}" for domain in Garden.from_config(config).dns_domains()]
+
+
+def capport_lines(config: Config) -> list[str]:
+    """RFC 8910 DHCPv4 option 114: the captive-portal API URI, quoted as a string.
+
+    Only an https URI may be announced (RFC 8910 2, RFC 8908): a portal without a
+    certificate announces nothing, and clients fall back to probing.
+    """
+    url = config.portal.api_url
+    return [f'dhcp-option-force=114,"{url}"'] if url.startswith("https://") else []
 
 
 def render_conf(config: Config, hook_path: str) -> str:
@@ -26,14 +58,17 @@ def render_conf(config: Config, hook_path: str) -> str:
         "no-hosts",
         "domain-needed",
         "cache-size=1000",
+        f"max-cache-ttl={MAX_CACHE_TTL}",
         *(f"server={server}" for server in lan.upstream_dns),
         f"host-record={config.portal.hostname},{lan.ip}",
         f"dhcp-range={lan.dhcp_start},{lan.dhcp_end},{netmask},{lan.lease_time}",
         f"dhcp-option=option:router,{lan.ip}",
         f"dhcp-option=option:dns-server,{lan.ip}",
+        *capport_lines(config),
         "dhcp-authoritative",
         f"dhcp-leasefile={Path(config.gateway.state_dir) / 'dnsmasq.leases'}",
         f"dhcp-script={hook_path}",
+        *garden_lines(config),
         "",
     ]
     return "\n".join(lines)

@@ -82,8 +82,18 @@ class NftFirewall:
         self.nft = nft or Libnftables()
 
     def apply(self, config: Config, clients: list[Element]) -> None:
-        text = ruleset.transaction(config, clients)
-        self.nft.run(text)
+        """Replace the table; walled-garden addresses learned from DNS are carried over with
+        their remaining lifetime (dnsmasq answers from its cache without re-adding them)."""
+        garden: list = []
+        for name in (ruleset.GARDEN4, ruleset.GARDEN6):
+            try:
+                out = self.nft.run(
+                    f"list set {ruleset.FAMILY} {ruleset.TABLE} {name}", json_output=True
+                )
+            except NftError:
+                continue  # no table yet (first start) or an older table without the set
+            garden += ruleset.garden_elements(out)
+        self.nft.run(ruleset.transaction(config, clients, garden))
 
     def allow(self, clients: list[Element]) -> None:
         if clients:

@@ -239,7 +239,9 @@ class Lab:
             _kill_and_reap(pid, sig)
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, phones: int = 1, wallet_dialect: str = "oidc") -> None:
+    def up(self, phones: int = 1, wallet_dialect: str = "oidc", dhcp: bool = True) -> None:
+        """Bring the lab up. `dhcp=False`: phones are wired but start no DHCP client (see
+        `add_phone`), and `up` does not wait for leases."""
         if self.is_up():
             raise LabError(f"lab {self.name!r} is already up; run `plaza-lab down` first")
         if wallet_dialect not in ("oidc", "alipay"):
@@ -254,8 +256,9 @@ class Lab:
             self._build_router()
             self._start_router_services()
             for i in range(1, phones + 1):
-                self.add_phone(i)
-            self.wait_leases()
+                self.add_phone(i, dhcp=dhcp)
+            if dhcp:
+                self.wait_leases()
         except BaseException:
             self.down()
             raise
@@ -396,7 +399,9 @@ class Lab:
 
         _wait_for(ready, timeout, "gateway control socket")
 
-    def add_phone(self, index: int) -> Phone:
+    def add_phone(self, index: int, dhcp: bool = True) -> Phone:
+        """Wire phone `index` to the router; `dhcp=False` leaves it without an address until
+        `start_dhcp` (or a caller running `dhcp_command` itself) gets it one."""
         r = self.state.router
         name = f"phone{index}"
         ns = f"{self.name}-{name}"
@@ -416,17 +421,29 @@ class Lab:
         phone = Phone(name=name, netns=ns, mac=mac)
         self.state.phones.append(phone)
         self._save()
-        self.spawn(
-            f"{name}-dhcp",
-            ns,
-            "busybox", "udhcpc", "-f", "-R", "-i", "eth0", "-x", f"hostname:{name}", "-O", "114",
-            "-s", str(HERE / "udhcpc.sh"), "-t", "20", "-T", "1", "-A", "1",
-            env={
-                "PLAZA_RESOLV": str(etc / "resolv.conf"),
-                "PLAZA_LEASE": str(self.run_dir / f"{name}.lease"),
-            },
-        )  # fmt: skip
+        if dhcp:
+            self.start_dhcp(phone)
         return phone
+
+    def dhcp_command(self, phone: Phone, once: bool = False) -> tuple[list[str], dict[str, str]]:
+        """The phone's DHCP client: command line (run it in `phone.netns`) and extra environment.
+        `once`: exit as soon as bound, keeping the address (no release), or fail after 20 tries."""
+        name = phone.name
+        mode = ["-q", "-n"] if once else ["-R", "-A", "1"]
+        cmd = [
+            "busybox", "udhcpc", "-f", *mode, "-i", "eth0", "-x", f"hostname:{name}", "-O", "114",
+            "-s", str(HERE / "udhcpc.sh"), "-t", "20", "-T", "1",
+        ]  # fmt: skip
+        env = {
+            "PLAZA_RESOLV": str(Path("/etc/netns") / phone.netns / "resolv.conf"),
+            "PLAZA_LEASE": str(self.run_dir / f"{name}.lease"),
+        }
+        return cmd, env
+
+    def start_dhcp(self, phone: Phone) -> int:
+        """Start the phone's long-running DHCP client (owned by the lab, stopped by `down`)."""
+        cmd, env = self.dhcp_command(phone)
+        return self.spawn(f"{phone.name}-dhcp", phone.netns, *cmd, env=env)
 
     def wait_leases(self, timeout: float = 20) -> None:
         def leased() -> bool:
@@ -436,6 +453,21 @@ class Lab:
         for phone in self.state.phones:
             phone.ipv4 = (self.run_dir / f"{phone.name}.lease").read_text().strip()
         self._save()
+
+        def learned() -> bool:
+            """dnsmasq's lease hook has told the gateway about every phone (name included)."""
+            try:
+                known = {c["mac"]: c for c in self.control().clients()}
+            except ControlError:
+                return False
+            return all(
+                p.mac in known
+                and known[p.mac]["ip"] == p.ipv4
+                and known[p.mac]["hostname"] == p.name
+                for p in self.state.phones
+            )
+
+        _wait_for(learned, timeout, "the gateway to learn every phone's lease")
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> dict:

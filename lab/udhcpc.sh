@@ -16,6 +16,9 @@ case "$1" in
       : > "$PLAZA_RESOLV"
       for d in $dns; do echo "nameserver $d" >> "$PLAZA_RESOLV"; done
     fi
+    # RFC 8910 captive-portal API URI (DHCP option 114, requested with -O 114), as udhcpc
+    # exports it: $opt114 when busybox has no name for the option.
+    [ -n "$PLAZA_LEASE" ] && echo "${opt114:-}" > "$PLAZA_LEASE.opt114"
     [ -n "$PLAZA_LEASE" ] && echo "$ip" > "$PLAZA_LEASE"
     ;;
 esac

@@ -1,0 +1,264 @@
+"""The walled-garden inspector's kernel side: the NFQUEUE hook and the queue reader.
+
+The hook sends packets that `garden_classify` marked MARK_QUEUE to queue QUEUE_NUM. Kernels
+differ: some have nft's native `queue` expression, others (the test kernel) only the xtables
+NFQUEUE target. Which one is probed once at start with `nft --check`; the xt rule is then
+put in iptables-nft's mangle FORWARD chain (priority mangle, after `garden_classify`) for
+both families. Both carry `bypass`: with no reader, packets go on without a verdict and are
+refused by lan_forward, so a stopped inspector fails closed and fast (a reset), never hangs.
+
+The reader runs on the daemon's asyncio loop (add_reader on the queue's netlink socket): one
+thread, no locks, and a verdict costs a parse of a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from gateway import ruleset
+from gateway.config import Config
+from gateway.garden import Garden, Inspector, RateLimitedLog, Verdict, load_layers
+
+log = logging.getLogger("plaza.garden")
+
+QUEUE_MAXLEN = 1024  # packets waiting in the kernel for a verdict; beyond, the kernel drops
+COPY_RANGE = 4016  # bytes of each packet copied to us (netfilterqueue's own ceiling)
+CHECK_SECONDS = 30.0  # how often the hook is checked and put back if someone removed it
+COMMENT = "plaza-garden"
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=10)
+
+
+def native_queue_supported(run: Runner = _run) -> bool:
+    """Whether this kernel has nft's `queue` expression: a dry-run load of the hook table."""
+    if not shutil.which("nft"):
+        return False
+    probe = ruleset.queue_table().replace(ruleset.QUEUE_TABLE, "plaza_probe")
+    try:
+        return run(["nft", "--check", "-f", "-"], stdin=probe).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _xt_binaries() -> list[str]:
+    found = []
+    for names in (("iptables-nft", "iptables"), ("ip6tables-nft", "ip6tables")):
+        binary = next((n for n in names if shutil.which(n)), None)
+        if binary:
+            found.append(binary)
+    return found
+
+
+def xt_rule(num: int = ruleset.QUEUE_NUM) -> list[str]:
+    mark = f"{ruleset.MARK_QUEUE:#x}"
+    return [
+        "FORWARD", "-p", "tcp", "-m", "mark", "--mark", f"{mark}/{mark}",
+        "-m", "comment", "--comment", COMMENT,
+        "-j", "NFQUEUE", "--queue-num", str(num), "--queue-bypass",
+    ]  # fmt: skip
+
+
+class QueueHook:
+    """Install, check and remove the rule that feeds the queue; idempotent, both families."""
+
+    def __init__(
+        self, run: Runner = _run, native: bool | None = None, num: int = ruleset.QUEUE_NUM
+    ) -> None:
+        self.run = run
+        self.num = num
+        self.native = native_queue_supported(run) if native is None else native
+        self.mode = "native nft queue" if self.native else "xtables NFQUEUE (iptables-nft)"
+
+    def _xt(self, binary: str, verb: str) -> bool:
+        cmd = [binary, "-w", "-t", "mangle", verb, *xt_rule(self.num)]
+        if verb == "-I":
+            cmd.insert(cmd.index("FORWARD") + 1, "1")  # first: before any ACCEPT in mangle
+        return self.run(cmd).returncode == 0
+
+    def installed(self) -> bool:
+        if self.native:
+            cmd = ["nft", "list", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE]
+            return self.run(cmd).returncode == 0
+        binaries = _xt_binaries()
+        return bool(binaries) and all(self._xt(b, "-C") for b in binaries)
+
+    def install(self) -> None:
+        """Put the hook in place if it is missing; raises RuntimeError when it cannot be."""
+        if self.native:
+            table = f"{ruleset.FAMILY} {ruleset.QUEUE_TABLE}"
+            text = f"table {table}\ndelete table {table}\n" + ruleset.queue_table(self.num)
+            proc = self.run(["nft", "-f", "-"], stdin=text)
+            if proc.returncode != 0:
+                raise RuntimeError(f"nft refused the queue table: {proc.stderr.strip()}")
+            return
+        binaries = _xt_binaries()
+        if not binaries:
+            raise RuntimeError("neither a native nft queue nor iptables-nft is available")
+        for binary in binaries:
+            if not self._xt(binary, "-C") and not self._xt(binary, "-I"):
+                raise RuntimeError(f"{binary} refused the NFQUEUE rule")
+
+    def remove(self) -> None:
+        if self.native:
+            self.run(["nft", "delete", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE])
+            return
+        for binary in _xt_binaries():
+            for _ in range(8):  # a duplicate left by someone else goes too
+                if not self._xt(binary, "-D"):
+                    break
+
+
+def apply_verdicts(verdicts: list[tuple[Any, Verdict]], reasons: RateLimitedLog) -> None:
+    """Hand each packet back to the kernel; the mark carries the verdict to lan_forward."""
+    for packet, verdict in verdicts:
+        try:
+            if verdict is Verdict.ALLOW:
+                packet.set_mark(packet.get_mark() | ruleset.MARK_ALLOW)
+                packet.accept()
+            elif verdict is Verdict.PASS:
+                packet.set_mark(packet.get_mark() & ~ruleset.MARK_QUEUE & 0xFFFFFFFF)
+                packet.accept()
+            elif verdict is Verdict.REFUSE:
+                packet.accept()  # still marked for the queue but not allowed: nft resets it
+            else:
+                packet.drop()
+        except (OSError, RuntimeError) as exc:
+            reasons.note("verdict-error", "NFQUEUE verdict failed: %s", exc)
+
+
+class QueueReader:
+    """Binds the queue, hands packets to the Inspector, applies its verdicts."""
+
+    def __init__(self, inspector: Inspector[Any], num: int = ruleset.QUEUE_NUM) -> None:
+        from netfilterqueue import NetfilterQueue
+
+        self.inspector = inspector
+        self.num = num
+        self.queue = NetfilterQueue()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rcvbuf capped by rmem_max: fine
+            self.queue.bind(num, self._on_packet, max_len=QUEUE_MAXLEN, range=COPY_RANGE)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.queue.get_fd(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            self.queue.run(block=False)
+        except OSError as exc:  # the socket overran or went away: log, keep serving
+            self.inspector.reasons.note("queue-error", "NFQUEUE receive failed: %s", exc)
+
+    def _on_packet(self, packet: Any) -> None:
+        try:
+            verdicts = self.inspector.packet(packet.get_payload(), packet)
+        except Exception:  # a bug must not stop the queue: refuse this one and go on
+            log.exception("garden inspector failed on a packet; refusing it")
+            verdicts = [(packet, Verdict.REFUSE)]
+        self._apply(verdicts)
+        self._schedule()
+
+    def _apply(self, verdicts: list[tuple[Any, Verdict]]) -> None:
+        apply_verdicts(verdicts, self.inspector.reasons)
+
+    def _schedule(self) -> None:
+        """Wake up for the earliest held ClientHello's deadline, if any."""
+        if self.loop is None or self._timer is not None:
+            return
+        deadline = self.inspector.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - self.inspector.clock())
+            self._timer = self.loop.call_later(delay + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._apply(self.inspector.expire())
+        self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._apply(self.inspector.release_all())
+        if self.loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.queue.get_fd())
+        self.queue.unbind()
+
+
+class GardenInspector:
+    """What the daemon starts and stops: the hook, the reader, and a periodic hook check."""
+
+    def __init__(self, config: Config, hook: QueueHook | None = None) -> None:
+        self.inspector: Inspector[Any] = Inspector(Garden.from_config(config))
+        self.hook = hook or QueueHook()
+        self.reader: QueueReader | None = None
+        self._check: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        load_layers()  # now, not on the first shopper's ClientHello (scapy takes ~0.3 s)
+        self.reader = QueueReader(self.inspector, self.hook.num)
+        self.reader.attach(loop)
+        self.hook.install()
+        garden = self.inspector.garden
+        log.info(
+            "walled-garden inspector on queue %d via %s; %d names, %d wildcard domains",
+            self.hook.num, self.hook.mode, len(garden.exact), len(garden.below),
+        )  # fmt: skip
+        self._check = loop.call_later(CHECK_SECONDS, self._recheck)
+
+    def set_garden(self, garden: Garden) -> None:
+        """New garden names take effect for the next connection."""
+        self.inspector.garden = garden
+
+    def _recheck(self) -> None:
+        try:
+            if not self.hook.installed():
+                log.warning("the walled-garden queue hook was removed; putting it back")
+                self.hook.install()
+        except Exception as exc:
+            self.inspector.reasons.note("hook-error", "cannot restore the queue hook: %s", exc)
+        if self.loop is not None:
+            self._check = self.loop.call_later(CHECK_SECONDS, self._recheck)
+
+    def stop(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+        with contextlib.suppress(Exception):
+            self.hook.remove()
+        if self.reader is not None:
+            self.reader.close()
+        log.info("walled-garden inspector stopped: %s", dict(sorted(self.inspector.stats.items())))
+
+
+def start(config: Config, loop: asyncio.AbstractEventLoop) -> GardenInspector | None:
+    """Start the inspector; on failure log why and return None.
+
+    Without it the gateway still runs: captive TLS to the garden is refused (the kernel
+    fails closed), everything else, authorized clients included, is unaffected.
+    """
+    garden: GardenInspector | None = None
+    try:
+        garden = GardenInspector(config)
+        garden.start(loop)
+    except Exception as exc:
+        log.error("walled-garden inspector not running (garden TLS will be refused): %s", exc)
+        if garden is not None:
+            with contextlib.suppress(Exception):
+                garden.stop()
+        return None
+    return garden

@@ -1,0 +1,128 @@
+"""The queue hook's feature detection and install commands, and how verdicts reach the kernel."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from gateway import garden_queue, ruleset
+from gateway.garden import RateLimitedLog, Verdict, log
+from gateway.garden_queue import QueueHook, apply_verdicts, native_queue_supported
+
+
+class FakeRun:
+    """Records commands; a command holding any word of `fail` exits 1."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.fail = fail
+
+    def __call__(self, cmd: list[str], stdin: str | None = None):
+        self.calls.append((cmd, stdin))
+        rc = 1 if any(word in cmd for word in self.fail) else 0
+        return subprocess.CompletedProcess(cmd, rc, "", "")
+
+
+@pytest.fixture(autouse=True)
+def binaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    present = {"nft", "iptables-nft", "ip6tables-nft"}
+    monkeypatch.setattr(garden_queue.shutil, "which", lambda n: n if n in present else None)
+
+
+def test_native_queue_is_probed_with_nft_check() -> None:
+    run = FakeRun()
+    assert native_queue_supported(run)
+    cmd, text = run.calls[0]
+    assert cmd == ["nft", "--check", "-f", "-"]
+    assert text is not None and "queue num 11 bypass" in text and "plaza_probe" in text
+    assert not native_queue_supported(FakeRun(fail=("nft",)))
+
+
+def test_native_hook_is_its_own_table() -> None:
+    run = FakeRun()
+    hook = QueueHook(run, native=True)
+    hook.install()
+    cmd, text = run.calls[-1]
+    assert cmd == ["nft", "-f", "-"] and text is not None
+    assert text.startswith("table inet plaza_queue\ndelete table inet plaza_queue\n")
+    assert "meta mark & 0x00100000 == 0x00100000 queue num 11 bypass" in text
+    hook.remove()
+    assert run.calls[-1][0] == ["nft", "delete", "table", "inet", "plaza_queue"]
+
+
+def test_xt_hook_is_inserted_once_per_family() -> None:
+    run = FakeRun(fail=("-C",))  # not there yet
+    hook = QueueHook(run, native=False)
+    hook.install()
+    inserted = [cmd for cmd, _ in run.calls if "-I" in cmd]
+    assert [cmd[0] for cmd in inserted] == ["iptables-nft", "ip6tables-nft"]
+    rule = inserted[0][inserted[0].index("-I") :]
+    assert rule[:3] == ["-I", "FORWARD", "1"]
+    assert " ".join(rule).endswith(
+        "-m mark --mark 0x100000/0x100000 -m comment --comment plaza-garden "
+        "-j NFQUEUE --queue-num 11 --queue-bypass"
+    )
+    present = FakeRun()  # -C succeeds: nothing is added twice
+    QueueHook(present, native=False).install()
+    assert not any("-I" in cmd for cmd, _ in present.calls)
+
+
+def test_xt_hook_install_failure_is_reported() -> None:
+    with pytest.raises(RuntimeError, match="refused the NFQUEUE rule"):
+        QueueHook(FakeRun(fail=("-C", "-I")), native=False).install()
+
+
+def test_remove_deletes_until_gone() -> None:
+    class Twice(FakeRun):
+        def __call__(self, cmd, stdin=None):
+            super().__call__(cmd, stdin)
+            deletes = sum(1 for c, _ in self.calls if c[0] == cmd[0] and "-D" in c)
+            return subprocess.CompletedProcess(cmd, 0 if deletes <= 2 else 1, "", "")
+
+    run = Twice()
+    QueueHook(run, native=False).remove()
+    assert sum(1 for c, _ in run.calls if "-D" in c) == 6  # 2 + a failing 3rd, per family
+
+
+class FakePacket:
+    def __init__(self, mark: int = 0) -> None:
+        self.mark = mark
+        self.verdict = ""
+
+    def get_mark(self) -> int:
+        return self.mark
+
+    def set_mark(self, mark: int) -> None:
+        self.mark = mark
+
+    def accept(self) -> None:
+        self.verdict = "accept"
+
+    def drop(self) -> None:
+        self.verdict = "drop"
+
+
+def test_verdicts_ride_on_the_mark() -> None:
+    other = 0x0000_3F00  # someone else's bits (mwan3, SQM) stay as they were
+    q = ruleset.MARK_QUEUE | other
+    allow, refuse, bare, dup = FakePacket(q), FakePacket(q), FakePacket(q), FakePacket(q)
+    apply_verdicts(
+        [(allow, Verdict.ALLOW), (refuse, Verdict.REFUSE), (bare, Verdict.PASS),
+         (dup, Verdict.DROP)],
+        RateLimitedLog(log),
+    )  # fmt: skip
+    assert (allow.verdict, allow.mark) == ("accept", q | ruleset.MARK_ALLOW)
+    assert (refuse.verdict, refuse.mark) == ("accept", q)  # lan_forward resets it
+    assert (bare.verdict, bare.mark) == ("accept", other)  # treated as not queued
+    assert dup.verdict == "drop"
+
+
+def test_a_failing_verdict_does_not_stop_the_others() -> None:
+    class Broken(FakePacket):
+        def accept(self) -> None:
+            raise RuntimeError("Parent queue has already been unbound")
+
+    ok = FakePacket()
+    apply_verdicts([(Broken(), Verdict.REFUSE), (ok, Verdict.REFUSE)], RateLimitedLog(log))
+    assert ok.verdict == "accept"
