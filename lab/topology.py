@@ -445,6 +445,26 @@ class Lab:
         cmd, env = self.dhcp_command(phone)
         return self.spawn(f"{phone.name}-dhcp", phone.netns, *cmd, env=env)
 
+    def rejoin_with_new_mac(self, name: str, mac: str, timeout: float = 20) -> Phone:
+        """Rejoin as a phone with MAC randomization does: release the lease, take a new MAC,
+        ask DHCP again; returns the phone with its new MAC and address."""
+        phone = next(p for p in self.state.phones if p.name == name)
+        self.stop(f"{name}-dhcp")  # udhcpc -R releases the old lease as it exits
+        lease = self.run_dir / f"{name}.lease"
+        lease.unlink(missing_ok=True)
+        for cmd in (
+            ("link", "set", "eth0", "down"),
+            ("-4", "addr", "flush", "dev", "eth0"),
+            ("link", "set", "eth0", "address", mac),
+            ("link", "set", "eth0", "up"),
+        ):
+            nsexec(phone.netns, "ip", *cmd)
+        phone.mac, phone.ipv4 = mac, None
+        self._save()
+        self.start_dhcp(phone)
+        self.wait_leases(timeout)
+        return phone
+
     def wait_leases(self, timeout: float = 20) -> None:
         def leased() -> bool:
             return all((self.run_dir / f"{p.name}.lease").exists() for p in self.state.phones)

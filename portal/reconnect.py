@@ -2,9 +2,12 @@
 
 Phones randomize their MAC per network and sometimes per connection, so a MAC is a session key,
 not an identity. After a wallet login the shopper may opt in; the portal then issues a token
-bound to this venue and to the wallet user, records its id so it can be revoked, and hands the
-link to the wallet. Tapping the link later (from any MAC) signs the phone in without the
-authorization round trip.
+bound to this venue and to the wallet user, records its id so it can be revoked, and sends the
+browser to the wallet's "add a pass" page (like "Add to Apple Wallet"): the shopper confirms
+there and the wallet keeps the link. The portal holds no wallet credential and makes no call to
+the wallet for this, and the wallet is in the walled garden, so it works while still captive.
+Tapping the saved pass later (from any MAC) signs the phone in without the authorization round
+trip. A provider without `pass_url` falls back to showing the link on our own page.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from sqlalchemy import Float, String, create_engine, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from werkzeug.wrappers import Response
 
+from gateway.config import PortalConfig
 from gateway.control_client import ControlError
+from portal import i18n
 from portal.control import control, unreachable
-from portal.login import USER_KEY, fail
+from portal.login import USER_KEY, fail, provider
 from portal.security import require_csrf
 
 log = logging.getLogger("plaza.portal.reconnect")
@@ -136,25 +141,50 @@ def _wallet_user() -> dict[str, Any]:
 
 
 @bp.post("/reconnect")
-def opt_in() -> str:
-    """The shopper asked to be remembered: issue a token and give its link to the wallet."""
+def opt_in() -> str | Response:
+    """The shopper asked to be remembered: issue a token and send its link to the wallet.
+
+    A 303 to the wallet's add-a-pass page is a full-page navigation away from the portal; the
+    welcome page's CSP lets this form's redirect go there (portal.security.content_policy).
+    """
     _enabled()
     require_csrf()
     user = _wallet_user()
     if request.form.get("remember") != "yes":
         return redirect("/welcome", code=303)
     token = tokens().issue(user["user_id"])
-    link = current_app.config["PLAZA_CONFIG"].portal.url + "reconnect/" + token
-    saved = False
-    save = getattr(current_app.extensions.get("wallet_provider"), "save_link", None)
-    if save is not None:
-        try:
-            save(user["user_id"], link)
-            saved = True
-        except Exception as exc:  # the wallet may be down: the shopper still sees the link
-            log.warning("could not save the reconnect link to the wallet: %s", type(exc).__name__)
-    log.info("reconnect token issued for a wallet user (saved to wallet: %s)", saved)
-    return render_template("reconnect.html", link=link, saved=saved)
+    config = current_app.config["PLAZA_CONFIG"]
+    link = config.portal.url + "reconnect/" + token
+    target = _pass_url(link, pass_title(config.portal))
+    if target is not None:
+        log.info("reconnect token issued for a wallet user; sent to the wallet to save it")
+        return redirect(target, code=303)
+    log.info("reconnect token issued for a wallet user; shown on the page (no wallet passes)")
+    return render_template("reconnect.html", link=link, saved=False)
+
+
+def pass_title(portal: PortalConfig) -> str:
+    """What the pass is called in the wallet: the venue's name, in the shopper's language."""
+    name = i18n.localized(portal.merchant_name, portal.merchant_name_zh, i18n.current_lang())
+    return f"{name} Wi-Fi"
+
+
+def _pass_url(link: str, title: str) -> str | None:
+    """The wallet's add-a-pass URL for `link`, or None if this wallet cannot hold passes.
+
+    A provider that cannot be built (say its key file went missing after a portal restart) must
+    not turn an opt-in into an error page: the token is issued, so the shopper gets the link on
+    our own page instead.
+    """
+    try:
+        make = getattr(provider(), "pass_url", None)
+        target = make(link, title) if make is not None else None
+    except (ValueError, OSError) as exc:
+        log.warning("no wallet pass for the reconnect link: %s", type(exc).__name__)
+        return None
+    if not isinstance(target, str) or not target.startswith("https://"):
+        return None
+    return target
 
 
 @bp.get("/reconnect/<token>")

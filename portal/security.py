@@ -12,6 +12,8 @@ import secrets
 from flask import Flask, Response, request, session
 from werkzeug.exceptions import BadRequest
 
+from gateway.config import Config
+
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -21,6 +23,20 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
 }
+
+
+def content_policy(config: Config) -> str:
+    """The CSP for this portal. With one-tap reconnect on, forms may also lead to the wallet:
+    browsers apply `form-action` to the redirect after a post (POST /reconnect -> 303 to the
+    wallet's add-a-pass page), so the wallet's origin must be listed."""
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    if config.reconnect.enabled:
+        from portal.wallet import wallet_origin
+
+        wallet = wallet_origin(config.wallet)  # an https origin: the config was verified
+        policy = policy.replace("form-action 'self'", f"form-action 'self' {wallet}")
+    return policy
+
 
 CSRF_KEY = "csrf"
 CSRF_FIELD = "csrf_token"
@@ -51,14 +67,18 @@ def require_csrf() -> None:
         raise CsrfError()
 
 
-def _headers(response: Response) -> Response:
-    # Captive-network browsers cache aggressively; a cached "you are online" page is a lie.
-    response.headers.setdefault("Cache-Control", "no-store")  # the RFC 8908 API sets private
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
 def register(app: Flask) -> None:
-    app.after_request(_headers)
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": content_policy(app.config["PLAZA_CONFIG"]),
+    }
+
+    def add_headers(response: Response) -> Response:
+        # Captive-network browsers cache aggressively; a cached "you are online" page is a lie.
+        response.headers.setdefault("Cache-Control", "no-store")  # the RFC 8908 API: private
+        response.headers.update(headers)
+        return response
+
+    app.after_request(add_headers)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["CSRF_FIELD"] = CSRF_FIELD

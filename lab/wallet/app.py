@@ -1,9 +1,10 @@
-"""A scriptable wallet app: plays the shopper at the sandbox wallet's consent page.
+"""A scriptable wallet app: plays the shopper at the sandbox wallet's pages.
 
-Tests, the demo and benchmarks need a shopper who taps "Approve" without a browser. This walks
-the same pages a person would, with the phone's own HTTP client and cookie jar (so the wallet
-remembers the sign-in exactly as it would on the phone), and stops at the wallet's redirect
-back to the merchant: following it is the portal flow's job, with the same phone.
+Tests, the demo and benchmarks need a shopper who taps "Approve" (or "Add to wallet") without a
+browser. This walks the same pages a person would, with the phone's own HTTP client and cookie
+jar (so the wallet remembers the sign-in exactly as it would on the phone), and stops at the
+wallet's redirect back to the merchant: following it is the portal flow's job, with the same
+phone. `passes` reads the wallet app's list of saved passes; opening one is a plain GET.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from urllib.parse import urljoin, urlsplit
 
 FORM_RE = re.compile(r'<form method="post" action="([^"]*)" data-wallet-user="([^"]*)">')
 CSRF_RE = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
+PASS_RE = re.compile(r'<a class="pass" href="([^"]*)">([^<]*)</a>')
+SIGNED_IN_RE = re.compile(r"<p>Signed in as <strong>")
 MAX_HOPS = 3
+WALLET = "https://wallet.test"  # the lab's wallet; the unit harness passes its own origin
 
 
 class Answer(Protocol):
@@ -69,12 +73,19 @@ def approve(
         break
     if page.status != 200:
         return page
+    return _confirm(phone, url, page, authorize_url, user, pin, deny)
+
+
+def _confirm(
+    phone: Browser, url: str, page: Answer, expected: str, user: str, pin: str, deny: bool
+) -> Answer:
+    """Answer a wallet confirmation form shown at `url` (consent or add-a-pass) as `user`."""
     for _ in range(2):  # a second pass only after switching accounts
         form, csrf = FORM_RE.search(page.body), CSRF_RE.search(page.body)
         if not form or not csrf:
             raise WalletAppError(f"no consent form at {urlsplit(url).path} ({page.status})")
         action = urljoin(url, html.unescape(form.group(1)))
-        if not _same_page(action, authorize_url):
+        if not _same_page(action, expected):
             raise WalletAppError("the consent form posts somewhere unexpected")
         signed_in = form.group(2)
         data = {"csrf_token": html.unescape(csrf.group(1))}
@@ -85,3 +96,55 @@ def approve(
             data.update(login=user, pin=pin)
         return phone.post(action, {**data, "decision": "deny" if deny else "approve"})
     raise WalletAppError("the wallet kept another account signed in")
+
+
+# -- passes ------------------------------------------------------------------------------------
+
+
+def save_pass(
+    phone: Browser, pass_url: str, user: str = "alice", pin: str = "1234", deny: bool = False
+) -> Answer:
+    """Open the wallet's add-a-pass page (where the portal's 303 points), sign in as `user` if
+    asked, and tap "Add to wallet" (or Cancel).
+
+    Returns the wallet's answer: 200 "Saved to your wallet", a 303 back to the merchant after
+    Cancel, or a refusal (400 bad request, 403 wrong PIN, 409 wallet full) as is.
+    """
+    page = phone.get(pass_url)
+    if page.status != 200:
+        return page
+    return _confirm(phone, pass_url, page, pass_url, user, pin, deny)
+
+
+def sign_in(phone: Browser, wallet: str = WALLET, user: str = "alice", pin: str = "1234") -> Answer:
+    """Sign in on the wallet's passes page: what the shopper does when the wallet forgot them."""
+    url = wallet.rstrip("/") + "/passes"
+    page = phone.get(url)
+    csrf = CSRF_RE.search(page.body)
+    if page.status != 200 or not csrf:
+        raise WalletAppError(f"no passes page at {url} ({page.status})")
+    data = {"csrf_token": html.unescape(csrf.group(1)), "login": user, "pin": pin}
+    return phone.post(url + "/signin", data)
+
+
+def passes(phone: Browser, wallet: str = WALLET) -> list[tuple[str, str]]:
+    """The signed-in user's passes as (title, link), newest first, read from the wallet app's
+    list (GET /passes). WalletAppError if nobody is signed in on this phone: see sign_in()."""
+    url = wallet.rstrip("/") + "/passes"
+    page = phone.get(url)
+    if page.status != 200:
+        raise WalletAppError(f"the passes page answered {page.status}")
+    if SIGNED_IN_RE.search(page.body) is None:
+        raise WalletAppError("nobody is signed in to the wallet on this phone")
+    return [(html.unescape(t), html.unescape(link)) for link, t in PASS_RE.findall(page.body)]
+
+
+def remove_pass(phone: Browser, link: str, wallet: str = WALLET) -> Answer:
+    """Remove the pass with this link, as its "Remove" button on the passes page does (the
+    wallet ignores a link the signed-in user does not hold)."""
+    url = wallet.rstrip("/") + "/passes"
+    page = phone.get(url)
+    csrf = CSRF_RE.search(page.body)
+    if page.status != 200 or not csrf:
+        raise WalletAppError(f"no passes page at {url} ({page.status})")
+    return phone.post(url + "/remove", {"csrf_token": html.unescape(csrf.group(1)), "link": link})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import Response, render_template_string, request, session
 
@@ -31,7 +32,8 @@ HEADERS = {
     "frame-ancestors 'none'; base-uri 'none'",
 }
 
-PAGE = """<!doctype html>
+# The wallet's look, shared by every page it shows a shopper (consent, passes).
+HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sandbox Wallet</title>
@@ -44,30 +46,56 @@ padding:.6rem;font-size:1rem;border:1px solid #ccd;border-radius:8px}
 button{width:100%;padding:.8rem;margin-top:.6rem;font-size:1rem;border-radius:8px;border:0}
 .approve{background:#1677ff;color:#fff}.deny{background:#e6e8eb}.link{background:none;color:#1677ff}
 .error{color:#b00020;font-weight:600}
+.pass-title{font-size:1.1rem;font-weight:600}.hint{color:#5b6474;font-size:.9rem}
+ul.passes{list-style:none;padding:0}ul.passes li{padding:.6rem 0;border-bottom:1px solid #eef}
+a.pass{font-weight:600;color:#1677ff}
 </style></head>
 <body><main>
 <h1>Sandbox Wallet</h1>
 <div class="card">
-{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
-<p><strong>{{ app_name }}</strong> wants to:</p>
-<ul><li>know who you are</li>{% if profile %}<li>see your name</li>{% endif %}</ul>
+"""
+
+# A confirmation form's opening: posts back to its own URL and names the signed-in login, which
+# is what lab.wallet.app reads to know whether to sign in, switch or just tap.
+FORM = """\
 <form method="post" action="{{ action }}" data-wallet-user="{{ account.login if account else '' }}">
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
-{% if account %}
+"""
+
+# Who is signed in, or the user + PIN fields when nobody is.
+ACCOUNT = """{% if account %}
 <p>Signed in as <strong>{{ account.name }}</strong></p>
 {% else %}
 <label>Wallet user <input name="login" autocomplete="username" autocapitalize="none"></label>
 <label>PIN <input name="pin" type="password" inputmode="numeric"
  autocomplete="current-password"></label>
 {% endif %}
-<button class="approve" name="decision" value="approve">Approve</button>
-<button class="deny" name="decision" value="deny">Deny</button>
-{% if account %}
+"""
+
+SWITCH = """{% if account %}
 <button class="link" name="decision" value="switch">Not {{ account.name }}?
  Use another account</button>
 {% endif %}
-</form></div></main></body></html>
 """
+
+ERROR = """{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+"""
+
+PAGE = (
+    HEAD
+    + ERROR
+    + """<p><strong>{{ app_name }}</strong> wants to:</p>
+<ul><li>know who you are</li>{% if profile %}<li>see your name</li>{% endif %}</ul>
+"""
+    + FORM
+    + ACCOUNT
+    + """<button class="approve" name="decision" value="approve">Approve</button>
+<button class="deny" name="decision" value="deny">Deny</button>
+"""
+    + SWITCH
+    + """</form></div></main></body></html>
+"""
+)
 
 ERROR_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -138,32 +166,67 @@ def authenticate(settings: WalletSettings, login: str, pin: str) -> WalletAccoun
     return account
 
 
-def decide(
-    settings: WalletSettings, app_name: str, *, profile: bool = False
-) -> Decision | Response:
-    """Handle the consent form: a Decision, or the page again (bad PIN, switch account)."""
+def csrf_ok() -> bool:
+    """Whether the posted form carries this browser's CSRF token (constant-time, as bytes)."""
     expected = session.get(CSRF_KEY)
     sent = request.form.get(CSRF_FIELD, "")
-    if (
-        not isinstance(expected, str)
-        or not sent
-        or not hmac.compare_digest(sent.encode(), expected.encode())
-    ):
+    return (
+        isinstance(expected, str)
+        and bool(expected)
+        and bool(sent)
+        and hmac.compare_digest(sent.encode(), expected.encode())
+    )
+
+
+def sign_in(settings: WalletSettings) -> WalletAccount | None:
+    """Check the form's user + PIN and, if right, remember the account in this browser."""
+    account = authenticate(settings, request.form.get("login", ""), request.form.get("pin", ""))
+    if account is not None:
+        session[LOGIN_KEY] = account.login
+        session.permanent = True
+    return account
+
+
+class Render(Protocol):
+    """Shows a confirmation page again: for `account` (None: ask to sign in), maybe an error."""
+
+    def __call__(
+        self, account: WalletAccount | None, error: str | None = None, status: int = 200
+    ) -> Response: ...
+
+
+def decide(
+    settings: WalletSettings,
+    app_name: str,
+    *,
+    profile: bool = False,
+    render: Render | None = None,
+) -> Decision | Response:
+    """Handle a confirmation form: a Decision, or the page again (bad PIN, switch account).
+
+    `render` shows that page again; by default the consent page for `app_name`. Other
+    confirmations (adding a pass) pass their own so the same sign-in rules apply to them.
+    """
+
+    def consent_page(
+        account: WalletAccount | None, error: str | None = None, status: int = 200
+    ) -> Response:
+        return page(app_name, account, profile=profile, error=error, status=status)
+
+    show: Render = render or consent_page
+    if not csrf_ok():
         return error_page("This form has expired. Go back to the merchant and start again.")
     action = request.form.get("decision")
     if action == "deny":
         return Decision(False, current_account(settings))
     if action == "switch":
         session.pop(LOGIN_KEY, None)
-        return page(app_name, None, profile=profile)
+        return show(None)
     if action != "approve":
         return error_page("Choose Approve or Deny.")
     account = current_account(settings)
-    login = request.form.get("login", "")
-    if login or account is None:
-        account = authenticate(settings, login, request.form.get("pin", ""))
+    if request.form.get("login", "") or account is None:
+        account = sign_in(settings)
         if account is None:
-            return page(app_name, None, profile=profile, error=BAD_LOGIN, status=403)
-        session[LOGIN_KEY] = account.login
-        session.permanent = True
+            return show(None, BAD_LOGIN, 403)
     return Decision(True, account)

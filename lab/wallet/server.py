@@ -5,8 +5,9 @@
 
 One app answers both dialects on one host (wallet.test): OpenID Connect at /authorize, /token,
 /userinfo, /jwks.json and /.well-known/openid-configuration; the Alipay dialect at
-/oauth2/publicAppAuthorize.htm and /gateway.do. Everything is kept in memory: a restart forgets
-signed-in browsers, codes and tokens, and makes a new ID-token signing key.
+/oauth2/publicAppAuthorize.htm and /gateway.do; for both, saved passes at /passes (see
+lab.wallet.passes). Everything is kept in memory: a restart forgets signed-in browsers, codes,
+tokens and passes, and makes a new ID-token signing key.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from lab.wallet import alipay, oidc
+from lab.wallet import alipay, oidc, passes
 from lab.wallet.settings import WalletSettings, load_settings, settings_from_dict
 
 
@@ -44,6 +45,7 @@ def create_app(
     app.config["WALLET_SETTINGS"] = settings
     oidc.init(app, settings, clock)
     alipay.init(app, settings, clock)
+    passes.init(app, settings, clock)
 
     @app.get("/health")
     def health() -> Response:

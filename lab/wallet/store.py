@@ -1,14 +1,16 @@
-"""In-memory, thread-safe, expiring records: codes, tokens, seen nonces.
+"""In-memory, thread-safe records: expiring codes, tokens and seen nonces; saved passes.
 
 The sandbox forgets everything on restart, like a wallet whose codes live seconds. `take`
 removes atomically, which is what makes a code single-use even when two requests race for it.
-Time comes from an injected clock so tests can expire a code without sleeping.
+Time comes from an injected clock so tests can expire a code without sleeping. Passes do not
+expire (a merchant's link carries its own expiry) but are capped per user.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -45,3 +47,51 @@ class Expiring(Generic[T]):
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
+
+
+@dataclass(frozen=True)
+class WalletPass:
+    """A link a merchant saved in a user's wallet, e.g. a one-tap Wi-Fi reconnect link."""
+
+    title: str
+    link: str  # checked against the merchant's registered origin when it was saved
+    client: str  # the merchant app's registered name, shown beside the title
+    added_at: float
+
+
+class PassLimitError(Exception):
+    """The user's wallet already holds as many passes as it may."""
+
+
+class PassBook:
+    """Each wallet user's passes, newest first, at most `limit` each, one per link.
+
+    Saving a link that is already there replaces that pass rather than adding a second one, so
+    a merchant that re-issues its link (a shopper opting in again) does not fill the wallet.
+    A full wallet refuses instead of silently dropping the oldest pass the user chose to keep.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._passes: dict[str, list[WalletPass]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, login: str, item: WalletPass) -> None:
+        """Save `item` for `login`; PassLimitError if that would be one pass too many."""
+        with self._lock:
+            kept = [p for p in self._passes.get(login, []) if p.link != item.link]
+            if len(kept) >= self.limit:
+                raise PassLimitError(f"at most {self.limit} passes")
+            self._passes[login] = [item, *kept]
+
+    def for_user(self, login: str) -> list[WalletPass]:
+        with self._lock:
+            return list(self._passes.get(login, []))
+
+    def remove(self, login: str, link: str) -> bool:
+        """Delete the pass with this link; False if there was none."""
+        with self._lock:
+            before = self._passes.get(login, [])
+            after = [p for p in before if p.link != link]
+            self._passes[login] = after
+            return len(after) != len(before)

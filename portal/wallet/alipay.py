@@ -29,6 +29,7 @@ from portal.wallet.base import (
     check_state,
     check_transaction,
     new_transaction,
+    pass_add_url,
     safe_code,
 )
 from portal.wallet.rawjson import raw_members
@@ -123,6 +124,10 @@ class AlipayProvider:
             dialect="alipay",
             claims=claims,
         )
+
+    def pass_url(self, link: str, title: str) -> str:
+        """The add-a-pass page on the authorize page's origin; the wallet knows us by app_id."""
+        return pass_add_url(self.authorize_url, self.app_id, link, title)
 
     # -- the gateway ------------------------------------------------------------------------
 

@@ -14,11 +14,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
 TRANSACTION_MAX_AGE = 600.0  # seconds a shopper may spend in the wallet before starting again
 CLOCK_SKEW = 60.0  # a transaction "from the future" beyond this was not made by this portal
 
 _SAFE_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+PASSES_ADD_PATH = "/passes/add"
+MAX_PASS_TITLE = 80  # what the wallet accepts; a longer title would be refused, not cut
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class WalletProvider(Protocol):
 
     def finish(self, args: Mapping[str, str], transaction: dict, redirect_uri: str) -> WalletUser:
         """Check the callback's query args against the transaction; raises LoginError."""
+        ...
+
+    def pass_url(self, link: str, title: str) -> str:
+        """Where to send the browser so the shopper can save `link` in their wallet.
+
+        "Add to wallet" is browser-mediated: the shopper confirms on the wallet's own page, so
+        the portal needs no API call, credential or user token to save it, and the wallet
+        (which checks `link` against our registered origin) is the one who keeps it.
+        """
         ...
 
 
@@ -102,3 +115,19 @@ def check_callback_error(args: Mapping[str, str]) -> None:
     if error == "access_denied":
         raise LoginError("the login was declined in the wallet", "denied")
     raise LoginError(f"the wallet refused the login ({safe_code(error)})", "rejected")
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of an https URL from our configuration (an issuer may have a
+    path; the wallet's pages are at its origin)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(f"not an https URL: {url!r}")
+    return f"https://{parts.netloc}"
+
+
+def pass_add_url(wallet_url: str, client_id: str, link: str, title: str) -> str:
+    """The wallet's add-a-pass page for `link`, on the origin of `wallet_url`."""
+    title = " ".join(title.split())[:MAX_PASS_TITLE]
+    query = urlencode({"client_id": client_id, "title": title, "link": link})
+    return f"{origin_of(wallet_url)}{PASSES_ADD_PATH}?{query}"

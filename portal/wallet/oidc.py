@@ -40,6 +40,7 @@ from portal.wallet.base import (
     check_state,
     check_transaction,
     new_transaction,
+    pass_add_url,
     safe_code,
 )
 
@@ -108,6 +109,10 @@ class OidcProvider:
             dialect="oidc",
             claims=merged,
         )
+
+    def pass_url(self, link: str, title: str) -> str:
+        """The issuer's add-a-pass page; the wallet knows us by client_id."""
+        return pass_add_url(self.issuer, self.client_id, link, title)
 
     # -- discovery and keys -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from flask import Flask
@@ -31,7 +32,6 @@ class FakeWallet:
 
     def __init__(self) -> None:
         self.finished: list[Mapping[str, str]] = []
-        self.saved: list[tuple[str, str]] = []
 
     def start(self, redirect_uri: str) -> tuple[str, dict]:
         return f"https://wallet.test/authorize?state=S1&redirect_uri={redirect_uri}", {
@@ -50,8 +50,10 @@ class FakeWallet:
 
         return User()
 
-    def save_link(self, user_id: str, link: str) -> None:
-        self.saved.append((user_id, link))
+    def pass_url(self, link: str, title: str) -> str:
+        return "https://wallet.test/passes/add?" + urlencode(
+            {"client_id": "plaza-portal", "title": title, "link": link}
+        )
 
 
 @pytest.fixture
@@ -201,21 +203,31 @@ def test_no_open_redirect_through_any_parameter(client: FlaskClient) -> None:
 
 
 # -- reconnect --------------------------------------------------------------------------------
-def test_reconnect_opt_in_then_one_tap_from_a_new_address(
-    app: Flask, client: FlaskClient, control: FakeControl, wallet: FakeWallet
-) -> None:
-    login(client)
+def opt_in(client: FlaskClient, remember: str = "yes") -> Any:
     with client.session_transaction(base_url=BASE) as s:
         s["csrf"] = "T" * 32
-    r = client.post(
+    return client.post(
         "/reconnect",
-        data={"csrf_token": "T" * 32, "remember": "yes"},
+        data={"csrf_token": "T" * 32, "remember": remember},
         environ_overrides=ENV,
         base_url=BASE,
     )
-    assert r.status_code == 200
-    [(user_id, link)] = wallet.saved
-    assert user_id == "2088000000000001" and link.startswith(PORTAL + "reconnect/")
+
+
+def test_reconnect_opt_in_then_one_tap_from_a_new_address(
+    app: Flask, client: FlaskClient, control: FakeControl
+) -> None:
+    login(client)
+    r = opt_in(client)
+    # A full-page navigation to the wallet's add-a-pass page: the wallet keeps the link.
+    assert r.status_code == 303
+    target = urlsplit(r.headers["Location"])
+    assert (target.scheme, target.netloc, target.path) == ("https", "wallet.test", "/passes/add")
+    query = parse_qs(target.query)
+    assert query["client_id"] == ["plaza-portal"]
+    assert query["title"] == ["Plaza Demo Café Wi-Fi"]
+    [link] = query["link"]
+    assert link.startswith(PORTAL + "reconnect/")
     # Later, a new MAC and a new address, a fresh browser: one tap.
     control.clients["198.19.0.150"] = {"mac": "02:aa:00:00:00:09", "ip": "198.19.0.150",
                                         "state": "captive", "seconds_remaining": None}  # fmt: skip
@@ -227,6 +239,48 @@ def test_reconnect_opt_in_then_one_tap_from_a_new_address(
     )
     assert r.status_code == 303 and r.headers["Location"] == "/welcome"
     assert control.ops("auth")[-1] == "198.19.0.150"
+
+
+def test_opt_in_needs_the_box_ticked_a_login_and_the_csrf_token(
+    app: Flask, client: FlaskClient
+) -> None:
+    assert opt_in(client).status_code == 403  # no wallet user in this browser
+    login(client)
+    r = opt_in(client, remember="no")
+    assert r.status_code == 303 and r.headers["Location"] == "/welcome"
+    r = client.post("/reconnect", data={"remember": "yes"}, environ_overrides=ENV, base_url=BASE)
+    assert r.status_code == 400
+
+
+def test_opt_in_shows_the_link_when_the_wallet_cannot_hold_passes(
+    app: Flask, client: FlaskClient
+) -> None:
+    class NoPasses:
+        start, finish = FakeWallet.start, FakeWallet.finish
+
+        def __init__(self) -> None:
+            self.finished: list[Mapping[str, str]] = []
+
+    app.extensions["wallet_provider"] = NoPasses()
+    login(client)
+    r = opt_in(client)
+    assert r.status_code == 200
+    assert f'href="{PORTAL}reconnect/' in r.get_data(as_text=True)
+
+
+def test_welcome_page_lets_the_opt_in_form_redirect_to_the_wallet(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    """Chromium applies form-action to the redirect after POST /reconnect: the wallet's origin
+    must be allowed by the page that holds the form, or the 303 is blocked."""
+    login(client)
+    control.clients[PHONE]["state"] = "authorized"
+    r = get(client, "/welcome")
+    assert 'action="/reconnect"' in r.get_data(as_text=True)
+    directives = [d.split() for d in r.headers["Content-Security-Policy"].split(";")]
+    form_action = next(d for d in directives if d[0] == "form-action")
+    assert form_action[1:] == ["'self'", "https://wallet.test"]
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
 
 
 def test_tokens_refuse_forgery_other_venue_expiry_and_revocation(tmp_path: Path) -> None:
