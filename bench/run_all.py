@@ -1,9 +1,9 @@
 """Run every benchmark, print one summary table, and store the results as JSON.
 
-Each benchmark brings up its own "bench" lab and takes it down, so one failing cannot leave
-state that skews the next. Figures are compared with their targets for the table only: a
-missed target is reported, never an error. The exit code is non-zero only if a benchmark
-broke (raised, or counted errors such as wrong answers or lost packets).
+Each benchmark brings up its own lab ("bench"; the join storm's is "storm") and takes it down,
+so one failing cannot leave state that skews the next. Figures are compared with their targets
+for the table only: a missed target is reported, never an error. The exit code is non-zero only
+if a benchmark broke (raised, or counted errors such as wrong answers or lost packets).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import authorize_latency
 import forwarding
+import join_storm
 import redirect_latency
 from benchlib import HERE, LAB_NAME, Result, log, netns_names
 
@@ -29,7 +30,9 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (forwarding.NAME, forwarding.run),
     (authorize_latency.NAME, authorize_latency.run),
     (redirect_latency.NAME, redirect_latency.run),
+    (join_storm.NAME, join_storm.run),
 ]
+LAB_PREFIXES = (f"{LAB_NAME}-", f"{join_storm.LAB}-")  # join_storm brings up its own "storm" lab
 
 
 def table(rows: list[list[str]]) -> str:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             result = Result(name, errors=[f"benchmark raised {type(exc).__name__}: {exc}"])
         result.seconds = time.monotonic() - t0
         results.append(result)
-    leftover = [ns for ns in netns_names() if ns.startswith(f"{LAB_NAME}-")]
+    leftover = [ns for ns in netns_names() if ns.startswith(LAB_PREFIXES)]
     log(f"\n=== summary ({time.monotonic() - started:.0f} s) ===")
     log(summary(results))
     if leftover:

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from cheroot import wsgi
 
     host, _, port = args.listen.rpartition(":")
-    server = wsgi.Server((host, int(port)), create_app(), numthreads=16)
+    server = wsgi.Server((host, int(port)), create_app(), numthreads=16, request_queue_size=1024)
+    server.keep_alive_conn_limit = 1000
     if args.tls:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -22,6 +22,10 @@ from portal import create_app
 
 log = logging.getLogger("plaza.portal")
 THREADS = 16  # per listener; each request is short (no upstream call but the control socket)
+# A crowd joining together (a tour bus, a match ending) opens hundreds of connections at once;
+# cheroot's defaults (backlog 5, 10 kept-alive) drop and close them (see bench/join_storm.py).
+ACCEPT_BACKLOG = 1024
+KEEP_ALIVE_LIMIT = 1000
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
@@ -42,7 +46,9 @@ def build_servers(config: Config, host: str, app) -> list[wsgi.Server]:
             app,
             numthreads=THREADS,
             server_name="plaza",  # no version leak
+            request_queue_size=ACCEPT_BACKLOG,
         )
+        server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
         # Phones' requests are small; anything bigger is refused (413/414/431) before the app.
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = MAX_BODY_BYTES
