@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import socket
 import sys
 from pathlib import Path
 
 from gateway import config as configmod
+from gateway import logs
 
 DEFAULT_CONFIG = "/etc/plaza/gateway.toml"
 
@@ -52,12 +53,14 @@ def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import metrics
+
     config = _load(args.config)
-    logging.basicConfig(
-        level=config.gateway.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
+    try:
+        listen = metrics.parse_listen(args.metrics)
+    except ValueError as exc:
+        raise configmod.ConfigError(f"--metrics: {exc}") from None
     ifindex = _interface_index(config.lan.interface)
 
     from gateway.daemon import Daemon, acquire_lock
@@ -69,10 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         gateway = Gateway(config, NftFirewall(), Store(config.db_path))
         gateway.start()
-        asyncio.run(Daemon(config, gateway, ifindex).run())
+        asyncio.run(Daemon(config, gateway, ifindex, metrics_listen=listen).run())
     finally:
-        import os
-
         os.close(lock)
     return 0
 
@@ -81,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plaza-gateway", description=__doc__)
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="gateway TOML config")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=os.environ.get("PLAZA_METRICS_LISTEN", "127.0.0.1:9100"),
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, or 'off' "
+        "(default: $PLAZA_METRICS_LISTEN or 127.0.0.1:9100)",
+    )
+    logs.add_arguments(run)
+    run.set_defaults(func=cmd_run)
     check = sub.add_parser("check-config", help="validate the config and exit")
     check.add_argument("--offline", action="store_true", help="skip checks of this machine")
     check.set_defaults(func=cmd_check_config)

@@ -16,9 +16,14 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.gateway import Gateway
+from gateway.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from gateway.garden_queue import GardenInspector
 
 log = logging.getLogger("plaza.daemon")
 
@@ -65,11 +70,20 @@ def check_socket_free(path: str) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, gateway: Gateway, lan_ifindex: int | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        gateway: Gateway,
+        lan_ifindex: int | None,
+        metrics_listen: tuple[str, int] | None = None,
+    ) -> None:
         self.config = config
         self.gateway = gateway
         self.lan_ifindex = lan_ifindex
         self.stopping = asyncio.Event()
+        self.garden: GardenInspector | None = None
+        self.metrics = GatewayMetrics(gateway, garden=lambda: self.garden)
+        self.metrics_listen = metrics_listen  # (host, port) of GET /metrics, None: not served
 
     async def handle_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -79,6 +93,7 @@ class Daemon:
                 line = await asyncio.wait_for(reader.readline(), timeout=5)
             except (asyncio.LimitOverrunError, ValueError):
                 response = {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
+                self.metrics.invalid_request()
             except TimeoutError:
                 return
             else:
@@ -86,8 +101,9 @@ class Daemon:
                     request = json.loads(line)
                 except ValueError:
                     response = {"ok": False, "error": "request is not valid JSON"}
+                    self.metrics.invalid_request()
                 else:
-                    response = self.gateway.handle(request)
+                    response = self.metrics.handle(request)  # gateway.handle, counted and timed
             writer.write(json.dumps(response, separators=(",", ":")).encode() + b"\n")
             await writer.drain()
         except (ConnectionError, OSError):
@@ -153,6 +169,19 @@ class Daemon:
             except Exception:
                 log.exception("periodic work failed; will retry")
 
+    async def serve_metrics(self) -> asyncio.AbstractServer | None:
+        """GET /metrics; a port that cannot be bound is logged, never fatal to the gateway."""
+        if self.metrics_listen is None:
+            return None
+        host, port = self.metrics_listen
+        try:
+            server = await self.metrics.serve(host, port)
+        except OSError as exc:
+            log.error("metrics not served on %s:%d: %s", host, port, exc)
+            return None
+        log.info("metrics at http://%s:%d/metrics", host, port)
+        return server
+
     def _task_done(self, task: asyncio.Task) -> None:
         if task.cancelled() or self.stopping.is_set():
             return
@@ -164,11 +193,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         server = await self.serve_control()
+        metrics = await self.serve_metrics()
         garden = None
         if self.lan_ifindex is not None:  # the walled-garden SNI inspector (gateway/garden.py)
             from gateway import garden_queue
 
-            garden = garden_queue.start(self.config, loop)
+            garden = self.garden = garden_queue.start(self.config, loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
             tasks.append(asyncio.create_task(self.watch_neighbours()))
@@ -178,6 +208,8 @@ class Daemon:
         print("plaza-gateway: ready", flush=True)
         await self.stopping.wait()
         server.close()
+        if metrics is not None:
+            metrics.close()
         if garden is not None:
             garden.stop()
         for task in tasks:

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from gateway.config import Config, wallet_hosts
+from gateway.logs import RateLimitedLog
 from gateway.sni import MAX_STREAM, Kind, parse_client_hello
 
 log = logging.getLogger("plaza.garden")
@@ -153,36 +154,6 @@ class _Held(Generic[T]):
     deadline: float
 
 
-class RateLimitedLog:
-    """One line per kind of event, then at most one per `interval` with a count.
-
-    Refusals are driven by clients (scanners, broken apps); logging each one would let any
-    shopper fill the router's flash, so this is the only way the inspector logs them.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        interval: float = LOG_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.logger, self.interval, self.clock = logger, interval, clock
-        self._last: dict[str, float] = {}
-        self._quiet: Counter[str] = Counter()
-
-    def note(self, kind: str, message: str, *args: object) -> bool:
-        now = self.clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._quiet[kind] += 1
-            return False
-        self._last[kind] = now
-        more = self._quiet.pop(kind, 0)
-        suffix = f" (+{more} more since the last report)" if more else ""
-        self.logger.info(message + suffix, *args)
-        return True
-
-
 @dataclass
 class Inspector(Generic[T]):
     """Per-connection verdicts from the first TLS bytes; memory bounded by the limits above.
@@ -194,7 +165,8 @@ class Inspector(Generic[T]):
 
     garden: Garden
     clock: Callable[[], float] = time.monotonic
-    reasons: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
+    # Refusals are client-driven (scanners, broken apps): logged only through this limiter.
+    reasons: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log, LOG_INTERVAL))
     stats: Counter[str] = field(default_factory=Counter)
     held: dict[Flow, _Held[T]] = field(default_factory=dict)
 

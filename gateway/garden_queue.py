@@ -137,6 +137,31 @@ def apply_verdicts(verdicts: list[tuple[Any, Verdict]], reasons: RateLimitedLog)
             reasons.note("verdict-error", "NFQUEUE verdict failed: %s", exc)
 
 
+QUEUE_PROC = "/proc/net/netfilter/nfnetlink_queue"
+
+
+def kernel_queue_stats(num: int, path: str | None = None) -> dict[str, int] | None:
+    """The kernel's counters for queue `num` (this network namespace), None if not bound.
+
+    Each line: queue, peer portid, queue_total (waiting now), copy mode, copy range,
+    queue_dropped (queue was full), user_dropped (netlink socket overran), id sequence, 1.
+    """
+    try:
+        with open(path or QUEUE_PROC) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 7 and fields[0] == str(num):
+            try:
+                total, dropped, user = int(fields[2]), int(fields[5]), int(fields[6])
+            except ValueError:
+                return None
+            return {"queue_total": total, "queue_dropped": dropped, "user_dropped": user}
+    return None
+
+
 class QueueReader:
     """Binds the queue, hands packets to the Inspector, applies its verdicts."""
 

@@ -17,6 +17,7 @@ import threading
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from gateway import logs
 from gateway.config import Config, ConfigError, load
 from portal import create_app
 
@@ -58,12 +59,18 @@ def build_servers(config: Config, host: str, app) -> list[wsgi.Server]:
     return servers
 
 
-def run(config_path: str, listen: str | None) -> int:
+def run(
+    config_path: str,
+    listen: str | None,
+    log_format: str = "logfmt",
+    log_timestamps: bool | None = None,
+) -> int:
     try:
         config = load(config_path)
     except ConfigError as exc:
         print(f"plaza-portal: {exc}", file=sys.stderr)
         return 2
+    logs.configure(config.gateway.log_level, log_format, log_timestamps)  # one knob per router
     host = listen or config.lan.ip
     try:
         app = create_app({"PLAZA_CONFIG": config, "PORTAL_EXTRA_HOSTS": (host,) if listen else ()})
@@ -98,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="serve the portal")
     run_p.add_argument("--config", required=True, metavar="PATH", help="gateway config (TOML)")
     run_p.add_argument("--listen", metavar="HOST", help="bind this address instead of the LAN IP")
+    logs.add_arguments(run_p)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    return run(args.config, args.listen)
+    return run(args.config, args.listen, args.log_format, args.log_timestamps)
 
 
 if __name__ == "__main__":
