@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway import ruleset
 from gateway.config import Config
-from gateway.garden import Garden, Inspector, RateLimitedLog, Verdict, load_layers
+from gateway.garden import Garden, Inspector, RateLimitedLog, Verdict
 
 log = logging.getLogger("plaza.garden")
 
@@ -235,7 +235,6 @@ class GardenInspector:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        load_layers()  # now, not on the first shopper's ClientHello (scapy takes ~0.3 s)
         self.reader = QueueReader(self.inspector, self.hook.num)
         self.reader.attach(loop)
         self.hook.install()

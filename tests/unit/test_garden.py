@@ -225,3 +225,17 @@ def test_refusals_are_logged_once_per_kind_with_a_rate_limit(
         insp.packet(pkt(b"garbage", sport=7), 7)
         assert "(+49 more since the last report)" in caplog.records[-1].getMessage()
     assert insp.stats["refused:not-tls"] == 51
+
+
+def test_dissect_refuses_malformed_headers() -> None:
+    import pytest
+
+    good = pkt(b"hello")
+    for bad in (
+        good[:12],  # truncated IPv4 header
+        bytes([0x41]) + good[1:],  # IHL 4 bytes: shorter than a header
+        good[:20] + good[20:32],  # truncated TCP header
+        good[:6] + b"\x20\x00" + good[8:],  # IPv4 "more fragments"
+    ):
+        with pytest.raises(ValueError):
+            dissect(bad)
