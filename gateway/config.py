@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.policy import MAX_KBIT, MAX_MB, Access, Policy, PolicyError
+from gateway.policy import verify as verify_policy
+
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -132,6 +135,51 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """The venue's default limits per session (0 or empty: none) and who may be online.
+
+    The session's length is [session] default_minutes; everything else a session may do is
+    here. The portal or an operator may override any limit per client at `auth`.
+    """
+
+    idle_minutes: int = 0
+    quota_up_mb: int = 0  # 1 MB = 1,000,000 bytes
+    quota_down_mb: int = 0
+    quota_total_mb: int = 0
+    rate_up_kbit: int = 0  # 1 kbit = 1,000 bit/s
+    rate_down_kbit: int = 0
+    max_clients: int = 0  # authorized at once, trusted MACs not counted
+    trusted_macs: tuple[str, ...] = ()  # always online, no portal, no limits (staff, the till)
+    blocked_macs: tuple[str, ...] = ()  # never online
+
+    def defaults(self, session_minutes: int) -> Policy:
+        return Policy(
+            session_minutes=session_minutes,
+            idle_seconds=self.idle_minutes * 60,
+            quota_up_mb=self.quota_up_mb,
+            quota_down_mb=self.quota_down_mb,
+            quota_total_mb=self.quota_total_mb,
+            rate_up_kbit=self.rate_up_kbit,
+            rate_down_kbit=self.rate_down_kbit,
+        )
+
+    def access(self) -> Access:
+        return Access(
+            trusted=frozenset(_mac(m) for m in self.trusted_macs),
+            blocked=frozenset(_mac(m) for m in self.blocked_macs),
+            max_clients=self.max_clients,
+        )
+
+
+@dataclass(frozen=True)
+class AccountingConfig:
+    """How often the kernel's per-client counters are read, and usage records are written."""
+
+    poll_seconds: float = 5.0  # also how soon an idle or exhausted session is noticed
+    interim_seconds: int = 300  # an interim usage record per session this often; 0: none
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     state_dir: str = "/var/lib/plaza"
     control_socket: str = "/run/plaza/control.sock"
@@ -149,6 +197,8 @@ class Config:
     wallet: WalletConfig = field(default_factory=WalletConfig)
     garden: GardenConfig = field(default_factory=GardenConfig)
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
     offers: tuple[OfferConfig, ...] = ()
 
     @property
@@ -164,6 +214,8 @@ SECTIONS: dict[str, type] = {
     "wallet": WalletConfig,
     "garden": GardenConfig,
     "reconnect": ReconnectConfig,
+    "policy": PolicyConfig,
+    "accounting": AccountingConfig,
 }
 LISTS: dict[str, type] = {"offers": OfferConfig}  # arrays of tables: [[offers]]
 
@@ -314,6 +366,58 @@ def verify(config: Config) -> None:
         )
     if not 0.05 <= gw.tick_seconds <= 60:
         raise ConfigError("[gateway] tick_seconds must be between 0.05 and 60")
+    verify_policy_section(config)
+    acct = config.accounting
+    if not 0.2 <= acct.poll_seconds <= 60:
+        raise ConfigError("[accounting] poll_seconds must be between 0.2 and 60")
+    if acct.interim_seconds and not acct.poll_seconds <= acct.interim_seconds <= 86400:
+        raise ConfigError(
+            "[accounting] interim_seconds must be 0 (final records only) or between "
+            "poll_seconds and 86400"
+        )
+
+
+def _mac(value: str) -> str:
+    """A station MAC in the form the kernel lists it (lower case, colons)."""
+    mac = value.strip().lower().replace("-", ":")
+    if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac) or int(mac[:2], 16) & 1:
+        raise ConfigError(f"not a station MAC address: {value!r}")
+    return mac
+
+
+def verify_policy_section(config: Config) -> None:
+    """Limits in range, MAC lists well-formed, and no policy that contradicts another."""
+    pol = config.policy
+    limits = {
+        "idle_minutes": 7 * 24 * 60,
+        "quota_up_mb": MAX_MB,
+        "quota_down_mb": MAX_MB,
+        "quota_total_mb": MAX_MB,
+        "rate_up_kbit": MAX_KBIT,
+        "rate_down_kbit": MAX_KBIT,
+        "max_clients": 1_000_000,
+    }
+    for key, top in limits.items():
+        if not 0 <= getattr(pol, key) <= top:
+            raise ConfigError(f"[policy] {key} must be between 0 (no limit) and {top}")
+    seen: dict[str, str] = {}
+    for key in ("trusted_macs", "blocked_macs"):
+        for value in getattr(pol, key):
+            try:
+                mac = _mac(value)
+            except ConfigError as exc:
+                raise ConfigError(f"[policy] {key}: {exc}") from None
+            if mac in seen:
+                if seen[mac] == key:
+                    raise ConfigError(f"[policy] {key}: {mac} is listed twice")
+                raise ConfigError(
+                    f"[policy] {mac} is in both trusted_macs and blocked_macs; pick one"
+                )
+            seen[mac] = key
+    try:
+        verify_policy(pol.defaults(config.session.default_minutes), "[policy]")
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def verify_wallet(wallet: WalletConfig) -> None:

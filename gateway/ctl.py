@@ -13,12 +13,51 @@ from gateway.control_client import ControlClient, ControlError
 DEFAULT_SOCKET = "/run/plaza/control.sock"
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}GB"  # pragma: no cover
+
+
 def _print_clients(clients: list[dict]) -> None:
-    print(f"{'MAC':17}  {'IP':15}  {'STATE':10}  {'LEFT':>7}  HOSTNAME")
+    print(
+        f"{'MAC':17}  {'IP':15}  {'STATE':10}  {'LEFT':>7}  {'DOWN':>8}  {'UP':>8}  "
+        f"{'QUOTA LEFT':>10}  HOSTNAME"
+    )
     for c in sorted(clients, key=lambda c: (c["state"], c["ip"] or "")):
         left = c.get("seconds_remaining")
         left_s = "-" if left is None else f"{left // 60}m{left % 60:02d}s"
-        print(f"{c['mac']:17}  {c['ip'] or '-':15}  {c['state']:10}  {left_s:>7}  {c['hostname']}")
+        down, up = _size(c.get("bytes_down")), _size(c.get("bytes_up"))
+        quota = _size(c.get("bytes_remaining"))
+        print(
+            f"{c['mac']:17}  {c['ip'] or '-':15}  {c['state']:10}  {left_s:>7}  {down:>8}  "
+            f"{up:>8}  {quota:>10}  {c['hostname']}"
+        )
+
+
+# plaza-ctl auth options -> control API policy overrides (see gateway/policy.py)
+AUTH_OPTIONS = {
+    "minutes": "minutes",
+    "idle": "idle_minutes",
+    "quota_mb": "quota_total_mb",
+    "quota_up_mb": "quota_up_mb",
+    "quota_down_mb": "quota_down_mb",
+    "rate_up_kbit": "rate_up_kbit",
+    "rate_down_kbit": "rate_down_kbit",
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, int]:
+    found = {key: getattr(args, opt) for opt, key in AUTH_OPTIONS.items()}
+    if args.rate_kbit is not None:
+        for key in ("rate_up_kbit", "rate_down_kbit"):
+            if found[key] is None:
+                found[key] = args.rate_kbit
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     clients = sub.add_parser("clients", help="list known stations")
     clients.add_argument("--json", action="store_true")
-    auth = sub.add_parser("auth", help="authorize a client by MAC or IP")
+    one = sub.add_parser("client", help="one station: session, policy, usage")
+    one.add_argument("client")
+    auth = sub.add_parser(
+        "auth",
+        help="authorize a client by MAC or IP",
+        description="Authorize a client; options override the venue's [policy] for this "
+        "session (0 lifts a limit). 1 MB = 1,000,000 bytes, 1 kbit = 1,000 bit/s.",
+    )
     auth.add_argument("client")
-    auth.add_argument("--minutes", type=int)
+    auth.add_argument("--minutes", type=int, help="session length")
+    auth.add_argument("--idle", type=int, metavar="MINUTES", help="idle timeout")
+    auth.add_argument("--quota-mb", type=int, metavar="MB", help="data quota, both directions")
+    auth.add_argument("--quota-up-mb", type=int, metavar="MB", help="upload quota")
+    auth.add_argument("--quota-down-mb", type=int, metavar="MB", help="download quota")
+    auth.add_argument("--rate-kbit", type=int, metavar="KBIT", help="bandwidth, each way")
+    auth.add_argument("--rate-up-kbit", type=int, metavar="KBIT", help="upload bandwidth")
+    auth.add_argument("--rate-down-kbit", type=int, metavar="KBIT", help="download bandwidth")
     deauth = sub.add_parser("deauth", help="end a client's session")
     deauth.add_argument("client")
     args = parser.parse_args(argv)
@@ -45,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(found, indent=2))
             else:
                 _print_clients(found)
+        elif args.command == "client":
+            print(json.dumps(ctl.client(args.client), indent=2))
         elif args.command == "auth":
-            c = ctl.auth(args.client, args.minutes)
-            until = time.strftime("%H:%M:%S", time.localtime(c["expires_at"]))
+            c = ctl.call("auth", client=args.client, **_overrides(args))["client"]
+            if c["expires_at"] is None:
+                until = "further notice (trusted MAC)"
+            else:
+                until = time.strftime("%H:%M:%S", time.localtime(c["expires_at"]))
             print(f"authorized {c['mac']} ({c['ip']}) until {until}")
         elif args.command == "deauth":
             c = ctl.deauth(args.client)

@@ -156,18 +156,25 @@ class Daemon:
     async def periodic(self) -> None:
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + RECONCILE_SECONDS
+        poll_seconds = self.config.accounting.poll_seconds
+        next_poll = loop.time() + poll_seconds
+        step = min(self.config.gateway.tick_seconds, poll_seconds)
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.stopping.wait(), timeout=self.config.gateway.tick_seconds
-                )
+                await asyncio.wait_for(self.stopping.wait(), timeout=step)
             try:
                 self.gateway.tick()
-                if loop.time() >= next_reconcile:
-                    self.gateway.reconcile()
-                    next_reconcile = loop.time() + RECONCILE_SECONDS
+                if loop.time() >= next_poll:  # accounting: counters, quotas, idle, records
+                    next_poll = loop.time() + poll_seconds
+                    self.gateway.poll()
             except Exception:
                 log.exception("periodic work failed; will retry")
+            try:  # apart: a poll that fails on a vanished table must not stop its repair
+                if loop.time() >= next_reconcile:
+                    next_reconcile = loop.time() + RECONCILE_SECONDS
+                    self.gateway.reconcile()
+            except Exception:
+                log.exception("reconciling failed; will retry")
 
     async def serve_metrics(self) -> asyncio.AbstractServer | None:
         """GET /metrics; a port that cannot be bound is logged, never fatal to the gateway."""

@@ -2,20 +2,39 @@
 
 Operations are applied database first, kernel second; the reconciler compares the two and
 repairs the kernel, so a daemon killed at any point converges on restart without logging anyone
-out (the kernel set survives the process).
+out (the kernel table survives the process).
+
+Each authorized client is a `Grant` in the kernel: set and map elements plus named objects
+(gateway/ruleset.py). An operation touches only the grants of the sessions it names, as one
+transaction of element and object changes, so a login costs the same at ten clients as at ten
+thousand. `poll()` reads the sessions' counters and quotas (gateway/accounting.py): it ends
+sessions whose quota is used up or that went idle, and writes interim usage records.
+
+A session that ends loses its elements at once (its traffic stops, its counters freeze) but
+keeps its objects until `finalize()`, run by the next tick or poll, has read them and written
+the final record: reading counters costs libnftables a cache fill of a millisecond or two,
+which a logout should not wait for. The database knows which sessions are closing, so a
+daemon killed in between writes their final records when it starts again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
+from gateway import ruleset
+from gateway.accounting import Meter, UsageRecord
 from gateway.config import Config
-from gateway.nft import Firewall
+from gateway.nft import Firewall, NftError
+from gateway.policy import PolicyError, overrides_from
+from gateway.ruleset import Grant, Start
 from gateway.sessions import (
     Allow,
+    Client,
     EndSession,
     Op,
     Reason,
@@ -23,6 +42,7 @@ from gateway.sessions import (
     Save,
     SessionError,
     SessionTable,
+    State,
 )
 from gateway.store import Store
 
@@ -45,15 +65,43 @@ class Gateway:
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
             trust_mac_days=config.reconnect.token_days if config.reconnect.trust_mac else None,
+            defaults=config.policy.defaults(config.session.default_minutes),
+            access=config.policy.access(),
         )
-        self.repairs = 0
+        self.repairs = 0  # kernel elements, objects or whole tables the reconciler put right
+        self.meters: dict[str, Meter] = {}  # accounting per running session
+        self.closing: dict[str, Meter] = {}  # ended sessions whose final record is due
+        self.granted: dict[str, Grant] = {}  # what the kernel holds, by session
+        self._by_element: dict[tuple[str, str], str] = {}  # (ip, mac) -> session
+        self.ended_by_reason: Counter[str] = Counter()
+        self.records_written = 0  # usage records put in the outbox since start
+        self.polls = 0
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Restore persisted clients, end what expired while down, load the whole table."""
+        """Restore persisted clients, then the kernel: a table with the same structure is left
+        as it is (counters running, mid-stream) and only reconciled; otherwise it is replaced
+        with the sessions' counters carried over. Final records left to write by a daemon that
+        was killed are written; then what expired while down ends."""
+        now = self.clock()
         self.table.restore(self.store.load())
-        self.apply(self.table.tick(self.clock()))
-        self.firewall.apply(self.config, self.table.elements())
+        self.meters, self.closing = self.store.load_meters(self.table.authorized(), now)
+        if self.firewall.present():
+            try:
+                readings = self.firewall.readings()
+            except NftError as exc:
+                log.warning("counters unreadable at start (%s)", exc)
+                readings = {}
+            for session, meter in (self.meters | self.closing).items():
+                meter.observe(readings.get(session), now)
+        self.finalize()
+        grants = self._desired_grants()
+        if self.firewall.current(self.config):
+            self.reconcile()
+        else:
+            self.firewall.apply(self.config, grants, self._starts(grants))
+            self._set_granted(grants)
+        self.tick()
         log.info(
             "started: %d stations, %d authorized restored",
             len(self.table.clients),
@@ -61,39 +109,255 @@ class Gateway:
         )
 
     def reconcile(self) -> int:
-        """Make the kernel set equal the desired set; return how many elements were repaired."""
+        """Make the kernel's client elements and objects equal the desired ones; return how
+        many were repaired (a whole table counts as one)."""
+        grants = self._desired_grants()
         if not self.firewall.present():
             log.warning("plaza table missing from the kernel; reloading it")
-            self.firewall.apply(self.config, self.table.elements())
+            self.firewall.apply(self.config, grants, self._starts(grants))
+            self._set_granted(grants)
             self.repairs += 1
             return 1
-        want = set(self.table.elements())
-        have = self.firewall.allowed()
-        missing, extra = sorted(want - have), sorted(have - want)
-        if missing:
-            self.firewall.allow(missing)
-        if extra:
-            self.firewall.revoke(extra)
-        if missing or extra:
-            log.warning("reconciler: added %d, removed %d elements", len(missing), len(extra))
-        self.repairs += len(missing) + len(extra)
-        return len(missing) + len(extra)
+        changes = ruleset.diff(ruleset.desired(grants), self.firewall.state())
+        if changes:
+            self.firewall.change(changes, self._starts(grants))
+            log.warning(
+                "reconciler: %d elements and %d objects put right",
+                changes.size(),
+                len(changes.add_objects) + len(changes.del_objects),
+            )
+        self._set_granted(grants)
+        fixed = changes.size() + len(changes.add_objects) + len(changes.del_objects)
+        self.repairs += fixed
+        return fixed
 
-    def apply(self, ops: list[Op]) -> None:
+    def apply(self, ops: list[Op], records: Iterable[UsageRecord] = ()) -> None:
+        """Database first (clients, ended sessions, usage records in one transaction), then
+        the kernel (the touched sessions' grants, in one transaction)."""
         saves = [op.client for op in ops if isinstance(op, Save)]
         ended = [op for op in ops if isinstance(op, EndSession)]
-        self.store.write(saves, ended)
-        revoke = [op.element for op in ops if isinstance(op, Revoke)]
-        allow = [op.element for op in ops if isinstance(op, Allow)]
-        if revoke:
-            self.firewall.revoke(revoke)
-        if allow:
-            self.firewall.allow(allow)
+        records = list(records)
+        closing = []
         for e in ended:
+            meter = self.meters.get(e.session_id) or Meter(e.session_id, e.mac, e.ip, e.started_at)
+            closing.append(replace(meter, closing=e.reason.value, ended_at=e.ended_at))
+        try:
+            self.store.write(saves, ended, records, closing)
+        except Exception:
+            self._unrecord(records)  # not written: the next record carries this usage again
+            raise
+        self.records_written += len(records)
+        for meter in closing:
+            self.meters.pop(meter.session_id, None)
+            self.closing[meter.session_id] = meter
+        for e in ended:
+            self.ended_by_reason[e.reason.value] += 1
             log.info("session %s of %s ended: %s", e.session_id, e.mac, e.reason)
+        self._sync(self._touched(ops))
+
+    def finalize(self) -> None:
+        """Write the final records of sessions that ended, from their frozen counters, then
+        drop their kernel objects."""
+        if not self.closing:
+            return
+        grants = [self.granted[s] for s in self.closing if s in self.granted]
+        readings = {}
+        if grants:
+            try:
+                readings = self.firewall.readings(grants)
+            except NftError as exc:
+                log.warning("final counters unreadable (%s); using the last reading", exc)
+        now = self.clock()
+        records = []
+        for session, meter in self.closing.items():
+            meter.observe(readings.get(session), now)
+            records.append(meter.record(meter.ended_at or now, final=True, reason=meter.closing))
+        try:
+            self.store.write([], [], records)
+        except Exception:
+            self._unrecord(records)
+            raise
+        self.records_written += len(records)
+        done = [self.granted.pop(s) for s in self.closing if s in self.granted]
+        self.closing.clear()
+        changes = ruleset.diff(ruleset.KernelState(), ruleset.desired(done))
+        if changes:
+            try:
+                self.firewall.change(changes)
+            except NftError as exc:
+                log.warning("dropping ended sessions' objects failed (%s); reconciling", exc)
+                self.reconcile()
+
+    def _unrecord(self, records: list[UsageRecord]) -> None:
+        for rec in records:
+            meter = self.meters.get(rec.session_id) or self.closing.get(rec.session_id)
+            if meter is not None:
+                meter.unrecord(rec)
 
     def tick(self) -> None:
         self.apply(self.table.tick(self.clock()))
+        self.finalize()
+
+    def poll(self) -> None:
+        """Read every session's counters: end exhausted and idle sessions, write interim
+        records that are due."""
+        now = self.clock()
+        try:
+            readings = self.firewall.readings()
+        except NftError as exc:  # the table is gone: the reconciler brings it back
+            log.warning("counters unreadable (%s); skipping this poll", exc)
+            return
+        self._observe(readings, now)
+        self.polls += 1
+        ops: list[Op] = []
+        records: list[UsageRecord] = []
+        interval = self.config.accounting.interim_seconds
+        for client in self.table.authorized():
+            meter = self.meters.get(client.session_id or "")
+            if meter is None:
+                continue
+            idle = client.policy.idle_seconds if client.policy else 0
+            if meter.exhausted():
+                ops += self.table.end(client.mac, now, Reason.QUOTA)
+            elif meter.idle(idle, now):
+                ops += self.table.end(client.mac, now, Reason.IDLE_TIMEOUT)
+            elif meter.interim_due(interval, now):
+                records.append(meter.record(now))
+        if ops or records:
+            self.apply(ops, records)
+        self.finalize()
+
+    # -- kernel bookkeeping ----------------------------------------------------------------
+    def _grant(self, client: Client) -> Grant | None:
+        if client.state is not State.AUTHORIZED or not client.session_id or not client.ip:
+            return None
+        return Grant.of(
+            client.session_id, client.mac, (client.ip,), client.policy or self.table.defaults
+        )
+
+    def _desired_grants(self) -> list[Grant]:
+        """Every authorized client's grant, and the objects (no elements) of closing ones."""
+        grants = [g for c in self.table.authorized() if (g := self._grant(c))]
+        return grants + [self.granted[s] for s in self.closing if s in self.granted]
+
+    def _set_granted(self, grants: list[Grant]) -> None:
+        self.granted = {g.session: g for g in grants}
+        self._by_element = {e: g.session for g in grants for e in g.elements()}
+        for grant in grants:
+            if grant.session not in self.closing:
+                self._meter(grant)
+
+    def _meter(self, grant: Grant) -> Meter:
+        meter = self.meters.get(grant.session)
+        if meter is None:
+            client = self.table.clients[grant.mac]
+            now = self.clock()
+            meter = Meter(grant.session, grant.mac, client.ip, client.started_at or now)
+            self.meters[grant.session] = meter
+        meter.ip = grant.addresses[0] if grant.addresses else meter.ip
+        return meter
+
+    def _starts(self, grants: Iterable[Grant]) -> dict[str, Start]:
+        """Where (re)created objects begin: the sessions' known totals and quota use."""
+        starts = {}
+        for grant in grants:
+            meter = self.meters.get(grant.session) or self.closing.get(grant.session)
+            if meter is not None:
+                used = {kind: q.used for kind, q in meter.quotas.items()}
+                starts[grant.session] = Start(meter.initial(), used)
+        return starts
+
+    def _observe(self, readings: dict, now: float) -> None:
+        for session, meter in self.meters.items():
+            meter.observe(readings.get(session), now)
+
+    def _touched(self, ops: list[Op]) -> dict[str, str]:
+        """Sessions (-> MAC) whose kernel grant an operation may have changed."""
+        touched: dict[str, str] = {}
+        for op in ops:
+            if isinstance(op, Save) and op.client.session_id:
+                touched[op.client.session_id] = op.client.mac
+            elif isinstance(op, EndSession):
+                touched[op.session_id] = op.mac
+            elif isinstance(op, Revoke) and op.element in self._by_element:
+                touched[self._by_element[op.element]] = op.element[1]
+            elif isinstance(op, Allow):
+                client = self.table.clients.get(op.element[1])
+                if client and client.session_id:
+                    touched[client.session_id] = client.mac
+        return touched
+
+    def _sync(self, touched: dict[str, str]) -> None:
+        """Bring the touched sessions' kernel grants from what they were to what they are."""
+        if not touched:
+            return
+        old = [self.granted[s] for s in touched if s in self.granted]
+        new: list[Grant] = []
+        for session, mac in touched.items():
+            client = self.table.clients.get(mac)
+            grant = self._grant(client) if client and client.session_id == session else None
+            if grant:
+                new.append(grant)
+            elif session in self.closing and session in self.granted:
+                # ended: its traffic stops now, its objects wait for the final record
+                new.append(replace(self.granted[session], addresses=()))
+        changes = ruleset.diff(ruleset.desired(new), ruleset.desired(old))
+        for grant in old:
+            self.granted.pop(grant.session, None)
+            for e in grant.elements():
+                self._by_element.pop(e, None)
+        for grant in new:
+            self.granted[grant.session] = grant
+            self._by_element.update((e, grant.session) for e in grant.elements())
+            if grant.session not in self.closing:
+                self._meter(grant)
+        if not changes:
+            return
+        try:
+            self.firewall.change(changes, self._starts(new))
+        except NftError as exc:
+            # The kernel is not what we thought (edited by hand, table reloaded): compare the
+            # whole of it instead.
+            log.warning("kernel change failed (%s); reconciling", exc)
+            self.reconcile()
+
+    # -- views -----------------------------------------------------------------------------
+    def view(self, client: Client, now: float) -> dict[str, Any]:
+        """A client as the control API shows it: session, policy, usage and what is left."""
+        out = client.view(now)
+        meter = self.meters.get(client.session_id or "")
+        usage = meter.total if meter else None
+        out.update(
+            {
+                "bytes_up": usage.bytes_up if usage else 0,
+                "packets_up": usage.packets_up if usage else 0,
+                "bytes_down": usage.bytes_down if usage else 0,
+                "packets_down": usage.packets_down if usage else 0,
+                "idle_seconds": int(meter.idle_for(now)) if meter else None,
+                "bytes_remaining": self._bytes_remaining(client, meter),
+            }
+        )
+        return out
+
+    @staticmethod
+    def _bytes_remaining(client: Client, meter: Meter | None) -> int | None:
+        policy = client.policy
+        if client.state is not State.AUTHORIZED or policy is None or not policy.has_quota:
+            return None
+        if meter is not None and meter.quotas:
+            return meter.bytes_remaining()
+        used = meter.total if meter else None  # before the first reading of the quotas
+        up, down = (used.bytes_up, used.bytes_down) if used else (0, 0)
+        left = [
+            size - spent
+            for size, spent in (
+                (policy.quota_up_bytes, up),
+                (policy.quota_down_bytes, down),
+                (policy.quota_total_bytes, up + down),
+            )
+            if size
+        ]
+        return max(0, min(left))
 
     # -- requests (control socket) ---------------------------------------------------------
     def handle(self, request: Any) -> dict[str, Any]:
@@ -106,7 +370,7 @@ class Gateway:
             return {"ok": False, "error": f"unknown op: {op!r}"}
         try:
             return {"ok": True, **handler(request)}
-        except SessionError as exc:
+        except (SessionError, PolicyError) as exc:
             return {"ok": False, "error": str(exc)}
         except (KeyError, TypeError, ValueError) as exc:
             return {"ok": False, "error": f"bad request for {op}: {exc}"}
@@ -123,21 +387,21 @@ class Gateway:
 
     def op_clients(self, request: dict) -> dict:
         now = self.clock()
-        return {"clients": [c.view(now) for c in self.table.clients.values() if c.ip]}
+        return {"clients": [self.view(c, now) for c in self.table.clients.values() if c.ip]}
 
     def op_client(self, request: dict) -> dict:
-        return {"client": self.table.find(self._str(request, "client")).view(self.clock())}
+        return {"client": self.view(self.table.find(self._str(request, "client")), self.clock())}
 
     def op_auth(self, request: dict) -> dict:
+        """Authorize a client; optional policy overrides (see policy.OVERRIDES): minutes,
+        idle_minutes or idle_seconds, quota_{up,down,total}_mb, rate_{up,down}_kbit."""
         who = self._str(request, "client")
-        minutes = request.get("minutes")
-        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int)):
-            raise SessionError("'minutes' must be an integer")
+        overrides = overrides_from(request, self.config.session.max_minutes)
         now = self.clock()
-        self.apply(self.table.authorize(who, now, minutes))
+        self.apply(self.table.authorize(who, now, overrides=overrides))
         client = self.table.find(who)
-        log.info("authorized %s (%s) for %s min", client.mac, client.ip, minutes or "default")
-        return {"client": client.view(now)}
+        log.info("authorized %s (%s) with %s", client.mac, client.ip, client.policy)
+        return {"client": self.view(client, now)}
 
     def op_deauth(self, request: dict) -> dict:
         who = self._str(request, "client")
@@ -146,7 +410,7 @@ class Gateway:
             raise SessionError("'reason' must be 'admin' or 'logout'")
         now = self.clock()
         self.apply(self.table.deauthorize(who, now, reason))
-        return {"client": self.table.find(who).view(now)}
+        return {"client": self.view(self.table.find(who), now)}
 
     def op_lease(self, request: dict) -> dict:
         """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del."""

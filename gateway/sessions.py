@@ -10,8 +10,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+from gateway.policy import UNLIMITED, Access, Policy, PolicyError, effective
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -27,6 +30,7 @@ class Event(StrEnum):
     EXPIRE = "expire"
     LEAVE = "leave"
     MOVE = "move"  # the client's address changed
+    KICK = "kick"  # the venue's access rules no longer let it be online
 
 
 class Reason(StrEnum):
@@ -35,6 +39,9 @@ class Reason(StrEnum):
     LOGOUT = "logout"
     ADMIN = "admin"
     SESSION_TIMEOUT = "session-timeout"
+    IDLE_TIMEOUT = "idle-timeout"
+    QUOTA = "quota"
+    BLOCKED = "blocked"
     LEFT = "left"
     ADDRESS_TAKEN = "address-taken"
 
@@ -43,7 +50,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.CAPTIVE, Event.AUTHORIZE): State.AUTHORIZED,
     (State.AUTHORIZED, Event.AUTHORIZE): State.AUTHORIZED,  # extends the running session
     (State.AUTHORIZED, Event.DEAUTHORIZE): State.CAPTIVE,
-    (State.AUTHORIZED, Event.EXPIRE): State.CAPTIVE,
+    (State.AUTHORIZED, Event.EXPIRE): State.CAPTIVE,  # session time, idle time or quota
+    (State.AUTHORIZED, Event.KICK): State.CAPTIVE,
     (State.AUTHORIZED, Event.LEAVE): State.CAPTIVE,
     (State.CAPTIVE, Event.LEAVE): State.CAPTIVE,
     (State.AUTHORIZED, Event.MOVE): State.AUTHORIZED,
@@ -92,6 +100,8 @@ class Client:
     last_seen: float = 0.0
     last_login_at: float | None = None  # for the opt-in MAC trust only
     last_end_reason: str | None = None
+    policy: Policy | None = None  # the running session's effective policy
+    trusted: bool = False  # the running session was opened for a trusted MAC
 
     def element(self) -> tuple[str, str] | None:
         return (self.ip, self.mac) if self.ip else None
@@ -110,6 +120,8 @@ class Client:
             "expires_at": self.expires_at,
             "seconds_remaining": remaining,
             "last_seen": self.last_seen,
+            "trusted": self.trusted,
+            "policy": self.policy.view() if self.policy else None,
         }
 
 
@@ -152,6 +164,8 @@ class SessionTable:
     # many days is let back in when it reappears. Not an identity (MACs are random and
     # spoofable); the wallet token is the way to recognise a shopper.
     trust_mac_days: int | None = None
+    defaults: Policy = field(default_factory=Policy)  # the venue's [policy], [session] time
+    access: Access = field(default_factory=Access)
     clients: dict[str, Client] = field(default_factory=dict)
     by_ip: dict[str, str] = field(default_factory=dict)
 
@@ -214,13 +228,20 @@ class SessionTable:
         if hostname:
             client.hostname = hostname[:63]
         client.last_seen = now
-        if self._trusted(client, now):
-            return ops + self.authorize(mac, now)
+        if (
+            client.state is State.CAPTIVE
+            and client.ip
+            and (mac in self.access.trusted or self._readmit(client, now))
+        ):
+            try:
+                return ops + self.authorize(mac, now)
+            except SessionError:
+                pass  # blocked, or the venue is full: the station stays captive
         if dirty or ops:
             ops.append(Save(replace(client)))
         return ops
 
-    def _trusted(self, client: Client, now: float) -> bool:
+    def _readmit(self, client: Client, now: float) -> bool:
         return (
             self.trust_mac_days is not None
             and client.state is State.CAPTIVE
@@ -230,20 +251,56 @@ class SessionTable:
             and client.last_end_reason not in (Reason.LOGOUT, Reason.ADMIN, Reason.ADDRESS_TAKEN)
         )
 
-    def authorize(self, who: str, now: float, minutes: int | None = None) -> list[Op]:
+    def online(self) -> int:
+        """Authorized clients that count towards the venue's limit (trusted ones do not)."""
+        return sum(
+            1 for c in self.clients.values() if c.state is State.AUTHORIZED and not c.trusted
+        )
+
+    def authorize(
+        self,
+        who: str,
+        now: float,
+        minutes: int | None = None,
+        overrides: Mapping[str, int] | None = None,
+    ) -> list[Op]:
+        """Open a session, or extend the running one.
+
+        The policy is the venue's defaults with `overrides` (Policy fields, checked by
+        policy.overrides_from); extending a session keeps its policy and applies overrides on
+        top. A trusted MAC gets no limits whatever is asked.
+        """
         client = self.find(who)
         if client.ip is None:
             raise SessionError(f"client {client.mac} has no known address yet")
-        minutes = self.default_minutes if minutes is None else minutes
+        was = client.state
+        count = self.online() if self.access.max_clients and was is State.CAPTIVE else 0
+        refused = self.access.refuse(client.mac, count, was is State.AUTHORIZED)
+        if refused:
+            raise SessionError(refused)
+        changes = dict(overrides or {})
+        if minutes is not None:
+            changes["session_minutes"] = minutes
+        minutes = changes.get("session_minutes", self.default_minutes)
         if not 1 <= minutes <= self.max_minutes:
             raise SessionError(f"minutes must be between 1 and {self.max_minutes}")
-        was = client.state
+        trusted = client.mac in self.access.trusted
+        if trusted:
+            policy = UNLIMITED
+        else:
+            base = client.policy if was is State.AUTHORIZED and client.policy else self.defaults
+            try:
+                policy = effective(base, {**changes, "session_minutes": minutes})
+            except PolicyError as exc:
+                raise SessionError(str(exc)) from None
         client.state = transition(client.state, Event.AUTHORIZE)
         if was is State.CAPTIVE:
             client.session_id = secrets.token_hex(8)
             client.started_at = now
             client.last_login_at = now
-        client.expires_at = now + minutes * 60
+        client.policy = policy
+        client.trusted = trusted
+        client.expires_at = None if trusted else now + minutes * 60
         ops: list[Op] = [Save(replace(client))]
         if was is State.CAPTIVE:
             ops.append(Allow((client.ip, client.mac)))
@@ -251,6 +308,11 @@ class SessionTable:
 
     def deauthorize(self, who: str, now: float, reason: Reason = Reason.ADMIN) -> list[Op]:
         client = self.find(who)
+        if client.state is State.AUTHORIZED and client.mac in self.access.trusted:
+            raise SessionError(
+                f"{client.mac} is a trusted MAC and always online; "
+                "remove it from [policy] trusted_macs first"
+            )
         ops = self._end(client, Event.DEAUTHORIZE, reason, now)
         ops.append(Save(replace(client)))
         return ops
@@ -272,12 +334,30 @@ class SessionTable:
         return ops
 
     def tick(self, now: float) -> list[Op]:
-        """Expire sessions whose time is up."""
+        """Expire sessions whose time is up, and hold the venue's access lists: blocked MACs
+        are kicked, trusted ones let in, and sessions opened for a MAC that is no longer
+        trusted end (the lists change with the config, at start)."""
         ops: list[Op] = []
-        for client in self.authorized():
-            if client.expires_at is not None and client.expires_at <= now:
-                ops += self._end(client, Event.EXPIRE, Reason.SESSION_TIMEOUT, now)
-                ops.append(Save(replace(client)))
+        for client in list(self.clients.values()):
+            if client.state is State.AUTHORIZED:
+                if client.mac in self.access.blocked:
+                    ops += self.end(client.mac, now, Reason.BLOCKED)
+                elif client.trusted and client.mac not in self.access.trusted:
+                    ops += self.end(client.mac, now, Reason.ADMIN)
+                elif client.expires_at is not None and client.expires_at <= now:
+                    ops += self.end(client.mac, now, Reason.SESSION_TIMEOUT)
+            elif client.ip and client.mac in self.access.trusted:
+                ops += self.authorize(client.mac, now)
+        return ops
+
+    def end(self, mac: str, now: float, reason: Reason) -> list[Op]:
+        """End a session for a reason found outside the table: its time, idle time or quota
+        ran out (the gateway reads the kernel's counters), or the venue blocked the MAC."""
+        client = self.clients[mac]
+        event = Event.KICK if reason in (Reason.BLOCKED, Reason.ADMIN) else Event.EXPIRE
+        ops = self._end(client, event, reason, now)
+        if ops:
+            ops.append(Save(replace(client)))
         return ops
 
     def _end(self, client: Client, event: Event, reason: Reason, now: float) -> list[Op]:
@@ -300,5 +380,7 @@ class SessionTable:
             )
         )
         client.session_id = client.started_at = client.expires_at = None
+        client.policy = None
+        client.trusted = False
         client.last_end_reason = reason.value
         return ops

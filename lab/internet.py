@@ -55,8 +55,33 @@ def all_hosts() -> list[str]:
     return sorted({*LAB_SITES, *PROBES, *GENERATE_204_HOSTS})
 
 
+MAX_BYTES = 1 << 31  # /bytes/<n>: enough for any throughput or accounting test
+CHUNK = 64 * 1024
+
+
 def create_app() -> Flask:
     app = Flask(__name__)
+
+    @app.route("/bytes/<int:n>", methods=["GET", "POST"])
+    def bytes_(n: int) -> Response:
+        """GET: exactly n bytes (rate and accounting tests); POST: the body is read and
+        dropped, the answer is how many bytes arrived (uploads)."""
+        if request.method == "POST":
+            got = 0
+            while chunk := request.stream.read(CHUNK):
+                got += len(chunk)
+            return Response(f"{got}\n", content_type="text/plain")
+        n = min(n, MAX_BYTES)
+
+        def body():
+            left = n
+            block = b"\0" * CHUNK
+            while left > 0:
+                yield block[: min(left, CHUNK)]
+                left -= CHUNK
+
+        headers = {"Content-Length": str(n)}
+        return Response(body(), content_type="application/octet-stream", headers=headers)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST"])
     @app.route("/<path:path>", methods=["GET", "HEAD", "POST"])

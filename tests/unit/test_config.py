@@ -51,6 +51,27 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[gateway]\nstate_dir = 'relative'\n", "must be an absolute path"),
         ("lan = 3\n", "[lan] must be a table"),
         ("[lan\n", "not valid TOML"),
+        ("[policy]\nquota_total_mb = -1\n", "[policy] quota_total_mb must be between 0"),
+        ("[policy]\nrate_up_kbit = '1M'\n", "[policy] rate_up_kbit: expected an integer"),
+        ("[policy]\ntrusted_macs = ['02:00:00:00:00:zz']\n", "[policy] trusted_macs: not a"),
+        ("[policy]\nblocked_macs = ['01:00:5e:00:00:01']\n", "not a station MAC address"),
+        (
+            "[policy]\ntrusted_macs = ['02:00:00:00:00:01']\n"
+            "blocked_macs = ['02-00-00-00-00-01']\n",
+            "02:00:00:00:00:01 is in both trusted_macs and blocked_macs",
+        ),
+        (
+            "[policy]\ntrusted_macs = ['02:00:00:00:00:01', '02:00:00:00:00:01']\n",
+            "trusted_macs: 02:00:00:00:00:01 is listed twice",
+        ),
+        (
+            "[policy]\nquota_up_mb = 200\nquota_total_mb = 100\n",
+            "quota_up_mb (200) is larger than quota_total_mb (100)",
+        ),
+        ("[policy]\nidle_minutes = 60\n", "idle timeout (3600 s) is not shorter than the session"),
+        ("[policy]\nspeed = 1\n", "unknown key 'speed' in [policy]"),
+        ("[accounting]\npoll_seconds = 0\n", "[accounting] poll_seconds must be between"),
+        ("[accounting]\ninterim_seconds = 1\n", "interim_seconds must be 0"),
     ],
 )
 def test_bad_config_is_refused_with_a_message_naming_it(
@@ -103,3 +124,21 @@ def test_wallet_hosts_are_derived_from_the_dialect() -> None:
         gateway_url="https://openapi.wallet.test/gateway.do",
     )
     assert cfg.wallet_hosts(alipay) == ["openapi.wallet.test", "openauth.wallet.test"]
+
+
+def test_policy_section_is_read_and_shapes_the_defaults(tmp_path: Path) -> None:
+    c = cfg.load(
+        write(
+            tmp_path,
+            "[session]\ndefault_minutes = 90\n[policy]\nidle_minutes = 15\n"
+            "quota_total_mb = 500\nrate_down_kbit = 20000\nmax_clients = 50\n"
+            "trusted_macs = ['02:AA:00:00:00:01']\n[accounting]\ninterim_seconds = 600\n",
+        )
+    )
+    policy = c.policy.defaults(c.session.default_minutes)
+    assert (policy.session_minutes, policy.idle_seconds) == (90, 900)
+    assert (policy.quota_total_mb, policy.rate_down_kbit, policy.rate_up_kbit) == (500, 20000, 0)
+    access = c.policy.access()
+    assert access.trusted == {"02:aa:00:00:00:01"} and access.max_clients == 50
+    assert c.accounting.interim_seconds == 600
+    assert cfg.load(write(tmp_path, cfg.to_toml(c))) == c

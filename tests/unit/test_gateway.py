@@ -49,6 +49,7 @@ def test_restart_restores_authorized_clients(config: Config, clock: FakeClock) -
     fw = FakeFirewall()
     gw2 = make(config, clock, fw)
     assert fw.calls[0] == ("apply", ((IP, MAC),))
+    assert fw.current(config) and fw.allowed() == {(IP, MAC)}
     assert gw2.handle({"op": "client", "client": IP})["client"]["state"] == "authorized"
 
 
@@ -66,13 +67,17 @@ def test_reconciler_repairs_drift(config: Config, clock: FakeClock) -> None:
     gw = make(config, clock)
     lease(gw)
     gw.handle({"op": "auth", "client": MAC})
-    gw.firewall.elements = {("198.19.0.200", "02:50:4c:00:00:99")}  # someone edited the kernel
+    fw = gw.firewall
+    # someone edited the kernel: our client's element gone, a stranger's added
+    fw.elements = {e for e in fw.elements if e[0] != "auth4"}
+    fw.elements.add(("auth4", "198.19.0.200 . 02:50:4c:00:00:99", None))
     assert gw.reconcile() == 2
-    assert gw.firewall.allowed() == {(IP, MAC)}
+    assert fw.allowed() == {(IP, MAC)}
     assert gw.reconcile() == 0
-    gw.firewall.table = None  # the whole table was flushed
+    fw.flush()  # the whole table was flushed
     assert gw.reconcile() == 1
-    assert gw.firewall.allowed() == {(IP, MAC)}
+    assert fw.allowed() == {(IP, MAC)}
+    assert gw.reconcile() == 0
 
 
 @pytest.mark.parametrize(
@@ -84,7 +89,8 @@ def test_reconciler_repairs_drift(config: Config, clock: FakeClock) -> None:
         ({"op": "auth", "client": "198.19.0.77"}, "not a client: 198.19.0.77"),
         ({"op": "auth", "client": MAC, "minutes": "5"}, "'minutes' must be an integer"),
         ({"op": "deauth", "client": MAC}, "is not authorized"),
-        ({"op": "deauth", "client": MAC, "reason": "quota"}, "bad request for deauth"),
+        ({"op": "deauth", "client": MAC, "reason": "quota"}, "'reason' must be 'admin' or"),
+        ({"op": "deauth", "client": MAC, "reason": "bored"}, "bad request for deauth"),
         ({"op": "lease", "action": "boom", "mac": MAC, "ip": IP}, "unknown lease action"),
         ({"op": "lease", "action": "add", "mac": "zz", "ip": IP}, "not a MAC address"),
     ],

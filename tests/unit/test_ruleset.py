@@ -1,4 +1,5 @@
 from gateway import ruleset
+from gateway.accounting import Usage
 from gateway.config import Config, LanConfig, PortalConfig
 from tests.conftest import ROOT
 
@@ -29,10 +30,11 @@ def test_config_shapes_the_table() -> None:
 
 
 def test_transaction_replaces_the_table_atomically() -> None:
-    text = ruleset.transaction(Config(), [("198.19.0.5", "02:00:00:00:00:05")])
+    grant = ruleset.Grant("s1", "02:00:00:00:00:05", ("198.19.0.5",))
+    text = ruleset.transaction(Config(), [grant])
     lines = text.splitlines()
     assert lines[:2] == ["table inet plaza", "delete table inet plaza"]
-    assert "198.19.0.5 . 02:00:00:00:00:05" in text
+    assert "add element inet plaza auth4 { 198.19.0.5 . 02:00:00:00:00:05 }" in lines
 
 
 def test_element_commands_split_families() -> None:
@@ -121,3 +123,125 @@ def test_native_queue_table() -> None:
     assert text.startswith("table inet plaza_queue {")
     assert "type filter hook forward priority mangle; policy accept;" in text
     assert "meta mark & 0x00100000 == 0x00100000 queue num 7 bypass" in text
+
+
+# -- per-client policy and accounting ------------------------------------------------------
+MAC = "02:00:00:00:00:05"
+
+
+def test_client_policy_runs_after_the_filters_limit_then_quota_then_counter() -> None:
+    text = ruleset.render(Config())
+    assert _chain(text, "client_policy") == [
+        "type filter hook forward priority filter + 10; policy accept;",
+        'iifname "br-lan" jump client_up',
+        'oifname "br-lan" jump client_down',
+    ]
+    up = _chain(text, "client_up")
+    assert up[0] == "limit name ip saddr . ether saddr map @rate_up4 drop"
+    assert up[2] == "quota name ip saddr . ether saddr map @quota_up4 drop"
+    assert up[-2:] == ["counter name ip saddr . ether saddr map @cnt_up4",
+                       "counter name ip6 saddr . ether saddr map @cnt_up6"]  # fmt: skip
+    down = _chain(text, "client_down")
+    assert down[0] == "limit name ip daddr map @rate_down4 drop"
+    assert down[-1] == "counter name ip6 daddr map @cnt_down6"
+    assert "\tmap quota_total_down4 {\n\t\ttype ipv4_addr : quota\n\t}" in text
+    assert "\tmap cnt_up6 {\n\t\ttype ipv6_addr . ether_addr : counter\n\t}" in text
+
+
+def test_fingerprint_follows_the_structure_not_the_clients() -> None:
+    plain = ruleset.fingerprint(ruleset.render(Config()))
+    assert plain and len(plain) == 12
+    with_client = ruleset.render(Config(), [("198.19.0.5", MAC)])
+    assert ruleset.fingerprint(with_client) == plain
+    other = ruleset.render(Config(lan=LanConfig(interface="lan0")))
+    assert ruleset.fingerprint(other) != plain
+    assert ruleset.fingerprint("table inet plaza {\n}\n") is None
+
+
+def test_grant_of_an_unlimited_client_is_auth_and_two_counters() -> None:
+    grant = ruleset.Grant("s1", MAC, ("198.19.0.5",))
+    state = ruleset.desired([grant])
+    assert state.elements == {
+        ("auth4", f"198.19.0.5 . {MAC}", None),
+        ("cnt_up4", f"198.19.0.5 . {MAC}", "up_s1"),
+        ("cnt_down4", "198.19.0.5", "down_s1"),
+    }
+    assert state.objects == {("counter", "up_s1"): (), ("counter", "down_s1"): ()}
+
+
+def test_ipv6_addresses_of_one_client_share_its_objects() -> None:
+    grant = ruleset.Grant("s1", MAC, ("198.19.0.5", "2001:db8::5", "2001:db8::6"),
+                          quota_total=10**6)  # fmt: skip
+    state = ruleset.desired([grant])
+    assert ("cnt_down6", "2001:db8::6", "down_s1") in state.elements
+    assert ("quota_total_up6", f"2001:db8::5 . {MAC}", "qtotal_s1") in state.elements
+    assert len([k for k in state.objects if k[0] == "quota"]) == 1
+
+
+def test_diff_orders_one_transaction_and_keeps_what_it_can() -> None:
+    old = ruleset.Grant("s1", MAC, ("198.19.0.5",), quota_down=10**6, rate_up=1000)
+    moved = ruleset.Grant("s1", MAC, ("198.19.0.9",), quota_down=2 * 10**6, rate_up=2000)
+    changes = ruleset.diff(ruleset.desired([moved]), ruleset.desired([old]))
+    text = ruleset.change_commands(changes).splitlines()
+    first_add = next(i for i, line in enumerate(text) if line.startswith("add"))
+    assert all(line.startswith("delete") for line in text[:first_add])
+    assert "delete limit inet plaza rup_s1" in text  # a limit cannot change in place
+    assert "delete quota inet plaza qdown_s1" not in text  # a quota can: it keeps its use
+    assert "add quota inet plaza qdown_s1 { over 2000000 bytes used 0 bytes }" in text
+    assert 'add element inet plaza cnt_down4 { 198.19.0.9 : "down_s1" }' in text
+    assert "delete element inet plaza cnt_down4 { 198.19.0.5 }" in text
+    assert not any("counter" in line for line in text)  # counters stay: nothing is lost
+    assert not ruleset.diff(ruleset.desired([moved]), ruleset.desired([moved]))
+
+
+def test_new_objects_start_from_carried_values() -> None:
+    grant = ruleset.Grant("s1", MAC, ("198.19.0.5",), quota_total=10**6)
+    start = {"s1": ruleset.Start(Usage(10, 1, 20, 2), {"total": 30})}
+    text = ruleset.transaction(Config(), [grant], start=start)
+    assert "add counter inet plaza up_s1 { packets 1 bytes 10 }" in text
+    assert "add counter inet plaza down_s1 { packets 2 bytes 20 }" in text
+    assert "add quota inet plaza qtotal_s1 { over 1000000 bytes used 30 bytes }" in text
+
+
+LISTING = (
+    '{"nftables": [{"metainfo": {"version": "1.0.6"}},'
+    ' {"counter": {"family": "inet", "name": "up_s1", "table": "plaza", "packets": 5,'
+    ' "bytes": 100}},'
+    ' {"counter": {"family": "inet", "name": "down_s1", "table": "plaza", "packets": 7,'
+    ' "bytes": 900}},'
+    ' {"quota": {"family": "inet", "name": "qtotal_s1", "table": "plaza", "bytes": 1000,'
+    ' "used": 1000, "inv": true}},'
+    ' {"limit": {"family": "inet", "name": "rup_s1", "table": "plaza", "rate": 125000,'
+    ' "per": "second", "inv": true, "rate_unit": "bytes", "burst": 15140,'
+    ' "burst_unit": "bytes"}},'
+    ' {"set": {"family": "inet", "name": "auth4", "table": "plaza", "type": ["ipv4_addr",'
+    ' "ether_addr"], "elem": [{"concat": ["198.19.0.5", "02:00:00:00:00:05"]}]}},'
+    ' {"set": {"family": "inet", "name": "garden4", "table": "plaza", "type": "ipv4_addr",'
+    ' "elem": [{"elem": {"val": "192.0.2.20", "expires": 3599}}]}},'
+    ' {"map": {"family": "inet", "name": "cnt_down4", "table": "plaza", "type": "ipv4_addr",'
+    ' "map": "counter", "elem": [["198.19.0.5", "down_s1"]]}},'
+    ' {"map": {"family": "inet", "name": "rate_up4", "table": "plaza", "type": ["ipv4_addr",'
+    ' "ether_addr"], "map": "limit", "elem": [[{"concat": ["198.19.0.5",'
+    ' "02:00:00:00:00:05"]}, "rup_s1"]]}}]}'
+)
+
+
+def test_kernel_state_from_nft_json() -> None:
+    state = ruleset.parse_state(LISTING)
+    assert state.elements == {
+        ("auth4", f"198.19.0.5 . {MAC}", None),
+        ("cnt_down4", "198.19.0.5", "down_s1"),
+        ("rate_up4", f"198.19.0.5 . {MAC}", "rup_s1"),
+    }  # the garden set is not a client set
+    assert state.objects == {
+        ("counter", "up_s1"): (),
+        ("counter", "down_s1"): (),
+        ("quota", "qtotal_s1"): (1000,),
+        ("limit", "rup_s1"): (125000, 15140),
+    }
+
+
+def test_readings_from_nft_json() -> None:
+    (reading,) = ruleset.parse_readings(LISTING, LISTING).values()
+    assert reading.usage == Usage(bytes_up=100, packets_up=5, bytes_down=900, packets_down=7)
+    assert reading.quotas["total"].exhausted

@@ -1,5 +1,8 @@
+from dataclasses import replace
+
 import pytest
 
+from gateway.policy import UNLIMITED, Access, Policy
 from gateway.sessions import (
     TRANSITIONS,
     Allow,
@@ -178,3 +181,61 @@ def test_mac_trust_readmits_a_timed_out_station_but_not_after_logout(clock: Fake
     table2.leave(MAC2, 120.0)
     table2.seen(MAC2, IP, 31 * 86400.0)
     assert table2.find(MAC2).state is State.CAPTIVE  # trust expires
+
+
+# -- policy and access in the pure table ---------------------------------------------------
+def test_session_carries_its_effective_policy(clock: FakeClock) -> None:
+    table = SessionTable(defaults=Policy(session_minutes=60, quota_total_mb=100))
+    table.seen(MAC, IP, clock())
+    table.authorize(MAC, clock(), overrides={"rate_down_kbit": 2000})
+    policy = table.find(MAC).policy
+    assert policy == Policy(session_minutes=60, quota_total_mb=100, rate_down_kbit=2000)
+    table.authorize(MAC, clock(), minutes=30)  # extending keeps the session's policy
+    assert table.find(MAC).policy == replace(policy, session_minutes=30)
+    ops = table.end(MAC, clock(), Reason.QUOTA)
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.QUOTA]
+    assert table.find(MAC).policy is None and Revoke((IP, MAC)) in ops
+
+
+def test_conflicting_override_is_a_session_error(clock: FakeClock) -> None:
+    table = SessionTable(defaults=Policy(quota_total_mb=10))
+    table.seen(MAC, IP, clock())
+    with pytest.raises(SessionError, match="larger than quota_total_mb"):
+        table.authorize(MAC, clock(), overrides={"quota_up_mb": 20})
+    assert table.find(MAC).state is State.CAPTIVE
+
+
+def test_trusted_station_is_let_in_when_seen(clock: FakeClock) -> None:
+    table = SessionTable(access=Access(trusted=frozenset({MAC})))
+    ops = table.seen(MAC, IP, clock())
+    assert Allow((IP, MAC)) in ops
+    client = table.find(MAC)
+    assert client.trusted and client.policy == UNLIMITED and client.expires_at is None
+    with pytest.raises(SessionError, match="trusted MAC"):
+        table.deauthorize(MAC, clock())
+    ops = table.leave(MAC, clock())  # leaving still ends it
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.LEFT]
+
+
+def test_tick_holds_the_access_lists(clock: FakeClock) -> None:
+    table = SessionTable()
+    table.seen(MAC, IP, clock())
+    table.seen(MAC2, "198.19.0.101", clock())
+    table.authorize(MAC, clock())
+    table.access = Access(blocked=frozenset({MAC}), trusted=frozenset({MAC2}))  # new config
+    ops = table.tick(clock())
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.BLOCKED]
+    assert Allow(("198.19.0.101", MAC2)) in ops
+    with pytest.raises(SessionError, match="blocked by the venue"):
+        table.authorize(MAC, clock())
+
+
+def test_limit_on_clients_online(clock: FakeClock) -> None:
+    table = SessionTable(access=Access(max_clients=1, trusted=frozenset({MAC2})))
+    table.seen(MAC, IP, clock())
+    table.seen(MAC2, "198.19.0.101", clock())  # trusted: online, not counted
+    table.seen("02:50:4c:00:00:03", "198.19.0.102", clock())
+    table.authorize(MAC, clock())
+    assert table.online() == 1
+    with pytest.raises(SessionError, match="limit of 1 clients online"):
+        table.authorize("198.19.0.102", clock())
