@@ -117,6 +117,9 @@ class GardenConfig:
     """Walled garden: what a captive client may reach before login (by domain)."""
 
     domains: tuple[str, ...] = ()  # besides the wallet's own hosts, which are always in
+    # Plain-HTTP hosts a captive phone must reach (OCSP/CRL responders): TCP/80 to their
+    # addresses passes unredirected. Dedicated hosts only: plain HTTP cannot be checked by name.
+    http_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,9 @@ def verify(config: Config) -> None:
         if offer.url and not offer.url.startswith("https://"):
             raise ConfigError(f"[[offers]] #{i + 1}: url must be https://")
     verify_wallet(config.wallet)
+    for domain in config.garden.http_domains:
+        if not HOSTNAME_RE.match(domain):
+            raise ConfigError(f"[garden] http_domains: not a host name: {domain!r}")
     for domain in config.garden.domains:
         if not HOSTNAME_RE.match(domain.removeprefix("*.")):
             raise ConfigError(f"[garden] domains: not a domain name: {domain!r}")

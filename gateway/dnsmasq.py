@@ -34,7 +34,13 @@ def garden_lines(config: Config) -> list[str]:
         f"4#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN4},"
         f"6#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN6}"
     )
-    return [f"nftset=/{domain}/{sets}" for domain in Garden.from_config(config).dns_domains()]
+    http = (
+        f"4#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN_HTTP4},"
+        f"6#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN_HTTP6}"
+    )
+    return [f"nftset=/{domain}/{sets}" for domain in Garden.from_config(config).dns_domains()] + [
+        f"nftset=/{domain}/{http}" for domain in sorted(set(config.garden.http_domains))
+    ]
 
 
 def capport_lines(config: Config) -> list[str]:

@@ -117,15 +117,15 @@ class NftFirewall:
         """Replace the table; walled-garden addresses learned from DNS are carried over with
         their remaining lifetime (dnsmasq answers from its cache without re-adding them), and
         session counters from `start` (the caller read them just before)."""
-        garden: list = []
-        for name in (ruleset.GARDEN4, ruleset.GARDEN6):
+        garden: dict[str, list] = {}
+        for name, _kind in ruleset.GARDEN_SETS:
             try:
                 out = self.nft.run(
                     f"list set {ruleset.FAMILY} {ruleset.TABLE} {name}", json_output=True
                 )
             except NftError:
                 continue  # no table yet (first start) or an older table without the set
-            garden += ruleset.garden_elements(out)
+            garden[name] = ruleset.garden_elements(out)
         self.nft.run(ruleset.transaction(config, grants, garden, start))
 
     def change(self, changes: Changes, start: Mapping[str, Start] | None = None) -> None:

@@ -54,6 +54,13 @@ SET4 = "auth4"
 SET6 = "auth6"
 GARDEN4 = "garden4"
 GARDEN6 = "garden6"
+# Plain-HTTP garden (OCSP/CRL responders, RFC 8908 section 2): TCP/80 to these addresses is
+# neither redirected nor refused. Kept apart from the TLS garden, whose names are checked by
+# SNI: plain HTTP has no name the kernel could check, so list only dedicated hosts here.
+GARDEN_HTTP4 = "garden_http4"
+GARDEN_HTTP6 = "garden_http6"
+GARDEN_SETS = ((GARDEN4, "ipv4_addr"), (GARDEN6, "ipv6_addr"),
+               (GARDEN_HTTP4, "ipv4_addr"), (GARDEN_HTTP6, "ipv6_addr"))  # fmt: skip
 GARDEN_SIZE = 65536  # addresses per family; dnsmasq adds one per A/AAAA answer
 GARDEN_TIMEOUT = "1h"  # unused addresses fall out; far longer than dnsmasq's max-cache-ttl
 
@@ -242,9 +249,10 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
     lines.append("")
     lines += _elements(SET6, "ipv6_addr", v6)
     lines.append("")
-    lines += _garden_set(GARDEN4, "ipv4_addr")
-    lines.append("")
-    lines += _garden_set(GARDEN6, "ipv6_addr")
+    for name, kind in GARDEN_SETS:
+        lines += _garden_set(name, kind)
+        lines.append("")
+    lines.pop()
     lines += _policy_maps("4")
     lines += _policy_maps("6")
     queue, allow, deny, decided = (
@@ -261,6 +269,8 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         f"\t\tip saddr . ether saddr @{SET4} return",
         f"\t\tip6 saddr . ether saddr @{SET6} return",
         "\t\tfib daddr type local return",
+        f"\t\ttcp dport 80 ip daddr @{GARDEN_HTTP4} return",
+        f"\t\ttcp dport 80 ip6 daddr @{GARDEN_HTTP6} return",
         f"\t\ttcp dport 80 redirect to :{config.portal.intercept_port}",
         "\t}",
         "",
@@ -322,6 +332,8 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         f"\t\ttcp dport 443 ip6 daddr @{GARDEN6} accept",
         f"\t\tudp dport 123 ip daddr @{GARDEN4} accept",
         f"\t\tudp dport 123 ip6 daddr @{GARDEN6} accept",
+        f"\t\ttcp dport 80 ip daddr @{GARDEN_HTTP4} accept",
+        f"\t\ttcp dport 80 ip6 daddr @{GARDEN_HTTP6} accept",
         "\t\tmeta l4proto tcp reject with tcp reset",
         "\t\treject with icmpx admin-prohibited",
         "\t}",
@@ -348,7 +360,7 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
 def transaction(
     config: Config,
     grants: Iterable[Grant] = (),
-    garden: Iterable[GardenElement] = (),
+    garden: Mapping[str, Iterable[GardenElement]] | Iterable[GardenElement] = (),
     start: Mapping[str, Start] | None = None,
 ) -> str:
     """One atomic nft transaction that replaces the whole table (created first if missing).
@@ -361,9 +373,15 @@ def transaction(
     changes = diff(desired(grants), KernelState())
     if changes:
         text += change_commands(changes, start or {}) + "\n"
-    keep = [(ip, left) for ip, left in garden if left >= 1]
-    for name, v6 in ((GARDEN4, False), (GARDEN6, True)):
-        items = [f"{ip} expires {left}s" for ip, left in keep if (":" in ip) == v6]
+    if not isinstance(garden, Mapping):  # a plain list: the TLS garden, split by family
+        garden = {GARDEN4: garden, GARDEN6: garden}
+    for name, kind in GARDEN_SETS:
+        v6 = kind == "ipv6_addr"
+        items = [
+            f"{ip} expires {left}s"
+            for ip, left in garden.get(name, ())
+            if left >= 1 and (":" in ip) == v6
+        ]
         if items:
             text += f"add element {FAMILY} {TABLE} {name} {{ {', '.join(items)} }}\n"
     return text

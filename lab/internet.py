@@ -13,6 +13,7 @@ import html
 from flask import Flask, Response, request
 
 LAB_SITES = ("www.example.test", "shop.example.test", "news.example.test")
+OCSP_HOST = "ocsp.plaza.test"  # has an address of its own: plain HTTP cannot be told apart by name
 
 APPLE_SUCCESS = "<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"
 FIREFOX_CANONICAL = (
@@ -94,6 +95,8 @@ def create_app() -> Flask:
         if full in table or "*" in table:
             status, body, ctype = table.get(full) or table["*"]
             return Response(body, status=status, content_type=ctype)
+        if host == OCSP_HOST:  # a stand-in OCSP responder: plain HTTP, in the garden
+            return Response("OCSP-OK\n", content_type="application/ocsp-response")
         if host in LAB_SITES:
             name = html.escape(host)
             body = (

@@ -41,6 +41,7 @@ WEB_IP = "192.0.2.80"
 # The sandbox wallet's address (https://wallet.test, in the walled garden) and a neighbour on
 # the same address that is not (as on a shared CDN): what the garden's SNI check tells apart.
 WALLET_IP = "192.0.2.20"
+OCSP_IP = "192.0.2.30"  # the stand-in OCSP responder, alone on its address (plain-HTTP garden)
 WALLET_IP_HOSTS = ("wallet.test", "cdn-neighbour.test")
 LAN_ADDRESS = "198.19.0.1/24"
 PORTAL_HOST = "portal.plaza.test"
@@ -146,6 +147,7 @@ class Lab:
                 click_through=True,  # this demo venue also offers "accept and continue"
             ),
             wallet=self.wallet_config(),
+            garden=gwconfig.GardenConfig(http_domains=(internet.OCSP_HOST,)),
             offers=(
                 gwconfig.OfferConfig(
                     title="Flat white ¥12 until noon",
@@ -267,7 +269,7 @@ class Lab:
         ns = self.state.internet
         sh("ip", "netns", "add", ns)
         nsexec(ns, "ip", "link", "set", "lo", "up")
-        for ip in (DNS_IP, WEB_IP, WALLET_IP):
+        for ip in (DNS_IP, WEB_IP, WALLET_IP, OCSP_IP):
             nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
         conf = self.run_dir / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
@@ -288,6 +290,11 @@ class Lab:
             "--listen",
             f"{WEB_IP}:80",
         )
+        self.spawn(
+            "internet-ocsp",
+            ns,
+            str(BIN / "python"), "-m", "lab.internet", "--listen", f"{OCSP_IP}:80",
+        )  # fmt: skip
         self._start_wallet()
         cert, key = self.ca.issue("internet-web", [*internet.all_hosts(), WEB_IP])
         self.spawn(
@@ -371,7 +378,7 @@ class Lab:
                 10,
                 f"portal to listen on {port}",
             )
-        for ip, port in ((WEB_IP, 80), (WEB_IP, 443), (WALLET_IP, 443)):
+        for ip, port in ((WEB_IP, 80), (WEB_IP, 443), (WALLET_IP, 443), (OCSP_IP, 80)):
             _wait_for(
                 lambda ip=ip, port=port: _tcp_open(self.state.internet, ip, port),
                 10,
@@ -624,6 +631,7 @@ def _internet_dns_conf() -> str:
         "no-dhcp-interface=",
         *(f"host-record={host},{WEB_IP}" for host in internet.all_hosts()),
         *(f"host-record={host},{WALLET_IP}" for host in WALLET_IP_HOSTS),
+        f"host-record={internet.OCSP_HOST},{OCSP_IP}",
         # Windows' DNS probe (NCSI) expects this exact answer.
         "host-record=dns.msftncsi.com,131.107.255.255",
         "address=/#/",

@@ -280,3 +280,15 @@ def test_gateway_log_names_the_hook_and_each_refusal_once(lab: Lab) -> None:
     assert "walled-garden inspector on queue 11 via" in text
     assert text.count("is not in the walled garden") == 1
     assert "Traceback" not in text
+
+
+def test_plain_http_garden_reaches_ocsp_and_nothing_else(lab: Lab, phone: Phone) -> None:
+    """RFC 8908 asks that captive clients reach OCSP: plain HTTP to the configured responder
+    passes unredirected, while HTTP to any other address still goes to the portal."""
+    r = phone.get("http://ocsp.plaza.test/some/ocsp/request")
+    assert r.status == 200 and r.body == "OCSP-OK\n"
+    assert "198.19.0.1" not in r.headers.get("location", "")
+    other = phone.get("http://www.example.test/")
+    assert other.status == 302 and other.location == lab.status()["portal_url"]
+    out = nsexec(lab.state.router, "nft", "list", "set", "inet", "plaza", "garden_http4")
+    assert "192.0.2.30" in out and "192.0.2.80" not in out

@@ -44,3 +44,10 @@ def test_cache_forgets_before_garden_addresses_time_out() -> None:
     conf = dnsmasq.render_conf(Config(), "/hook").splitlines()
     assert f"max-cache-ttl={dnsmasq.MAX_CACHE_TTL}" in conf
     assert dnsmasq.MAX_CACHE_TTL < 3600  # ruleset.GARDEN_TIMEOUT
+
+
+def test_plain_http_garden_gets_its_own_sets() -> None:
+    from gateway.dnsmasq import garden_lines
+
+    lines = garden_lines(Config(garden=GardenConfig(http_domains=("ocsp.example",))))
+    assert "nftset=/ocsp.example/4#inet#plaza#garden_http4,6#inet#plaza#garden_http6" in lines
