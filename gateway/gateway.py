@@ -432,6 +432,6 @@ class Gateway:
     def neighbour(self, mac: str, ip: str) -> None:
         """A netlink neighbour entry on the LAN became reachable."""
         try:
-            self.apply(self.table.seen(mac, ip, self.clock()))
+            self.apply(self.table.seen(mac, ip, self.clock(), authoritative=False))
         except SessionError as exc:
             log.debug("ignored neighbour %s %s: %s", ip, mac, exc)

@@ -261,6 +261,19 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
     verdict = _hex(MARK_QUEUE | MARK_ALLOW)
     lines += [
         "",
+        # Reverse-path check on the LAN: a source address that would not be routed back out
+        # of the LAN (a forged internet address) is dropped before anything answers it, so a
+        # captive phone cannot use the router's ICMP errors or the portal's SYN-ACKs as a
+        # channel to the internet. DHCP DISCOVER (0.0.0.0) and IPv6 DAD (::) come before an
+        # address exists.
+        "\tchain lan_antispoof {",
+        "\t\ttype filter hook prerouting priority raw; policy accept;",
+        f'\t\tiifname != "{lan}" return',
+        "\t\tip saddr 0.0.0.0 udp dport 67 return",
+        "\t\tip6 saddr :: return",
+        "\t\tfib saddr . iif oif missing drop",
+        "\t}",
+        "",
         # Captive HTTP goes to the portal's intercept listener; authorized clients and traffic
         # for the router itself are left alone.
         "\tchain captive_dnat {",

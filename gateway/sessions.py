@@ -44,6 +44,7 @@ class Reason(StrEnum):
     BLOCKED = "blocked"
     LEFT = "left"
     ADDRESS_TAKEN = "address-taken"
+    ADDRESS_CHANGED = "address-changed"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -54,7 +55,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.AUTHORIZED, Event.KICK): State.CAPTIVE,
     (State.AUTHORIZED, Event.LEAVE): State.CAPTIVE,
     (State.CAPTIVE, Event.LEAVE): State.CAPTIVE,
-    (State.AUTHORIZED, Event.MOVE): State.AUTHORIZED,
+    # A station that turns up at another address loses its session: a MAC is no identity, and
+    # carrying the session would hand it to a MAC clone that took another address.
+    (State.AUTHORIZED, Event.MOVE): State.CAPTIVE,
     (State.CAPTIVE, Event.MOVE): State.CAPTIVE,
 }
 
@@ -197,12 +200,25 @@ class SessionTable:
             if client.ip:
                 self.by_ip[client.ip] = client.mac
 
-    def seen(self, mac: str, ip: str | None, now: float, hostname: str = "") -> list[Op]:
-        """A station was observed (lease, neighbour entry) at `ip`."""
+    def seen(
+        self,
+        mac: str,
+        ip: str | None,
+        now: float,
+        hostname: str = "",
+        authoritative: bool = True,
+    ) -> list[Op]:
+        """A station was observed at `ip`: by a DHCP lease (`authoritative`) or a neighbour
+        entry. A neighbour entry is only an ARP/ND claim anyone can forge: it may introduce a
+        station, but never takes an address from another station or moves one that has one."""
         mac = normalize_mac(mac)
         ip = normalize_ip(ip) if ip else None
         ops: list[Op] = []
         client = self.clients.get(mac)
+        if not authoritative and ip:
+            holder = self.by_ip.get(ip)
+            if (holder and holder != mac) or (client and client.ip and client.ip != ip):
+                return []
         dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
         dirty = dirty or bool(ip and ip != client.ip)
         if client is None:
@@ -216,15 +232,12 @@ class SessionTable:
                 other = self.clients[holder]
                 other.ip = None
                 ops.append(Save(replace(other)))
-            transition(client.state, Event.MOVE)
-            if client.state is State.AUTHORIZED and client.ip:
-                ops.append(Revoke((client.ip, mac)))
+            if client.state is State.AUTHORIZED:
+                ops += self._end(client, Event.MOVE, Reason.ADDRESS_CHANGED, now)
             if client.ip and self.by_ip.get(client.ip) == mac:
                 del self.by_ip[client.ip]
             client.ip = ip
             self.by_ip[ip] = mac
-            if client.state is State.AUTHORIZED:
-                ops.append(Allow((ip, mac)))
         if hostname:
             client.hostname = hostname[:63]
         client.last_seen = now

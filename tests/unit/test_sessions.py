@@ -105,13 +105,27 @@ def test_unknown_clients_and_bad_input(table: SessionTable, clock: FakeClock) ->
     assert normalize_mac("02-50-4C-00-00-01") == MAC
 
 
-def test_address_change_moves_the_element(table: SessionTable, clock: FakeClock) -> None:
+def test_address_change_ends_the_session(table: SessionTable, clock: FakeClock) -> None:
     table.authorize(MAC, clock())
     ops = table.seen(MAC, "198.19.0.101", clock())
-    assert Revoke((IP, MAC)) in ops and Allow(("198.19.0.101", MAC)) in ops
-    assert table.elements() == [("198.19.0.101", MAC)]
+    assert Revoke((IP, MAC)) in ops and not any(isinstance(op, Allow) for op in ops)
+    assert [op.reason for op in ops if isinstance(op, EndSession)] == [Reason.ADDRESS_CHANGED]
+    assert table.elements() == []
+    assert table.find("198.19.0.101").state is State.CAPTIVE
     with pytest.raises(SessionError):
         table.find(IP)
+
+
+def test_neighbour_claims_never_move_or_take_addresses(
+    table: SessionTable, clock: FakeClock
+) -> None:
+    """ARP/ND is forgeable: a neighbour entry only introduces stations."""
+    table.authorize(MAC, clock())
+    assert table.seen(MAC2, IP, clock(), authoritative=False) == []  # a clone claims IP
+    assert table.seen(MAC, "198.19.0.77", clock(), authoritative=False) == []  # a forged move
+    assert table.find(IP).mac == MAC and table.find(MAC).state is State.AUTHORIZED
+    ops = table.seen(MAC2, "198.19.0.78", clock(), authoritative=False)
+    assert [type(op) for op in ops] == [Save] and table.find("198.19.0.78").mac == MAC2
 
 
 def test_address_taken_by_another_device_drops_the_old_state(
