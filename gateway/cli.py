@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
     try:
-        listen = metrics.parse_listen(args.metrics)
+        listen = metrics.parse_listen(args.metrics or config.gateway.metrics_listen)
     except ValueError as exc:
         raise configmod.ConfigError(f"--metrics: {exc}") from None
     ifindex = _interface_index(config.lan.interface)
@@ -86,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        default=os.environ.get("PLAZA_METRICS_LISTEN", "127.0.0.1:9100"),
         help="serve Prometheus metrics at http://HOST:PORT/metrics, or 'off' "
-        "(default: $PLAZA_METRICS_LISTEN or 127.0.0.1:9100)",
+        "(default: [gateway] metrics_listen)",
     )
     logs.add_arguments(run)
     run.set_defaults(func=cmd_run)

@@ -188,6 +188,7 @@ class GatewayConfig:
     control_socket: str = "/run/plaza/control.sock"
     control_group: str = ""  # group allowed to use the control socket besides root
     log_level: str = "info"
+    metrics_listen: str = "127.0.0.1:9100"  # Prometheus GET /metrics; "off" to disable
     tick_seconds: float = 1.0
 
 
@@ -366,6 +367,12 @@ def verify(config: Config) -> None:
         raise ConfigError(
             f"[gateway] control_socket: must be an absolute path: {gw.control_socket!r}"
         )
+    from gateway.metrics import parse_listen
+
+    try:
+        parse_listen(gw.metrics_listen)
+    except ValueError as exc:
+        raise ConfigError(f"[gateway] metrics_listen: {exc}") from None
     if gw.log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"[gateway] log_level: one of debug, info, warning, error; got {gw.log_level!r}"

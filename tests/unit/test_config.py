@@ -51,6 +51,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[gateway]\nstate_dir = 'relative'\n", "must be an absolute path"),
         ("lan = 3\n", "[lan] must be a table"),
         ("[lan\n", "not valid TOML"),
+        ("[gateway]\nmetrics_listen = 'nowhere'\n", "[gateway] metrics_listen:"),
         ("[policy]\nquota_total_mb = -1\n", "[policy] quota_total_mb must be between 0"),
         ("[policy]\nrate_up_kbit = '1M'\n", "[policy] rate_up_kbit: expected an integer"),
         ("[policy]\ntrusted_macs = ['02:00:00:00:00:zz']\n", "[policy] trusted_macs: not a"),
