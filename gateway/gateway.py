@@ -102,6 +102,7 @@ class Gateway:
             self.firewall.apply(self.config, grants, self._starts(grants))
             self._set_granted(grants)
         self.tick()
+        self.finalize()  # sessions that ran out while the daemon was down
         log.info(
             "started: %d stations, %d authorized restored",
             len(self.table.clients),
@@ -195,8 +196,9 @@ class Gateway:
                 meter.unrecord(rec)
 
     def tick(self) -> None:
+        """Expire sessions (cheap: no kernel read). Their final records are written by the
+        next poll, so a login never waits behind a counter read on the daemon's one thread."""
         self.apply(self.table.tick(self.clock()))
-        self.finalize()
 
     def poll(self) -> None:
         """Read every session's counters: end exhausted and idle sessions, write interim
@@ -209,6 +211,7 @@ class Gateway:
             return
         self._observe(readings, now)
         self.polls += 1
+        self.finalize()
         ops: list[Op] = []
         records: list[UsageRecord] = []
         interval = self.config.accounting.interim_seconds

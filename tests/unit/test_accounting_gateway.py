@@ -55,8 +55,8 @@ def test_interim_records_then_a_final_one(config: Config, clock: FakeClock) -> N
         fw.traffic(IP, MAC, up=100, down=1000, size=100)
         gw.poll()
     assert gw.handle({"op": "deauth", "client": MAC, "reason": "logout"})["ok"]
-    assert len(records(gw)) == 2  # the final record comes with the next tick
-    gw.tick()
+    assert len(records(gw)) == 2  # the final record comes with the next poll
+    gw.poll()
     recs = records(gw)
     assert [(r["seq"], r["final"]) for r in recs] == [(1, False), (2, False), (3, True)]
     assert [r["period_end"] - r["period_start"] for r in recs[:2]] == [60, 60]
@@ -77,7 +77,7 @@ def test_final_record_reads_the_frozen_counters(config: Config, clock: FakeClock
     assert fw.allowed() == set() and len(fw.objects) == 2  # elements gone, counters kept
     assert fw.traffic(IP, MAC, up=500, down=500) == 0  # no element: not forwarded, not counted
     clock.advance(1)
-    gw.tick()
+    gw.poll()
     (final,) = records(gw)
     assert final["bytes_down"] == 777 and final["reason"] == "admin"
     assert final["period_end"] == clock() - 1  # when it ended, not when it was written
@@ -113,7 +113,7 @@ def test_restart_neither_loses_nor_double_counts(config: Config, clock: FakeCloc
     assert [c[0] for c in kernel.calls].count("apply") == 1  # the table was left running
     kernel.traffic(IP, MAC, down=2000)
     gw2.handle({"op": "deauth", "client": MAC})
-    gw2.tick()
+    gw2.poll()
     recs = records(gw2)
     assert [r["seq"] for r in recs] == [1, 2]
     assert summed(recs)[2] == 10_000
@@ -170,7 +170,7 @@ def test_table_reload_carries_counters_over(config: Config, clock: FakeClock) ->
     assert list(fw.quota_used.values()) == [201_000]  # the quota did not start again
     fw.traffic(IP, MAC, down=100)
     gw2.handle({"op": "deauth", "client": MAC})
-    gw2.tick()
+    gw2.poll()
     assert summed(records(gw2))[::2] == (1000, 200_100)
 
 
@@ -197,7 +197,7 @@ def test_counter_reset_by_hand_is_not_a_negative_delta(config: Config, clock: Fa
     fw.counters[down] = [0, 0]  # `nft reset counters`
     fw.traffic(IP, MAC, down=500)
     gw.handle({"op": "deauth", "client": MAC})
-    gw.tick()
+    gw.poll()
     assert summed(records(gw))[2] == 9500
 
 
@@ -217,7 +217,7 @@ def test_outbox_pending_and_mark_sent(config: Config, clock: FakeClock) -> None:
     gw = make(config, clock)
     online(gw)
     gw.handle({"op": "deauth", "client": MAC})
-    gw.tick()
+    gw.poll()
     box = Outbox(gw.store)
     (rec,) = box.pending()
     assert set(rec) >= {"key", "session_id", "mac", "ip", "started_at", "period_end", "reason"}
