@@ -261,7 +261,8 @@ class SessionTable:
             and client.ip is not None
             and client.last_login_at is not None
             and now - client.last_login_at <= self.trust_mac_days * 86400
-            and client.last_end_reason not in (Reason.LOGOUT, Reason.ADMIN, Reason.ADDRESS_TAKEN)
+            and client.last_end_reason
+            not in (Reason.LOGOUT, Reason.ADMIN, Reason.ADDRESS_TAKEN, Reason.ADDRESS_CHANGED)
         )
 
     def online(self) -> int:

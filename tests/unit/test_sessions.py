@@ -253,3 +253,13 @@ def test_limit_on_clients_online(clock: FakeClock) -> None:
     assert table.online() == 1
     with pytest.raises(SessionError, match="limit of 1 clients online"):
         table.authorize("198.19.0.102", clock())
+
+
+def test_mac_trust_never_readmits_a_station_that_changed_address(clock: FakeClock) -> None:
+    """A MAC clone doing DHCP ends the victim's session; MAC trust must not hand it back."""
+    table = SessionTable(trust_mac_days=30)
+    table.seen(MAC, IP, clock())
+    table.authorize(MAC, clock())
+    ops = table.seen(MAC, "198.19.0.101", clock())
+    assert not any(isinstance(op, Allow) for op in ops)
+    assert table.find(MAC).state is State.CAPTIVE and table.elements() == []
