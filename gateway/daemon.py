@@ -173,40 +173,8 @@ class Daemon:
                 if loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + RECONCILE_SECONDS
                     self.gateway.reconcile()
-                    if self.lan_ifindex is not None:  # a real router, with its resolver
-                        await self.heal_garden()
             except Exception:
                 log.exception("reconciling failed; will retry")
-
-    async def heal_garden(self) -> None:
-        """Resolve the garden's exact names and make sure their addresses are in the sets.
-
-        dnsmasq's `nftset=` is the main path, but its add can fail while the gateway changes
-        the table, and dnsmasq then answers from its cache without trying again: a shopper
-        would be locked out of the wallet for up to the cache's lifetime. This repairs that
-        within one reconcile period, using the router's own resolver (the same answers).
-        """
-        from gateway import ruleset
-        from gateway.garden import Garden
-
-        loop = asyncio.get_running_loop()
-        names = [
-            (n, ruleset.GARDEN4, ruleset.GARDEN6) for n in Garden.from_config(self.config).exact
-        ]
-        names += [
-            (n, ruleset.GARDEN_HTTP4, ruleset.GARDEN_HTTP6) for n in self.config.garden.http_domains
-        ]
-        wanted: list[tuple[str, str]] = []
-        for name, set4, set6 in names:
-            try:
-                infos = await asyncio.wait_for(
-                    loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), timeout=2
-                )
-            except (OSError, TimeoutError):
-                continue  # not resolvable now: dnsmasq's path or the next period will do
-            for family, *_rest, sockaddr in infos:
-                wanted.append((set6 if family == socket.AF_INET6 else set4, str(sockaddr[0])))
-        self.gateway.firewall.add_garden(wanted)
 
     async def serve_metrics(self) -> asyncio.AbstractServer | None:
         """GET /metrics; a port that cannot be bound is logged, never fatal to the gateway."""

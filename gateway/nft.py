@@ -38,7 +38,6 @@ class Firewall(Protocol):
     def readings(self, sessions: Iterable[Grant] | None = None) -> dict[str, Reading]: ...
     def allowed(self) -> set[Element]: ...
     def present(self) -> bool: ...
-    def add_garden(self, addresses: list[tuple[str, str]]) -> None: ...
     def current(self, config: Config) -> bool: ...
 
 
@@ -178,10 +177,6 @@ class NftFirewall:
                     found.add((ip, mac))
         return found
 
-    def add_garden(self, addresses: list[tuple[str, str]]) -> None:
-        if addresses:
-            self.nft.run(ruleset.garden_add_command(addresses))
-
     def present(self) -> bool:
         try:
             self.nft.run(f"list table {ruleset.FAMILY} {ruleset.TABLE}", terse=True)
@@ -215,7 +210,6 @@ class FakeFirewall:
         self.table: str | None = None
         self.elements: set[ruleset.Triple] = set()
         self.objects: dict[ruleset.ObjectKey, ruleset.Spec] = {}
-        self.garden: set[tuple[str, str]] = set()  # (set name, address)
         self.counters: dict[str, list[int]] = {}  # name -> [packets, bytes]
         self.quota_used: dict[str, int] = {}
         self.calls: list[tuple[str, tuple]] = []
@@ -271,9 +265,6 @@ class FakeFirewall:
             for name, key, _ in self.elements
             if name in (ruleset.SET4, ruleset.SET6)
         }
-
-    def add_garden(self, addresses: list[tuple[str, str]]) -> None:
-        self.garden.update(addresses)
 
     def present(self) -> bool:
         return self.table is not None

@@ -400,14 +400,6 @@ def transaction(
     return text
 
 
-def garden_add_command(addresses: Iterable[tuple[str, str]]) -> str:
-    """`add element` commands for (set name, address) pairs; an address already in its set
-    is left as it is (`add`, not `create`)."""
-    return "\n".join(
-        f"add element {FAMILY} {TABLE} {name} {{ {ip} }}" for name, ip in sorted(set(addresses))
-    )
-
-
 def garden_elements(listing_json: str) -> list[GardenElement]:
     """(address, seconds left) of a `list set` JSON answer, for `transaction(garden=...)`."""
     import json
