@@ -14,20 +14,15 @@ import pytest
 
 from lab.topology import Lab
 from tests.conftest import ROOT
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import running_lab
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "browser"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    _need_root()
-    lab = Lab(unique_name("b"))
-    lab.up(phones=2)
-    try:
+    with running_lab("b", phones=2) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def browse(lab: Lab, phone: str, *extra: str) -> dict:

@@ -6,9 +6,11 @@ skips them, with the reason shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,15 +29,22 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(3)}"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+@contextlib.contextmanager
+def running_lab(prefix: str = "t", **up: Any) -> Iterator[Lab]:
+    """A lab with a unique name, brought up with `up` and always taken down."""
     _need_root()
-    lab = Lab(unique_name())
-    lab.up(phones=2)
+    lab = Lab(unique_name(prefix))
     try:
+        lab.up(**up)
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab(phones=2) as lab:
+        yield lab
 
 
 @pytest.fixture

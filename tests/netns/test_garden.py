@@ -18,7 +18,7 @@ from gateway import ruleset
 from gateway.garden_queue import xt_rule
 from lab.phone import Phone
 from lab.topology import WALLET_IP, WALLET_IP_HOSTS, WEB_IP, Lab, _tcp_open, _wait_for, nsexec
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import running_lab
 
 pytestmark = pytest.mark.netns
 
@@ -103,13 +103,8 @@ except OSError as exc:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    _need_root()
-    lab = Lab(unique_name("g"))
-    lab.up(phones=1)
-    try:
+    with running_lab("g", phones=1) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")

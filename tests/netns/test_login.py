@@ -12,20 +12,15 @@ from lab import probes
 from lab.phone import Phone
 from lab.topology import Lab
 from lab.wallet.app import approve
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import running_lab
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module", params=["oidc", "alipay"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    _need_root()
-    lab = Lab(unique_name("w"))
-    lab.up(phones=2, wallet_dialect=request.param)
-    try:
+    with running_lab("w", phones=2, wallet_dialect=request.param) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture

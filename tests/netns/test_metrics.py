@@ -15,7 +15,7 @@ import pytest
 from lab.phone import Phone
 from lab.topology import Lab, nsexec
 from lab.wallet.app import approve
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import running_lab
 from tests.promtext import parse
 
 pytestmark = pytest.mark.netns
@@ -25,13 +25,8 @@ METRICS_URL = "http://127.0.0.1:9100/metrics"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    _need_root()
-    lab = Lab(unique_name("x"))
-    try:
-        lab.up(phones=1)
+    with running_lab("x", phones=1) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def scrape(lab: Lab) -> str:
