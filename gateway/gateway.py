@@ -232,10 +232,12 @@ class Gateway:
 
     # -- kernel bookkeeping ----------------------------------------------------------------
     def _grant(self, client: Client) -> Grant | None:
-        if client.state is not State.AUTHORIZED or not client.session_id or not client.ip:
+        if client.state is not State.AUTHORIZED or not client.session_id:
+            return None
+        if not client.addresses():
             return None
         return Grant.of(
-            client.session_id, client.mac, (client.ip,), client.policy or self.table.defaults
+            client.session_id, client.mac, client.addresses(), client.policy or self.table.defaults
         )
 
     def _desired_grants(self) -> list[Grant]:
@@ -432,9 +434,15 @@ class Gateway:
             raise SessionError(f"unknown lease action: {action!r}")
         return {}
 
-    def neighbour(self, mac: str, ip: str) -> None:
-        """A netlink neighbour entry on the LAN became reachable."""
+    def neighbour(self, mac: str, ip: str, failed: bool = False) -> None:
+        """A station's address seen on the LAN (a netlink neighbour entry that became
+        reachable, or the first queued packet of an unknown (address, MAC) pair), or, with
+        `failed`, one the router could no longer reach."""
+        now = self.clock()
         try:
-            self.apply(self.table.seen(mac, ip, self.clock(), authoritative=False))
+            if failed:
+                self.apply(self.table.lost(mac, ip, now))
+            else:
+                self.apply(self.table.seen(mac, ip, now, authoritative=False))
         except SessionError as exc:
             log.debug("ignored neighbour %s %s: %s", ip, mac, exc)

@@ -17,6 +17,13 @@ from enum import StrEnum
 from gateway.policy import UNLIMITED, Access, Policy, PolicyError, effective
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# IPv6 addresses held per station: a phone has a stable and one or more temporary (privacy)
+# addresses, and makes new temporary ones over a long stay. Beyond this the oldest goes, so a
+# station inventing addresses cannot grow the kernel's sets.
+MAX_IPV6 = 8
+# Stations remembered at once. A MAC flood (thousands of fake stations) evicts the longest
+# unseen captive stations instead of growing without bound; authorized ones are never evicted.
+MAX_STATIONS = 50_000
 
 
 class State(StrEnum):
@@ -93,7 +100,8 @@ def transition(state: State, event: Event) -> State:
 @dataclass
 class Client:
     mac: str
-    ip: str | None = None
+    ip: str | None = None  # the IPv4 address (DHCP lease or neighbour)
+    ip6: tuple[str, ...] = ()  # IPv6 addresses seen for this MAC (SLAAC, ND), oldest first
     hostname: str = ""
     state: State = State.CAPTIVE
     session_id: str | None = None
@@ -106,8 +114,11 @@ class Client:
     policy: Policy | None = None  # the running session's effective policy
     trusted: bool = False  # the running session was opened for a trusted MAC
 
-    def element(self) -> tuple[str, str] | None:
-        return (self.ip, self.mac) if self.ip else None
+    def addresses(self) -> tuple[str, ...]:
+        return ((self.ip,) if self.ip else ()) + self.ip6
+
+    def elements(self) -> list[tuple[str, str]]:
+        return [(address, self.mac) for address in self.addresses()]
 
     def view(self, now: float) -> dict:
         remaining = None
@@ -116,6 +127,7 @@ class Client:
         return {
             "mac": self.mac,
             "ip": self.ip,
+            "ipv6": list(self.ip6),
             "hostname": self.hostname,
             "state": str(self.state),
             "session_id": self.session_id,
@@ -171,6 +183,7 @@ class SessionTable:
     access: Access = field(default_factory=Access)
     clients: dict[str, Client] = field(default_factory=dict)
     by_ip: dict[str, str] = field(default_factory=dict)
+    evicted: int = 0  # captive stations forgotten because too many were known (MAC flood)
 
     # -- queries ---------------------------------------------------------------------------
     def find(self, who: str) -> Client:
@@ -190,15 +203,15 @@ class SessionTable:
         return [c for c in self.clients.values() if c.state is State.AUTHORIZED]
 
     def elements(self) -> list[tuple[str, str]]:
-        return [e for c in self.authorized() if (e := c.element())]
+        return [e for c in self.authorized() for e in c.elements()]
 
     # -- events ----------------------------------------------------------------------------
     def restore(self, clients: list[Client]) -> None:
         """Load persisted clients (daemon start); no operations, the reconciler follows."""
         for client in clients:
             self.clients[client.mac] = client
-            if client.ip:
-                self.by_ip[client.ip] = client.mac
+            for address in client.addresses():
+                self.by_ip[address] = client.mac
 
     def seen(
         self,
@@ -213,6 +226,8 @@ class SessionTable:
         station, but never takes an address from another station or moves one that has one."""
         mac = normalize_mac(mac)
         ip = normalize_ip(ip) if ip else None
+        if ip and ":" in ip:
+            return self._seen6(mac, ip, now, hostname)
         ops: list[Op] = []
         client = self.clients.get(mac)
         if not authoritative and ip:
@@ -222,8 +237,7 @@ class SessionTable:
         dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
         dirty = dirty or bool(ip and ip != client.ip)
         if client is None:
-            client = Client(mac=mac, first_seen=now)
-            self.clients[mac] = client
+            client = self._new(mac, now)
         if ip and ip != client.ip:
             # The address now belongs to this station: whoever held it loses its binding.
             holder = self.by_ip.get(ip)
@@ -243,7 +257,7 @@ class SessionTable:
         client.last_seen = now
         if (
             client.state is State.CAPTIVE
-            and client.ip
+            and client.addresses()
             and (mac in self.access.trusted or self._readmit(client, now))
         ):
             try:
@@ -254,11 +268,84 @@ class SessionTable:
             ops.append(Save(replace(client)))
         return ops
 
+    def _new(self, mac: str, now: float) -> Client:
+        if len(self.clients) >= MAX_STATIONS:
+            self._evict()
+        client = Client(mac=mac, first_seen=now)
+        self.clients[mac] = client
+        return client
+
+    def _evict(self) -> None:
+        """Forget the longest unseen tenth of the captive stations (a MAC flood)."""
+        captive = sorted(
+            (c for c in self.clients.values() if c.state is State.CAPTIVE),
+            key=lambda c: c.last_seen,
+        )
+        for client in captive[: max(1, MAX_STATIONS // 10)]:
+            for address in client.addresses():
+                if self.by_ip.get(address) == client.mac:
+                    del self.by_ip[address]
+            del self.clients[client.mac]
+        self.evicted += len(captive[: max(1, MAX_STATIONS // 10)])
+
+    def _seen6(self, mac: str, ip: str, now: float, hostname: str) -> list[Op]:
+        """An IPv6 address of a station, from a neighbour entry or a queued packet (SLAAC has
+        no lease to be authoritative). It joins the station's addresses unless another
+        station holds it; an authorized station's new address is let through with it. Link-
+        local addresses never leave the LAN and are not tracked."""
+        if ip.startswith("fe80:") or ip == "::":
+            return []
+        holder = self.by_ip.get(ip)
+        if holder and holder != mac:
+            return []
+        client = self.clients.get(mac) or self._new(mac, now)
+        client.last_seen = now
+        if hostname:
+            client.hostname = hostname[:63]
+        if ip in client.ip6:
+            return []
+        ops: list[Op] = []
+        addresses = list(client.ip6)
+        while len(addresses) >= MAX_IPV6:
+            dropped = addresses.pop(0)
+            self.by_ip.pop(dropped, None)
+            if client.state is State.AUTHORIZED:
+                ops.append(Revoke((dropped, mac)))
+        client.ip6 = (*addresses, ip)
+        self.by_ip[ip] = mac
+        if client.state is State.AUTHORIZED:
+            ops.append(Allow((ip, mac)))
+        elif mac in self.access.trusted or self._readmit(client, now):
+            try:
+                return ops + self.authorize(mac, now)
+            except SessionError:
+                pass
+        ops.append(Save(replace(client)))
+        return ops
+
+    def lost(self, mac: str, ip: str, now: float) -> list[Op]:
+        """The router could not reach `ip` any more (neighbour failure). An IPv6 address is
+        dropped from its station; the IPv4 address is the station itself, which has left."""
+        client = self.clients.get(normalize_mac(mac))
+        ip = normalize_ip(ip)
+        if client is None:
+            return []
+        if ip in client.ip6:
+            client.ip6 = tuple(a for a in client.ip6 if a != ip)
+            self.by_ip.pop(ip, None)
+            ops: list[Op] = [Save(replace(client))]
+            if client.state is State.AUTHORIZED:
+                ops.insert(0, Revoke((ip, client.mac)))
+            return ops
+        if ip == client.ip:
+            return self.leave(client.mac, now, ip)
+        return []
+
     def _readmit(self, client: Client, now: float) -> bool:
         return (
             self.trust_mac_days is not None
             and client.state is State.CAPTIVE
-            and client.ip is not None
+            and bool(client.addresses())
             and client.last_login_at is not None
             and now - client.last_login_at <= self.trust_mac_days * 86400
             and client.last_end_reason
@@ -285,7 +372,7 @@ class SessionTable:
         top. A trusted MAC gets no limits whatever is asked.
         """
         client = self.find(who)
-        if client.ip is None:
+        if not client.addresses():
             raise SessionError(f"client {client.mac} has no known address yet")
         was = client.state
         count = self.online() if self.access.max_clients and was is State.CAPTIVE else 0
@@ -317,7 +404,7 @@ class SessionTable:
         client.expires_at = None if trusted else now + minutes * 60
         ops: list[Op] = [Save(replace(client))]
         if was is State.CAPTIVE:
-            ops.append(Allow((client.ip, client.mac)))
+            ops += [Allow(element) for element in client.elements()]
         return ops
 
     def deauthorize(self, who: str, now: float, reason: Reason = Reason.ADMIN) -> list[Op]:
@@ -341,9 +428,11 @@ class SessionTable:
         if client is None or (ip is not None and normalize_ip(ip) != client.ip):
             return []
         ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
-        if client.ip and self.by_ip.get(client.ip) == client.mac:
-            del self.by_ip[client.ip]
+        for address in client.addresses():
+            if self.by_ip.get(address) == client.mac:
+                del self.by_ip[address]
         client.ip = None
+        client.ip6 = ()
         ops.append(Save(replace(client)))
         return ops
 
@@ -360,7 +449,7 @@ class SessionTable:
                     ops += self.end(client.mac, now, Reason.ADMIN)
                 elif client.expires_at is not None and client.expires_at <= now:
                     ops += self.end(client.mac, now, Reason.SESSION_TIMEOUT)
-            elif client.ip and client.mac in self.access.trusted:
+            elif client.addresses() and client.mac in self.access.trusted:
                 ops += self.authorize(client.mac, now)
         return ops
 
@@ -380,9 +469,7 @@ class SessionTable:
                 raise SessionError(f"client {client.mac} is not authorized")
             return []
         client.state = transition(client.state, event)
-        ops: list[Op] = []
-        if client.ip:
-            ops.append(Revoke((client.ip, client.mac)))
+        ops: list[Op] = [Revoke(element) for element in client.elements()]
         ops.append(
             EndSession(
                 session_id=client.session_id or "",

@@ -44,6 +44,7 @@ class ClientRow(Base):
 
     mac: Mapped[str] = mapped_column(String(17), primary_key=True)
     ip: Mapped[str | None] = mapped_column(String(45), index=True)
+    ip6: Mapped[str | None] = mapped_column(Text)  # space-separated IPv6 addresses
     hostname: Mapped[str] = mapped_column(String(63), default="")
     state: Mapped[str] = mapped_column(String(16), default=State.CAPTIVE.value)
     session_id: Mapped[str | None] = mapped_column(String(32))
@@ -165,14 +166,22 @@ CLIENT_FIELDS = [f.name for f in fields(Client)]
 def _row(client: Client) -> ClientRow:
     values = {name: getattr(client, name) for name in CLIENT_FIELDS}
     policy = client.policy.to_json() if client.policy else None
-    return ClientRow(**{**values, "state": client.state.value, "policy": policy})
+    ip6 = " ".join(client.ip6)
+    return ClientRow(**{**values, "state": client.state.value, "policy": policy, "ip6": ip6})
 
 
 def _client(row: ClientRow) -> Client:
     values = {name: getattr(row, name) for name in CLIENT_FIELDS}
     policy = Policy.from_json(row.policy)
+    ip6 = tuple((row.ip6 or "").split())
     return Client(
-        **{**values, "state": State(row.state), "policy": policy, "trusted": bool(row.trusted)}
+        **{
+            **values,
+            "state": State(row.state),
+            "policy": policy,
+            "trusted": bool(row.trusted),
+            "ip6": ip6,
+        }
     )
 
 

@@ -115,3 +115,27 @@ def test_lease_release_ends_the_session(config: Config, clock: FakeClock) -> Non
     assert lease(gw, action="del")["ok"]
     assert gw.firewall.allowed() == set()
     assert [s.reason for s in gw.store.ended_sessions()] == ["left"]
+
+
+V6 = "2001:db8:19::1:a"
+V6B = "2001:db8:19::1:b"
+
+
+def test_ipv6_addresses_follow_the_session_into_the_kernel_and_the_database(
+    config: Config, clock: FakeClock
+) -> None:
+    gw = make(config, clock)
+    lease(gw)
+    gw.neighbour(MAC, V6)
+    gw.handle({"op": "auth", "client": V6})
+    assert gw.firewall.allowed() == {(IP, MAC), (V6, MAC)}
+    gw.neighbour(MAC, V6B)  # a new temporary address during the session
+    assert gw.firewall.allowed() == {(IP, MAC), (V6, MAC), (V6B, MAC)}
+    gw.neighbour(MAC, V6, failed=True)
+    assert gw.firewall.allowed() == {(IP, MAC), (V6B, MAC)}
+    fw = FakeFirewall()  # restart: addresses come back from SQLite
+    gw2 = make(config, clock, fw)
+    assert fw.allowed() == {(IP, MAC), (V6B, MAC)}
+    assert gw2.handle({"op": "client", "client": V6B})["client"]["ipv6"] == [V6B]
+    gw2.handle({"op": "deauth", "client": V6B})
+    assert fw.allowed() == set()
