@@ -36,10 +36,18 @@ class LanConfig:
     dhcp_end: str = "198.19.0.250"
     lease_time: str = "12h"
     upstream_dns: tuple[str, ...] = ("192.0.2.53",)
+    # The router's IPv6 address and /64 on the LAN; empty: no IPv6 on the LAN. Phones get
+    # addresses by SLAAC from dnsmasq's router advertisements, and options (DNS, the RFC 8910
+    # captive-portal API) by stateless DHCPv6.
+    address6: str = ""
 
     @property
     def ip(self) -> str:
         return str(ipaddress.ip_interface(self.address).ip)
+
+    @property
+    def ip6(self) -> str:
+        return str(ipaddress.ip_interface(self.address6).ip) if self.address6 else ""
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -182,6 +190,45 @@ class AccountingConfig:
     interim_seconds: int = 300  # an interim usage record per session this often; 0: none
 
 
+# -- [cloud]: the uplink to the Plaza cloud (gateway/uplink.py, docs/cloud-protocol.md) -------
+# https only; plain http to the loopback address alone, for tests and a cloud on the same box.
+CLOUD_URL_RE = re.compile(
+    r"(https://[A-Za-z0-9.-]+(:\d{1,5})?|http://(127\.0\.0\.1|\[::1\])(:\d{1,5})?)"
+    r"(/[A-Za-z0-9._~/-]*)?"
+)
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Where the router's uplink goes and how often. Enabled by enrolment, not by a switch:
+    the uplink runs when `<state_dir>/cloud.json` exists (`plaza-gateway enrol` writes it)."""
+
+    url: str = ""  # empty: the URL the router was enrolled with (cloud.json)
+    ca_bundle: str = ""  # PEM trust anchors for the cloud's TLS; empty: the system store
+    heartbeat_seconds: float = 30.0
+    upload_seconds: float = 5.0  # at most one usage batch this often while records wait
+
+
+def check_cloud_url(where: str, url: str) -> str:
+    """The cloud base URL without a trailing slash, or a ConfigError naming `where`."""
+    if not CLOUD_URL_RE.fullmatch(url):
+        raise ConfigError(
+            f"{where}: expected an https:// URL (http:// only to 127.0.0.1 or [::1]), got {url!r}"
+        )
+    return url.rstrip("/")
+
+
+def verify_cloud(cloud: CloudConfig) -> None:
+    if cloud.url:
+        check_cloud_url("[cloud] url", cloud.url)
+    if cloud.ca_bundle and not cloud.ca_bundle.startswith("/"):
+        raise ConfigError(f"[cloud] ca_bundle: must be an absolute path: {cloud.ca_bundle!r}")
+    if not 1 <= cloud.heartbeat_seconds <= 3600:
+        raise ConfigError("[cloud] heartbeat_seconds must be between 1 and 3600")
+    if not 0.5 <= cloud.upload_seconds <= 3600:
+        raise ConfigError("[cloud] upload_seconds must be between 0.5 and 3600")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     state_dir: str = "/var/lib/plaza"
@@ -203,6 +250,7 @@ class Config:
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     offers: tuple[OfferConfig, ...] = ()
 
     @property
@@ -220,6 +268,7 @@ SECTIONS: dict[str, type] = {
     "reconnect": ReconnectConfig,
     "policy": PolicyConfig,
     "accounting": AccountingConfig,
+    "cloud": CloudConfig,
 }
 LISTS: dict[str, type] = {"offers": OfferConfig}  # arrays of tables: [[offers]]
 
@@ -322,6 +371,18 @@ def verify(config: Config) -> None:
         raise ConfigError(
             f"[lan] lease_time: expected e.g. '12h' or '3600', got {lan.lease_time!r}"
         )
+    if lan.address6:
+        try:
+            iface6 = ipaddress.IPv6Interface(lan.address6)
+        except ValueError:
+            iface6 = None
+        if iface6 is None or "/" not in lan.address6 or iface6.network.prefixlen != 64:
+            raise ConfigError(
+                f"[lan] address6: expected an IPv6 ADDRESS/64 (SLAAC needs a /64), "
+                f"got {lan.address6!r}"
+            )
+        if iface6.ip.is_link_local or iface6.ip.is_multicast:
+            raise ConfigError(f"[lan] address6: must be a global or ULA address: {lan.address6}")
     if not lan.upstream_dns:
         raise ConfigError("[lan] upstream_dns: at least one resolver is needed")
     for server in lan.upstream_dns:
@@ -349,6 +410,7 @@ def verify(config: Config) -> None:
         if offer.url and not offer.url.startswith("https://"):
             raise ConfigError(f"[[offers]] #{i + 1}: url must be https://")
     verify_wallet(config.wallet)
+    verify_cloud(config.cloud)
     for domain in config.garden.http_domains:
         if not HOSTNAME_RE.match(domain):
             raise ConfigError(f"[garden] http_domains: not a host name: {domain!r}")

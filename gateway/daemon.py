@@ -1,7 +1,10 @@
 """The daemon's event loop: control socket, station detection, expiry and the reconciler.
 
 One asyncio loop, one thread: requests and events are handled one at a time, so the session
-table needs no locks, and each handler is short (a SQLite write and a libnftables call).
+table needs no locks, and each handler is short (a SQLite write and a netlink batch). The only
+other threads read the kernel for the accounting poll and the reconciler (every counter, every
+client element: too slow for this thread at 10,000 clients); what they read is handed back to
+this thread, which alone touches the session table and changes the kernel (gateway/nft.py).
 """
 
 from __future__ import annotations
@@ -15,20 +18,29 @@ import logging
 import os
 import signal
 import socket
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.gateway import Gateway
 from gateway.metrics import GatewayMetrics
+from gateway.nft import NftError
 
 if TYPE_CHECKING:
+    from gateway.detect import DetectQueue
     from gateway.garden_queue import GardenInspector
 
 log = logging.getLogger("plaza.daemon")
 
 MAX_REQUEST = 64 * 1024
 RECONCILE_SECONDS = 5.0
+FULL_RECONCILE_SECONDS = 60.0  # compare the whole kernel at least this often, changed or not
+# How long a worker thread (a big kernel read) may hold the interpreter before this thread
+# gets it back to answer a login: Python's default is 5 ms.
+SWITCH_INTERVAL = 0.001
 
 
 class AlreadyRunning(RuntimeError):
@@ -82,8 +94,10 @@ class Daemon:
         self.lan_ifindex = lan_ifindex
         self.stopping = asyncio.Event()
         self.garden: GardenInspector | None = None
+        self.detector: DetectQueue | None = None
         self.metrics = GatewayMetrics(gateway, garden=lambda: self.garden)
         self.metrics_listen = metrics_listen  # (host, port) of GET /metrics, None: not served
+        self._reconciled: tuple[float, int, int] | None = None  # when, generation, commits
 
     async def handle_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -132,26 +146,11 @@ class Daemon:
         return server
 
     async def watch_neighbours(self) -> None:
-        """Learn stations from the kernel's neighbour table as soon as they talk to the router."""
-        from pyroute2 import AsyncIPRoute
-        from pyroute2.netlink.rtnl import RTMGRP_NEIGH
+        """Learn stations from the kernel's neighbour table (gateway/neighbours.py)."""
+        from gateway import neighbours
 
-        useful = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
-        async with AsyncIPRoute() as ipr:
-            await ipr.bind(groups=RTMGRP_NEIGH)
-            async for msg in await ipr.neigh("dump"):
-                self._neighbour(msg, useful)
-            while True:  # get() ends after each batch the socket delivered
-                async for msg in ipr.get():
-                    if msg.get("event") == "RTM_NEWNEIGH":
-                        self._neighbour(msg, useful)
-
-    def _neighbour(self, msg, useful: int) -> None:
-        if msg["ifindex"] != self.lan_ifindex or not msg["state"] & useful:
-            return
-        ip, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
-        if ip and mac and not ip.startswith("fe80:"):
-            self.gateway.neighbour(mac, ip)
+        assert self.lan_ifindex is not None
+        await neighbours.watch(self.gateway, self.lan_ifindex, self.config.lan.interface)
 
     async def periodic(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,15 +165,66 @@ class Daemon:
                 self.gateway.tick()
                 if loop.time() >= next_poll:  # accounting: counters, quotas, idle, records
                     next_poll = loop.time() + poll_seconds
-                    self.gateway.poll()
+                    await self.poll()
             except Exception:
                 log.exception("periodic work failed; will retry")
             try:  # apart: a poll that fails on a vanished table must not stop its repair
                 if loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + RECONCILE_SECONDS
-                    self.gateway.reconcile()
+                    await self.reconcile()
             except Exception:
                 log.exception("reconciling failed; will retry")
+
+    async def poll(self) -> None:
+        """The accounting poll. Reading every counter is the slow part (~0.1 s at 10,000
+        clients): it runs in a worker thread while this one keeps answering, and the gateway
+        then works on that reading here (see nft.Snapshot)."""
+        firewall = self.gateway.firewall
+        if not hasattr(firewall, "snapshot"):  # an in-memory fake: nothing slow to move
+            self._timed("poll", 0.0, self.gateway.poll)
+            return
+        with firewall.snapshot() as snap:
+            try:
+                await asyncio.to_thread(snap.read_readings)
+            except NftError as exc:
+                log.debug("background counter read failed (%s); the poll reads itself", exc)
+            else:
+                snap.install()
+            self._timed("poll", snap.seconds, self.gateway.poll)
+
+    async def reconcile(self) -> None:
+        """Compare the kernel with the desired state and repair it. The kernel's ruleset
+        generation moves on with every commit; when it has moved exactly by this process's
+        own commits since the last full comparison, nobody else touched any table and the
+        comparison is skipped (but made at least every FULL_RECONCILE_SECONDS). A full one
+        reads the kernel in a worker thread, like the poll."""
+        firewall = self.gateway.firewall
+        if not hasattr(firewall, "snapshot"):
+            self._timed("reconcile", 0.0, self.gateway.reconcile)
+            return
+        now = time.monotonic()
+        generation = firewall.generation()
+        if self._reconciled is not None and now - self._reconciled[0] < FULL_RECONCILE_SECONDS:
+            _, seen, commits = self._reconciled
+            if (generation - seen) % 2**32 == firewall.commits - commits:
+                self.metrics.reconcile_skipped()
+                return
+        self._reconciled = (now, generation, firewall.commits)
+        with firewall.snapshot() as snap:
+            try:
+                await asyncio.to_thread(snap.read_state)
+            except NftError as exc:
+                log.debug("background state read failed (%s); reconciling reads itself", exc)
+            else:
+                snap.install()
+            self._timed("reconcile", snap.seconds, self.gateway.reconcile)
+
+    def _timed(self, task: str, read_seconds: float, work: Callable[[], object]) -> None:
+        started = time.perf_counter()
+        try:
+            work()
+        finally:
+            self.metrics.periodic(task, read_seconds, time.perf_counter() - started)
 
     async def serve_metrics(self) -> asyncio.AbstractServer | None:
         """GET /metrics; a port that cannot be bound is logged, never fatal to the gateway."""
@@ -197,6 +247,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         server = await self.serve_control()
@@ -206,6 +257,11 @@ class Daemon:
             from gateway import garden_queue
 
             garden = self.garden = garden_queue.start(self.config, loop)
+        detector = None
+        if self.lan_ifindex is not None:  # first packets of unseen stations (gateway/detect.py)
+            from gateway import detect
+
+            detector = self.detector = detect.start(self.gateway.neighbour, loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
             tasks.append(asyncio.create_task(self.watch_neighbours()))
@@ -219,6 +275,8 @@ class Daemon:
             metrics.close()
         if garden is not None:
             garden.stop()
+        if detector is not None:
+            detector.close()
         for task in tasks:
             task.cancel()
         with contextlib.suppress(OSError):

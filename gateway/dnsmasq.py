@@ -53,6 +53,24 @@ def capport_lines(config: Config) -> list[str]:
     return [f'dhcp-option-force=114,"{url}"'] if url.startswith("https://") else []
 
 
+def ipv6_lines(config: Config) -> list[str]:
+    """IPv6 on the LAN: router advertisements with SLAAC (every phone OS does SLAAC; Android
+    does nothing else) and stateless DHCPv6 for options: DNS, and RFC 8910 option 103 with
+    the same API URL as DHCPv4 option 114. dnsmasq cannot put RFC 8910's RA option 37 in its
+    advertisements; clients that ask DHCPv6 or DHCPv4 get the URL."""
+    lan = config.lan
+    if not lan.address6:
+        return []
+    url = config.portal.api_url
+    return [
+        "enable-ra",
+        f"dhcp-range=::,constructor:{lan.interface},ra-stateless,64,{lan.lease_time}",
+        "ra-param=" + lan.interface + ",60",  # unsolicited RAs every minute, as routers do
+        "dhcp-option=option6:dns-server,[::]",
+        *([f'dhcp-option-force=option6:103,"{url}"'] if url.startswith("https://") else []),
+    ]
+
+
 def render_conf(config: Config, hook_path: str) -> str:
     lan = config.lan
     netmask = str(lan.network.netmask)
@@ -70,11 +88,12 @@ def render_conf(config: Config, hook_path: str) -> str:
         "cache-size=1000",
         f"max-cache-ttl={MAX_CACHE_TTL}",
         *(f"server={server}" for server in lan.upstream_dns),
-        f"host-record={config.portal.hostname},{lan.ip}",
+        f"host-record={','.join(filter(None, (config.portal.hostname, lan.ip, lan.ip6)))}",
         f"dhcp-range={lan.dhcp_start},{lan.dhcp_end},{netmask},{lan.lease_time}",
         f"dhcp-option=option:router,{lan.ip}",
         f"dhcp-option=option:dns-server,{lan.ip}",
         *capport_lines(config),
+        *ipv6_lines(config),
         "dhcp-authoritative",
         f"dhcp-leasefile={Path(config.gateway.state_dir) / 'dnsmasq.leases'}",
         f"dhcp-script={hook_path}",

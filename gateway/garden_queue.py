@@ -1,11 +1,14 @@
-"""The walled-garden inspector's kernel side: the NFQUEUE hook and the queue reader.
+"""The walled-garden inspector's kernel side: the NFQUEUE hooks and the queue reader.
 
-The hook sends packets that `garden_classify` marked MARK_QUEUE to queue QUEUE_NUM. Kernels
-differ: some have nft's native `queue` expression, others (the test kernel) only the xtables
-NFQUEUE target. Which one is probed once at start with `nft --check`; the xt rule is then
-put in iptables-nft's mangle FORWARD chain (priority mangle, after `garden_classify`) for
-both families. Both carry `bypass`: with no reader, packets go on without a verdict and are
-refused by lan_forward, so a stopped inspector fails closed and fast (a reset), never hangs.
+The hooks send packets that `garden_classify` marked MARK_QUEUE to queue QUEUE_NUM, and the
+first packets of unseen stations that `lan_antispoof` marked MARK_DETECT to the station
+detector's queue DETECT_QUEUE_NUM (gateway/detect.py). Kernels differ: some have nft's native
+`queue` expression, others (the test kernel) only the xtables NFQUEUE target. Which one is
+probed once at start with `nft --check`; the xt rules are then put in iptables-nft's mangle
+FORWARD chain (after `garden_classify`) and PREROUTING chain (after `lan_antispoof`) for both
+families. All carry `bypass`: with no reader, packets go on without a verdict; the garden's
+are then refused by lan_forward, so a stopped inspector fails closed and fast (a reset),
+never hangs, and undetected stations are still learned from DHCP and neighbours.
 
 The reader runs on the daemon's asyncio loop (add_reader on the queue's netlink socket): one
 thread, no locks, and a verdict costs a parse of a few hundred bytes.
@@ -32,6 +35,7 @@ QUEUE_MAXLEN = 1024  # packets waiting in the kernel for a verdict; beyond, the 
 COPY_RANGE = 4016  # bytes of each packet copied to us (netfilterqueue's own ceiling)
 CHECK_SECONDS = 30.0  # how often the hook is checked and put back if someone removed it
 COMMENT = "plaza-garden"
+DETECT_COMMENT = "plaza-detect"
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -69,8 +73,17 @@ def xt_rule(num: int = ruleset.QUEUE_NUM) -> list[str]:
     ]  # fmt: skip
 
 
+def xt_detect_rule() -> list[str]:
+    mark = f"{ruleset.MARK_DETECT:#x}"
+    return [
+        "PREROUTING", "-m", "mark", "--mark", f"{mark}/{mark}",
+        "-m", "comment", "--comment", DETECT_COMMENT,
+        "-j", "NFQUEUE", "--queue-num", str(ruleset.DETECT_QUEUE_NUM), "--queue-bypass",
+    ]  # fmt: skip
+
+
 class QueueHook:
-    """Install, check and remove the rule that feeds the queue; idempotent, both families."""
+    """Install, check and remove the rules that feed the queues; idempotent, both families."""
 
     def __init__(
         self, run: Runner = _run, native: bool | None = None, num: int = ruleset.QUEUE_NUM
@@ -79,11 +92,12 @@ class QueueHook:
         self.num = num
         self.native = native_queue_supported(run) if native is None else native
         self.mode = "native nft queue" if self.native else "xtables NFQUEUE (iptables-nft)"
+        self.rules = [xt_rule(num), xt_detect_rule()]
 
-    def _xt(self, binary: str, verb: str) -> bool:
-        cmd = [binary, "-w", "-t", "mangle", verb, *xt_rule(self.num)]
+    def _xt(self, binary: str, verb: str, rule: list[str]) -> bool:
+        cmd = [binary, "-w", "-t", "mangle", verb, *rule]
         if verb == "-I":
-            cmd.insert(cmd.index("FORWARD") + 1, "1")  # first: before any ACCEPT in mangle
+            cmd.insert(cmd.index(rule[0]) + 1, "1")  # first: before any ACCEPT in mangle
         return self.run(cmd).returncode == 0
 
     def installed(self) -> bool:
@@ -91,7 +105,7 @@ class QueueHook:
             cmd = ["nft", "list", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE]
             return self.run(cmd).returncode == 0
         binaries = _xt_binaries()
-        return bool(binaries) and all(self._xt(b, "-C") for b in binaries)
+        return bool(binaries) and all(self._xt(b, "-C", r) for b in binaries for r in self.rules)
 
     def install(self) -> None:
         """Put the hook in place if it is missing; raises RuntimeError when it cannot be."""
@@ -106,17 +120,19 @@ class QueueHook:
         if not binaries:
             raise RuntimeError("neither a native nft queue nor iptables-nft is available")
         for binary in binaries:
-            if not self._xt(binary, "-C") and not self._xt(binary, "-I"):
-                raise RuntimeError(f"{binary} refused the NFQUEUE rule")
+            for rule in self.rules:
+                if not self._xt(binary, "-C", rule) and not self._xt(binary, "-I", rule):
+                    raise RuntimeError(f"{binary} refused the NFQUEUE rule")
 
     def remove(self) -> None:
         if self.native:
             self.run(["nft", "delete", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE])
             return
         for binary in _xt_binaries():
-            for _ in range(8):  # a duplicate left by someone else goes too
-                if not self._xt(binary, "-D"):
-                    break
+            for rule in self.rules:
+                for _ in range(8):  # a duplicate left by someone else goes too
+                    if not self._xt(binary, "-D", rule):
+                        break
 
 
 def apply_verdicts(verdicts: list[tuple[Any, Verdict]], reasons: RateLimitedLog) -> None:

@@ -434,15 +434,15 @@ class Gateway:
             raise SessionError(f"unknown lease action: {action!r}")
         return {}
 
-    def neighbour(self, mac: str, ip: str, failed: bool = False) -> None:
+    def neighbour(self, mac: str | None, ip: str, failed: bool = False) -> None:
         """A station's address seen on the LAN (a netlink neighbour entry that became
         reachable, or the first queued packet of an unknown (address, MAC) pair), or, with
         `failed`, one the router could no longer reach."""
         now = self.clock()
         try:
             if failed:
-                self.apply(self.table.lost(mac, ip, now))
-            else:
+                self.apply(self.table.lost(ip, now, mac))
+            elif mac:
                 self.apply(self.table.seen(mac, ip, now, authoritative=False))
         except SessionError as exc:
             log.debug("ignored neighbour %s %s: %s", ip, mac, exc)

@@ -66,11 +66,21 @@ GARDEN_TIMEOUT = "1h"  # unused addresses fall out; far longer than dnsmasq's ma
 
 QUEUE_TABLE = "plaza_queue"  # only with a native nft `queue`; else iptables-nft holds the rule
 QUEUE_NUM = 11  # the NFQUEUE number the inspector binds
+# Station detection: the first packet of an (address, MAC) pair not seen for DETECT_TIMEOUT
+# goes to the daemon (queue DETECT_QUEUE_NUM) before anything else sees it, so a new phone
+# or a new IPv6 address is known, and let through if its station is authorized, before its
+# first packet is judged. One packet per pair, bounded by the set's size under a MAC flood.
+DETECT4 = "seen4"
+DETECT6 = "seen6"
+DETECT_QUEUE_NUM = 12
+DETECT_TIMEOUT = "5m"
+DETECT_SIZE = 65536
 
 # Packet (meta) and connection (ct) mark bits; other bits are left alone for other users.
 MARK_QUEUE = 0x00100000  # meta: this packet goes to the inspector
 MARK_ALLOW = 0x00200000  # meta: the inspector allowed it; ct: the connection is allowed
 MARK_DENY = 0x00400000  # ct: the connection was refused
+MARK_DETECT = 0x00800000  # meta: first packet of an unseen (address, MAC): to the detector
 MARK_DECIDED = MARK_ALLOW | MARK_DENY
 
 Element = tuple[str, str]  # (address, mac)
@@ -183,6 +193,17 @@ def _garden_set(name: str, kind: str) -> list[str]:
     ]
 
 
+def _detect_set(name: str, kind: str) -> list[str]:
+    return [
+        f"\tset {name} {{",
+        f"\t\ttype {kind} . ether_addr",
+        f"\t\tsize {DETECT_SIZE}",
+        "\t\tflags dynamic,timeout",
+        f"\t\ttimeout {DETECT_TIMEOUT}",
+        "\t}",
+    ]
+
+
 def _hex(mark: int) -> str:
     return f"0x{mark:08x}"
 
@@ -252,13 +273,14 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
     for name, kind in GARDEN_SETS:
         lines += _garden_set(name, kind)
         lines.append("")
-    lines.pop()
+    lines += [*_detect_set(DETECT4, "ipv4_addr"), "", *_detect_set(DETECT6, "ipv6_addr")]
     lines += _policy_maps("4")
     lines += _policy_maps("6")
     queue, allow, deny, decided = (
         _hex(MARK_QUEUE), _hex(MARK_ALLOW), _hex(MARK_DENY), _hex(MARK_DECIDED)
     )  # fmt: skip
     verdict = _hex(MARK_QUEUE | MARK_ALLOW)
+    detect = _hex(MARK_DETECT)
     lines += [
         "",
         # Reverse-path check on the LAN: a source address that would not be routed back out
@@ -272,6 +294,11 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\tip saddr 0.0.0.0 udp dport 67 return",
         "\t\tip6 saddr :: return",
         "\t\tfib saddr . iif oif missing drop",
+        "\t\tip6 saddr fe80::/10 return",
+        f"\t\tip saddr . ether saddr @{DETECT4} return",
+        f"\t\tip6 saddr . ether saddr @{DETECT6} return",
+        f"\t\tupdate @{DETECT4} {{ ip saddr . ether saddr }} meta mark set meta mark | {detect}",
+        f"\t\tupdate @{DETECT6} {{ ip6 saddr . ether saddr }} meta mark set meta mark | {detect}",
         "\t}",
         "",
         # Captive HTTP goes to the portal's intercept listener; authorized clients and traffic
@@ -417,9 +444,13 @@ def queue_table(num: int = QUEUE_NUM) -> str:
     `inet plaza` table (and its golden copy) is the same whichever hook the kernel takes.
     `bypass`: with no inspector listening, packets go on unjudged and lan_forward refuses them.
     """
-    mark = _hex(MARK_QUEUE)
+    mark, detect = _hex(MARK_QUEUE), _hex(MARK_DETECT)
     return (
         f"table {FAMILY} {QUEUE_TABLE} {{\n"
+        "\tchain detect_queue {\n"
+        "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
+        f"\t\tmeta mark & {detect} == {detect} queue num {DETECT_QUEUE_NUM} bypass\n"
+        "\t}\n"
         "\tchain garden_queue {\n"
         "\t\ttype filter hook forward priority mangle; policy accept;\n"
         f"\t\tmeta mark & {mark} == {mark} queue num {num} bypass\n"

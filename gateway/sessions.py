@@ -323,13 +323,15 @@ class SessionTable:
         ops.append(Save(replace(client)))
         return ops
 
-    def lost(self, mac: str, ip: str, now: float) -> list[Op]:
-        """The router could not reach `ip` any more (neighbour failure). An IPv6 address is
-        dropped from its station; the IPv4 address is the station itself, which has left."""
-        client = self.clients.get(normalize_mac(mac))
+    def lost(self, ip: str, now: float, mac: str | None = None) -> list[Op]:
+        """The router could not reach `ip` any more (neighbour failure; the kernel's failed
+        entry may not say which MAC). An IPv6 address is dropped from its station; the IPv4
+        address is the station itself, which has left."""
         ip = normalize_ip(ip)
-        if client is None:
+        holder = self.by_ip.get(ip)
+        if holder is None or (mac is not None and normalize_mac(mac) != holder):
             return []
+        client = self.clients[holder]
         if ip in client.ip6:
             client.ip6 = tuple(a for a in client.ip6 if a != ip)
             self.by_ip.pop(ip, None)

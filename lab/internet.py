@@ -111,19 +111,34 @@ def create_app() -> Flask:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fake internet web server for the Plaza lab")
-    parser.add_argument("--listen", required=True, help="HOST:PORT")
+    parser.add_argument(
+        "--listen", required=True, action="append", help="HOST:PORT or [IPV6]:PORT; repeatable"
+    )
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     args = parser.parse_args(argv)
+    import threading
+
     from cheroot import wsgi
 
-    host, _, port = args.listen.rpartition(":")
-    server = wsgi.Server((host, int(port)), create_app(), numthreads=16, request_queue_size=1024)
-    server.keep_alive_conn_limit = 1000
-    if args.tls:
-        from cheroot.ssl.builtin import BuiltinSSLAdapter
+    app = create_app()
+    servers = []
+    for listen in args.listen:
+        host, _, port = listen.rpartition(":")
+        server = wsgi.Server(
+            (host.strip("[]"), int(port)), app, numthreads=16, request_queue_size=1024
+        )
+        server.keep_alive_conn_limit = 1000
+        if args.tls:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-        server.ssl_adapter = BuiltinSSLAdapter(*args.tls)
-    server.safe_start()
+            server.ssl_adapter = BuiltinSSLAdapter(*args.tls)
+        server.prepare()
+        servers.append(server)
+    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return 0
 
 

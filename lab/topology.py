@@ -2,11 +2,15 @@
 
     phoneN (eth0) --veth-- [lanN | br-lan]  router  [wan] --veth-- [eth0] internet
                            198.19.0.1/24            198.18.0.1/30  198.18.0.2/30
+                           2001:db8:19::1/64        2001:db8:18::1 2001:db8:18::2
                                                                    lo: 192.0.2.53 (DNS)
                                                                        192.0.2.80 (web)
+                                                                       2001:db8:2::80 (web)
                                                                        192.0.2.20 (wallet)
 
-Every address is from the benchmark/documentation ranges; no link touches the host's own
+Dual stack: phones take IPv6 addresses by SLAAC (with temporary addresses, as phones do) from
+the router's advertisements; the internet routes the LAN's /64 back to the router (no IPv6
+NAT). Every address is from the benchmark/documentation ranges; no link touches the host's own
 network, and the internet namespace has no default route, so nothing can leave the machine.
 State (namespaces, processes) is written to /run/plaza-lab/<name>/state.json so that `down`
 removes exactly what `up` made, even from another process or after a crash.
@@ -15,6 +19,7 @@ removes exactly what `up` made, even from another process or after a crash.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -44,6 +49,10 @@ WALLET_IP = "192.0.2.20"
 OCSP_IP = "192.0.2.30"  # the stand-in OCSP responder, alone on its address (plain-HTTP garden)
 WALLET_IP_HOSTS = ("wallet.test", "cdn-neighbour.test")
 LAN_ADDRESS = "198.19.0.1/24"
+LAN_ADDRESS6 = "2001:db8:19::1/64"
+WAN_ROUTER6 = "2001:db8:18::1/64"
+WAN_INTERNET6 = "2001:db8:18::2/64"
+WEB_IP6 = "2001:db8:2::80"
 PORTAL_HOST = "portal.plaza.test"
 WALLET_HOST = "wallet.test"
 
@@ -136,6 +145,7 @@ class Lab:
                 dhcp_start="198.19.0.100",
                 dhcp_end="198.19.0.250",
                 upstream_dns=(DNS_IP,),
+                address6=LAN_ADDRESS6,
             ),
             portal=gwconfig.PortalConfig(
                 hostname=PORTAL_HOST,
@@ -271,6 +281,7 @@ class Lab:
         nsexec(ns, "ip", "link", "set", "lo", "up")
         for ip in (DNS_IP, WEB_IP, WALLET_IP, OCSP_IP):
             nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
+        nsexec(ns, "ip", "addr", "add", f"{WEB_IP6}/128", "dev", "lo", "nodad")
         conf = self.run_dir / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
         self.spawn(
@@ -289,6 +300,8 @@ class Lab:
             "lab.internet",
             "--listen",
             f"{WEB_IP}:80",
+            "--listen",
+            f"[{WEB_IP6}]:80",
         )
         self.spawn(
             "internet-ocsp",
@@ -296,7 +309,7 @@ class Lab:
             str(BIN / "python"), "-m", "lab.internet", "--listen", f"{OCSP_IP}:80",
         )  # fmt: skip
         self._start_wallet()
-        cert, key = self.ca.issue("internet-web", [*internet.all_hosts(), WEB_IP])
+        cert, key = self.ca.issue("internet-web", [*internet.all_hosts(), WEB_IP, WEB_IP6])
         self.spawn(
             "internet-tls",
             ns,
@@ -305,6 +318,8 @@ class Lab:
             "lab.internet",
             "--listen",
             f"{WEB_IP}:443",
+            "--listen",
+            f"[{WEB_IP6}]:443",
             "--tls",
             str(cert),
             str(key),
@@ -333,10 +348,17 @@ class Lab:
         nsexec(r, "ip", "link", "set", "wan", "up")
         nsexec(i, "ip", "link", "set", "eth0", "up")
         nsexec(r, "ip", "route", "add", "default", "via", WAN_INTERNET.split("/")[0])
+        nsexec(r, "ip", "addr", "add", WAN_ROUTER6, "dev", "wan", "nodad")
+        nsexec(i, "ip", "addr", "add", WAN_INTERNET6, "dev", "eth0", "nodad")
+        nsexec(r, "ip", "-6", "route", "add", "default", "via", WAN_INTERNET6.split("/")[0])
+        lan6 = str(ipaddress.IPv6Interface(LAN_ADDRESS6).network)
+        nsexec(i, "ip", "-6", "route", "add", lan6, "via", WAN_ROUTER6.split("/")[0])
         nsexec(r, "ip", "link", "add", "br-lan", "type", "bridge")
         nsexec(r, "ip", "addr", "add", LAN_ADDRESS, "dev", "br-lan")
+        nsexec(r, "ip", "addr", "add", LAN_ADDRESS6, "dev", "br-lan", "nodad")
         nsexec(r, "ip", "link", "set", "br-lan", "up")
         nsexec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsexec(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         # The upstream firewall's job on a real router (OpenWrt's fw4): masquerade to the WAN.
         nat = "table ip lab_upstream {\n chain post {\n  type nat hook postrouting priority srcnat;"
         nat += ' policy accept;\n  oifname "wan" masquerade\n }\n}\n'
@@ -418,6 +440,9 @@ class Lab:
         port = f"lan{index}"
         sh("ip", "link", "add", "eth0", "netns", ns, "address", mac, "type", "veth",
            "peer", port, "netns", r)  # fmt: skip
+        # As a phone: SLAAC with temporary (privacy) addresses besides the stable one.
+        for key, value in (("use_tempaddr", "2"), ("optimistic_dad", "1"), ("accept_ra", "1")):
+            nsexec(ns, "sysctl", "-qw", f"net.ipv6.conf.eth0.{key}={value}")
         nsexec(r, "ip", "link", "set", port, "master", "br-lan")
         nsexec(r, "ip", "link", "set", port, "up")
         nsexec(ns, "ip", "link", "set", "eth0", "up")
@@ -502,7 +527,9 @@ class Lab:
             return {"up": False, "name": self.name}
         phones = []
         for p in self.state.phones:
-            phones.append({**asdict(p), "ipv4": _ipv4_of(p.netns, "eth0") or p.ipv4})
+            phones.append(
+                {**asdict(p), "ipv4": _ipv4_of(p.netns, "eth0") or p.ipv4, "ipv6": ipv6_of(p)}
+            )
         cfg = self.gateway_config()
         return {
             "up": True,
@@ -511,6 +538,7 @@ class Lab:
                 "netns": self.state.router,
                 "lan_interface": "br-lan",
                 "lan_ipv4": cfg.lan.ip,
+                "lan_ipv6": cfg.lan.ip6,
                 "control_socket": self.control_socket,
                 "config": str(self.gateway_config_path),
             },
@@ -518,6 +546,7 @@ class Lab:
                 "netns": self.state.internet,
                 "dns_ipv4": DNS_IP,
                 "web_ipv4": WEB_IP,
+                "web_ipv6": WEB_IP6,
                 "web_url": f"http://{internet.LAB_SITES[0]}/",
                 "sites": list(internet.LAB_SITES),
             },
@@ -610,6 +639,24 @@ def _tcp_open(ns: str, ip: str, port: int) -> bool:
     return bool(out.strip())
 
 
+def ipv6_of(phone: Phone) -> list[str]:
+    """The phone's global IPv6 addresses (SLAAC stable and temporary), usable ones only."""
+    out = nsexec(phone.netns, "ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "global",
+                 check=False)  # fmt: skip
+    try:
+        return [
+            a["local"]
+            for iface in json.loads(out or "[]")
+            for a in iface.get("addr_info", [])
+            if "local" in a
+            and not a.get("tentative")
+            and not a.get("dadfailed")
+            and not a.get("deprecated")
+        ]
+    except ValueError:
+        return []
+
+
 def _ipv4_of(ns: str, dev: str) -> str | None:
     out = nsexec(ns, "ip", "-j", "-4", "addr", "show", "dev", dev, check=False)
     try:
@@ -629,7 +676,7 @@ def _internet_dns_conf() -> str:
         "no-resolv",
         "no-hosts",
         "no-dhcp-interface=",
-        *(f"host-record={host},{WEB_IP}" for host in internet.all_hosts()),
+        *(f"host-record={host},{WEB_IP},{WEB_IP6}" for host in internet.all_hosts()),
         *(f"host-record={host},{WALLET_IP}" for host in WALLET_IP_HOSTS),
         f"host-record={internet.OCSP_HOST},{OCSP_IP}",
         # Windows' DNS probe (NCSI) expects this exact answer.

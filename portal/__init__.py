@@ -16,7 +16,7 @@ from flask import Flask
 
 from gateway.config import Config
 from gateway.control_client import ControlClient
-from portal import capport, errors, login, pages, reconnect, security, splash, status
+from portal import capport, errors, login, pages, reconnect, security, splash, status, venue
 from portal.intercept import Interceptor
 
 SECRET_KEY_BYTES = 32
@@ -27,7 +27,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     Keys read from `test_config`: PLAZA_CONFIG (gateway Config), CONTROL (anything with the
     ControlClient interface), SECRET_KEY, PORTAL_EXTRA_HOSTS (further Host names served as the
-    portal rather than intercepted, e.g. a --listen address), plus any Flask setting.
+    portal rather than intercepted, e.g. a --listen address), CLOUD_CONFIG_FILE (the venue's
+    cloud-managed branding and offers; default <state_dir>/cloud-config.json), plus any Flask
+    setting.
     """
     app = Flask(__name__)
     app.config.update(
@@ -42,6 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("CONTROL", ControlClient(config.gateway.control_socket))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(secret_key_path(config))
+    venue.init_app(app, config)
 
     app.register_blueprint(splash.bp)
     app.register_blueprint(status.bp)
@@ -55,6 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Wrapping the WSGI callable, not a before_request hook, so that a phone's stream of
     # probes and app traffic is answered before Flask routes, opens a session or renders.
     portal_hosts = {config.portal.hostname, config.lan.ip, *app.config["PORTAL_EXTRA_HOSTS"]}
+    if config.lan.ip6:
+        portal_hosts.add(config.lan.ip6)
     app.wsgi_app = Interceptor(
         app.wsgi_app,
         portal_url=config.portal.url,

@@ -72,9 +72,12 @@ def run(
         return 2
     logs.configure(config.gateway.log_level, log_format, log_timestamps)  # one knob per router
     host = listen or config.lan.ip
+    # Dual stack: captive IPv6 HTTP is redirected to the router's IPv6 address, and phones
+    # may reach the portal's name over either family.
+    hosts = [host] if listen else [h for h in (config.lan.ip, config.lan.ip6) if h]
     try:
         app = create_app({"PLAZA_CONFIG": config, "PORTAL_EXTRA_HOSTS": (host,) if listen else ()})
-        servers = build_servers(config, host, app)
+        servers = [s for h in hosts for s in build_servers(config, h, app)]
         for server in servers:
             server.prepare()  # binds now, so a busy port is reported before we say "serving"
     except (OSError, ValueError) as exc:
@@ -89,7 +92,7 @@ def run(
     log.info(
         "serving %s on %s (%s), redirecting captive requests to %s",
         config.portal.merchant_name,
-        host,
+        " ".join(hosts),
         ", ".join(f"{p}{'/tls' if tls else ''}" for _, p, tls in listeners(config, host)),
         config.portal.url,
     )

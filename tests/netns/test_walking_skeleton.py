@@ -70,10 +70,15 @@ def test_phones_get_real_leases_and_are_learned(fresh: Lab) -> None:
 
 
 def test_dns_answers_truthfully_through_the_router(fresh: Lab) -> None:
-    out = nsexec(fresh.netns_of("phone1"), "getent", "hosts", "www.example.test")
+    ns = fresh.netns_of("phone1")
+    out = nsexec(ns, "getent", "ahostsv4", "www.example.test")
     assert out.split()[0] == WEB
-    portal = nsexec(fresh.netns_of("phone1"), "getent", "hosts", "portal.plaza.test")
+    out = nsexec(ns, "getent", "ahostsv6", "www.example.test")
+    assert out.split()[0] == fresh.status()["internet"]["web_ipv6"]
+    portal = nsexec(ns, "getent", "ahostsv4", "portal.plaza.test")
     assert portal.split()[0] == "198.19.0.1"
+    portal = nsexec(ns, "getent", "ahostsv6", "portal.plaza.test")
+    assert portal.split()[0] == fresh.status()["router"]["lan_ipv6"]
 
 
 def test_captive_phone_reaches_nothing_but_the_portal(fresh: Lab, phone1: Phone) -> None:

@@ -56,12 +56,18 @@ def test_xt_hook_is_inserted_once_per_family() -> None:
     hook = QueueHook(run, native=False)
     hook.install()
     inserted = [cmd for cmd, _ in run.calls if "-I" in cmd]
-    assert [cmd[0] for cmd in inserted] == ["iptables-nft", "ip6tables-nft"]
+    assert [cmd[0] for cmd in inserted] == ["iptables-nft"] * 2 + ["ip6tables-nft"] * 2
     rule = inserted[0][inserted[0].index("-I") :]
     assert rule[:3] == ["-I", "FORWARD", "1"]
     assert " ".join(rule).endswith(
         "-m mark --mark 0x100000/0x100000 -m comment --comment plaza-garden "
         "-j NFQUEUE --queue-num 11 --queue-bypass"
+    )
+    detect = inserted[1][inserted[1].index("-I") :]
+    assert detect[:3] == ["-I", "PREROUTING", "1"]
+    assert " ".join(detect).endswith(
+        "-m mark --mark 0x800000/0x800000 -m comment --comment plaza-detect "
+        "-j NFQUEUE --queue-num 12 --queue-bypass"
     )
     present = FakeRun()  # -C succeeds: nothing is added twice
     QueueHook(present, native=False).install()
@@ -82,7 +88,8 @@ def test_remove_deletes_until_gone() -> None:
 
     run = Twice()
     QueueHook(run, native=False).remove()
-    assert sum(1 for c, _ in run.calls if "-D" in c) == 6  # 2 + a failing 3rd, per family
+    # per family: the garden rule 2 + a failing 3rd, the detect rule a failing 1st
+    assert sum(1 for c, _ in run.calls if "-D" in c) == 8
 
 
 class FakePacket:

@@ -72,7 +72,7 @@ def test_failed_ipv6_neighbour_drops_the_address_only(
     table: SessionTable, clock: FakeClock
 ) -> None:
     table.authorize(IP, clock())
-    ops = table.lost(MAC, V6, clock())
+    ops = table.lost(V6, clock(), MAC)
     assert Revoke((V6, MAC)) in ops
     client = table.find(MAC)
     assert client.state is State.AUTHORIZED and client.ip6 == ()
@@ -80,7 +80,7 @@ def test_failed_ipv6_neighbour_drops_the_address_only(
 
 def test_failed_ipv4_neighbour_is_a_leave(table: SessionTable, clock: FakeClock) -> None:
     table.authorize(IP, clock())
-    ops = table.lost(MAC, IP, clock())
+    ops = table.lost(IP, clock())
     ended = [op for op in ops if isinstance(op, EndSession)]
     assert ended and ended[0].reason is Reason.LEFT
     assert Revoke((V6, MAC)) in ops and Revoke((IP, MAC)) in ops

@@ -1,0 +1,149 @@
+"""Station detection from the first packet of an unseen (address, MAC) pair.
+
+`lan_antispoof` marks one packet per pair every ruleset.DETECT_TIMEOUT (a dynamic set
+remembers the pairs it has sent), and the hook in gateway/garden_queue.py queues it to
+DETECT_QUEUE_NUM. The daemon learns the station from it *before* giving the verdict, so
+when that station is authorized (a new IPv6 temporary address, a phone that kept its session
+across a restart) its first packet already finds itself in the kernel's allowed sets.
+
+This is the earliest of the three sources (dnsmasq's lease hook forks a process after the
+ACK; a neighbour entry appears only once the router talks back) and the only one for IPv6
+SLAAC addresses the router has not needed yet. Its claims are as weak as a neighbour's: they
+introduce stations and addresses but never take an address from another station.
+
+A MAC flood is bounded three times over: the kernel set's size, the queue's length (the
+kernel drops beyond it, and only first packets are ever queued), and `MAX_PER_SECOND` new
+stations learned per second; the rest are passed unlearned and counted, logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from gateway import ruleset
+from gateway.logs import RateLimitedLog
+
+log = logging.getLogger("plaza.detect")
+
+QUEUE_MAXLEN = 4096
+COPY_RANGE = 40  # an IPv6 header is all it needs
+MAX_PER_SECOND = 500
+
+Learn = Callable[[str, str], None]  # (mac, address)
+
+
+def source(payload: bytes) -> str | None:
+    """The unicast source address of an IPv4 or IPv6 packet, or None when it is not one."""
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    if len(payload) >= 20 and payload[0] >> 4 == 4:
+        address = ipaddress.IPv4Address(payload[12:16])
+    elif len(payload) >= 40 and payload[0] >> 4 == 6:
+        address = ipaddress.IPv6Address(payload[8:24])
+    else:
+        return None
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        return None
+    return str(address)
+
+
+def mac_of(hw: bytes | None) -> str | None:
+    if not hw or len(hw) < 6:
+        return None
+    return ":".join(f"{b:02x}" for b in hw[:6])
+
+
+class Detector:
+    """Turns queued packets into (mac, address) sightings; always accepts the packet."""
+
+    def __init__(self, learn: Learn, clock: Callable[[], float] = time.monotonic) -> None:
+        self.learn = learn
+        self.clock = clock
+        self.reasons = RateLimitedLog(log)
+        self.stats = {"learned": 0, "malformed": 0, "over_rate": 0, "errors": 0}
+        self._window = 0.0
+        self._count = 0
+
+    def packet(self, payload: bytes, hw: bytes | None) -> None:
+        ip, mac = source(payload), mac_of(hw)
+        if ip is None or mac is None:
+            self.stats["malformed"] += 1
+            self.reasons.note("malformed", "detector: packet without IP source or MAC ignored")
+            return
+        now = self.clock()
+        if now - self._window >= 1.0:
+            self._window, self._count = now, 0
+        self._count += 1
+        if self._count > MAX_PER_SECOND:
+            self.stats["over_rate"] += 1
+            self.reasons.note(
+                "over-rate",
+                "detector: more than %d new stations a second (MAC flood?); passing the rest "
+                "unlearned",
+                MAX_PER_SECOND,
+            )
+            return
+        try:
+            self.learn(mac, ip)
+            self.stats["learned"] += 1
+        except Exception as exc:  # a bad sighting must never stop the queue
+            self.stats["errors"] += 1
+            self.reasons.note("learn-error", "detector: could not learn %s %s: %s", mac, ip, exc)
+
+
+class DetectQueue:
+    """Binds the detection queue on the daemon's loop: learn, then accept."""
+
+    def __init__(self, detector: Detector, num: int = ruleset.DETECT_QUEUE_NUM) -> None:
+        from netfilterqueue import NetfilterQueue
+
+        self.detector = detector
+        self.queue = NetfilterQueue()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.queue.bind(num, self._on_packet, max_len=QUEUE_MAXLEN, range=COPY_RANGE)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.queue.get_fd(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            self.queue.run(block=False)
+        except OSError as exc:
+            self.detector.reasons.note("queue-error", "detect queue receive failed: %s", exc)
+
+    def _on_packet(self, packet: Any) -> None:
+        try:
+            self.detector.packet(packet.get_payload(), packet.get_hw())
+        finally:
+            try:
+                packet.accept()
+            except (OSError, RuntimeError) as exc:
+                self.detector.reasons.note("verdict-error", "detect verdict failed: %s", exc)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.queue.get_fd())
+        self.queue.unbind()
+
+
+def start(learn: Learn, loop: asyncio.AbstractEventLoop) -> DetectQueue | None:
+    """Bind the detection queue; without it stations are still learned from DHCP and the
+    neighbour table (the hook's `bypass` lets packets through unjudged)."""
+    try:
+        queue = DetectQueue(Detector(learn))
+        queue.attach(loop)
+    except Exception as exc:
+        log.error("station detector not running (DHCP and neighbours still used): %s", exc)
+        return None
+    log.info("station detector on queue %d", ruleset.DETECT_QUEUE_NUM)
+    return queue
