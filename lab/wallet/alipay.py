@@ -3,7 +3,8 @@
 Every gateway request must carry a valid RSA2 signature by the app's registered key and a
 timestamp within 15 minutes; every answer is signed with the wallet's key over the exact text
 of the `<method>_response` value, so the portal's verifier meets the same bytes it would meet
-from the real platform. Refusals use the platform's code/sub_code vocabulary.
+from the real platform. Refusals use the platform's code/sub_code vocabulary. Other parts of the
+sandbox add their own methods (`add_method`), which get every check here for free.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from portal.wallet import rsa2
 from portal.wallet.alipay import SHANGHAI, SUCCESS, TIMESTAMP_FORMAT, response_key
 
 SCOPES = ("auth_base", "auth_user")
-METHODS = ("alipay.system.oauth.token", "alipay.user.info.share")
 
 bp = Blueprint("alipay", __name__)
 
@@ -61,6 +61,9 @@ class Grant:
     scope: str
 
 
+Method = Callable[["AlipayState", dict[str, str]], dict]
+
+
 @dataclass
 class AlipayState:
     settings: WalletSettings
@@ -70,6 +73,7 @@ class AlipayState:
     codes: Expiring[Grant]
     tokens: Expiring[Grant]
     refresh: Expiring[Grant]
+    methods: dict[str, Method]  # gateway.do's methods: name -> handler of checked params
 
 
 def state() -> AlipayState:
@@ -86,8 +90,29 @@ def init(app: Flask, settings: WalletSettings, clock: Callable[[], float] = time
         codes=Expiring(settings.code_seconds, clock),
         tokens=Expiring(settings.token_seconds, clock),
         refresh=Expiring(settings.refresh_seconds, clock),
+        methods={"alipay.system.oauth.token": oauth_token, "alipay.user.info.share": user_info},
     )
     app.register_blueprint(bp)
+
+
+def add_method(app: Flask, name: str, handler: Method) -> None:
+    """Serve another gateway method: `handler` sees only signed, fresh requests from a
+    registered app, and answers the `<name>_response` object (or raises Refusal)."""
+    app.extensions["wallet_alipay"].methods[name] = handler
+
+
+def biz_content(params: dict[str, str]) -> dict:
+    """The `biz_content` JSON object most methods carry their own parameters in."""
+    raw = params.get("biz_content")
+    if not raw:
+        raise missing("biz_content", "isv.missing-biz-content")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise invalid("isv.invalid-biz-content", "biz_content is not a JSON object")
+    return value
 
 
 def open_id(app_id: str, user_id: str) -> str:
@@ -173,7 +198,7 @@ def _check_request(st: AlipayState, params: dict[str, str]) -> str:
     method = params.get("method")
     if not method:
         raise missing("method", "isv.missing-method")
-    if method not in METHODS:
+    if method not in st.methods:
         raise invalid("isv.invalid-method", "unknown method")
     app_id = params.get("app_id")
     if not app_id:
@@ -275,8 +300,7 @@ def gateway() -> Response:
     try:
         params = _params()
         method = _check_request(st, params)
-        handler = oauth_token if method == "alipay.system.oauth.token" else user_info
-        body = signed_body(st, response_key(method), handler(st, params))
+        body = signed_body(st, response_key(method), st.methods[method](st, params))
     except Refusal as refusal:
         body = signed_body(st, "error_response", refusal.body)
     return Response(body, content_type="application/json; charset=utf-8")

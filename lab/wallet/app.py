@@ -5,18 +5,25 @@ browser. This walks the same pages a person would, with the phone's own HTTP cli
 jar (so the wallet remembers the sign-in exactly as it would on the phone), and stops at the
 wallet's redirect back to the merchant: following it is the portal flow's job, with the same
 phone. `passes` reads the wallet app's list of saved passes; opening one is a plain GET.
+`messages` reads the inbox of what merchants pushed; `tap` opens one through the wallet (which
+marks it opened) and returns the link the phone should go to next.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 FORM_RE = re.compile(r'<form method="post" action="([^"]*)" data-wallet-user="([^"]*)">')
 CSRF_RE = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
 PASS_RE = re.compile(r'<a class="pass" href="([^"]*)">([^<]*)</a>')
+MESSAGE_RE = re.compile(
+    r'<a class="message" href="([^"]*)">([^<]*)</a>\s*<p class="message-body">([^<]*)</p>\s*'
+    r'<div class="hint"><span class="sender">([^<]*)</span>[^<]*(<span class="new">)?'
+)
 SIGNED_IN_RE = re.compile(r"<p>Signed in as <strong>")
 MAX_HOPS = 3
 WALLET = "https://wallet.test"  # the lab's wallet; the unit harness passes its own origin
@@ -127,16 +134,21 @@ def sign_in(phone: Browser, wallet: str = WALLET, user: str = "alice", pin: str 
     return phone.post(url + "/signin", data)
 
 
+def _signed_in_page(phone: Browser, url: str, what: str) -> str:
+    """The body of one of the wallet app's own pages, as the phone's signed-in user sees it."""
+    page = phone.get(url)
+    if page.status != 200:
+        raise WalletAppError(f"the {what} page answered {page.status}")
+    if SIGNED_IN_RE.search(page.body) is None:
+        raise WalletAppError("nobody is signed in to the wallet on this phone")
+    return page.body
+
+
 def passes(phone: Browser, wallet: str = WALLET) -> list[tuple[str, str]]:
     """The signed-in user's passes as (title, link), newest first, read from the wallet app's
     list (GET /passes). WalletAppError if nobody is signed in on this phone: see sign_in()."""
-    url = wallet.rstrip("/") + "/passes"
-    page = phone.get(url)
-    if page.status != 200:
-        raise WalletAppError(f"the passes page answered {page.status}")
-    if SIGNED_IN_RE.search(page.body) is None:
-        raise WalletAppError("nobody is signed in to the wallet on this phone")
-    return [(html.unescape(t), html.unescape(link)) for link, t in PASS_RE.findall(page.body)]
+    body = _signed_in_page(phone, wallet.rstrip("/") + "/passes", "passes")
+    return [(html.unescape(t), html.unescape(link)) for link, t in PASS_RE.findall(body)]
 
 
 def remove_pass(phone: Browser, link: str, wallet: str = WALLET) -> Answer:
@@ -148,3 +160,44 @@ def remove_pass(phone: Browser, link: str, wallet: str = WALLET) -> Answer:
     if page.status != 200 or not csrf:
         raise WalletAppError(f"no passes page at {url} ({page.status})")
     return phone.post(url + "/remove", {"csrf_token": html.unescape(csrf.group(1)), "link": link})
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """One message as the wallet app's inbox shows it."""
+
+    title: str
+    body: str
+    sender: str  # the merchant app's registered name
+    new: bool  # not opened yet
+    url: str  # the wallet's own tap URL (not the merchant's link: tap() finds that out)
+
+
+def messages(phone: Browser, wallet: str = WALLET) -> list[InboxMessage]:
+    """The signed-in user's inbox (GET /messages), newest first. WalletAppError if nobody is
+    signed in on this phone: see sign_in() (one sign-in serves passes and messages)."""
+    url = wallet.rstrip("/") + "/messages"
+    body = _signed_in_page(phone, url, "messages")
+    return [
+        InboxMessage(
+            html.unescape(title),
+            html.unescape(text),
+            html.unescape(sender),
+            bool(new),
+            urljoin(url, html.unescape(href)),
+        )
+        for href, title, text, sender, new in MESSAGE_RE.findall(body)
+    ]
+
+
+def tap(phone: Browser, message: InboxMessage) -> str:
+    """Tap a message in the inbox: the wallet marks it opened and answers with a redirect to
+    the merchant's link, which is returned for the phone to open next (like a pass, a plain
+    GET: following it is the caller's job). WalletAppError if the wallet shows no redirect."""
+    answer = phone.get(message.url)
+    if answer.status != 303 or not answer.location:
+        raise WalletAppError(f"tapping the message answered {answer.status}, not a redirect")
+    return answer.location

@@ -32,7 +32,7 @@ HEADERS = {
     "frame-ancestors 'none'; base-uri 'none'",
 }
 
-# The wallet's look, shared by every page it shows a shopper (consent, passes).
+# The wallet's look, shared by every page it shows a shopper (consent, passes, messages).
 HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -49,6 +49,8 @@ button{width:100%;padding:.8rem;margin-top:.6rem;font-size:1rem;border-radius:8p
 .pass-title{font-size:1.1rem;font-weight:600}.hint{color:#5b6474;font-size:.9rem}
 ul.passes{list-style:none;padding:0}ul.passes li{padding:.6rem 0;border-bottom:1px solid #eef}
 a.pass{font-weight:600;color:#1677ff}
+ul.messages{list-style:none;padding:0}ul.messages li{padding:.6rem 0;border-bottom:1px solid #eef}
+a.message{font-weight:600;color:#1677ff}.message-body{margin:.3rem 0;white-space:pre-line}
 </style></head>
 <body><main>
 <h1>Sandbox Wallet</h1>

@@ -2,15 +2,17 @@
 
 One call lays out a directory with everything both sides need: the wallet's RSA2 key pair
 (it signs gateway answers; the portal holds the public half), the merchant app's key pair (the
-portal signs requests with the private half; the wallet verifies with the public half), and the
-settings file the wallet server loads. Keys are generated fresh per lab and never leave its run
-directory.
+portal signs requests with the private half; the wallet verifies with the public half), the
+cloud's client secret (it pushes messages as a confidential OIDC client; in the Alipay dialect
+it signs with the merchant app's key, like the portal), and the settings file the wallet
+server loads. Keys are generated fresh per lab and never leave its run directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from portal.wallet import rsa2
 ISSUER = "https://wallet.test"
 HOSTS = ("wallet.test",)
 CLIENT_ID = "plaza-portal"
+CLOUD_CLIENT_ID = "plaza-cloud"  # pushes messages; signs nobody in
 APP_ID = "2021000000000001"
 MERCHANT = "Plaza Free Wi-Fi"
 OIDC_CALLBACK = "/login/callback"
@@ -60,7 +63,8 @@ def provision(
 
     The result has `settings` (path for `--settings`), `hosts` (names the server answers for
     and its certificate must cover), `users`, and `oidc` / `alipay`: the WalletConfig fields for
-    the portal in each dialect (add `ca_file`, the lab CA, yourself).
+    the portal in each dialect (add `ca_file`, the lab CA, yourself), and `push`: the cloud's
+    WalletMessenger arguments per dialect (add `ca_bundle` yourself).
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,12 +83,20 @@ def provision(
         ),
         "app_public_key_file": _write(out / "app-rsa2.pub", rsa2.public_pem(app_key.public_key())),
     }
+    cloud_secret = secrets.token_urlsafe(32)
+    cloud_secret_file = _write(out / "cloud-client-secret", cloud_secret.encode(), private=True)
     settings = WalletSettings(
         issuer=issuer,
         wallet_private_key_file=paths["wallet_private_key_file"],
         users=users,
         oidc_clients=(
             OidcClient(client_id=CLIENT_ID, name=MERCHANT, redirect_uris=(base + OIDC_CALLBACK,)),
+            OidcClient(
+                client_id=CLOUD_CLIENT_ID,
+                name=MERCHANT,
+                redirect_uris=(),
+                client_secret=cloud_secret,
+            ),
         ),
         alipay_apps=(
             AlipayApp(
@@ -122,4 +134,19 @@ def provision(
             "wallet_public_key_file": paths["wallet_public_key_file"],
         },
         "redirect_uris": {"oidc": base + OIDC_CALLBACK, "alipay": base + ALIPAY_CALLBACK},
+        "push": {
+            "oidc": {
+                "base_url": issuer,
+                "dialect": "oidc",
+                "client_id": CLOUD_CLIENT_ID,
+                "client_secret_file": cloud_secret_file,
+            },
+            "alipay": {
+                "base_url": issuer,
+                "dialect": "alipay",
+                "app_id": APP_ID,
+                "app_private_key_file": paths["app_private_key_file"],
+                "wallet_public_key_file": paths["wallet_public_key_file"],
+            },
+        },
     }

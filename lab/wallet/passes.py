@@ -9,7 +9,8 @@ registered origin, never from a request parameter, so /passes/add cannot be used
 redirect or to plant a link to someone else's site under a trusted merchant's name.
 
 `GET /passes` is the wallet app's list: each pass is a plain `<a class="pass">` the phone's
-browser opens. Passes live in memory, like everything in the sandbox.
+browser opens. Passes live in memory, like everything in the sandbox. The text and link checks
+and the wallet app's sign-in here are shared with pushed messages (lab.wallet.messages).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -73,14 +75,23 @@ Next time, open it from your wallet.</p>
 """
 )
 
+# Signing in on one of the wallet app's own pages (passes, messages), not on a merchant's behalf.
+SIGN_IN = (
+    consent.FORM
+    + consent.ACCOUNT
+    + """<button class="approve" name="decision" value="approve">Sign in</button>
+</form>
+"""
+)
+
 PASSES_PAGE = (
     consent.HEAD
     + consent.ERROR
     + """{% if account %}
 <p>Signed in as <strong>{{ account.name }}</strong></p>
 <h2>Your passes</h2>
-{% if passes %}<ul class="passes">
-{% for p in passes %}<li><a class="pass" href="{{ p.link }}">{{ p.title }}</a>
+{% if items %}<ul class="passes">
+{% for p in items %}<li><a class="pass" href="{{ p.link }}">{{ p.title }}</a>
 <div class="hint">{{ p.client }}, added {{ added(p) }}</div>
 <form method="post" action="/passes/remove">
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
@@ -94,11 +105,8 @@ PASSES_PAGE = (
 {% else %}
 <p>Sign in to see your passes.</p>
 """
-    + consent.FORM
-    + consent.ACCOUNT
-    + """<button class="approve" name="decision" value="approve">Sign in</button>
-</form>
-{% endif %}
+    + SIGN_IN
+    + """{% endif %}
 </div></main></body></html>
 """
 )
@@ -176,26 +184,49 @@ def merchant(settings: WalletSettings, client_id: str) -> Merchant | None:
     return Merchant(client_id, name, origins)
 
 
-def check_title(title: str) -> str:
-    title = title.strip()
-    if not title:
-        raise Refused("The pass has no title.")
-    if len(title) > MAX_TITLE:
-        raise Refused(f"The pass title is too long (at most {MAX_TITLE} characters).")
-    # Control and format characters (bidi overrides included) could disguise what is saved.
-    if any(unicodedata.category(ch).startswith("C") for ch in title):
-        raise Refused("The pass title contains characters a wallet cannot show.")
-    return title
+def check_text(
+    text: str,
+    owner: str = "pass",
+    field: str = "title",
+    limit: int = MAX_TITLE,
+    *,
+    lines: bool = False,
+) -> str:
+    """`text` without surrounding space, if a wallet can show it as the `owner`'s `field`.
+
+    Control and format characters (bidi overrides included) could disguise what is shown, so
+    they are refused; only a message body (`lines`) may keep line breaks, as "\\n".
+    """
+    text = text.strip()
+    if lines:
+        text = text.replace("\r\n", "\n")
+    if not text:
+        raise Refused(f"The {owner} has no {field}.")
+    if len(text) > limit:
+        raise Refused(f"The {owner} {field} is too long (at most {limit} characters).")
+    if any(unicodedata.category(ch).startswith("C") and not (lines and ch == "\n") for ch in text):
+        raise Refused(f"The {owner} {field} contains characters a wallet cannot show.")
+    return text
 
 
-def check_link(link: str, shop: Merchant) -> str:
-    """The registered origin `link` belongs to; Refused if it is not the merchant's own."""
+def https_origin(link: str) -> str | None:
+    """The origin of `link` if it is a plain https:// URL, None if it is another kind of URL.
+
+    Refused outright if it is too long or not plain printable ASCII (spaces, backslashes): no
+    merchant needs those, and browsers would each read them their own way.
+    """
     if len(link) > MAX_LINK:
         raise Refused(f"The link is too long (at most {MAX_LINK} characters).")
     if not PLAIN_URL.fullmatch(link) or "\\" in link:
         raise Refused("The link is not a plain https:// address.")
     found = origin(link)
-    if found is None or not link.lower().startswith("https://") or found not in shop.origins:
+    return found if found is not None and link.lower().startswith("https://") else None
+
+
+def check_link(link: str, shop: Merchant) -> str:
+    """The registered origin `link` belongs to; Refused if it is not the merchant's own."""
+    found = https_origin(link)
+    if found is None or found not in shop.origins:
         raise Refused(
             f"This link does not lead to {shop.name}'s own site: "
             "a merchant may only save links to itself."
@@ -212,7 +243,7 @@ def parse(settings: WalletSettings, args: Mapping[str, list[str]]) -> PassReques
     shop = merchant(settings, client_id) if client_id else None
     if shop is None:
         raise Refused("Unknown merchant (client_id): this wallet has no such app registered.")
-    title = check_title(title)
+    title = check_text(title)
     return PassRequest(shop, title, link, check_link(link, shop))
 
 
@@ -234,21 +265,40 @@ def confirm_page(
     return _html(body, status)
 
 
+def app_page(
+    template: str,
+    settings: WalletSettings,
+    items: Callable[[str], list],
+    action: str,
+    error: str | None,
+    status: int,
+    **context: Any,
+) -> Response:
+    """One of the wallet app's own pages (passes, messages): the signed-in user's `items(login)`,
+    or a sign-in form posting to `action`."""
+    account = consent.current_account(settings)
+    body = render_template_string(
+        template,
+        account=account,
+        items=items(account.login) if account else [],
+        error=error,
+        action=action,
+        csrf=consent.csrf_token(),
+        csrf_field=consent.CSRF_FIELD,
+        **context,
+    )
+    return _html(body, status)
+
+
 def passes_page(
     settings: WalletSettings, book: PassBook, error: str | None = None, status: int = 200
 ) -> Response:
-    account = consent.current_account(settings)
-    body = render_template_string(
-        PASSES_PAGE,
-        account=account,
-        passes=book.for_user(account.login) if account else [],
-        added=lambda p: time.strftime("%Y-%m-%d", time.gmtime(p.added_at)),
-        error=error,
-        action="/passes/signin",
-        csrf=consent.csrf_token(),
-        csrf_field=consent.CSRF_FIELD,
+    def added(item: WalletPass) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(item.added_at))
+
+    return app_page(
+        PASSES_PAGE, settings, book.for_user, "/passes/signin", error, status, added=added
     )
-    return _html(body, status)
 
 
 def _html(body: str, status: int) -> Response:
@@ -300,15 +350,31 @@ def index() -> Response:
     return passes_page(st.settings, st.book)
 
 
+def sign_in_then(
+    settings: WalletSettings,
+    page: str,
+    what: str,
+    render: Callable[[str | None, int], Response],
+) -> Response:
+    """Sign in from one of the wallet app's pages (on a phone whose browser forgot us), then
+    show that page (`page`, "/passes": `what`, "your passes") again; `render(error, status)`
+    shows it with a refusal."""
+    if not consent.csrf_ok():
+        return consent.error_page(f"This form has expired. Open {what} and try again.")
+    if consent.sign_in(settings) is None:
+        return render(consent.BAD_LOGIN, 403)
+    return _see_other(page)
+
+
 @bp.post("/passes/signin")
 def signin() -> Response:
-    """Sign in from the passes page (the wallet app on a phone whose browser forgot us)."""
     st = state()
-    if not consent.csrf_ok():
-        return consent.error_page("This form has expired. Open your passes and try again.")
-    if consent.sign_in(st.settings) is None:
-        return passes_page(st.settings, st.book, consent.BAD_LOGIN, 403)
-    return _see_other("/passes")
+    return sign_in_then(
+        st.settings,
+        "/passes",
+        "your passes",
+        lambda error, status: passes_page(st.settings, st.book, error, status),
+    )
 
 
 @bp.post("/passes/signout")

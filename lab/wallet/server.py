@@ -6,8 +6,10 @@
 One app answers both dialects on one host (wallet.test): OpenID Connect at /authorize, /token,
 /userinfo, /jwks.json and /.well-known/openid-configuration; the Alipay dialect at
 /oauth2/publicAppAuthorize.htm and /gateway.do; for both, saved passes at /passes (see
-lab.wallet.passes). Everything is kept in memory: a restart forgets signed-in browsers, codes,
-tokens and passes, and makes a new ID-token signing key.
+lab.wallet.passes) and messages pushed by merchant apps (POST /v1/messages, or the gateway
+method alipay.pass.message.push) in the inbox at /messages (see lab.wallet.messages).
+Everything is kept in memory: a restart forgets signed-in browsers, codes, tokens, passes and
+messages, and makes a new ID-token signing key.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from lab.wallet import alipay, oidc, passes
+from lab.wallet import alipay, messages, oidc, passes
 from lab.wallet.settings import WalletSettings, load_settings, settings_from_dict
 
 
@@ -46,6 +48,7 @@ def create_app(
     oidc.init(app, settings, clock)
     alipay.init(app, settings, clock)
     passes.init(app, settings, clock)
+    messages.init(app, settings, clock)
 
     @app.get("/health")
     def health() -> Response:

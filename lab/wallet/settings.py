@@ -35,7 +35,8 @@ class OidcClient:
     client_id: str
     name: str  # the merchant app's name, as the consent page shows it
     redirect_uris: tuple[str, ...]
-    client_secret: str = ""  # empty: a public client, which must use PKCE S256
+    client_secret: str = ""  # empty: a public client, which must use PKCE S256 (and may not
+    # push messages); a confidential client with no redirect_uris only calls the API
     scope: str = "openid profile"
 
 
@@ -61,6 +62,10 @@ class WalletSettings:
 
     def account(self, login: str) -> WalletAccount | None:
         return next((u for u in self.users if u.login == login), None)
+
+    def account_by_id(self, user_id: str) -> WalletAccount | None:
+        """By the id apps know a user by (OIDC `sub`, Alipay `user_id`), not the sign-in name."""
+        return next((u for u in self.users if u.user_id == user_id), None)
 
     def oidc_client(self, client_id: str) -> OidcClient | None:
         return next((c for c in self.oidc_clients if c.client_id == client_id), None)
@@ -118,7 +123,10 @@ def check(settings: WalletSettings) -> None:
         if not user.pin.isdigit():
             raise SettingsError(f"users[{user.login}]: pin must be digits")
     for client in settings.oidc_clients:
-        if not client.redirect_uris or not all(
+        # A confidential client may be a pure server (the cloud pushing messages) that signs
+        # nobody in; every client that does sign users in needs somewhere https to send them.
+        needs_uris = not client.client_secret
+        if (needs_uris and not client.redirect_uris) or not all(
             u.startswith("https://") for u in client.redirect_uris
         ):
             raise SettingsError(f"oidc_clients[{client.client_id}]: https redirect_uris needed")

@@ -1,16 +1,17 @@
-"""In-memory, thread-safe records: expiring codes, tokens and seen nonces; saved passes.
+"""In-memory, thread-safe records: expiring codes, tokens and seen nonces; passes; messages.
 
 The sandbox forgets everything on restart, like a wallet whose codes live seconds. `take`
 removes atomically, which is what makes a code single-use even when two requests race for it.
 Time comes from an injected clock so tests can expire a code without sleeping. Passes do not
-expire (a merchant's link carries its own expiry) but are capped per user.
+expire (a merchant's link carries its own expiry) but are capped per user; so are messages, but
+there the oldest make room, as in any inbox.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -95,3 +96,49 @@ class PassBook:
             after = [p for p in before if p.link != link]
             self._passes[login] = after
             return len(after) != len(before)
+
+
+@dataclass(frozen=True)
+class WalletMessage:
+    """A message a merchant app pushed to a user's wallet: an offer, a one-tap connect link."""
+
+    id: str  # random: the inbox's tap URL, so one user cannot guess another's messages
+    title: str
+    body: str
+    link: str  # https only; what a tap opens
+    client: str  # the sending app's registered name, shown as the sender
+    sent_at: float
+    opened_at: float | None = None
+
+
+class Inbox:
+    """Each wallet user's messages, newest first, at most `limit` each.
+
+    Unlike passes, which the user chose to keep, messages arrive unasked: a full inbox drops its
+    oldest message rather than refusing the merchant, so a chatty app cannot lock the user out of
+    new messages and the sender never learns how full someone's wallet is.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._messages: dict[str, list[WalletMessage]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, login: str, item: WalletMessage) -> None:
+        with self._lock:
+            self._messages[login] = [item, *self._messages.get(login, [])][: self.limit]
+
+    def for_user(self, login: str) -> list[WalletMessage]:
+        with self._lock:
+            return list(self._messages.get(login, []))
+
+    def open(self, login: str, message_id: str, now: float) -> WalletMessage | None:
+        """The user's message with this id, marked opened (first time only); None if absent."""
+        with self._lock:
+            held = self._messages.get(login, [])
+            for i, item in enumerate(held):
+                if item.id == message_id:
+                    if item.opened_at is None:
+                        held[i] = item = replace(item, opened_at=now)
+                    return item
+        return None

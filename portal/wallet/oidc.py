@@ -67,7 +67,7 @@ class OidcProvider:
         self.client_id = config.client_id
         self.scope = config.scope if "openid" in config.scope.split() else f"openid {config.scope}"
         self.ca_file = config.ca_file
-        self.client_secret = _read_secret(config.client_secret_file)
+        self.client_secret = read_secret(config.client_secret_file)
         self.clock = clock
         self._lock = threading.Lock()
         self._metadata: tuple[float, dict] | None = None
@@ -253,7 +253,7 @@ class OidcProvider:
         return info
 
 
-def _read_secret(path: str) -> str:
+def read_secret(path: str) -> str:
     """The client secret, read once at startup; empty path: a public client (PKCE only)."""
     if not path:
         return ""
