@@ -1,4 +1,5 @@
-"""`plaza-gateway`: run the daemon, check a config, render the ruleset or dnsmasq fragment."""
+"""`plaza-gateway`: run the daemon, check a config, render the ruleset or dnsmasq fragment,
+enrol with the cloud."""
 
 from __future__ import annotations
 
@@ -78,6 +79,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enrol(args: argparse.Namespace) -> int:
+    """Enrol this router with the cloud. The claim code is a secret: read from stdin unless
+    given, so it need not appear in shell history or the process list."""
+    from gateway.uplink import Uplink, UplinkError
+
+    config = _load(args.config)
+    url = args.cloud or config.cloud.url
+    if not url:
+        raise configmod.ConfigError("--cloud URL is needed ([cloud] url is not set)")
+    claim = args.claim
+    if claim in (None, "-"):
+        if sys.stdin.isatty():
+            import getpass
+
+            claim = getpass.getpass("claim code: ")
+        else:
+            claim = sys.stdin.readline()
+    uplink = Uplink(config.gateway.state_dir, ca_bundle=args.ca_bundle or config.cloud.ca_bundle)
+    try:
+        identity = uplink.enrol(url, claim, force=args.force)
+    except UplinkError as exc:
+        print(f"plaza-gateway: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"plaza-gateway: enrolled for venue {identity.venue_id} at {identity.cloud_url}",
+        file=sys.stderr,
+    )
+    print(identity.device_id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plaza-gateway", description=__doc__)
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="gateway TOML config")
@@ -98,6 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment and lease hook")
     dm.add_argument("--dir", required=True)
     dm.set_defaults(func=cmd_dnsmasq_config)
+    enrol = sub.add_parser("enrol", help="enrol this router with the cloud; prints its device id")
+    enrol.add_argument("--cloud", metavar="URL", help="the cloud's base URL (default: [cloud] url)")
+    enrol.add_argument(
+        "--claim",
+        metavar="CODE",
+        help="the venue's one-time claim code; omitted or '-': read from stdin (keeps it out "
+        "of shell history and ps)",
+    )
+    enrol.add_argument(
+        "--ca-bundle", metavar="PATH", help="PEM trust anchors for the cloud's TLS certificate"
+    )
+    enrol.add_argument("--force", action="store_true", help="replace an existing enrolment")
+    enrol.set_defaults(func=cmd_enrol)
     args = parser.parse_args(argv)
     from gateway.daemon import AlreadyRunning
     from gateway.nft import NftError

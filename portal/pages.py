@@ -20,6 +20,7 @@ from gateway.control_client import ControlError
 from portal import i18n
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
 from portal.status import WALLET_USER_KEY, data_left, minutes_left
+from portal.venue import effective_config
 
 bp = Blueprint("pages", __name__)
 
@@ -124,8 +125,8 @@ class Offer:
 
 
 def offers(lang: str | None = None) -> list[Offer]:
-    """The merchant's offers in the shopper's language."""
-    config: Config = current_app.config["PLAZA_CONFIG"]
+    """The merchant's offers in the shopper's language (the cloud's, when it manages them)."""
+    config = effective_config()
     lang = lang or i18n.current_lang()
     return [
         Offer(
@@ -179,7 +180,7 @@ def _remember_language() -> None:
 
 @bp.app_context_processor
 def _shared_context() -> dict[str, Any]:
-    config: Config = current_app.config["PLAZA_CONFIG"]
+    config = effective_config()
     lang = i18n.current_lang()
     return {"lang": lang, "brand": Brand.of(config.portal, lang), "plaza": config}
 

@@ -143,3 +143,43 @@ def test_policy_section_is_read_and_shapes_the_defaults(tmp_path: Path) -> None:
     assert access.trusted == {"02:aa:00:00:00:01"} and access.max_clients == 50
     assert c.accounting.interim_seconds == 600
     assert cfg.load(write(tmp_path, cfg.to_toml(c))) == c
+
+
+def test_cloud_section_is_read_and_round_trips(tmp_path: Path) -> None:
+    c = cfg.load(
+        write(
+            tmp_path,
+            "[cloud]\nurl = 'https://cloud.plaza.test/'\nca_bundle = '/etc/plaza/ca.pem'\n"
+            "heartbeat_seconds = 60\nupload_seconds = 2.5\n",
+        )
+    )
+    assert c.cloud == cfg.CloudConfig(
+        url="https://cloud.plaza.test/", ca_bundle="/etc/plaza/ca.pem",
+        heartbeat_seconds=60.0, upload_seconds=2.5,
+    )  # fmt: skip
+    assert cfg.load(write(tmp_path, cfg.to_toml(c))) == c
+    assert cfg.Config().cloud.url == ""  # enrolment's URL is used; the uplink needs cloud.json
+    for url in ("http://127.0.0.1:8000", "http://[::1]:8000/plaza", "https://c.test:8443/x"):
+        assert cfg.load(write(tmp_path, f"[cloud]\nurl = '{url}'\n")).cloud.url == url
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[cloud]\nenabled = true\n", "unknown key 'enabled' in [cloud]"),
+        ("[cloud]\nurl = 'http://cloud.plaza.test'\n", "[cloud] url: expected an https:// URL"),
+        ("[cloud]\nurl = 'http://127.0.0.2'\n", "http:// only to 127.0.0.1 or [::1]"),
+        ("[cloud]\nurl = 'https://user@cloud.test'\n", "[cloud] url: expected an https://"),
+        ("[cloud]\nurl = 'https://c.test/a b'\n", "[cloud] url: expected an https://"),
+        ("[cloud]\nurl = 3\n", "[cloud] url: expected a string"),
+        ("[cloud]\nca_bundle = 'ca.pem'\n", "[cloud] ca_bundle: must be an absolute path"),
+        ("[cloud]\nheartbeat_seconds = 0\n", "[cloud] heartbeat_seconds must be between 1"),
+        ("[cloud]\nheartbeat_seconds = '30s'\n", "[cloud] heartbeat_seconds: expected a number"),
+        ("[cloud]\nupload_seconds = 0.1\n", "[cloud] upload_seconds must be between 0.5"),
+        ("cloud = 'https://c.test'\n", "[cloud] must be a table"),
+    ],
+)
+def test_bad_cloud_config_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(write(tmp_path, text))
+    assert message in str(err.value)

@@ -1,0 +1,189 @@
+"""The venue's cloud-managed look: branding and offers from `<state_dir>/cloud-config.json`
+laid over the TOML config's.
+
+The uplink (gateway/uplink.py) writes that file atomically whenever the merchant changes the
+venue in the dashboard; the portal picks the change up on the next page without a restart. A
+page costs at most one stat() a second: the file is re-read only when its identity (inode,
+size, mtime) changes. A file that is not what the protocol says is logged once and ignored as a
+whole, so the TOML's branding and offers stay on screen rather than half of each.
+
+What the cloud sets replaces the TOML's value; what it leaves empty (or out) keeps it. The cloud
+has no Chinese variants, so a cloud name, terms or offer list also drops the TOML's `_zh` ones
+(a stale translation of an old name is worse than the new name in English). An `offers` list,
+even an empty one, is the cloud's list: a merchant who removed every offer sees none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from gateway.config import Config, OfferConfig
+
+log = logging.getLogger("plaza.portal")
+
+FILE_NAME = "cloud-config.json"
+EXTENSION = "plaza_venue"
+CHECK_SECONDS = 1.0
+MAX_BYTES = 1024 * 1024
+MAX_TEXT = 4000
+MAX_OFFERS = 50
+HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
+URL = re.compile(r"(https://|/static/)[^\s\"'<>\\]+")
+
+
+class Malformed(ValueError):
+    pass
+
+
+def _text(value: Any, where: str, limit: int = MAX_TEXT) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise Malformed(f"{where}: expected a string of at most {limit} characters")
+    return value.strip()
+
+
+def overlay(base: Config, document: Any) -> Config:
+    """`base` with the cloud document's branding and offers; Malformed if the document is not
+    {"version": n, "config": {"branding": {...}, "offers": [...], ...}}."""
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise Malformed('expected {"version": n, "config": {...}}')
+    cloud = document["config"]
+    branding = cloud.get("branding") or {}
+    if not isinstance(branding, dict):
+        raise Malformed("branding: expected an object")
+    portal = base.portal
+    name = _text(branding.get("name"), "branding.name", 100)
+    terms = _text(branding.get("terms"), "branding.terms")
+    logo = _text(branding.get("logo_url"), "branding.logo_url", 2000)
+    colour = _text(branding.get("colour"), "branding.colour", 7)
+    if logo and not URL.fullmatch(logo):
+        raise Malformed("branding.logo_url: expected an https:// URL or a /static/ path")
+    if colour and not HEX_COLOR.fullmatch(colour):
+        raise Malformed("branding.colour: expected #rrggbb")
+    if name:
+        portal = replace(portal, merchant_name=name, merchant_name_zh="")
+    if terms:
+        portal = replace(portal, terms=terms, terms_zh="")
+    if logo:
+        portal = replace(portal, logo_url=logo)
+    if colour:
+        portal = replace(portal, brand_color=colour)
+    offers = base.offers
+    if "offers" in cloud:
+        items = cloud["offers"]
+        if not isinstance(items, list) or len(items) > MAX_OFFERS:
+            raise Malformed(f"offers: expected a list of at most {MAX_OFFERS}")
+        built = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise Malformed(f"offers[{i}]: expected an object")
+            title = _text(item.get("title"), f"offers[{i}].title", 200)
+            url = _text(item.get("url"), f"offers[{i}].url", 2000)
+            if not title:
+                raise Malformed(f"offers[{i}].title: must not be empty")
+            if url and not (url.startswith("https://") and URL.fullmatch(url)):
+                raise Malformed(f"offers[{i}].url: expected an https:// URL")
+            built.append(
+                OfferConfig(title=title, text=_text(item.get("body"), f"offers[{i}].body"), url=url)
+            )
+        offers = tuple(built)
+    return replace(base, portal=portal, offers=offers)
+
+
+class VenueOverlay:
+    """The effective config for pages: the base Config with the cloud's file laid over it,
+    re-read when the file changes (checked at most every `interval` seconds). Thread-safe:
+    the portal's server threads share one."""
+
+    def __init__(
+        self,
+        path: Path,
+        interval: float = CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path, self.interval, self.clock = path, interval, clock
+        self._lock = threading.Lock()
+        self._checked = float("-inf")
+        self._identity: tuple[int, int, int] | None = None
+        self._document: Any = None  # the last good document, or None
+        self._cache: tuple[Config, Config] | None = None  # (base, effective)
+        self._complained: object = None  # what was last logged: a file identity or a reason
+
+    def config(self, base: Config) -> Config:
+        with self._lock:
+            now = self.clock()
+            if now - self._checked >= self.interval:
+                self._checked = now
+                self._refresh()
+            document = self._document
+            cached = self._cache
+            if cached is not None and cached[0] is base:
+                return cached[1]
+            effective = base
+            if document is not None:
+                try:
+                    effective = overlay(base, document)
+                except Malformed:  # checked on read; only a different base can get here
+                    effective = base
+            self._cache = (base, effective)
+            return effective
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self._document is not None:
+                log.info("%s removed: the TOML branding and offers apply", self.path)
+            self._identity, self._document, self._cache = None, None, None
+            return
+        except OSError as exc:
+            self._complain(None, f"cannot stat: {exc.strerror}")
+            return
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if identity == self._identity:
+            return
+        self._identity, self._cache = identity, None
+        try:
+            if st.st_size > MAX_BYTES:
+                raise Malformed(f"larger than {MAX_BYTES} bytes")
+            document = json.loads(self.path.read_bytes())
+            overlay(Config(), document)  # validate once, against any base
+        except (OSError, ValueError) as exc:  # Malformed and JSONDecodeError are ValueErrors
+            self._document = None
+            self._complain(identity, str(exc))
+            return
+        self._document = document
+        log.info("venue look from %s (version %s)", self.path, document.get("version"))
+
+    def _complain(self, identity: tuple[int, int, int] | None, why: str) -> None:
+        """Once per bad version of the file (or per reason it cannot be read), not per page."""
+        key = identity or why
+        if key == self._complained:
+            return
+        self._complained = key
+        log.warning("%s ignored, TOML branding and offers kept: %s", self.path, why)
+
+
+def init_app(app: Flask, base: Config) -> None:
+    path = app.config.get("CLOUD_CONFIG_FILE") or Path(base.gateway.state_dir) / FILE_NAME
+    app.extensions[EXTENSION] = VenueOverlay(Path(path))
+
+
+def effective_config() -> Config:
+    """The gateway Config as pages should show it: branding and offers from the cloud when the
+    router has them, else from the TOML."""
+    base: Config = current_app.config["PLAZA_CONFIG"]
+    venue: VenueOverlay | None = current_app.extensions.get(EXTENSION)
+    return venue.config(base) if venue is not None else base
