@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import authorize_latency
+import cloud_ingest
 import forwarding
 import join_storm
 import redirect_latency
@@ -31,6 +32,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (authorize_latency.NAME, authorize_latency.run),
     (redirect_latency.NAME, redirect_latency.run),
     (join_storm.NAME, join_storm.run),
+    (cloud_ingest.NAME, cloud_ingest.run),
 ]
 LAB_PREFIXES = (f"{LAB_NAME}-", f"{join_storm.LAB}-")  # join_storm brings up its own "storm" lab
 

@@ -1,0 +1,58 @@
+"""What every JSON endpoint shares: one error shape, the app's clock, and body parsing.
+
+Errors are always `{"error": "<one line>"}` (docs/cloud-protocol.md), also for what Flask
+raises itself (404, 405, 413), so a router never has to parse an HTML error page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+
+class ApiError(Exception):
+    """Refuse a request with a status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def now() -> float:
+    """The app's clock (config CLOCK), so tests can move time instead of sleeping."""
+    return float(current_app.config["CLOCK"]())
+
+
+def json_body(body: bytes | None = None) -> Any:
+    """The request's JSON (from the bytes already read for the signature, if given)."""
+    raw = request.get_data(cache=True) if body is None else body
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"body is not JSON: {exc}") from None
+
+
+def json_object(body: bytes | None = None) -> dict[str, Any]:
+    value = json_body(body)
+    if not isinstance(value, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return value
+
+
+def _api_error(exc: ApiError) -> ResponseReturnValue:
+    return jsonify(error=exc.message), exc.status
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    message = (exc.description or exc.name).splitlines()[0] if exc.description else exc.name
+    return jsonify(error=message), exc.code or 500
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)

@@ -1,0 +1,197 @@
+"""The cloud's tables, as typed SQLAlchemy 2.0 models (the Alembic migrations mirror these).
+
+Times are unix seconds (float), as the router sends them: one unit from the outbox to the
+dashboard, and no time-zone conversion anywhere. Public identifiers carry a type prefix
+(`dev_`, `ven_`, `cmd_`...) so a mixed-up id is refused instead of matching the wrong row.
+JSON columns hold what is only ever read whole (health, venue config, command args).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for the
+# tables that grow without bound (usage, presence, nonces).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Named constraints so migrations can alter them the same way on every database.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id(prefix: str) -> str:
+    """A public id: prefix + 64 random bits in hex (unguessable, and sortable by nothing)."""
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("mer"))
+    name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Venue(Base):
+    __tablename__ = "venues"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("ven"))
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ClaimCode(Base):
+    """A one-time enrolment secret; only its SHA-256 is kept, like a password."""
+
+    __tablename__ = "claim_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float)
+    device_id: Mapped[str | None] = mapped_column(String(24))
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("dev"))
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # base64 of 32 raw Ed25519 bytes
+    hostname: Mapped[str] = mapped_column(String(63), default="")
+    version: Mapped[str] = mapped_column(String(32), default="")
+    enrolled_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Nonce(Base):
+    """A request nonce seen from a device. The unique pair is the replay check itself: two
+    instances receiving the same request race on the insert and exactly one wins."""
+
+    __tablename__ = "nonces"
+    __table_args__ = (UniqueConstraint("device_id", "nonce"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Command(Base):
+    """A signed instruction for one device; delivered on every poll until its result arrives
+    or it expires. `signed` is exactly what the router receives, signature included."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_pending", "device_id", "done_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("cmd"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    op: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    issued_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    signed: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[float | None] = mapped_column(Float)
+
+
+class UsageRecord(Base):
+    """One outbox record as the router sent it (gateway/outbox.py FIELDS), stored once per
+    (device, key). `venue_id` is copied from the device at ingestion so per-venue time
+    queries need no join, and stay right if the device later moves to another venue."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("device_id", "key"),
+        Index("ix_usage_records_venue_period", "venue_id", "period_end"),
+        Index("ix_usage_records_venue_mac", "venue_id", "mac", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    received_at: Mapped[float] = mapped_column(Float)
+    key: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    started_at: Mapped[float] = mapped_column(Float)
+    period_start: Mapped[float] = mapped_column(Float)
+    period_end: Mapped[float] = mapped_column(Float)
+    final: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    bytes_up: Mapped[int] = mapped_column(BigInteger)
+    packets_up: Mapped[int] = mapped_column(BigInteger)
+    bytes_down: Mapped[int] = mapped_column(BigInteger)
+    packets_down: Mapped[int] = mapped_column(BigInteger)
+    total_bytes_up: Mapped[int] = mapped_column(BigInteger)
+    total_bytes_down: Mapped[int] = mapped_column(BigInteger)
+
+
+class PresenceEvent(Base):
+    __tablename__ = "presence_events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "key"),
+        Index("ix_presence_events_venue_at", "venue_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    mac: Mapped[str] = mapped_column(String(17))
+    at: Mapped[float] = mapped_column(Float)
+    wallet_user: Mapped[str | None] = mapped_column(String(128))
+    opt_in: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class ShopperLink(Base):
+    """A shopper (by MAC, at one venue) who logged in with a wallet and opted in to offers:
+    what a later `join` needs to push to that wallet user."""
+
+    __tablename__ = "shopper_links"
+    __table_args__ = (UniqueConstraint("venue_id", "mac"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    mac: Mapped[str] = mapped_column(String(17))
+    wallet_user: Mapped[str] = mapped_column(String(128))
+    opted_in: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,156 @@
+"""Presence: station join/leave/login events from routers, and the shopper links push needs.
+
+Events are stored once per (device, key) like usage. Only events new to the cloud have
+effects, so a resent batch neither re-links nor re-pushes:
+- `login` with `opt_in: true` links the MAC to the wallet user at the venue (upsert);
+  `login` with `opt_in: false` withdraws an existing link (consent can be taken back);
+- `join` of a MAC with an opted-in link calls every hook in JOIN_HOOKS with (venue, link),
+  after the events are committed, so a failing hook cannot lose events.
+Push senders register themselves with `register_join_hook`; nothing here knows how to push.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cloud.db import dialect_insert
+from cloud.models import Device, PresenceEvent, ShopperLink, Venue
+from cloud.usage import KEY_RE, MAC_RE
+
+log = logging.getLogger(__name__)
+MAX_EVENTS = 1000
+KINDS = ("join", "leave", "login")
+FIELDS = {"key", "kind", "mac", "at"}
+OPTIONAL = {"wallet_user", "opt_in"}
+
+JoinHook = Callable[[Venue, ShopperLink], None]
+JOIN_HOOKS: list[JoinHook] = []
+
+
+class PresenceError(ValueError):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def register_join_hook(hook: JoinHook) -> JoinHook:
+    """Call `hook(venue, link)` when an opted-in shopper joins (usable as a decorator)."""
+    JOIN_HOOKS.append(hook)
+    return hook
+
+
+def on_join(venue: Venue, link: ShopperLink) -> None:
+    """An opted-in shopper is back at `venue`: where push is wired (see JOIN_HOOKS)."""
+    for hook in list(JOIN_HOOKS):
+        try:
+            hook(venue, link)
+        except Exception:
+            log.exception("join hook %r failed for %s at %s", hook, link.mac, venue.id)
+
+
+def _check(event: Any) -> str | None:
+    if not isinstance(event, dict):
+        return "not an object"
+    if missing := FIELDS - set(event):
+        return f"missing field {sorted(missing)[0]!r}"
+    if unknown := set(event) - FIELDS - OPTIONAL:
+        return f"unknown field {sorted(unknown)[0]!r}"
+    if not isinstance(event["key"], str) or not KEY_RE.match(event["key"]):
+        return "bad key"
+    if event["kind"] not in KINDS:
+        return f"kind must be one of {', '.join(KINDS)}"
+    if not isinstance(event["mac"], str) or not MAC_RE.match(event["mac"].lower()):
+        return "bad mac"
+    at = event["at"]
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at) or at < 0:
+        return "bad at"
+    user = event.get("wallet_user")
+    if user is not None and (
+        not isinstance(user, str) or not 1 <= len(user) <= 128 or not user.isprintable()
+    ):
+        return "wallet_user must be 1 to 128 printable characters"
+    if "opt_in" in event and not isinstance(event["opt_in"], bool):
+        return "opt_in must be true or false"
+    if event["kind"] == "login" and event.get("opt_in") and user is None:
+        return "a login with opt_in needs wallet_user"
+    return None
+
+
+def validate_events(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or set(body) != {"events"}:
+        raise PresenceError('body must be {"events": [...]}')
+    events = body["events"]
+    if not isinstance(events, list):
+        raise PresenceError("events must be a list")
+    if len(events) > MAX_EVENTS:
+        raise PresenceError(f"{len(events)} events: at most {MAX_EVENTS} per batch", 413)
+    for i, event in enumerate(events):
+        if problem := _check(event):
+            raise PresenceError(f"event {i}: {problem}")
+    return events
+
+
+def store_events(
+    db: Session, device: Device, events: list[dict[str, Any]], now: float
+) -> tuple[int, int]:
+    """Store new events and apply their effects; returns (accepted, duplicates). Commits,
+    then runs the join hooks."""
+    if not events:
+        return 0, 0
+    rows = {}
+    for event in events:
+        rows.setdefault(event["key"], {
+            "device_id": device.id, "venue_id": device.venue_id, "key": event["key"],
+            "kind": event["kind"], "mac": event["mac"].lower(), "at": float(event["at"]),
+            "wallet_user": event.get("wallet_user"), "opt_in": event.get("opt_in"),
+        })  # fmt: skip
+    stmt = (
+        dialect_insert(db, PresenceEvent)
+        .on_conflict_do_nothing(index_elements=["device_id", "key"])
+        .returning(PresenceEvent.key)
+    )
+    new = {row[0] for row in db.execute(stmt, list(rows.values()))}
+    links: list[ShopperLink] = []
+    for row in sorted((r for k, r in rows.items() if k in new), key=lambda r: r["at"]):
+        if row["kind"] == "login" and row["opt_in"]:
+            upsert = dialect_insert(db, ShopperLink).values(
+                venue_id=device.venue_id, mac=row["mac"], wallet_user=row["wallet_user"],
+                opted_in=True, updated_at=now,
+            )  # fmt: skip
+            db.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["venue_id", "mac"],
+                    set_={"wallet_user": row["wallet_user"], "opted_in": True, "updated_at": now},
+                )
+            )
+        elif row["kind"] == "login" and row["opt_in"] is False:
+            db.execute(
+                update(ShopperLink)
+                .where(ShopperLink.venue_id == device.venue_id, ShopperLink.mac == row["mac"])
+                .values(opted_in=False, updated_at=now)
+            )
+        elif row["kind"] == "join":
+            # Looked up in event order: a join before this batch's own login is no return.
+            link = db.scalar(
+                select(ShopperLink)
+                .where(
+                    ShopperLink.venue_id == device.venue_id,
+                    ShopperLink.mac == row["mac"],
+                    ShopperLink.opted_in.is_(True),
+                )
+                .execution_options(populate_existing=True)
+            )
+            if link is not None and link not in links:
+                links.append(link)
+    venue = db.get(Venue, device.venue_id)
+    db.commit()
+    for link in links:
+        assert venue is not None
+        on_join(venue, link)
+    return len(new), len(events) - len(new)
