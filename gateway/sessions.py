@@ -134,6 +134,7 @@ class Client:
             "started_at": self.started_at,
             "expires_at": self.expires_at,
             "seconds_remaining": remaining,
+            "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "trusted": self.trusted,
             "policy": self.policy.view() if self.policy else None,
