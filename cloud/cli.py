@@ -62,9 +62,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("the database has no schema: run `plaza-cloud migrate` first")
     server = wsgi.Server((args.host, args.port), app, numthreads=THREADS, server_name="plaza")
     server.max_request_body_size = app.config["MAX_CONTENT_LENGTH"]
+    if bool(args.cert) != bool(args.key):
+        raise CliError("--cert and --key go together")
+    if args.cert:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(args.cert, args.key)
     server.prepare()
     host, port = server.bind_addr[:2]
-    print(f"plaza-cloud listening on http://{host}:{port}", flush=True)
+    scheme = "https" if args.cert else "http"
+    print(f"plaza-cloud listening on {scheme}://{host}:{port}", flush=True)
 
     # Serve from a thread and stop from the main one: cheroot's stop() joins its workers,
     # which it cannot do from a signal handler interrupting serve() itself.
@@ -169,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve the API with cheroot")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=DEFAULT_PORT)
+    run.add_argument("--cert", help="PEM certificate chain: serve HTTPS (one-box deployments)")
+    run.add_argument("--key", help="PEM private key for --cert")
     run.set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="upgrade the schema to the newest revision").set_defaults(
         func=cmd_migrate

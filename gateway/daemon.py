@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.garden: GardenInspector | None = None
         self.detector: DetectQueue | None = None
+        self.uplink_stop = threading.Event()
+        self.uplink_threads: list[threading.Thread] = []
         self.metrics = GatewayMetrics(gateway, garden=lambda: self.garden)
         self.metrics_listen = metrics_listen  # (host, port) of GET /metrics, None: not served
         self._reconciled: tuple[float, int, int] | None = None  # when, generation, commits
@@ -151,6 +154,25 @@ class Daemon:
 
         assert self.lan_ifindex is not None
         await neighbours.watch(self.gateway, self.lan_ifindex, self.config.lan.interface)
+
+    def start_uplink(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The cloud uplink (gateway/uplink.py), if this router is enrolled: its own threads,
+        blocking HTTP; requests from the cloud run on this loop, like the control socket's.
+        Not enrolled: nothing is imported (requests alone costs the daemon ~10 MB)."""
+        if not (Path(self.config.gateway.state_dir) / "cloud.json").exists():
+            log.info("cloud uplink off: not enrolled (plaza-gateway enrol)")
+            return
+        from gateway import uplink
+        from gateway.outbox import Outbox
+
+        self.uplink_threads = uplink.start_uplink(
+            self.config,
+            uplink.on_loop(loop, self.metrics.handle),
+            Outbox(self.gateway.store),
+            None,
+            self.uplink_stop,
+            register_collector=self.metrics.register_collector,
+        )
 
     async def periodic(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,6 +284,7 @@ class Daemon:
             from gateway import detect
 
             detector = self.detector = detect.start(self.gateway.neighbour, loop)
+        self.start_uplink(loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
             tasks.append(asyncio.create_task(self.watch_neighbours()))
@@ -277,6 +300,7 @@ class Daemon:
             garden.stop()
         if detector is not None:
             detector.close()
+        self.uplink_stop.set()  # its threads are daemons: a long poll in flight just ends
         for task in tasks:
             task.cancel()
         with contextlib.suppress(OSError):

@@ -167,7 +167,18 @@ class EndSession:
     reason: Reason
 
 
-Op = Allow | Revoke | Save | EndSession
+@dataclass(frozen=True)
+class Presence:
+    """A station arrived (got its first address) or left (lost its last one): for the cloud's
+    presence view and push (gateway/uplink.py). Only the MAC: who the shopper is travels
+    separately, and only if they opted in (the `shopper` control op)."""
+
+    kind: str  # "join" | "leave"
+    mac: str
+    at: float
+
+
+Op = Allow | Revoke | Save | EndSession | Presence
 
 
 @dataclass
@@ -235,6 +246,7 @@ class SessionTable:
             holder = self.by_ip.get(ip)
             if (holder and holder != mac) or (client and client.ip and client.ip != ip):
                 return []
+        had = bool(client and client.addresses())
         dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
         dirty = dirty or bool(ip and ip != client.ip)
         if client is None:
@@ -256,6 +268,8 @@ class SessionTable:
         if hostname:
             client.hostname = hostname[:63]
         client.last_seen = now
+        if not had and client.addresses():
+            ops.append(Presence("join", mac, now))
         if (
             client.state is State.CAPTIVE
             and client.addresses()
@@ -300,6 +314,7 @@ class SessionTable:
         if holder and holder != mac:
             return []
         client = self.clients.get(mac) or self._new(mac, now)
+        had = bool(client.addresses())
         client.last_seen = now
         if hostname:
             client.hostname = hostname[:63]
@@ -314,6 +329,8 @@ class SessionTable:
                 ops.append(Revoke((dropped, mac)))
         client.ip6 = (*addresses, ip)
         self.by_ip[ip] = mac
+        if not had:
+            ops.append(Presence("join", mac, now))
         if client.state is State.AUTHORIZED:
             ops.append(Allow((ip, mac)))
         elif mac in self.access.trusted or self._readmit(client, now):
@@ -431,6 +448,8 @@ class SessionTable:
         if client is None or (ip is not None and normalize_ip(ip) != client.ip):
             return []
         ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
+        if client.addresses():
+            ops.append(Presence("leave", client.mac, now))
         for address in client.addresses():
             if self.by_ip.get(address) == client.mac:
                 del self.by_ip[address]

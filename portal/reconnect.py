@@ -155,12 +155,27 @@ def opt_in() -> str | Response:
     token = tokens().issue(user["user_id"])
     config = current_app.config["PLAZA_CONFIG"]
     link = config.portal.url + "reconnect/" + token
+    _tell_gateway(user["user_id"], link)
     target = _pass_url(link, pass_title(config.portal))
     if target is not None:
         log.info("reconnect token issued for a wallet user; sent to the wallet to save it")
         return redirect(target, code=303)
     log.info("reconnect token issued for a wallet user; shown on the page (no wallet passes)")
     return render_template("reconnect.html", link=link, saved=False)
+
+
+def _tell_gateway(user_id: str, link: str | None) -> None:
+    """Who this station's shopper is, for the venue's offers pushed to their wallet when they
+    come back (via the router's uplink to the cloud), or, with `link` None, that they want
+    that no more. Only ever after the shopper's own opt-in; a gateway that cannot be told
+    does not spoil the opt-in itself."""
+    args = {"client": request.remote_addr or "", "wallet_user": user_id, "opt_in": bool(link)}
+    if link:
+        args["connect_url"] = link
+    try:
+        control().call("shopper", **args)
+    except ControlError as exc:
+        log.warning("gateway not told of the opt-in: %s", exc)
 
 
 def pass_title(portal: PortalConfig) -> str:
@@ -213,5 +228,6 @@ def forget() -> Response:
     require_csrf()
     user = _wallet_user()
     count = tokens().revoke_user(user["user_id"])
+    _tell_gateway(user["user_id"], None)
     log.info("revoked %d reconnect token(s) on request", count)
     return redirect("/welcome?forgotten=1", code=303)

@@ -27,6 +27,7 @@ class FakeControl:
         self.calls: list[tuple[str, str]] = []
         self.reasons: list[str] = []
         self.fail: ControlError | None = None
+        self.args: list[tuple[str, dict[str, Any]]] = []
 
     def _get(self, who: str) -> dict[str, Any]:
         if self.fail:
@@ -53,6 +54,14 @@ class FakeControl:
             raise ControlError("client is captive; cannot deauthorize")
         client.update(state="captive", seconds_remaining=None)
         return dict(client)
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Ops without a helper method (e.g. "shopper"); recorded with their arguments."""
+        if self.fail:
+            raise self.fail
+        self.calls.append((op, args.get("client", "")))
+        self.args.append((op, args))
+        return {"ok": True}
 
     def ops(self, op: str) -> list[str]:
         return [who for name, who in self.calls if name == op]

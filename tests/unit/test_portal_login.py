@@ -228,6 +228,10 @@ def test_reconnect_opt_in_then_one_tap_from_a_new_address(
     assert query["title"] == ["Plaza Demo Café Wi-Fi"]
     [link] = query["link"]
     assert link.startswith(PORTAL + "reconnect/")
+    # The gateway is told who opted in (for the cloud's offers when they come back).
+    [(op, args)] = control.args
+    assert op == "shopper" and args["opt_in"] is True and args["connect_url"] == link
+    assert args["client"] == ENV["REMOTE_ADDR"] and args["wallet_user"]
     # Later, a new MAC and a new address, a fresh browser: one tap.
     control.clients["198.19.0.150"] = {"mac": "02:aa:00:00:00:09", "ip": "198.19.0.150",
                                         "state": "captive", "seconds_remaining": None}  # fmt: skip
@@ -316,3 +320,18 @@ def test_reconnect_is_off_when_disabled(tmp_path: Path, control: FakeControl) ->
     app = create_app({"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32})
     r = app.test_client().get("/reconnect/anything", environ_overrides=ENV, base_url=BASE)
     assert r.status_code == 404
+
+
+def test_forget_revokes_tokens_and_withdraws_the_opt_in(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    login(client)
+    opt_in(client)
+    with client.session_transaction(base_url=BASE) as s:
+        s["csrf"] = "T" * 32
+    r = client.post(
+        "/reconnect/forget", data={"csrf_token": "T" * 32}, environ_overrides=ENV, base_url=BASE
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/welcome?forgotten=1"
+    op, args = control.args[-1]
+    assert op == "shopper" and args["opt_in"] is False and "connect_url" not in args

@@ -8,6 +8,7 @@ from gateway.sessions import (
     Allow,
     EndSession,
     Event,
+    Presence,
     Reason,
     Revoke,
     Save,
@@ -125,7 +126,7 @@ def test_neighbour_claims_never_move_or_take_addresses(
     assert table.seen(MAC, "198.19.0.77", clock(), authoritative=False) == []  # a forged move
     assert table.find(IP).mac == MAC and table.find(MAC).state is State.AUTHORIZED
     ops = table.seen(MAC2, "198.19.0.78", clock(), authoritative=False)
-    assert [type(op) for op in ops] == [Save] and table.find("198.19.0.78").mac == MAC2
+    assert [type(op) for op in ops] == [Presence, Save] and table.find("198.19.0.78").mac == MAC2
 
 
 def test_address_taken_by_another_device_drops_the_old_state(
@@ -170,7 +171,7 @@ def test_mac_trust_is_off_by_default(table: SessionTable, clock: FakeClock) -> N
     clock.advance(120)
     table.tick(clock())
     table.leave(MAC, clock())
-    assert kinds(table.seen(MAC, IP, clock())) == [Save]
+    assert kinds(table.seen(MAC, IP, clock())) == [Presence, Save]  # back: a new visit
     assert table.find(MAC).state is State.CAPTIVE
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway import sessions
-from gateway.sessions import Allow, EndSession, Reason, Revoke, SessionTable, State
+from gateway.sessions import Allow, EndSession, Presence, Reason, Revoke, SessionTable, State
 from tests.conftest import FakeClock
 
 MAC = "02:50:4c:00:00:01"
@@ -105,3 +105,17 @@ def test_mac_flood_is_bounded_and_spares_authorized(
     assert table.find(MAC).state is State.AUTHORIZED
     assert table.evicted >= 900
     assert len(table.by_ip) == len({a for c in table.clients.values() for a in c.addresses()})
+
+
+def test_presence_join_and_leave_once_per_visit(clock: FakeClock) -> None:
+    t = SessionTable()
+    ops = t.seen(MAC, IP, clock())
+    assert [op for op in ops if isinstance(op, Presence)] == [Presence("join", MAC, clock())]
+    assert not any(isinstance(op, Presence) for op in t.seen(MAC, V6, clock(), False))
+    assert not any(isinstance(op, Presence) for op in t.seen(MAC, IP, clock()))  # renewal
+    clock.advance(60)
+    ops = t.leave(MAC, clock())
+    assert Presence("leave", MAC, clock()) in ops
+    assert not any(isinstance(op, Presence) for op in t.leave(MAC, clock()))
+    v6_only = t.seen(MAC2, V6B, clock(), authoritative=False)
+    assert Presence("join", MAC2, clock()) in v6_only

@@ -1,0 +1,80 @@
+"""The Plaza cloud in the lab: served over HTTPS on the fake internet, with a demo merchant.
+
+    internet lo: 192.0.2.40  https://cloud.test  (plaza-cloud run, SQLite, lab CA certificate)
+
+The router reaches it over its WAN like any cloud; the phones never need it. The merchant,
+venue and claim code are made with the operator CLI on the instance's SQLite file (nothing on
+the network), then the router enrols with the claim code as a technician would, and its
+daemon's uplink starts on the next (re)start.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOUD_HOST = "cloud.test"
+CLOUD_IP = "192.0.2.40"
+CLOUD_URL = f"https://{CLOUD_HOST}"
+MERCHANT_EMAIL = "owner@plaza.test"
+MERCHANT_PASSWORD = "plaza-demo-password"  # lab only; the dashboard's sign-in in the demo
+BIN = Path(sys.executable).parent
+
+
+class CloudLabError(RuntimeError):
+    pass
+
+
+@dataclass
+class CloudAccount:
+    merchant_id: str
+    venue_id: str
+
+
+def instance_dir(run_dir: Path) -> Path:
+    return run_dir / "cloud"
+
+
+def cli(run_dir: Path, *args: str, stdin: str | None = None) -> str:
+    """`plaza-cloud --instance <lab instance> ARGS` in the host namespace (a file, no network)."""
+    proc = subprocess.run(
+        [str(BIN / "plaza-cloud"), "--instance", str(instance_dir(run_dir)), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise CloudLabError(f"plaza-cloud {args[0]}: {proc.stderr.strip() or proc.stdout}")
+    return proc.stdout.strip()
+
+
+def serve_command(run_dir: Path, cert: Path, key: Path) -> list[str]:
+    return [
+        str(BIN / "plaza-cloud"), "--instance", str(instance_dir(run_dir)), "run",
+        "--host", CLOUD_IP, "--port", "443", "--cert", str(cert), "--key", str(key),
+    ]  # fmt: skip
+
+
+def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
+    """The demo merchant and its venue (idempotent: kept in `account.json`)."""
+    saved = instance_dir(run_dir) / "account.json"
+    if saved.exists():
+        return CloudAccount(**json.loads(saved.read_text()))
+    instance_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    cli(run_dir, "migrate")
+    merchant = cli(
+        run_dir, "create-merchant", "Plaza Demo Café", MERCHANT_EMAIL,
+        "--password", MERCHANT_PASSWORD,
+    ).split()[-1]  # fmt: skip
+    venue = cli(run_dir, "create-venue", merchant, venue_name).split()[-1]
+    account = CloudAccount(merchant_id=merchant, venue_id=venue)
+    saved.write_text(json.dumps(account.__dict__))
+    return account
+
+
+def claim_code(run_dir: Path, venue_id: str) -> str:
+    return cli(run_dir, "create-claim", venue_id).split()[-1]
