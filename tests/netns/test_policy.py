@@ -25,7 +25,7 @@ import pytest
 from gateway import config as gwconfig
 from gateway.control_client import ControlClient
 from lab.phone import Phone
-from lab.topology import WEB_IP, Lab, nsexec
+from lab.topology import LAN_ADDRESS6, WEB_IP, WEB_IP6, Lab, nsexec
 from tests.netns.conftest import _need_root, unique_name
 
 pytestmark = pytest.mark.netns
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.netns
 BIN = Path(sys.executable).parent
 SITE = "http://www.example.test"
 RESOLVE = ("--resolve", f"www.example.test:80:{WEB_IP}")  # no DNS: only the transfer counts
+RESOLVE6 = ("-6", "--resolve", f"www.example.test:80:[{WEB_IP6}]")
 ETHERNET_HEADER = 14  # what the phone's interface counts per frame and nft's IP counters do not
 FAST = gwconfig.AccountingConfig(poll_seconds=0.5, interim_seconds=2)
 
@@ -113,9 +114,10 @@ def end_reason(lab: Lab, session: str) -> str | None:
     return row["reason"] if row else None
 
 
-def curl(netns: str, *args: str, timeout: float = 30) -> dict:
+def curl(netns: str, *args: str, timeout: float = 30, family: str = "ipv4") -> dict:
+    resolve = RESOLVE6 if family == "ipv6" else RESOLVE
     out = subprocess.run(
-        ["ip", "netns", "exec", netns, "curl", "-sS", "-o", "/dev/null", *RESOLVE,
+        ["ip", "netns", "exec", netns, "curl", "-sS", "-o", "/dev/null", *resolve,
          "-w", '{"code": %{http_code}, "down": %{size_download}, "up": %{size_upload}}',
          *args],
         capture_output=True, text=True, timeout=timeout,
@@ -144,13 +146,25 @@ def kernel_counters(lab: Lab, session: str) -> dict[str, int]:
 
 
 def pin_neighbours(lab: Lab, name: str) -> None:
-    """Static ARP both ways, so no ARP frame lands in the phone's counters mid-transfer."""
+    """Static ARP and ND entries both ways, so no ARP or ND frame lands in the phone's
+    counters mid-transfer; the phone stops soliciting routers for the same reason."""
     info = phone(lab, name)
     (bridge,) = json.loads(nsexec(lab.state.router, "ip", "-j", "link", "show", "br-lan"))
-    nsexec(info["netns"], "ip", "neigh", "replace", "198.19.0.1", "lladdr", bridge["address"],
-           "dev", "eth0", "nud", "permanent")  # fmt: skip
-    nsexec(lab.state.router, "ip", "neigh", "replace", info["ipv4"], "lladdr", info["mac"],
-           "dev", "br-lan", "nud", "permanent")  # fmt: skip
+    router6 = LAN_ADDRESS6.split("/")[0]
+    link_local = "fe80::" + ":".join(  # the bridge's EUI-64 link-local address
+        f"{a:02x}{b:02x}" for a, b in zip(*[iter(_eui64(bridge["address"]))] * 2, strict=True)
+    )
+    for address in ("198.19.0.1", router6, link_local):
+        nsexec(info["netns"], "ip", "neigh", "replace", address, "lladdr", bridge["address"],
+               "dev", "eth0", "nud", "permanent")  # fmt: skip
+    for address in (info["ipv4"], *info["ipv6"]):
+        nsexec(lab.state.router, "ip", "neigh", "replace", address, "lladdr", info["mac"],
+               "dev", "br-lan", "nud", "permanent")  # fmt: skip
+
+
+def _eui64(mac: str) -> list[int]:
+    octets = [int(x, 16) for x in mac.split(":")]
+    return [octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]]
 
 
 def settled(control: ControlClient, who: str) -> dict:
@@ -261,10 +275,13 @@ def test_rate_limit_holds_tcp_near_the_limit(venue: Lab) -> None:
     assert 0.75 * 8000 < down < 1.15 * 8000
 
 
-def test_accounting_matches_the_phones_own_counters(venue: Lab) -> None:
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_accounting_matches_the_phones_own_counters(venue: Lab, family: str) -> None:
     """The phone counts Ethernet frames; the gateway counts IP packets it forwarded. With DNS
-    out of the way (--resolve) and ARP pinned, the only difference is 14 bytes a frame."""
+    out of the way (--resolve) and ARP/ND pinned, the only difference is 14 bytes a frame.
+    Over IPv6 the transfers use the phone's SLAAC addresses, all counted as its session."""
     info = phone(venue, "phone1")
+    assert family == "ipv4" or len(info["ipv6"]) >= 2  # stable and temporary address
     control = venue.control()
     pin_neighbours(venue, "phone1")
     control.auth(info["mac"])
@@ -272,8 +289,12 @@ def test_accounting_matches_the_phones_own_counters(venue: Lab) -> None:
     upload.write_bytes(os.urandom(5_000_000))
     try:
         before, phone_before = settled(control, info["mac"]), link_stats(info["netns"])
-        assert curl(info["netns"], f"{SITE}/bytes/20000000")["down"] == 20_000_000
-        sent = curl(info["netns"], "--data-binary", f"@{upload}", f"{SITE}/bytes/0")
+        # IPv6: the download from one address, the upload from another: one session.
+        one, two = (("--interface", a) for a in info["ipv6"][:2]) if family == "ipv6" else ((), ())
+        got = curl(info["netns"], *one, f"{SITE}/bytes/20000000", family=family)
+        assert got["down"] == 20_000_000
+        sent = curl(info["netns"], *two, "--data-binary", f"@{upload}", f"{SITE}/bytes/0",
+                    family=family)  # fmt: skip
         assert sent["up"] == 5_000_000
         after, phone_after = settled(control, info["mac"]), link_stats(info["netns"])
     finally:
