@@ -27,6 +27,7 @@ NUD_REACHABLE, NUD_STALE, NUD_DELAY, NUD_PROBE, NUD_FAILED, NUD_PERMANENT = (
     0x02, 0x04, 0x08, 0x10, 0x20, 0x80,
 )  # fmt: skip
 SEEN = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
+ANSWERED = NUD_REACHABLE | NUD_STALE | NUD_PERMANENT  # the station itself spoke
 CONFIRM_SECONDS = 15.0
 
 Reprobe = Callable[[str, str], None]  # (address, mac): ask the kernel to probe that MAC
@@ -54,7 +55,11 @@ class Neighbours:
             return
         now = self.clock()
         if state & SEEN:
-            self.confirming.pop(ip, None)
+            # Only an answer from the holder clears a pending confirmation: PROBE and DELAY
+            # are the kernel still asking (our own re-probe starts in PROBE).
+            pending = self.confirming.get(ip)
+            if pending and state & ANSWERED and mac == pending[0]:
+                del self.confirming[ip]
             if mac:
                 self.gateway.neighbour(mac, ip)
         elif state & NUD_FAILED and probes:

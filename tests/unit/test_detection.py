@@ -8,7 +8,7 @@ from gateway import detect
 from gateway.config import Config, GatewayConfig
 from gateway.detect import Detector
 from gateway.gateway import Gateway
-from gateway.neighbours import NUD_FAILED, NUD_REACHABLE, NUD_STALE, Neighbours
+from gateway.neighbours import NUD_FAILED, NUD_PROBE, NUD_REACHABLE, NUD_STALE, Neighbours
 from gateway.nft import FakeFirewall
 from gateway.store import Store
 from tests.conftest import FakeClock
@@ -65,6 +65,7 @@ def test_failure_is_confirmed_by_probing_the_holder(gw: Gateway, clock: FakeCloc
     n, probes = watcher(gw, clock)
     n.message(LAN, NUD_FAILED, IP, None, 3)
     assert probes.asked == [(IP, MAC)] and state(gw) == "authorized"
+    n.message(LAN, NUD_PROBE, IP, MAC, 0)  # our re-probe under way: no answer yet
     clock.advance(3)
     n.message(LAN, NUD_FAILED, IP, None, 3)  # the holder's own MAC did not answer either
     assert state(gw) == "captive"
