@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     auth.add_argument("--rate-down-kbit", type=int, metavar="KBIT", help="download bandwidth")
     deauth = sub.add_parser("deauth", help="end a client's session")
     deauth.add_argument("client")
+    for action, what in (("block", "never let this MAC online (ends its session now)"),
+                         ("unblock", "lift a run-time block"),
+                         ("trust", "always online without the portal (e.g. the till)"),
+                         ("untrust", "lift a run-time trust")):  # fmt: skip
+        sub.add_parser(action, help=what).add_argument("mac")
+    sub.add_parser("access", help="the trusted and blocked MACs in force")
     args = parser.parse_args(argv)
     ctl = ControlClient(args.socket)
     try:
@@ -110,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "deauth":
             c = ctl.deauth(args.client)
             print(f"deauthorized {c['mac']} ({c['ip']})")
+        elif args.command in ("block", "unblock", "trust", "untrust"):
+            ctl.call("access", action=args.command, mac=args.mac)
+            print(f"{args.command}ed {args.mac}")
+        elif args.command == "access":
+            print(json.dumps(ctl.call("access-lists")["access"], indent=2))
     except ControlError as exc:
         print(f"plaza-ctl: {exc}", file=sys.stderr)
         return 1

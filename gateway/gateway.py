@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway import ruleset
+from gateway.access import RuntimeAccess
 from gateway.accounting import Meter, UsageRecord
 from gateway.config import Config
 from gateway.nft import Firewall, NftError
@@ -61,12 +62,13 @@ class Gateway:
         self.firewall = firewall
         self.store = store
         self.clock = clock
+        self.runtime_access = RuntimeAccess.load(config.gateway.state_dir)
         self.table = SessionTable(
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
             trust_mac_days=config.reconnect.token_days if config.reconnect.trust_mac else None,
             defaults=config.policy.defaults(config.session.default_minutes),
-            access=config.policy.access(),
+            access=self.runtime_access.effective(config.policy.access()),
         )
         self.repairs = 0  # kernel elements, objects or whole tables the reconciler put right
         self.meters: dict[str, Meter] = {}  # accounting per running session
@@ -416,6 +418,20 @@ class Gateway:
         now = self.clock()
         self.apply(self.table.deauthorize(who, now, reason))
         return {"client": self.view(self.table.find(who), now)}
+
+    def op_access(self, request: dict) -> dict:
+        """Block, unblock, trust or untrust a MAC at run time (gateway/access.py); takes
+        effect at once: a blocked station's session ends, a trusted one is let in."""
+        action, mac = self._str(request, "action"), self._str(request, "mac")
+        configured = self.config.policy.access()
+        self.runtime_access.change(action, mac, configured)
+        self.table.access = self.runtime_access.effective(configured)
+        self.apply(self.table.tick(self.clock()))
+        log.info("access: %s %s", action, mac)
+        return {"access": self.runtime_access.view(configured)}
+
+    def op_access_lists(self, request: dict) -> dict:
+        return {"access": self.runtime_access.view(self.config.policy.access())}
 
     def op_lease(self, request: dict) -> dict:
         """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del."""
