@@ -57,4 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     api.register(app)
     app.register_blueprint(enrol.bp)
     app.register_blueprint(device_api.bp)
+    from cloud.push import presence_push  # presence push: join hook, subscriptions
+
+    presence_push.init_app(app)
     return app

@@ -168,6 +168,26 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_worker(args: argparse.Namespace) -> int:
+    from cloud.push import presence_push, worker
+
+    app = _app(args)
+    try:
+        messenger = presence_push.settings(app).messenger()  # refuse a bad wallet setting now
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if messenger is None:
+        print("plaza-cloud push-worker: no wallet configured; wallet pushes wait", flush=True)
+    else:
+        messenger.close()
+    if args.once:
+        print(f"sent {worker.run_once(app)}")
+        return 0
+    print("plaza-cloud push-worker running", flush=True)
+    worker.serve(app, interval=args.interval)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plaza-cloud", description=__doc__.splitlines()[0])
     p.add_argument("--database-url", help="overrides PLAZA_CLOUD_DATABASE_URL")
@@ -205,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("revoke", help="refuse every further request from a router")
     r.add_argument("device_id")
     r.set_defaults(func=cmd_revoke)
+    w = sub.add_parser("push-worker", help="send queued pushes (wallet, Web Push)")
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between idle looks")
+    w.add_argument("--once", action="store_true", help="send one batch, then exit")
+    w.set_defaults(func=cmd_push_worker)
     return p
 
 

@@ -195,3 +195,53 @@ class ShopperLink(Base):
     wallet_user: Mapped[str] = mapped_column(String(128))
     opted_in: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The shopper's one-tap reconnect link as the router reported it with the login
+    # (`https://<portal host>/reconnect/<token>`): what a push on a later join links to.
+    connect_url: Mapped[str | None] = mapped_column(String(1024))
+
+
+class PushJob(Base):
+    """One push waiting to go out (the outbox): written by the join hook in the router's
+    request, sent by `plaza-cloud push-worker`, so a push never waits on a wallet or push
+    service inside a router's request and is not lost while one is down.
+
+    Pending: `next_attempt_at` set, `sent_at` null. Sent: `sent_at` set. Given up (refused,
+    recipient gone, too old): both null, `error` says why. `shopper` is the wallet user the
+    push is about, for the per-shopper rate limit whatever channel carries it."""
+
+    __tablename__ = "push_jobs"
+    __table_args__ = (
+        Index("ix_push_jobs_due", "next_attempt_at"),
+        Index("ix_push_jobs_shopper", "venue_id", "shopper", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # wallet | webpush
+    target: Mapped[str] = mapped_column(String(128))  # wallet user, or a push_subscriptions id
+    shopper: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PushSubscription(Base):
+    """A shopper's browser Web Push subscription for one venue, tied to the wallet user whose
+    one-tap link the browser proved it holds when it subscribed (cloud/push/subscribe.py)."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (
+        UniqueConstraint("venue_id", "endpoint"),
+        Index("ix_push_subscriptions_shopper", "venue_id", "wallet_user"),
+    )
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("wps"))
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    wallet_user: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    p256dh: Mapped[str] = mapped_column(String(128))
+    auth: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)

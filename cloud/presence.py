@@ -2,7 +2,8 @@
 
 Events are stored once per (device, key) like usage. Only events new to the cloud have
 effects, so a resent batch neither re-links nor re-pushes:
-- `login` with `opt_in: true` links the MAC to the wallet user at the venue (upsert);
+- `login` with `opt_in: true` links the MAC to the wallet user at the venue (upsert), with
+  the shopper's one-tap reconnect link if the router sent one (`connect_url`);
   `login` with `opt_in: false` withdraws an existing link (consent can be taken back);
 - `join` of a MAC with an opted-in link calls every hook in JOIN_HOOKS with (venue, link),
   after the events are committed, so a failing hook cannot lose events.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +24,19 @@ from sqlalchemy.orm import Session
 from cloud.db import dialect_insert
 from cloud.models import Device, PresenceEvent, ShopperLink, Venue
 from cloud.usage import KEY_RE, MAC_RE
+from gateway.config import HOSTNAME_RE
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 KINDS = ("join", "leave", "login")
 FIELDS = {"key", "kind", "mac", "at"}
-OPTIONAL = {"wallet_user", "opt_in"}
+OPTIONAL = {"wallet_user", "opt_in", "connect_url"}
+# portal/reconnect.py's link: https://<portal host>[:port]/reconnect/<itsdangerous token>.
+CONNECT_URL_RE = re.compile(
+    r"https://(?P<host>[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?"
+    r"/reconnect/(?P<token>[A-Za-z0-9_.-]{1,512})"
+)
+MAX_CONNECT_URL = 1024  # what a wallet message's link may hold (lab/wallet/passes.MAX_LINK)
 
 JoinHook = Callable[[Venue, ShopperLink], None]
 JOIN_HOOKS: list[JoinHook] = []
@@ -79,7 +88,30 @@ def _check(event: Any) -> str | None:
         return "opt_in must be true or false"
     if event["kind"] == "login" and event.get("opt_in") and user is None:
         return "a login with opt_in needs wallet_user"
+    if "connect_url" in event:
+        if event["kind"] != "login" or event.get("opt_in") is not True:
+            return "connect_url only comes with a login with opt_in"
+        if normal_connect_url(event["connect_url"]) is None:
+            return "connect_url must be https://<portal host>/reconnect/<token>"
     return None
+
+
+def normal_connect_url(url: Any) -> str | None:
+    """A router's one-tap link in one canonical spelling (host lower-case, no `:443`), or None
+    if it is not a portal reconnect link: https, a DNS name (the portal's certificate name,
+    never an IP literal, as RFC 8910 wants), the path portal/reconnect.py serves."""
+    if not isinstance(url, str) or len(url) > MAX_CONNECT_URL:
+        return None
+    match = CONNECT_URL_RE.fullmatch(url)
+    if match is None:
+        return None
+    host, port = match["host"].lower().rstrip("."), match["port"]
+    if not HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
+        return None
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    netloc = host if port in (None, "443") else f"{host}:{int(port)}"
+    return f"https://{netloc}/reconnect/{match['token']}"
 
 
 def validate_events(body: Any) -> list[dict[str, Any]]:
@@ -103,37 +135,40 @@ def store_events(
     then runs the join hooks."""
     if not events:
         return 0, 0
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for event in events:
         rows.setdefault(event["key"], {
             "device_id": device.id, "venue_id": device.venue_id, "key": event["key"],
             "kind": event["kind"], "mac": event["mac"].lower(), "at": float(event["at"]),
             "wallet_user": event.get("wallet_user"), "opt_in": event.get("opt_in"),
+            "connect_url": normal_connect_url(event.get("connect_url")),
         })  # fmt: skip
     stmt = (
         dialect_insert(db, PresenceEvent)
         .on_conflict_do_nothing(index_elements=["device_id", "key"])
         .returning(PresenceEvent.key)
     )
-    new = {row[0] for row in db.execute(stmt, list(rows.values()))}
+    # connect_url lives on the link, not the event row (a bearer link, kept once, in one place).
+    event_rows = [{k: v for k, v in r.items() if k != "connect_url"} for r in rows.values()]
+    new = {row[0] for row in db.execute(stmt, event_rows)}
     links: list[ShopperLink] = []
     for row in sorted((r for k, r in rows.items() if k in new), key=lambda r: r["at"]):
         if row["kind"] == "login" and row["opt_in"]:
+            # Each login replaces the link, connect_url included (absent: none), so one
+            # wallet user's reconnect link is never pushed to the next user of this MAC.
+            linked = {"wallet_user": row["wallet_user"], "opted_in": True, "updated_at": now,
+                      "connect_url": row["connect_url"]}  # fmt: skip
             upsert = dialect_insert(db, ShopperLink).values(
-                venue_id=device.venue_id, mac=row["mac"], wallet_user=row["wallet_user"],
-                opted_in=True, updated_at=now,
-            )  # fmt: skip
+                venue_id=device.venue_id, mac=row["mac"], **linked
+            )
             db.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=["venue_id", "mac"],
-                    set_={"wallet_user": row["wallet_user"], "opted_in": True, "updated_at": now},
-                )
+                upsert.on_conflict_do_update(index_elements=["venue_id", "mac"], set_=linked)
             )
         elif row["kind"] == "login" and row["opt_in"] is False:
             db.execute(
                 update(ShopperLink)
                 .where(ShopperLink.venue_id == device.venue_id, ShopperLink.mac == row["mac"])
-                .values(opted_in=False, updated_at=now)
+                .values(opted_in=False, updated_at=now, connect_url=None)
             )
         elif row["kind"] == "join":
             # Looked up in event order: a join before this batch's own login is no return.

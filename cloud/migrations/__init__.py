@@ -38,3 +38,12 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def head() -> str:
+    """The newest revision: what `upgrade` brings a database to."""
+    from alembic.script import ScriptDirectory
+
+    found = ScriptDirectory.from_config(config()).get_current_head()
+    assert found is not None
+    return found

@@ -1,0 +1,204 @@
+"""Presence push: when an opted-in shopper walks back in, put the venue's offers and the
+shopper's one-tap connect link in the push outbox (`push_jobs`).
+
+This runs as a presence join hook, inside the router's request but after its events are
+committed: it only writes rows, so a slow or dead wallet never delays a router, and the
+worker (`plaza-cloud push-worker`, cloud/push/worker.py) does the sending.
+
+One push per shopper per venue per `PUSH_INTERVAL_HOURS` (default 4): a phone flapping on
+and off the Wi-Fi, or walking past two routers, is not spammed. The shopper is the wallet
+user, not the MAC, so a phone that re-randomizes its MAC does not reset the limit either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from cloud import db as cloud_db
+from cloud import presence
+from cloud.api import now
+from cloud.models import PresenceEvent, PushJob, PushSubscription, ShopperLink, Venue
+from cloud.push.settings import PushSettings
+from cloud.push.webpush import MAX_PAYLOAD
+
+log = logging.getLogger("plaza.cloud.push")
+
+EXTENSION = "plaza_push"
+MAX_TITLE = 80  # what the wallet takes (lab/wallet/passes.MAX_TITLE)
+MAX_BODY = 500  # lab/wallet/messages.MAX_BODY
+CONNECT_LINE = "Tap to connect to the Wi-Fi."
+
+
+def init_app(app: Flask) -> None:
+    """Check the push settings (a bad one stops the app at start), serve the subscription
+    endpoints and hook into presence. The hook is process-wide and idempotent: every app in
+    the process shares it, and it finds its app's settings through `current_app`."""
+    from cloud.push import subscribe
+
+    app.extensions[EXTENSION] = PushSettings.from_app(app)
+    app.register_blueprint(subscribe.bp)
+    if join_hook not in presence.JOIN_HOOKS:
+        presence.register_join_hook(join_hook)
+
+
+def settings(app: Flask) -> PushSettings:
+    found = app.extensions.get(EXTENSION)
+    return found if found is not None else PushSettings.from_app(app)
+
+
+def join_hook(venue: Venue, link: ShopperLink) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with cloud_db.session(app) as db:
+        jobs = enqueue_join(db, venue.id, link.id, now(), settings(app))
+        db.commit()
+    if jobs:
+        log.info("queued %d push(es) for a returning shopper at %s", len(jobs), venue.id)
+
+
+def enqueue_join(
+    db: Session, venue_id: str, link_id: int, at: float, config: PushSettings
+) -> list[PushJob]:
+    """Queue the pushes a join of this link earns: a wallet message, and one Web Push per
+    subscribed browser of the same wallet user here; none within the rate-limit interval.
+    The caller commits."""
+    # The link row is locked (PostgreSQL) so two routers reporting the same phone at once
+    # cannot both pass the rate-limit check below.
+    link = db.scalar(
+        select(ShopperLink)
+        .where(ShopperLink.id == link_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    venue = db.get(Venue, venue_id)
+    if link is None or not link.opted_in or venue is None:
+        return []
+    # A join the router reports long after it happened (its outbox replayed after an
+    # outage) is no welcome any more: only a join within the push TTL counts.
+    fresh = db.scalar(
+        select(PresenceEvent.id)
+        .where(
+            PresenceEvent.venue_id == venue_id,
+            PresenceEvent.at > at - config.job_ttl,
+            PresenceEvent.mac == link.mac,
+            PresenceEvent.kind == "join",
+        )
+        .limit(1)
+    )
+    if fresh is None:
+        return []
+    recent = db.scalar(
+        select(PushJob.id)
+        .where(
+            PushJob.venue_id == venue_id,
+            PushJob.shopper == link.wallet_user,
+            PushJob.created_at > at - config.interval_seconds,
+        )
+        .limit(1)
+    )
+    if recent is not None:
+        return []
+    jobs = []
+    message = wallet_message(venue.config, link.connect_url)
+    if message is not None:
+        jobs.append(_job(venue_id, "wallet", link.wallet_user, link.wallet_user, message, at))
+        data = webpush_payload(venue, message)
+        subscriptions = db.scalars(
+            select(PushSubscription.id).where(
+                PushSubscription.venue_id == venue_id,
+                PushSubscription.wallet_user == link.wallet_user,
+            )
+        ).all()
+        for sid in subscriptions:
+            jobs.append(_job(venue_id, "webpush", sid, link.wallet_user, data, at))
+    db.add_all(jobs)
+    db.flush()
+    return jobs
+
+
+def _job(venue_id: str, kind: str, target: str, shopper: str, payload: dict[str, Any],
+         at: float) -> PushJob:  # fmt: skip
+    return PushJob(
+        venue_id=venue_id, kind=kind, target=target, shopper=shopper, payload=payload,
+        created_at=at, attempts=0, next_attempt_at=at,
+    )  # fmt: skip
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def wallet_message(config: dict[str, Any], connect_url: str | None) -> dict[str, Any] | None:
+    """Title, body and link of the wallet message: the venue's current offers, one a line,
+    and the one-tap link. Without a connect link, the first offer's own link; with neither
+    a link nor an offer there is nothing worth a push (None)."""
+    name = str(config.get("branding", {}).get("name") or "our venue")
+    offers = [o for o in config.get("offers", []) if isinstance(o, dict)]
+    link = connect_url or next((o["url"] for o in offers if o.get("url")), None)
+    if link is None or not (offers or connect_url):
+        return None
+    footer = CONNECT_LINE if connect_url else ""
+    lines: list[str] = []
+    room = MAX_BODY - len(footer) - 1
+    for offer in offers:
+        line = _cut(offer["title"] + (f" — {offer['body']}" if offer.get("body") else ""), 160)
+        if len("\n".join([*lines, line])) > room:
+            break
+        lines.append(line)
+    body = "\n".join([*lines, footer] if footer else lines) or footer
+    return {
+        "title": _cut(f"Welcome back to {name}", MAX_TITLE),
+        "body": body,
+        "link": link,
+        "offers": [o["id"] for o in offers],
+    }
+
+
+def webpush_payload(venue: Venue, message: dict[str, Any]) -> dict[str, Any]:
+    """What the browser's service worker gets: the message plus the offers themselves, as
+    many as fit the encrypted 4 KiB a push service must accept."""
+    offers = [
+        {k: o.get(k, "") for k in ("id", "title", "body", "url")}
+        for o in venue.config.get("offers", [])
+        if isinstance(o, dict)
+    ]
+    data = {
+        "title": message["title"],
+        "body": message["body"],
+        "url": message["link"],
+        "venue": venue.id,
+        "offers": offers,
+    }
+    while offers and _size(data) > MAX_PAYLOAD:
+        offers.pop()
+    return data
+
+
+def _size(data: dict[str, Any]) -> int:
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def forget_wallet_user(db: Session, wallet_user: str, why: str) -> int:
+    """The wallet says this user does not exist: drop their opt-ins everywhere (the cloud
+    pushes through one wallet app), their browsers' subscriptions and their pending pushes.
+    Returns the number of links removed. The caller commits."""
+    removed = db.execute(delete(ShopperLink).where(ShopperLink.wallet_user == wallet_user))
+    db.execute(delete(PushSubscription).where(PushSubscription.wallet_user == wallet_user))
+    _drop_pending(db, PushJob.shopper == wallet_user, why)
+    return removed.rowcount or 0
+
+
+def forget_subscription(db: Session, subscription_id: str, why: str) -> None:
+    db.execute(delete(PushSubscription).where(PushSubscription.id == subscription_id))
+    _drop_pending(db, (PushJob.kind == "webpush") & (PushJob.target == subscription_id), why)
+
+
+def _drop_pending(db: Session, which: Any, why: str) -> None:
+    pending = PushJob.sent_at.is_(None) & PushJob.next_attempt_at.is_not(None)
+    for job in db.scalars(select(PushJob).where(which, pending)):
+        job.next_attempt_at, job.error = None, why
