@@ -170,7 +170,7 @@ def _tell_gateway(user_id: str, link: str | None) -> None:
     that no more. Only ever after the shopper's own opt-in; a gateway that cannot be told
     does not spoil the opt-in itself."""
     args = {"client": request.remote_addr or "", "wallet_user": user_id, "opt_in": bool(link)}
-    if link:
+    if link and link.startswith("https://"):  # the cloud pushes only https links
         args["connect_url"] = link
     try:
         control().call("shopper", **args)
