@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,18 +24,13 @@ from cloud.db import dialect_insert
 from cloud.models import Device, PresenceEvent, ShopperLink, Venue
 from cloud.usage import KEY_RE, MAC_RE
 from gateway.config import HOSTNAME_RE
+from gateway.presence import CONNECT_URL_RE, MAX_CONNECT_URL  # one definition, both ends
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 KINDS = ("join", "leave", "login")
 FIELDS = {"key", "kind", "mac", "at"}
 OPTIONAL = {"wallet_user", "opt_in", "connect_url"}
-# portal/reconnect.py's link: https://<portal host>[:port]/reconnect/<itsdangerous token>.
-CONNECT_URL_RE = re.compile(
-    r"https://(?P<host>[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?"
-    r"/reconnect/(?P<token>[A-Za-z0-9_.-]{1,512})"
-)
-MAX_CONNECT_URL = 1024  # what a wallet message's link may hold (lab/wallet/passes.MAX_LINK)
 
 JoinHook = Callable[[Venue, ShopperLink], None]
 JOIN_HOOKS: list[JoinHook] = []

@@ -32,12 +32,14 @@ from gateway.accounting import Meter, UsageRecord
 from gateway.config import Config
 from gateway.nft import Firewall, NftError
 from gateway.policy import PolicyError, overrides_from
+from gateway.presence import PresenceOutbox, login_event
 from gateway.ruleset import Grant, Start
 from gateway.sessions import (
     Allow,
     Client,
     EndSession,
     Op,
+    Presence,
     Reason,
     Revoke,
     Save,
@@ -63,6 +65,7 @@ class Gateway:
         self.store = store
         self.clock = clock
         self.runtime_access = RuntimeAccess.load(config.gateway.state_dir)
+        self.presence = PresenceOutbox(config.db_path)
         self.table = SessionTable(
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
@@ -157,6 +160,14 @@ class Gateway:
             self.ended_by_reason[e.reason.value] += 1
             log.info("session %s of %s ended: %s", e.session_id, e.mac, e.reason)
         self._sync(self._touched(ops))
+        arrivals = [
+            {"kind": op.kind, "mac": op.mac, "at": op.at} for op in ops if isinstance(op, Presence)
+        ]
+        if arrivals:
+            try:
+                self.presence.add(arrivals)
+            except Exception as exc:  # presence is best effort; sessions and usage are not
+                log.warning("presence events not recorded: %s", exc)
 
     def finalize(self) -> None:
         """Write the final records of sessions that ended, from their frozen counters, then
@@ -432,6 +443,20 @@ class Gateway:
 
     def op_access_lists(self, request: dict) -> dict:
         return {"access": self.runtime_access.view(self.config.policy.access())}
+
+    def op_shopper(self, request: dict) -> dict:
+        """The portal's word on who a station's shopper is, after their opt-in (or that they
+        withdrew it): a `login` presence event for the cloud (gateway/presence.py)."""
+        client = self.table.find(self._str(request, "client"))
+        try:
+            event = login_event(
+                client.mac, self.clock(), request.get("wallet_user"), request.get("opt_in"),
+                request.get("connect_url"),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
+        self.presence.add([event])
+        return {}
 
     def op_lease(self, request: dict) -> dict:
         """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del."""

@@ -249,6 +249,7 @@ class Uplink:
         url: str = "",
         ca_bundle: str = "",
         outbox: UsageOutbox | None = None,
+        presence: UsageOutbox | None = None,
         execute: Execute | None = None,
         health: Health | None = None,
         heartbeat_seconds: float = 30.0,
@@ -261,6 +262,7 @@ class Uplink:
         self.url_override = check_cloud_url("[cloud] url", url) if url else ""
         self.ca_bundle = ca_bundle
         self.outbox, self.execute, self.health = outbox, execute, health
+        self.presence = presence  # gateway/presence.py: same pending/mark_sent contract
         self.heartbeat_seconds, self.upload_seconds = heartbeat_seconds, upload_seconds
         self.clock, self.monotonic, self.rng = clock, monotonic, rng
         self._local = threading.local()  # one requests.Session per thread
@@ -280,7 +282,7 @@ class Uplink:
             (
                 "heartbeats_ok", "heartbeats_failed", "config_pulls", "usage_batches_sent",
                 "usage_records_sent", "usage_records_duplicate", "usage_batches_refused",
-                "usage_upload_errors",
+                "usage_upload_errors", "presence_events_sent", "presence_batches_refused",
                 "commands_executed", "commands_failed", "commands_refused",
                 "last_heartbeat_at", "cloud_config_version",
             ),
@@ -678,6 +680,29 @@ class Uplink:
         self.stats["usage_records_sent"] += len(keys)
         return len(keys)
 
+    def upload_presence(self) -> int:
+        """Send the oldest unsent presence events (one batch); marked sent on 200 only. A
+        refused batch is logged and dropped: unlike usage, a presence event that the cloud
+        cannot take is not worth holding the ones behind it."""
+        if self.presence is None:
+            return 0
+        events = self.presence.pending(limit=BATCH)
+        if not events:
+            return 0
+        resp = self._signed("POST", "/device/presence", {"events": events})
+        keys = [e["key"] for e in events]
+        if resp.status_code in (400, 413, 422):  # the events themselves: never better
+            self.stats["presence_batches_refused"] += 1
+            log.error(
+                "presence batch of %d events refused (HTTP %d): %s; dropped",
+                len(events), resp.status_code, _error(resp),
+            )  # fmt: skip
+        elif resp.status_code != 200:  # the cloud or our credential: try again later
+            raise Refused(resp.status_code, f"presence refused: {_error(resp)}")
+        self.presence.mark_sent(keys, self.clock())
+        self.stats["presence_events_sent"] += len(keys) if resp.status_code == 200 else 0
+        return len(keys)
+
     # -- loops -----------------------------------------------------------------------------
     def _health(self) -> dict[str, Any]:
         if self.health is None:
@@ -727,6 +752,7 @@ class Uplink:
         after `upload_seconds` when caught up, after a backoff on failure."""
         try:
             sent = self.upload_usage()
+            sent = max(sent, self.upload_presence())
         except UplinkError as exc:
             self._link("usage upload", exc if isinstance(exc, Unreachable) else None)
             return self.monotonic() + backoff.failed()
@@ -871,7 +897,15 @@ def start_uplink(
     logged). `health_fn` None: client counts by `clients_health(gateway_execute)`.
     `register_collector`, if given, receives the uplink's metrics collector."""
     health = health_fn if health_fn is not None else clients_health(gateway_execute)
-    uplink = Uplink.from_config(config, outbox=outbox, execute=gateway_execute, health=health)
+    from gateway.presence import PresenceOutbox
+
+    uplink = Uplink.from_config(
+        config,
+        outbox=outbox,
+        presence=PresenceOutbox(config.db_path),
+        execute=gateway_execute,
+        health=health,
+    )
     try:
         identity = uplink.identity
     except NotEnrolled:

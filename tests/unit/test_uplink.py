@@ -922,3 +922,42 @@ def test_portal_pages_show_the_cloud_offer_after_the_file_changes(state: Path) -
     assert "Cloud deal" in page() and "TOML offer" not in page()
     (state / "cloud-config.json").write_text("garbage")
     assert "TOML offer" in page()
+
+
+# -- presence --------------------------------------------------------------------------------
+def test_presence_from_the_gateway_reaches_the_cloud_once(
+    cloud: Cloud, enrolled: tuple[Uplink, str], state: Path
+) -> None:
+    """A station's join, the shopper's opt-in (with the connect link) and its leave go up in
+    order; a resend after a lost answer is stored once; a bad link never leaves the router."""
+    from cloud.models import PresenceEvent, ShopperLink
+    from gateway.config import Config, GatewayConfig
+    from gateway.gateway import Gateway
+    from gateway.nft import FakeFirewall
+    from gateway.presence import PresenceOutbox
+
+    config = Config(gateway=GatewayConfig(state_dir=str(state)))
+    gw = Gateway(config, FakeFirewall(), Store(config.db_path))
+    gw.start()
+    gw.handle({"op": "lease", "action": "add", "mac": MAC, "ip": "198.19.0.100"})
+    link = "https://portal.plaza.test/reconnect/abc.DEF_123-x"
+    ok = gw.handle({"op": "shopper", "client": MAC, "wallet_user": "2088000000000001",
+                    "opt_in": True, "connect_url": link})  # fmt: skip
+    assert ok["ok"]
+    bad = gw.handle({"op": "shopper", "client": MAC, "wallet_user": "2088000000000001",
+                     "opt_in": True, "connect_url": "http://evil.test/x"})  # fmt: skip
+    assert not bad["ok"] and "connect_url" in bad["error"]
+    gw.handle({"op": "lease", "action": "del", "mac": MAC, "ip": "198.19.0.100"})
+    up, _ = enrolled
+    up.presence = PresenceOutbox(config.db_path)
+    resend = up.presence.pending()
+    assert [e["kind"] for e in resend] == ["join", "login", "leave"]
+    assert up.upload_presence() == 3 and up.presence.backlog() == 0
+    # The answer was lost: the same batch again is taken, stored once.
+    resp = up._signed("POST", "/device/presence", {"events": resend})
+    assert resp.status_code == 200 and resp.json()["duplicates"] == 3
+    with cloud.db() as db:
+        kinds = [e.kind for e in db.scalars(select(PresenceEvent).order_by(PresenceEvent.at))]
+        linked = db.scalars(select(ShopperLink)).one()
+    assert kinds == ["join", "login", "leave"]
+    assert (linked.mac, linked.wallet_user, linked.connect_url) == (MAC, "2088000000000001", link)
