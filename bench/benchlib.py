@@ -97,20 +97,21 @@ def log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_lab(phones: int = 1) -> Iterator[Lab]:
-    """Bring the "bench" lab up and always take it down again, whatever happens inside."""
-    lab = Lab(LAB_NAME)
+def bench_lab(phones: int = 1, name: str = LAB_NAME) -> Iterator[Lab]:
+    """Bring the "bench" lab (or `name`) up and always take it down again, whatever happens
+    inside."""
+    lab = Lab(name)
     if lab.is_up():
-        log(f"lab {LAB_NAME!r} was left up by an earlier run; taking it down first")
+        log(f"lab {name!r} was left up by an earlier run; taking it down first")
     lab.down()
     started = time.monotonic()
     try:
         lab.up(phones=phones)
-        log(f"lab {LAB_NAME!r} up in {time.monotonic() - started:.1f} s")
+        log(f"lab {name!r} up in {time.monotonic() - started:.1f} s")
         yield lab
     finally:
         lab.down()
-        leftover = [ns for ns in netns_names() if ns.startswith(f"{LAB_NAME}-")]
+        leftover = [ns for ns in netns_names() if ns.startswith(f"{name}-")]
         if leftover:
             log(f"warning: namespaces left behind after down: {', '.join(leftover)}")
 

@@ -19,10 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import authorize_latency
+import churn
 import cloud_ingest
+import dashboard
 import forwarding
 import join_storm
 import redirect_latency
+import scale
 from benchlib import HERE, LAB_NAME, Result, log, netns_names
 
 RESULTS = HERE / "results" / "latest.json"
@@ -33,8 +36,12 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (redirect_latency.NAME, redirect_latency.run),
     (join_storm.NAME, join_storm.run),
     (cloud_ingest.NAME, cloud_ingest.run),
+    (dashboard.NAME, dashboard.run),
+    (scale.NAME, scale.run),
+    (churn.NAME, churn.run),
 ]
-LAB_PREFIXES = (f"{LAB_NAME}-", f"{join_storm.LAB}-")  # join_storm brings up its own "storm" lab
+# join_storm, scale and churn bring up labs of their own ("storm", "bscale", "bchurn")
+LAB_PREFIXES = (f"{LAB_NAME}-", f"{join_storm.LAB}-", f"{scale.LAB}-", f"{churn.LAB}-")
 
 
 def table(rows: list[list[str]]) -> str:

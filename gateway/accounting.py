@@ -22,10 +22,15 @@ the quota is used up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+
+# Slots, and no allocation when nothing moved: the poll observes every session's counters
+# each time, 10,000 of them at a busy venue, and a meter lives as long as its session.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Bytes and packets in both directions ("up" is from the client)."""
 
@@ -35,10 +40,20 @@ class Usage:
     packets_down: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Usage(
+            self.bytes_up + other.bytes_up,
+            self.packets_up + other.packets_up,
+            self.bytes_down + other.bytes_down,
+            self.packets_down + other.packets_down,
+        )
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Usage(
+            self.bytes_up - other.bytes_up,
+            self.packets_up - other.packets_up,
+            self.bytes_down - other.bytes_down,
+            self.packets_down - other.packets_down,
+        )
 
     def values(self) -> tuple[int, int, int, int]:
         return (self.bytes_up, self.packets_up, self.bytes_down, self.packets_down)
@@ -48,9 +63,10 @@ class Usage:
 
 
 ZERO = Usage()
+NO_QUOTAS: Mapping[str, Quota] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quota:
     """One quota object as the kernel holds it: its size and how much of it is used."""
 
@@ -66,15 +82,15 @@ class Quota:
         return self.used >= self.limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What the kernel says about one session: counters, and its quotas by kind."""
 
     usage: Usage
-    quotas: dict[str, Quota] = field(default_factory=dict)
+    quotas: Mapping[str, Quota] = field(default_factory=lambda: NO_QUOTAS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One line of the outbox: usage of a session over [period_start, period_end].
 
@@ -96,7 +112,7 @@ class UsageRecord:
     total: Usage
 
 
-@dataclass
+@dataclass(slots=True)
 class Meter:
     """The accounting state of one running session (in memory; `reported`, `seq` and
     `last_record_at` are persisted with each record)."""
@@ -112,7 +128,7 @@ class Meter:
     offset: Usage = ZERO
     last_kernel: Usage | None = None
     last_active: float = 0.0
-    quotas: dict[str, Quota] = field(default_factory=dict)
+    quotas: Mapping[str, Quota] = field(default_factory=lambda: NO_QUOTAS)
     closing: str | None = None  # the session ended for this reason; its final record is due
     ended_at: float | None = None
 
@@ -127,6 +143,9 @@ class Meter:
         if reading is None:
             return
         kernel = reading.usage
+        self.quotas = dict(reading.quotas) if reading.quotas else NO_QUOTAS
+        if kernel == self.last_kernel:
+            return  # nothing moved: total, offset and last activity are as they were
         if self.last_kernel is not None:
             went_back = Usage(*(
                 last if k < last else 0
@@ -139,7 +158,6 @@ class Meter:
             self.last_active = now
         self.total = total
         self.last_kernel = kernel
-        self.quotas = dict(reading.quotas)
 
     def initial(self) -> Usage:
         """Counter values for objects the gateway (re)creates: the kernel then continues
@@ -199,4 +217,11 @@ class Meter:
 
 
 def _at_least(value: Usage, floor: Usage) -> Usage:
+    if (
+        value.bytes_up >= floor.bytes_up
+        and value.packets_up >= floor.packets_up
+        and value.bytes_down >= floor.bytes_down
+        and value.packets_down >= floor.packets_down
+    ):
+        return value
     return Usage(*(max(v, f) for v, f in zip(value.values(), floor.values(), strict=True)))

@@ -303,7 +303,17 @@ class GatewayMetrics:
         for reason in Reason:
             self.ended.seed(reason=reason.value)
         self._ended_source = self._watch_sessions(gateway)
-        for metric in (self.requests, self.authorize):
+        self.periodic_runs = Counter(
+            "plaza_periodic_runs_total",
+            "Accounting polls and kernel reconciles run (reconcile: compared in a worker "
+            "thread, no drift; reconcile-full: the gateway compared and repaired on the daemon's "
+            "thread; reconcile-skipped: nobody else had changed the kernel since).",
+            ("task",),
+        )
+        for task in ("poll", "reconcile", "reconcile-full", "reconcile-skipped"):
+            self.periodic_runs.seed(task=task)
+        self.periodic_last: dict[str, tuple[float, float]] = {}
+        for metric in (self.requests, self.authorize, self.periodic_runs):
             self.registry.register(metric)
         self.build = Family("plaza_build_info", "gauge", "Version of the running gateway.").add(
             1, version=_version(), python=platform.python_version()
@@ -314,6 +324,7 @@ class GatewayMetrics:
             self._clients,
             self._sessions,
             self._repairs,
+            self._periodic,
             self._garden,
             self._logs,
             lambda: process_families(self.start_time),
@@ -337,6 +348,16 @@ class GatewayMetrics:
             self.authorize.observe(self.clock() - start)
         self.requests.inc(op=label, outcome="ok" if ok else "error")
         return response
+
+    def periodic(self, task: str, read_seconds: float, loop_seconds: float) -> None:
+        """A poll or reconcile ran: `read_seconds` in a worker thread reading the kernel,
+        `loop_seconds` on the daemon's own thread (where it holds up requests)."""
+        self.periodic_runs.inc(task=task)
+        self.periodic_last[task] = (read_seconds, loop_seconds)
+
+    def reconcile_skipped(self) -> None:
+        """The kernel had not been changed by anyone else: no comparison was needed."""
+        self.periodic_runs.inc(task="reconcile-skipped")
 
     def invalid_request(self) -> None:
         """A request the daemon could not even parse (not JSON, too large)."""
@@ -390,6 +411,17 @@ class GatewayMetrics:
                 "Kernel set elements (or whole tables) the reconciler had to put right.",
             ).add(self.gateway.repairs)
         ]
+
+    def _periodic(self) -> list[Family]:
+        family = Family(
+            "plaza_periodic_last_seconds",
+            "gauge",
+            "The last accounting poll or reconcile: seconds reading the kernel in a worker "
+            "thread (where=thread) and working on the daemon's own thread (where=loop).",
+        )
+        for task, (read, loop) in sorted(self.periodic_last.items()):
+            family.add(read, task=task, where="thread").add(loop, task=task, where="loop")
+        return [family]
 
     def _garden(self) -> list[Family]:
         """The walled-garden inspector's counters and the kernel queue's drop counters."""

@@ -3,9 +3,9 @@ restarts, failed writes, table reloads and counter resets (fake firewall, inject
 
 from dataclasses import replace
 from pathlib import Path
+from sqlite3 import IntegrityError
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from gateway.config import AccountingConfig, Config, GatewayConfig
 from gateway.gateway import Gateway
