@@ -7,6 +7,8 @@
                                                                        192.0.2.80 (web)
                                                                        2001:db8:2::80 (web)
                                                                        192.0.2.20 (wallet)
+                                                                       2001:db8:2::53 (DNS)
+                                                                       2001:db8:2::20 (wallet)
 
 Dual stack: phones take IPv6 addresses by SLAAC (with temporary addresses, as phones do) from
 the router's advertisements; the internet routes the LAN's /64 back to the router (no IPv6
@@ -46,6 +48,7 @@ WEB_IP = "192.0.2.80"
 # The sandbox wallet's address (https://wallet.test, in the walled garden) and a neighbour on
 # the same address that is not (as on a shared CDN): what the garden's SNI check tells apart.
 WALLET_IP = "192.0.2.20"
+WALLET_IP6 = "2001:db8:2::20"
 OCSP_IP = "192.0.2.30"  # the stand-in OCSP responder, alone on its address (plain-HTTP garden)
 WALLET_IP_HOSTS = ("wallet.test", "cdn-neighbour.test")
 LAN_ADDRESS = "198.19.0.1/24"
@@ -53,6 +56,7 @@ LAN_ADDRESS6 = "2001:db8:19::1/64"
 WAN_ROUTER6 = "2001:db8:18::1/64"
 WAN_INTERNET6 = "2001:db8:18::2/64"
 WEB_IP6 = "2001:db8:2::80"
+DNS_IP6 = "2001:db8:2::53"
 PORTAL_HOST = "portal.plaza.test"
 WALLET_HOST = "wallet.test"
 
@@ -281,7 +285,8 @@ class Lab:
         nsexec(ns, "ip", "link", "set", "lo", "up")
         for ip in (DNS_IP, WEB_IP, WALLET_IP, OCSP_IP):
             nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
-        nsexec(ns, "ip", "addr", "add", f"{WEB_IP6}/128", "dev", "lo", "nodad")
+        for ip in (WEB_IP6, DNS_IP6, WALLET_IP6):
+            nsexec(ns, "ip", "addr", "add", f"{ip}/128", "dev", "lo", "nodad")
         conf = self.run_dir / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
         self.spawn(
@@ -335,7 +340,8 @@ class Lab:
             "internet-wallet",
             self.state.internet,
             str(BIN / "python"), "-m", "lab.wallet.server", "--settings", made["settings"],
-            "--listen", f"{WALLET_IP}:443", "--cert", str(cert), "--key", str(key),
+            "--listen", f"{WALLET_IP}:443", "--listen", f"[{WALLET_IP6}]:443",
+            "--cert", str(cert), "--key", str(key),
         )  # fmt: skip
 
     def _build_router(self) -> None:
@@ -359,6 +365,10 @@ class Lab:
         nsexec(r, "ip", "link", "set", "br-lan", "up")
         nsexec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         nsexec(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        # As on OpenWrt: frames between LAN ports stay on the bridge, not in the IP firewall
+        # (a host with br_netfilter loaded would send them through every inet table).
+        for family in ("iptables", "ip6tables", "arptables"):
+            nsexec(r, "sysctl", "-qw", f"net.bridge.bridge-nf-call-{family}=0", check=False)
         # The upstream firewall's job on a real router (OpenWrt's fw4): masquerade to the WAN.
         nat = "table ip lab_upstream {\n chain post {\n  type nat hook postrouting priority srcnat;"
         nat += ' policy accept;\n  oifname "wan" masquerade\n }\n}\n'
@@ -400,7 +410,8 @@ class Lab:
                 10,
                 f"portal to listen on {port}",
             )
-        for ip, port in ((WEB_IP, 80), (WEB_IP, 443), (WALLET_IP, 443), (OCSP_IP, 80)):
+        for ip, port in ((WEB_IP, 80), (WEB_IP, 443), (WALLET_IP, 443), (f"[{WALLET_IP6}]", 443),
+                         (OCSP_IP, 80)):  # fmt: skip
             _wait_for(
                 lambda ip=ip, port=port: _tcp_open(self.state.internet, ip, port),
                 10,
@@ -671,13 +682,13 @@ def _ipv4_of(ns: str, dev: str) -> str | None:
 def _internet_dns_conf() -> str:
     lines = [
         "# The fake internet's DNS: authoritative for the lab's names and the OS probe hosts.",
-        f"listen-address={DNS_IP}",
+        f"listen-address={DNS_IP},{DNS_IP6}",
         "bind-interfaces",
         "no-resolv",
         "no-hosts",
         "no-dhcp-interface=",
         *(f"host-record={host},{WEB_IP},{WEB_IP6}" for host in internet.all_hosts()),
-        *(f"host-record={host},{WALLET_IP}" for host in WALLET_IP_HOSTS),
+        *(f"host-record={host},{WALLET_IP},{WALLET_IP6}" for host in WALLET_IP_HOSTS),
         f"host-record={internet.OCSP_HOST},{OCSP_IP}",
         # Windows' DNS probe (NCSI) expects this exact answer.
         "host-record=dns.msftncsi.com,131.107.255.255",

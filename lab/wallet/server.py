@@ -60,23 +60,34 @@ def create_app(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the Plaza lab's sandbox wallet (HTTPS)")
     parser.add_argument("--settings", required=True, help="settings JSON from lab.wallet.keys")
-    parser.add_argument("--listen", required=True, help="HOST:PORT, e.g. 198.18.0.20:443")
+    parser.add_argument(
+        "--listen", required=True, action="append", help="HOST:PORT or [IPV6]:PORT; repeatable"
+    )
     parser.add_argument("--cert", required=True, help="certificate chain (PEM) for wallet.test")
     parser.add_argument("--key", required=True, help="its private key (PEM)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="wallet: %(message)s")
+    import threading
+
     from lab.wallet.https import make_server
 
-    host, _, port = args.listen.rpartition(":")
     app = create_app(load_settings(args.settings))
-    server = make_server(host.strip("[]"), int(port), app, args.cert, args.key)
-    logging.info("serving %s on https://%s", app.config["WALLET_SETTINGS"].issuer, args.listen)
+    servers = []
+    for listen in args.listen:
+        host, _, port = listen.rpartition(":")
+        servers.append(make_server(host.strip("[]"), int(port), app, args.cert, args.key))
+        logging.info("serving %s on https://%s", app.config["WALLET_SETTINGS"].issuer, listen)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
     try:
-        server.serve_forever()
+        for thread in threads:
+            thread.join()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        for server in servers:
+            server.server_close()
     return 0
 
 

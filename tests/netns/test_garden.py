@@ -1,8 +1,10 @@
 """The walled garden on the real kernel: dnsmasq fills the sets, SNI decides, once per connection.
 
-The lab's wallet address (192.0.2.20) serves wallet.test, which is in the garden, and
-cdn-neighbour.test, which is not: same address, so only the SNI check can tell them apart.
-Until the lab runs the sandbox wallet there, this module serves both names itself.
+The lab's wallet address (192.0.2.20, and 2001:db8:2::20 over IPv6) serves wallet.test, which
+is in the garden, and cdn-neighbour.test, which is not: same address, so only the SNI check can
+tell them apart. Until the lab runs the sandbox wallet there, this module serves both names
+itself (over IPv4 only). The cases that hold in both families are parametrized over `fam`;
+the phone's curl is pinned to the family (-4 / -6), or happy eyeballs would pick one for it.
 """
 
 from __future__ import annotations
@@ -11,19 +13,52 @@ import errno
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from gateway import ruleset
 from gateway.garden_queue import xt_rule
 from lab.phone import Phone
-from lab.topology import WALLET_IP, WALLET_IP_HOSTS, WEB_IP, Lab, _tcp_open, _wait_for, nsexec
+from lab.topology import (
+    WALLET_IP,
+    WALLET_IP6,
+    WALLET_IP_HOSTS,
+    WEB_IP,
+    WEB_IP6,
+    Lab,
+    _tcp_open,
+    _wait_for,
+    ipv6_of,
+    nsexec,
+)
 from tests.netns.conftest import running_lab
 
 pytestmark = pytest.mark.netns
 
 WALLET = "https://wallet.test/"
-NEIGHBOUR = ("--resolve", f"cdn-neighbour.test:443:{WALLET_IP}")
+
+
+@dataclass(frozen=True)
+class Fam:
+    name: str
+    wallet: str
+    web: str
+    curl: tuple[str, ...]  # curl: this family only
+    garden: str  # the garden set dnsmasq fills for this family
+    prohibited: int  # errno of the router's ICMP refusal (admin-prohibited)
+
+    @property
+    def neighbour(self) -> tuple[str, ...]:
+        """curl: cdn-neighbour.test at the wallet's address (no DNS name points there)."""
+        host = f"[{self.wallet}]" if ":" in self.wallet else self.wallet
+        return (*self.curl, "--resolve", f"cdn-neighbour.test:443:{host}")
+
+
+FAMS = {
+    "ipv4": Fam("ipv4", WALLET_IP, WEB_IP, ("-4",), ruleset.GARDEN4, errno.EHOSTUNREACH),
+    "ipv6": Fam("ipv6", WALLET_IP6, WEB_IP6, ("-6",), ruleset.GARDEN6, errno.EACCES),
+}
 RESET = (35, 56)  # curl: TLS connect error / receive failure, both "Connection reset by peer"
 
 # Handshakes in the worker threads: a refused connection stays half-open at the server (the
@@ -89,7 +124,7 @@ except OSError as exc:
 
 UDP = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(3)
 s.connect((sys.argv[1], int(sys.argv[2])))
 s.send(b"\\x00" * 48)
@@ -119,15 +154,23 @@ def own_server(lab: Lab) -> bool:
     return True
 
 
+@pytest.fixture(params=list(FAMS))
+def fam(request: pytest.FixtureRequest) -> Fam:
+    return FAMS[request.param]
+
+
 @pytest.fixture
 def phone(lab: Lab, own_server: bool) -> Iterator[Phone]:
-    """A captive phone that has looked up wallet.test through the router, as a browser would."""
+    """A captive phone that has looked up wallet.test through the router, as a browser would
+    (A and AAAA: dnsmasq fills both garden sets)."""
     control = lab.control()
     for client in control.clients():
         if client["state"] == "authorized":
             control.deauth(client["mac"])
     ns = lab.netns_of("phone1")
-    assert nsexec(ns, "getent", "hosts", "wallet.test").split()[0] == WALLET_IP
+    _wait_for(lambda: ipv6_of(lab.state.phones[0]), 15, "phone1's SLAAC address")
+    assert nsexec(ns, "getent", "ahostsv4", "wallet.test").split()[0] == WALLET_IP
+    assert nsexec(ns, "getent", "ahostsv6", "wallet.test").split()[0] == WALLET_IP6
     phone = Phone(ns)
     yield phone
     phone.close()
@@ -148,13 +191,13 @@ def run_in(ns: str, script: str, *args: str) -> list[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.split()
 
 
-def garden4(lab: Lab) -> str:
-    return nsexec(lab.state.router, "nft", "list", "set", "inet", "plaza", "garden4")
+def garden4(lab: Lab, name: str = ruleset.GARDEN4) -> str:
+    return nsexec(lab.state.router, "nft", "list", "set", "inet", "plaza", name)
 
 
-def expires(lab: Lab, ip: str) -> int:
-    """Seconds until `ip` falls out of garden4 (-1: not in it)."""
-    out = nsexec(lab.state.router, "nft", "-j", "list", "set", "inet", "plaza", "garden4")
+def expires(lab: Lab, ip: str, name: str = ruleset.GARDEN4) -> int:
+    """Seconds until `ip` falls out of the garden set `name` (-1: not in it)."""
+    out = nsexec(lab.state.router, "nft", "-j", "list", "set", "inet", "plaza", name)
     return dict(ruleset.garden_elements(out)).get(ip, -1)
 
 
@@ -165,39 +208,47 @@ def test_dhcp_lease_carries_the_captive_api_url(lab: Lab) -> None:
     assert lab.gateway_config().portal.api_url.startswith("https://")
 
 
-def test_dnsmasq_fills_the_garden_set(lab: Lab, phone: Phone) -> None:
-    assert f"elements = {{ {WALLET_IP} expires" in garden4(lab)
-    assert WEB_IP not in garden4(lab)  # www.example.test was never in the garden
+def test_dnsmasq_fills_the_garden_set(lab: Lab, phone: Phone, fam: Fam) -> None:
+    assert f"elements = {{ {fam.wallet} expires" in garden4(lab, fam.garden)
+    assert fam.web not in garden4(lab, fam.garden)  # www.example.test was never in the garden
 
 
-def test_captive_phone_reaches_the_wallet_with_one_queued_packet(lab: Lab, phone: Phone) -> None:
+def test_captive_phone_reaches_the_wallet_with_one_queued_packet(
+    lab: Lab, phone: Phone, fam: Fam
+) -> None:
     before = queued(lab)
-    r = phone.get(WALLET)  # TLS verified against the lab CA, name and chain
+    r = phone.get(WALLET, extra=fam.curl)  # TLS verified against the lab CA, name and chain
     assert r.ok and r.status < 500, r
     assert queued(lab) - before == 1  # the ClientHello; the rest stays in the kernel
-    tracked = nsexec(lab.state.router, "conntrack", "-L", "-p", "tcp", "-d", WALLET_IP,
-                     "--dport", "443", check=False)  # fmt: skip
+    tracked = nsexec(lab.state.router, "conntrack", "-L", "-f", fam.name, "-p", "tcp",
+                     "-d", fam.wallet, "--dport", "443", check=False)  # fmt: skip
     assert f"mark={ruleset.MARK_ALLOW}" in tracked  # the verdict sticks to the connection
 
 
-def test_neighbour_on_a_garden_address_is_refused_by_sni(lab: Lab, phone: Phone) -> None:
-    assert WALLET_IP in garden4(lab)  # the address is in; only the name is wrong
+def test_neighbour_on_a_garden_address_is_refused_by_sni(lab: Lab, phone: Phone, fam: Fam) -> None:
+    assert fam.wallet in garden4(lab, fam.garden)  # the address is in; only the name is wrong
     before = queued(lab)
-    r = phone.get("https://cdn-neighbour.test/", extra=NEIGHBOUR, timeout=3)
+    r = phone.get("https://cdn-neighbour.test/", extra=fam.neighbour, timeout=3)
     assert not r.ok and r.exit_code in RESET, r
     assert r.seconds < 1.0, "refusal must be a reset, not a timeout"
     assert queued(lab) - before == 1
 
 
-def test_non_garden_site_is_reset_without_the_inspector(lab: Lab, phone: Phone) -> None:
+def test_non_garden_site_is_reset_without_the_inspector(lab: Lab, phone: Phone, fam: Fam) -> None:
     before = queued(lab)
-    r = phone.get("https://www.example.test/", timeout=3)
+    r = phone.get("https://www.example.test/", timeout=3, extra=fam.curl)
     assert not r.ok and r.exit_code == 7 and r.seconds < 0.5, r  # RST to the SYN
     assert queued(lab) == before
 
 
-def test_garbage_instead_of_a_client_hello_is_refused(lab: Lab, phone: Phone) -> None:
-    out = run_in(phone.netns, CLIENT, "raw", "GET / HTTP/1.0\r\n\r\n", "100", "-1", WALLET_IP)
+def test_plain_http_is_redirected_to_the_portal(lab: Lab, phone: Phone, fam: Fam) -> None:
+    r = phone.get("http://www.example.test/", extra=fam.curl)
+    assert r.status == 302 and r.location == lab.status()["portal_url"], r
+    assert "FAKE-INTERNET-OK" not in r.body
+
+
+def test_garbage_instead_of_a_client_hello_is_refused(lab: Lab, phone: Phone, fam: Fam) -> None:
+    out = run_in(phone.netns, CLIENT, "raw", "GET / HTTP/1.0\r\n\r\n", "100", "-1", fam.wallet)
     assert out[:2] == ["error", str(errno.ECONNRESET)], out
 
 
@@ -211,10 +262,10 @@ def test_client_hello_without_sni_is_refused(lab: Lab, phone: Phone) -> None:
     assert "BEGIN CERTIFICATE" not in proc.stdout  # no ServerHello ever came back
 
 
-def test_split_client_hello_is_reassembled(lab: Lab, phone: Phone) -> None:
+def test_split_client_hello_is_reassembled(lab: Lab, phone: Phone, fam: Fam) -> None:
     """The name in the second segment: the first is held, then both go through."""
     before = queued(lab)
-    out = run_in(phone.netns, CLIENT, "hello", "wallet.test", "60", "0.05", WALLET_IP)
+    out = run_in(phone.netns, CLIENT, "hello", "wallet.test", "60", "0.05", fam.wallet)
     assert out[:2] == ["reply", "16"], out  # a TLS handshake record: the ServerHello
     assert queued(lab) - before == 2
 
@@ -225,48 +276,50 @@ def test_client_hello_cut_short_is_refused_after_the_hold(lab: Lab, phone: Phone
     assert 1.0 < float(out[2]) < 5.0  # garden.HOLD_SECONDS, not the client's timeout
 
 
-def test_quic_to_the_garden_gets_icmp_but_ntp_passes(lab: Lab, phone: Phone) -> None:
-    assert run_in(phone.netns, UDP, WALLET_IP, "443") == ["error", str(errno.EHOSTUNREACH)]
+def test_quic_to_the_garden_gets_icmp_but_ntp_passes(lab: Lab, phone: Phone, fam: Fam) -> None:
+    assert run_in(phone.netns, UDP, fam.wallet, "443") == ["error", str(fam.prohibited)]
     # nothing listens on the wallet's NTP port: the fake internet's own port-unreachable
     # (ECONNREFUSED) proves the router let it through; a non-garden address is refused.
-    assert run_in(phone.netns, UDP, WALLET_IP, "123") == ["error", str(errno.ECONNREFUSED)]
-    assert run_in(phone.netns, UDP, WEB_IP, "123") == ["error", str(errno.EHOSTUNREACH)]
+    assert run_in(phone.netns, UDP, fam.wallet, "123") == ["error", str(errno.ECONNREFUSED)]
+    assert run_in(phone.netns, UDP, fam.web, "123") == ["error", str(fam.prohibited)]
 
 
 def test_without_the_inspector_the_garden_fails_closed_and_fast(lab: Lab, phone: Phone) -> None:
     router = lab.state.router
     nsexec(router, "iptables", "-t", "mangle", "-D", *xt_rule())
     try:
-        r = phone.get(WALLET, timeout=3)
+        r = phone.get(WALLET, timeout=3, extra=("-4",))
         assert not r.ok and r.exit_code in RESET and r.seconds < 1.0, r
     finally:
         nsexec(router, "iptables", "-t", "mangle", "-I", "FORWARD", "1", *xt_rule()[1:])
-    assert phone.get(WALLET).ok
+    assert phone.get(WALLET, extra=("-4",)).ok
 
 
-def test_allowed_connections_keep_their_address_in_the_garden(lab: Lab, phone: Phone) -> None:
+def test_allowed_connections_keep_their_address_in_the_garden(
+    lab: Lab, phone: Phone, fam: Fam
+) -> None:
     router = lab.state.router
-    nsexec(router, "nft", "delete", "element", "inet", "plaza", "garden4", f"{{ {WALLET_IP} }}")
-    nsexec(router, "nft", "add", "element", "inet", "plaza", "garden4",
-           f"{{ {WALLET_IP} expires 10m }}")  # fmt: skip
-    assert 0 < expires(lab, WALLET_IP) <= 600
-    assert phone.get(WALLET).ok
-    assert expires(lab, WALLET_IP) > 3500  # refreshed by use, not only by DNS answers
+    nsexec(router, "nft", "delete", "element", "inet", "plaza", fam.garden, f"{{ {fam.wallet} }}")
+    nsexec(router, "nft", "add", "element", "inet", "plaza", fam.garden,
+           f"{{ {fam.wallet} expires 10m }}")  # fmt: skip
+    assert 0 < expires(lab, fam.wallet, fam.garden) <= 600
+    assert phone.get(WALLET, extra=fam.curl).ok
+    assert expires(lab, fam.wallet, fam.garden) > 3500  # refreshed by use, not only by DNS
 
 
 def test_authorized_phone_reaches_everything_without_the_inspector(
-    lab: Lab, phone: Phone, own_server: bool
+    lab: Lab, phone: Phone, own_server: bool, fam: Fam
 ) -> None:
     lab.control().auth(lab.state.phones[0].mac)
     before = queued(lab)
-    neighbour = phone.get("https://cdn-neighbour.test/", extra=NEIGHBOUR)
+    neighbour = phone.get("https://cdn-neighbour.test/", extra=fam.neighbour)
     assert neighbour.ok, neighbour
     if own_server:
         assert neighbour.body == "GARDEN-OK cdn-neighbour.test"
-    site = phone.get("https://www.example.test/")
+    site = phone.get("https://www.example.test/", extra=fam.curl)
     assert site.ok and "FAKE-INTERNET-OK" in site.body
-    assert phone.get(WALLET).ok
-    assert run_in(phone.netns, UDP, WEB_IP, "123") == ["error", str(errno.ECONNREFUSED)]
+    assert phone.get(WALLET, extra=fam.curl).ok
+    assert run_in(phone.netns, UDP, fam.web, "123") == ["error", str(errno.ECONNREFUSED)]
     assert queued(lab) == before  # authorized traffic never leaves the kernel
 
 
@@ -280,10 +333,10 @@ def test_gateway_log_names_the_hook_and_each_refusal_once(lab: Lab) -> None:
 def test_plain_http_garden_reaches_ocsp_and_nothing_else(lab: Lab, phone: Phone) -> None:
     """RFC 8908 asks that captive clients reach OCSP: plain HTTP to the configured responder
     passes unredirected, while HTTP to any other address still goes to the portal."""
-    r = phone.get("http://ocsp.plaza.test/some/ocsp/request")
+    r = phone.get("http://ocsp.plaza.test/some/ocsp/request", extra=("-4",))
     assert r.status == 200 and r.body == "OCSP-OK\n"
     assert "198.19.0.1" not in r.headers.get("location", "")
-    other = phone.get("http://www.example.test/")
+    other = phone.get("http://www.example.test/", extra=("-4",))
     assert other.status == 302 and other.location == lab.status()["portal_url"]
     out = nsexec(lab.state.router, "nft", "list", "set", "inet", "plaza", "garden_http4")
     assert "192.0.2.30" in out and "192.0.2.80" not in out
