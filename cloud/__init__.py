@@ -27,7 +27,7 @@ MAX_BODY = 1024 * 1024  # docs/cloud-protocol.md: a usage batch is at most 1 MiB
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    from cloud import api, db, device_api, enrol, keys
+    from cloud import api, dashboard, db, device_api, enrol, keys
 
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None) or os.environ.get("PLAZA_CLOUD_INSTANCE")
@@ -57,6 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     api.register(app)
     app.register_blueprint(enrol.bp)
     app.register_blueprint(device_api.bp)
+    app.register_blueprint(dashboard.bp)
     from cloud.push import presence_push  # presence push: join hook, subscriptions
 
     presence_push.init_app(app)

@@ -1,0 +1,260 @@
+"""The splash and offer editor, "push to routers now", and claim codes for new routers.
+
+The form edits the venue config's branding and offers; policy and walled garden are carried
+over untouched. Saving goes through `set_venue_config`, the same verify-then-store path as
+everything else (unknown keys, https-only links, lengths), and bumps the version routers see
+in their next heartbeat. A save based on an older version than the stored one is refused with
+the merchant's input kept, rather than silently overwriting a colleague's change.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+
+from cloud.api import now
+from cloud.commands import CommandError, issue
+from cloud.dashboard import bp, stats
+from cloud.dashboard.auth import login_required
+from cloud.dashboard.security import require_csrf
+from cloud.dashboard.tenancy import own_venue
+from cloud.db import get_db
+from cloud.enrol import create_claim
+from cloud.models import Device, Venue
+from cloud.venue_config import MAX_OFFERS, ConfigError, set_venue_config
+
+OFFER_FIELDS = ("title", "body", "url")
+BRANDING_LABELS = {
+    "branding.name": "Venue name",
+    "branding.colour": "Colour",
+    "branding.logo_url": "Logo URL",
+    "branding.terms": "Terms of use",
+}
+WHERE_RE = re.compile(r"^offers\[(\d+)\]\.?(\w*)$")
+CLAIM_DAYS = 7
+
+
+@dataclass
+class OfferRow:
+    row: str  # the form's name prefix: "offer-3", or "new" for the empty row
+    id: str = ""
+    title: str = ""
+    body: str = ""
+    url: str = ""
+    remove: bool = False
+
+
+@dataclass
+class EditorForm:
+    """What the editor shows: the stored config, or what the merchant just sent."""
+
+    name: str
+    colour: str
+    logo_url: str
+    terms: str
+    offers: list[OfferRow]
+    new: OfferRow = field(default_factory=lambda: OfferRow("new"))
+    base_version: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], version: int) -> EditorForm:
+        b = config["branding"]
+        offers = [
+            OfferRow(f"offer-{i}", o["id"], o["title"], o.get("body", ""), o.get("url", ""))
+            for i, o in enumerate(config["offers"])
+        ]
+        return cls(b["name"], b["colour"], b.get("logo_url", ""), b.get("terms", ""), offers,
+                   base_version=version)  # fmt: skip
+
+    @classmethod
+    def from_form(cls, form: MultiDict[str, str]) -> EditorForm:
+        offers = []
+        for i in range(MAX_OFFERS):
+            row = f"offer-{i}"
+            if f"{row}-id" not in form:
+                continue
+            offers.append(
+                OfferRow(
+                    row,
+                    form.get(f"{row}-id", ""),
+                    *(form.get(f"{row}-{name}", "") for name in OFFER_FIELDS),
+                    remove=form.get(f"{row}-remove") == "1",
+                )
+            )
+        new = OfferRow("new", "", *(form.get(f"new-{name}", "") for name in OFFER_FIELDS))
+        try:
+            base = int(form.get("base_version", "0"))
+        except ValueError:
+            base = 0
+        return cls(
+            form.get("name", ""), form.get("colour", ""), form.get("logo_url", ""),
+            form.get("terms", ""), offers, new, base,
+        )  # fmt: skip
+
+    def to_config(self, current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The config to validate, and for each of its offers the form row it came from (to
+        point an error at the right row). The empty row becomes an offer only if any of its
+        fields was filled in; a half-filled one is then refused by validation, visibly."""
+        config = copy.deepcopy(current)
+        config["branding"] = {
+            "name": self.name,
+            "colour": self.colour.strip().lower(),
+            "logo_url": self.logo_url.strip(),
+            "terms": self.terms.replace("\r\n", "\n"),
+        }
+        offers, rows = [], []
+        for o in self.offers:
+            if o.remove:
+                continue
+            offers.append({"id": o.id, "title": o.title, "body": o.body.replace("\r\n", "\n"),
+                           "url": o.url.strip()})  # fmt: skip
+            rows.append(o.row)
+        if any(getattr(self.new, name).strip() for name in OFFER_FIELDS):
+            offers.append(
+                {
+                    "id": new_offer_id({o["id"] for o in offers}),
+                    "title": self.new.title,
+                    "body": self.new.body.replace("\r\n", "\n"),
+                    "url": self.new.url.strip(),
+                }
+            )
+            rows.append("new")
+        config["offers"] = offers
+        return config, rows
+
+
+def new_offer_id(taken: set[str]) -> str:
+    while True:
+        candidate = f"offer-{secrets.token_hex(4)}"
+        if candidate not in taken:
+            return candidate
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str  # the form field to mark: "name", "offer-2-url", "new-title", or "" (whole form)
+    message: str  # what the merchant reads
+
+
+def explain(error: ConfigError, rows: list[str]) -> FieldError:
+    """A validation message in the merchant's words, and the field it is about."""
+    where, _, what = str(error).partition(": ")
+    if where in BRANDING_LABELS:
+        return FieldError(where.split(".")[1], f"{BRANDING_LABELS[where]}: {what}")
+    match = WHERE_RE.match(where)
+    if match and int(match.group(1)) < len(rows):
+        row, name = rows[int(match.group(1))], match.group(2) or "title"
+        label = "New offer" if row == "new" else f"Offer {int(row.split('-')[1]) + 1}"
+        shown = {"url": "link", "id": "id"}.get(name, name)
+        return FieldError(f"{row}-{name}", f"{label} {shown}: {what}")
+    return FieldError("", str(error))
+
+
+def _editor_page(venue: Venue, form: EditorForm, error: FieldError | None = None,
+                 status: int = 200) -> ResponseReturnValue:  # fmt: skip
+    db = get_db()
+    routers = stats.devices(db, venue.id, now())
+    return (
+        render_template(
+            "dashboard/editor.html",
+            venue=venue,
+            form=form,
+            error=error,
+            routers=routers,
+            on_colour=on_colour(form.colour),
+        ),
+        status,
+    )
+
+
+def on_colour(colour: str) -> str:
+    """Black or white text, whichever reads better on the preview's band."""
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", colour or ""):
+        return "#ffffff"
+
+    def channel(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, gr, b = (channel(int(colour[i : i + 2], 16)) for i in (1, 3, 5))
+    lum = 0.2126 * r + 0.7152 * gr + 0.0722 * b
+    return "#ffffff" if (1.05 / (lum + 0.05)) >= ((lum + 0.05) / 0.05) else "#16181d"
+
+
+@bp.get("/venues/<venue_id>/editor")
+@login_required
+def editor(venue_id: str) -> ResponseReturnValue:
+    venue = own_venue(venue_id)
+    return _editor_page(venue, EditorForm.from_config(venue.config, venue.config_version))
+
+
+@bp.post("/venues/<venue_id>/editor")
+@login_required
+def save(venue_id: str) -> ResponseReturnValue:
+    venue = own_venue(venue_id)
+    require_csrf()
+    form = EditorForm.from_form(request.form)
+    db = get_db()
+    if form.base_version != venue.config_version:
+        message = (
+            f"This venue was changed elsewhere since you opened the editor (now version "
+            f"{venue.config_version}). Your edits are below: check them and save again."
+        )
+        form.base_version = venue.config_version
+        return _editor_page(venue, form, FieldError("", message), 409)
+    config, rows = form.to_config(venue.config)
+    try:
+        version = set_venue_config(db, venue.id, config)
+    except ConfigError as exc:
+        db.rollback()
+        return _editor_page(venue, form, explain(exc, rows), 400)
+    db.commit()
+    flash(f"Saved as version {version}. Routers pick it up with their next heartbeat.")
+    return redirect(url_for("dashboard.editor", venue_id=venue.id), 303)
+
+
+@bp.post("/venues/<venue_id>/push")
+@login_required
+def push(venue_id: str) -> ResponseReturnValue:
+    """A `refresh-config` command to each of the venue's routers: they pull the config now
+    instead of at the next heartbeat."""
+    venue = own_venue(venue_id)
+    require_csrf()
+    db, t, key = get_db(), now(), current_app.config["CLOUD_KEY"]
+    device_ids = db.scalars(
+        select(Device.id).where(Device.venue_id == venue.id, Device.revoked.is_(False))
+    ).all()
+    sent = 0
+    for device_id in device_ids:
+        try:
+            issue(db, key, device_id, "refresh-config", {}, t)
+            sent += 1
+        except CommandError:  # revoked between the query and the insert: skip it
+            continue
+    db.commit()
+    flash(
+        f"Asked {sent} router{'s' if sent != 1 else ''} to fetch the config now."
+        if sent
+        else "This venue has no routers yet: enrol one with a claim code."
+    )
+    return redirect(url_for("dashboard.editor", venue_id=venue.id), 303)
+
+
+@bp.post("/venues/<venue_id>/claims")
+@login_required
+def claim(venue_id: str) -> ResponseReturnValue:
+    """A new claim code, shown on this one answer and never again (only its hash is kept)."""
+    venue = own_venue(venue_id)
+    require_csrf()
+    db = get_db()
+    code = create_claim(db, venue.id, now(), CLAIM_DAYS)
+    db.commit()
+    return render_template("dashboard/claim.html", venue=venue, code=code, days=CLAIM_DAYS)
