@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="create the namespaces and start the services")
     up.add_argument("--phones", type=int, default=1)
     up.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
+    up.add_argument(
+        "--no-cloud", dest="cloud", action="store_false",
+        help="without the Plaza cloud (by default it runs on the fake internet, router enrolled)",
+    )  # fmt: skip
     st = sub.add_parser("status", help="describe the running lab")
     st.add_argument("--json", action="store_true")
     ex = sub.add_parser("exec", help="run a command in a lab host: exec NAME -- CMD...")
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             if not 1 <= args.phones <= 250:
                 raise LabError("--phones must be between 1 and 250")
-            lab.up(phones=args.phones, wallet_dialect=args.wallet)
+            lab.up(phones=args.phones, wallet_dialect=args.wallet, cloud=args.cloud)
             portal = lab.status()["portal_url"]
             print(f"lab {args.name!r} up with {args.phones} phone(s); portal {portal}")
         elif args.command == "status":

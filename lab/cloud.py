@@ -59,6 +59,10 @@ def serve_command(run_dir: Path, cert: Path, key: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def push_command(run_dir: Path) -> list[str]:
+    return [str(BIN / "plaza-cloud"), "--instance", str(instance_dir(run_dir)), "push-worker"]
+
+
 def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
     """The demo merchant and its venue (idempotent: kept in `account.json`)."""
     saved = instance_dir(run_dir) / "account.json"

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gateway import config as gwconfig
 from gateway.control_client import ControlClient, ControlError
+from lab import cloud as labcloud
 from lab import internet
 from lab.pki import LabCA
 
@@ -58,6 +59,7 @@ WAN_INTERNET6 = "2001:db8:18::2/64"
 WEB_IP6 = "2001:db8:2::80"
 DNS_IP6 = "2001:db8:2::53"
 PORTAL_HOST = "portal.plaza.test"
+VENUE_NAME = "Plaza Demo Café"
 WALLET_HOST = "wallet.test"
 
 
@@ -92,6 +94,7 @@ class LabState:
     phones: list[Phone] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
     wallet_dialect: str = "oidc"  # which dialect the venue's portal speaks to the wallet
+    cloud: bool = False  # the Plaza cloud runs on the fake internet and the router is enrolled
 
     @property
     def router(self) -> str:
@@ -162,6 +165,11 @@ class Lab:
             ),
             wallet=self.wallet_config(),
             garden=gwconfig.GardenConfig(http_domains=(internet.OCSP_HOST,)),
+            cloud=self.cloud_config(),
+            # With the cloud, usage goes up every few seconds, so it is seen arriving.
+            accounting=gwconfig.AccountingConfig(poll_seconds=1, interim_seconds=3)
+            if self.state.cloud
+            else gwconfig.AccountingConfig(),
             offers=(
                 gwconfig.OfferConfig(
                     title="Flat white ¥12 until noon",
@@ -174,6 +182,16 @@ class Lab:
                 ),
             ),
         )
+
+    def cloud_config(self) -> gwconfig.CloudConfig:
+        """The router's uplink: the lab's cloud over HTTPS with the lab CA; heartbeats and
+        uploads more often than a real venue needs, so tests and the demo see them quickly."""
+        if not self.state.cloud:
+            return gwconfig.CloudConfig()
+        return gwconfig.CloudConfig(
+            url=labcloud.CLOUD_URL, ca_bundle=str(self.ca.cert_path), heartbeat_seconds=2,
+            upload_seconds=1,
+        )  # fmt: skip
 
     @property
     def wallet_dir(self) -> Path:
@@ -211,6 +229,7 @@ class Lab:
             phones=[Phone(**p) for p in raw["phones"]],
             pids=raw["pids"],
             wallet_dialect=raw.get("wallet_dialect", "oidc"),
+            cloud=raw.get("cloud", False),
         )
 
     def _save(self) -> None:
@@ -255,9 +274,12 @@ class Lab:
             _kill_and_reap(pid, sig)
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, phones: int = 1, wallet_dialect: str = "oidc", dhcp: bool = True) -> None:
+    def up(
+        self, phones: int = 1, wallet_dialect: str = "oidc", dhcp: bool = True, cloud: bool = False
+    ) -> None:
         """Bring the lab up. `dhcp=False`: phones are wired but start no DHCP client (see
-        `add_phone`), and `up` does not wait for leases."""
+        `add_phone`), and `up` does not wait for leases. `cloud`: the Plaza cloud runs on the
+        fake internet (lab/cloud.py) and the router enrols with it before its daemon starts."""
         if self.is_up():
             raise LabError(f"lab {self.name!r} is already up; run `plaza-lab down` first")
         if wallet_dialect not in ("oidc", "alipay"):
@@ -265,7 +287,7 @@ class Lab:
         self.down()  # leftovers of a crashed run
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.router_dir.mkdir(parents=True, exist_ok=True)
-        self.state = LabState(name=self.name, wallet_dialect=wallet_dialect)
+        self.state = LabState(name=self.name, wallet_dialect=wallet_dialect, cloud=cloud)
         self._save()
         try:
             self._build_internet()
@@ -283,12 +305,16 @@ class Lab:
         ns = self.state.internet
         sh("ip", "netns", "add", ns)
         nsexec(ns, "ip", "link", "set", "lo", "up")
-        for ip in (DNS_IP, WEB_IP, WALLET_IP, OCSP_IP):
+        for ip in (DNS_IP, WEB_IP, WALLET_IP, OCSP_IP, labcloud.CLOUD_IP):
             nsexec(ns, "ip", "addr", "add", f"{ip}/32", "dev", "lo")
         for ip in (WEB_IP6, DNS_IP6, WALLET_IP6):
             nsexec(ns, "ip", "addr", "add", f"{ip}/128", "dev", "lo", "nodad")
         conf = self.run_dir / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
+        # Services on the internet (the cloud's push worker calling the wallet) resolve there.
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
         self.spawn(
             "internet-dns",
             ns,
@@ -335,6 +361,7 @@ class Lab:
         from lab.wallet import keys
 
         made = keys.provision(self.wallet_dir, f"https://{PORTAL_HOST}")
+        self._wallet_push = made["push"]
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self.spawn(
             "internet-wallet",
@@ -343,6 +370,40 @@ class Lab:
             "--listen", f"{WALLET_IP}:443", "--listen", f"[{WALLET_IP6}]:443",
             "--cert", str(cert), "--key", str(key),
         )  # fmt: skip
+
+    def _start_cloud(self) -> None:
+        """The Plaza cloud (API, dashboard) and its push worker on the fake internet, with
+        the demo merchant and venue; the push worker sends through the sandbox wallet."""
+        labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
+        self.spawn("internet-cloud", self.state.internet,
+                   *labcloud.serve_command(self.run_dir, cert, key))  # fmt: skip
+        push = self._wallet_push[self.state.wallet_dialect]
+        env = {f"PLAZA_CLOUD_WALLET_{k.upper()}": str(v) for k, v in push.items()}
+        env["PLAZA_CLOUD_WALLET_URL"] = env.pop("PLAZA_CLOUD_WALLET_BASE_URL")
+        if "PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE" in env:
+            key_file = env.pop("PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE")
+            env["PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE"] = key_file
+        env["PLAZA_CLOUD_WALLET_CA_BUNDLE"] = str(self.ca.cert_path)
+        self.spawn("internet-cloud-push", self.state.internet,
+                   *labcloud.push_command(self.run_dir), env=env)  # fmt: skip
+        _wait_for(lambda: _tcp_open(self.state.internet, labcloud.CLOUD_IP, 443), 20,
+                  "the cloud to listen")  # fmt: skip
+
+    def enrol_router(self) -> str:
+        """Enrol the router with a fresh claim code, as a technician would; returns the
+        device id. The daemon's uplink starts with its next start."""
+        account = labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        code = labcloud.claim_code(self.run_dir, account.venue_id)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.state.router, str(BIN / "plaza-gateway"), "--config",
+             str(self.gateway_config_path), "enrol", "--cloud", labcloud.CLOUD_URL, "--claim", "-",
+             "--ca-bundle", str(self.ca.cert_path), "--force"],
+            input=code + "\n", capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise LabError(f"router enrolment failed: {proc.stderr.strip() or proc.stdout}")
+        return proc.stdout.strip().split()[-1]
 
     def _build_router(self) -> None:
         r, i = self.state.router, self.state.internet
@@ -385,6 +446,9 @@ class Lab:
         (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
         self.gateway_config_path.write_text(gwconfig.to_toml(cfg))
         conf_path, _hook = _dnsmasq_files(self, cfg)
+        if self.state.cloud:
+            self._start_cloud()
+            self.enrol_router()
         self.start_gateway()
         self.spawn(
             "router-dnsmasq",
@@ -566,7 +630,25 @@ class Lab:
             "captive_api_url": cfg.portal.api_url,
             "wallet_url": cfg.wallet.issuer + "/",
             "ca_cert": str(self.ca.cert_path),
+            "cloud": self._cloud_status(),
             "pids": dict(self.state.pids),
+        }
+
+    def _cloud_status(self) -> dict | None:
+        if not self.state.cloud:
+            return None
+        account = labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        enrolled = Path(self.gateway_config().gateway.state_dir) / "cloud.json"
+        device = json.loads(enrolled.read_text())["device_id"] if enrolled.exists() else None
+        return {
+            "url": labcloud.CLOUD_URL,
+            "dashboard_url": labcloud.CLOUD_URL + "/dashboard/",
+            "merchant_email": labcloud.MERCHANT_EMAIL,
+            "merchant_password": labcloud.MERCHANT_PASSWORD,
+            "merchant_id": account.merchant_id,
+            "venue_id": account.venue_id,
+            "device_id": device,
+            "database_url": f"sqlite:///{labcloud.instance_dir(self.run_dir) / 'cloud.db'}",
         }
 
     # -- down ------------------------------------------------------------------------------
@@ -689,6 +771,7 @@ def _internet_dns_conf() -> str:
         "no-dhcp-interface=",
         *(f"host-record={host},{WEB_IP},{WEB_IP6}" for host in internet.all_hosts()),
         *(f"host-record={host},{WALLET_IP},{WALLET_IP6}" for host in WALLET_IP_HOSTS),
+        f"host-record={labcloud.CLOUD_HOST},{labcloud.CLOUD_IP}",
         f"host-record={internet.OCSP_HOST},{OCSP_IP}",
         # Windows' DNS probe (NCSI) expects this exact answer.
         "host-record=dns.msftncsi.com,131.107.255.255",

@@ -12,15 +12,16 @@ import json
 import secrets
 import zlib
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import pytest
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from lab.phone import CSRF_RE, Phone
+from lab import shopper
+from lab.phone import Phone
 from lab.topology import PORTAL_HOST, Lab
 from lab.topology import Phone as LabPhone
-from lab.wallet.app import WalletAppError, approve, passes, save_pass, sign_in
+from lab.wallet.app import WalletAppError, passes, sign_in
 from portal import load_secret_key, secret_key_path
 from portal.reconnect import Tokens
 from tests.netns.conftest import _need_root, unique_name
@@ -83,34 +84,11 @@ def state_of(lab: Lab, mac: str) -> str:
 
 
 def wallet_login(phone: Phone, portal: str, user: tuple[str, str, str]) -> None:
-    """The shopper's wallet login, as in lab.demo: portal -> wallet (approve) -> callback."""
-    r = phone.get(portal + "login/wallet")
-    assert r.status == 302, r.error or r.status
-    r = approve(phone, r.location, user=user[0], pin=user[1])
-    assert r.status == 302 and r.location.startswith(portal), (r.status, r.location)
-    r = phone.get(r.location)
-    assert r.status == 303 and r.location == "/welcome", (r.status, r.location)
-
-
-def csrf(phone: Phone, url: str) -> str:
-    page = phone.get(url)
-    match = CSRF_RE.search(page.body)
-    assert page.status == 200 and match, f"no form at {url}: {page.status}"
-    return match.group(1)
+    shopper.wallet_login(phone, portal, user=user[0], pin=user[1])
 
 
 def opt_in_and_save(phone: Phone, urls: dict[str, str], user: tuple[str, str, str]) -> str:
-    """Tick "remember me", follow the portal's 303 to the wallet and confirm; the saved link."""
-    portal, wallet = urls["portal"], urls["wallet"]
-    token = csrf(phone, portal + "welcome")
-    r = phone.post(portal + "reconnect", {"csrf_token": token, "remember": "yes"})
-    assert r.status == 303 and r.location.startswith(wallet + "/passes/add?"), r.location
-    [link] = parse_qs(urlsplit(r.location).query)["link"]
-    assert link.startswith(portal + "reconnect/")
-    saved = save_pass(phone, r.location, user=user[0], pin=user[1])
-    assert saved.status == 200 and "Saved to your wallet" in saved.body
-    assert f'href="{portal}welcome"' in saved.body  # back to the portal, from its registration
-    return link
+    return shopper.opt_in_and_save(phone, urls["portal"], urls["wallet"], user[0], user[1])
 
 
 def logged_out(phone: Phone, lab: Lab, urls: dict[str, str], mac: str) -> None:
@@ -194,7 +172,7 @@ def test_forget_me_revokes_the_saved_link(
     assert r.status == 303 and r.location == "/welcome"
     assert state_of(lab, mac) == "authorized"
 
-    token = csrf(phone, portal + "welcome")  # ... until the shopper says "forget me"
+    token = shopper.csrf(phone, portal + "welcome")  # ... until the shopper says "forget me"
     r = phone.post(portal + "reconnect/forget", {"csrf_token": token})
     assert r.status == 303 and r.location == "/welcome?forgotten=1"
     logged_out(phone, lab, urls, mac)

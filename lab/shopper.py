@@ -1,0 +1,58 @@
+"""What a shopper does on the portal, step by step, for tests, the demo and benchmarks: log in
+through the wallet, opt in to one-tap reconnect and save the pass. Each step checks the answer
+it expects and raises ShopperError with what came instead, so a caller that is a test, the
+narrated demo or a benchmark reports the same failure the same way.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+from lab.phone import CSRF_RE, Phone, Response
+from lab.wallet.app import approve, save_pass
+
+
+class ShopperError(AssertionError):
+    """A step of the shopper's journey did not answer as a working venue would."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ShopperError(message)
+
+
+def wallet_login(phone: Phone, portal: str, user: str = "alice", pin: str = "1234") -> Response:
+    """Portal -> wallet (the user approves in the wallet app) -> callback -> /welcome; returns
+    the welcome page."""
+    r = phone.get(portal + "login/wallet")
+    check(r.status == 302, f"/login/wallet answered {r.status or r.error}")
+    r = approve(phone, r.location, user=user, pin=pin)
+    check(r.status == 302 and r.location.startswith(portal), f"wallet -> {r.status} {r.location}")
+    r = phone.get(r.location)
+    check(r.status == 303 and r.location == "/welcome", f"callback -> {r.status} {r.location}")
+    return phone.get(urljoin(portal, r.location))
+
+
+def csrf(phone: Phone, url: str) -> str:
+    page = phone.get(url)
+    match = CSRF_RE.search(page.body)
+    check(page.status == 200 and match is not None, f"no form at {url}: {page.status}")
+    assert match is not None
+    return match.group(1)
+
+
+def opt_in_and_save(
+    phone: Phone, portal: str, wallet: str, user: str = "alice", pin: str = "1234"
+) -> str:
+    """Tick "remember me" on /welcome, follow the portal's 303 to the wallet's add-a-pass page
+    and confirm there; returns the saved one-tap link."""
+    token = csrf(phone, portal + "welcome")
+    r = phone.post(portal + "reconnect", {"csrf_token": token, "remember": "yes"})
+    wallet = wallet.rstrip("/")
+    check(r.status == 303 and r.location.startswith(wallet + "/passes/add?"), r.location)
+    [link] = parse_qs(urlsplit(r.location).query)["link"]
+    check(link.startswith(portal + "reconnect/"), f"not a reconnect link: {link}")
+    saved = save_pass(phone, r.location, user=user, pin=pin)
+    check(saved.status == 200 and "Saved to your wallet" in saved.body, f"save: {saved.status}")
+    check(f'href="{portal}welcome"' in saved.body, "the wallet offers no way back to the portal")
+    return link
