@@ -54,7 +54,11 @@ def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway import metrics
+    import gc
+
+    from gateway import memory, metrics
+
+    memory.one_arena()  # before any thread: see gateway/memory.py
 
     config = _load(args.config)
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
@@ -73,6 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         gateway = Gateway(config, NftFirewall(), Store(config.db_path))
         gateway.start()
+        # What exists now (modules, config, restored sessions) lives as long as the daemon:
+        # out of the collector's way, so a full collection walks only what came after.
+        gc.collect()
+        gc.freeze()
+        memory.trim()
         asyncio.run(Daemon(config, gateway, ifindex, metrics_listen=listen).run())
     finally:
         os.close(lock)

@@ -1,10 +1,14 @@
 """Station detection from the first packet of an unseen (address, MAC) pair.
 
-`lan_antispoof` marks one packet per pair every ruleset.DETECT_TIMEOUT (a dynamic set
-remembers the pairs it has sent), and the hook in gateway/garden_queue.py queues it to
-DETECT_QUEUE_NUM. The daemon learns the station from it *before* giving the verdict, so
-when that station is authorized (a new IPv6 temporary address, a phone that kept its session
-across a restart) its first packet already finds itself in the kernel's allowed sets.
+`lan_antispoof` marks every packet of an (address, MAC) pair missing from the `seen` sets,
+and the hook in gateway/garden_queue.py queues it to DETECT_QUEUE_NUM. The daemon learns the
+station from the first one *before* giving the verdict, then puts the pair in the `seen` set
+(for ruleset.DETECT_TIMEOUT): so when that station is authorized (a new IPv6 temporary
+address, a phone that kept its session across a restart) its first packets, the whole burst
+a browser opens at once, already find it in the kernel's allowed sets. (Were the kernel to
+add the pair itself on the first packet, the rest of the burst would overtake the daemon and
+be refused.) When a station leaves, its pairs are taken out again (`SeenSets.forget`), so its
+return is noticed from its first packet.
 
 This is the earliest of the three sources (dnsmasq's lease hook forks a process after the
 ACK; a neighbour entry appears only once the router talks back) and the only one for IPv6
@@ -12,8 +16,8 @@ SLAAC addresses the router has not needed yet. Its claims are as weak as a neigh
 introduce stations and addresses but never take an address from another station.
 
 A MAC flood is bounded three times over: the kernel set's size, the queue's length (the
-kernel drops beyond it, and only first packets are ever queued), and `MAX_PER_SECOND` new
-stations learned per second; the rest are passed unlearned and counted, logged once.
+kernel drops beyond it) and `MAX_PER_SECOND` new stations learned per second; the rest are
+passed unlearned (but remembered as seen, so they stop coming) and counted, logged once.
 """
 
 from __future__ import annotations
@@ -39,6 +43,35 @@ MAX_PER_SECOND = 500
 Learn = Callable[[str, str], None]  # (mac, address)
 
 
+class SeenSets:
+    """The kernel's `seen4`/`seen6` sets, written over nf_tables netlink (one small commit
+    per change: a station's arrival or departure, not per packet)."""
+
+    def __init__(self) -> None:
+        from gateway.nft import NfNetlink
+
+        self.nl = NfNetlink()
+
+    def remember(self, address: str, mac: str) -> None:
+        self._commit("add", [(address, mac)])
+
+    def forget(self, pairs: list[tuple[str, str]]) -> None:
+        """Take pairs out; a pair that is not there (timed out) is no error."""
+        for pair in pairs:  # one transaction each: deleting a missing element fails its batch
+            with contextlib.suppress(Exception):
+                self._commit("delete", [pair])
+
+    def _commit(self, verb: str, pairs: list[tuple[str, str]]) -> None:
+        from gateway.nft import _elements_messages
+
+        for name in (ruleset.DETECT4, ruleset.DETECT6):
+            items = [
+                (f"{a} . {m}", None) for a, m in pairs if (":" in a) == (name == ruleset.DETECT6)
+            ]
+            if items:
+                self.nl.commit(_elements_messages(verb, name, items))
+
+
 def source(payload: bytes) -> str | None:
     """The unicast source address of an IPv4 or IPv6 packet, or None when it is not one."""
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -62,8 +95,14 @@ def mac_of(hw: bytes | None) -> str | None:
 class Detector:
     """Turns queued packets into (mac, address) sightings; always accepts the packet."""
 
-    def __init__(self, learn: Learn, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        learn: Learn,
+        clock: Callable[[], float] = time.monotonic,
+        seen: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.learn = learn
+        self.seen = seen  # (address, mac): stop queuing this pair (SeenSets.remember)
         self.clock = clock
         self.reasons = RateLimitedLog(log)
         self.stats = {"learned": 0, "malformed": 0, "over_rate": 0, "errors": 0}
@@ -82,6 +121,7 @@ class Detector:
         self._count += 1
         if self._count > MAX_PER_SECOND:
             self.stats["over_rate"] += 1
+            self._seen(ip, mac)
             self.reasons.note(
                 "over-rate",
                 "detector: more than %d new stations a second (MAC flood?); passing the rest "
@@ -95,6 +135,15 @@ class Detector:
         except Exception as exc:  # a bad sighting must never stop the queue
             self.stats["errors"] += 1
             self.reasons.note("learn-error", "detector: could not learn %s %s: %s", mac, ip, exc)
+        self._seen(ip, mac)
+
+    def _seen(self, ip: str, mac: str) -> None:
+        if self.seen is None:
+            return
+        try:
+            self.seen(ip, mac)
+        except Exception as exc:  # the set is full (a flood): the pair keeps being queued
+            self.reasons.note("seen-error", "detector: cannot mark %s %s as seen: %s", mac, ip, exc)
 
 
 class DetectQueue:
@@ -136,11 +185,13 @@ class DetectQueue:
         self.queue.unbind()
 
 
-def start(learn: Learn, loop: asyncio.AbstractEventLoop) -> DetectQueue | None:
+def start(
+    learn: Learn, loop: asyncio.AbstractEventLoop, seen: SeenSets | None = None
+) -> DetectQueue | None:
     """Bind the detection queue; without it stations are still learned from DHCP and the
     neighbour table (the hook's `bypass` lets packets through unjudged)."""
     try:
-        queue = DetectQueue(Detector(learn))
+        queue = DetectQueue(Detector(learn, seen=seen.remember if seen else None))
         queue.attach(loop)
     except Exception as exc:
         log.error("station detector not running (DHCP and neighbours still used): %s", exc)

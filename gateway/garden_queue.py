@@ -248,6 +248,9 @@ class GardenInspector:
         self.reader: QueueReader | None = None
         self._check: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Told (on the loop) of each commit the hook makes, so the reconciler counts it
+        # among the daemon's own (gateway/daemon.py).
+        self.committed: Callable[[], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -266,13 +269,25 @@ class GardenInspector:
         self.inspector.garden = garden
 
     def _recheck(self) -> None:
+        """Check the hook (four iptables-nft runs, ~10 ms, more on a busy router) in a
+        worker thread: the daemon's thread keeps answering logins meanwhile."""
+        if self.loop is None:
+            return
+        checking = self.loop.run_in_executor(None, self._check_hook)
+        checking.add_done_callback(lambda _f: self._schedule_check())
+
+    def _check_hook(self) -> None:
         try:
             if not self.hook.installed():
                 log.warning("the walled-garden queue hook was removed; putting it back")
                 self.hook.install()
+                if self.committed is not None and self.loop is not None:
+                    self.loop.call_soon_threadsafe(self.committed)
         except Exception as exc:
             self.inspector.reasons.note("hook-error", "cannot restore the queue hook: %s", exc)
-        if self.loop is not None:
+
+    def _schedule_check(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
             self._check = self.loop.call_later(CHECK_SECONDS, self._recheck)
 
     def stop(self) -> None:

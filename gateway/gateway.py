@@ -19,6 +19,7 @@ daemon killed in between writes their final records when it starts again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ from gateway.sessions import (
     Allow,
     Client,
     EndSession,
+    Forget,
     Op,
     Presence,
     Reason,
@@ -50,6 +52,8 @@ from gateway.sessions import (
 from gateway.store import Store
 
 log = logging.getLogger("plaza.gateway")
+
+MAX_PAGE = 5000  # stations per page of the `clients` listing
 
 
 class Gateway:
@@ -66,6 +70,8 @@ class Gateway:
         self.clock = clock
         self.runtime_access = RuntimeAccess.load(config.gateway.state_dir)
         self.presence = PresenceOutbox(config.db_path)
+        # Set by the daemon when the station detector runs (gateway/detect.py SeenSets).
+        self.forget_seen: Callable[[list[tuple[str, str]]], None] | None = None
         self.table = SessionTable(
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
@@ -124,7 +130,11 @@ class Gateway:
             self._set_granted(grants)
             self.repairs += 1
             return 1
-        changes = ruleset.diff(ruleset.desired(grants), self.firewall.state())
+        compare = getattr(self.firewall, "drift", None)  # the kernel's: see nft.drift
+        if compare is not None:
+            changes = compare(grants)
+        else:
+            changes = ruleset.diff(ruleset.desired(grants), self.firewall.state())
         if changes:
             self.firewall.change(changes, self._starts(grants))
             log.warning(
@@ -136,6 +146,29 @@ class Gateway:
         fixed = changes.size() + len(changes.add_objects) + len(changes.del_objects)
         self.repairs += fixed
         return fixed
+
+    def repair(self, changes: ruleset.Changes) -> int:
+        """Commit `changes` found by comparing the kernel with the grants elsewhere (the
+        daemon's worker thread): only the sessions they name are looked at here. NftError
+        if the kernel refuses them; `reconcile()` is then the way back."""
+        if not changes:
+            return 0
+        sessions = {name.partition("_")[2] for (_kind, name), _spec in changes.add_objects}
+        starts = self._starts(self.granted[s] for s in sessions if s in self.granted)
+        self.firewall.change(changes, starts)
+        fixed = changes.size() + len(changes.add_objects) + len(changes.del_objects)
+        log.warning(
+            "reconciler: %d elements and %d objects put right",
+            changes.size(),
+            len(changes.add_objects) + len(changes.del_objects),
+        )
+        self.repairs += fixed
+        return fixed
+
+    def granted_as_desired(self) -> bool:
+        """Whether what the gateway believes the kernel holds (`granted`) is what its
+        sessions want: the thorough reconcile's check of the gateway's own bookkeeping."""
+        return {g.session: g for g in self._desired_grants()} == self.granted
 
     def apply(self, ops: list[Op], records: Iterable[UsageRecord] = ()) -> None:
         """Database first (clients, ended sessions, usage records in one transaction), then
@@ -160,6 +193,12 @@ class Gateway:
             self.ended_by_reason[e.reason.value] += 1
             log.info("session %s of %s ended: %s", e.session_id, e.mac, e.reason)
         self._sync(self._touched(ops))
+        gone = [e for op in ops if isinstance(op, Forget) for e in op.elements]
+        if gone and self.forget_seen is not None:
+            try:
+                self.forget_seen(gone)
+            except Exception as exc:  # they time out of the set anyway (DETECT_TIMEOUT)
+                log.debug("could not forget seen pairs: %s", exc)
         arrivals = [
             {"kind": op.kind, "mac": op.mac, "at": op.at} for op in ops if isinstance(op, Presence)
         ]
@@ -401,11 +440,24 @@ class Gateway:
         return value
 
     def op_ping(self, request: dict) -> dict:
-        return {"clients": len(self.table.clients), "authorized": len(self.table.authorized())}
+        return {"clients": len(self.table.clients), "authorized": self.table.authorized_count}
 
     def op_clients(self, request: dict) -> dict:
+        """Known stations with an address. With `limit` (and `offset`), one page of them and
+        `next`, the offset of the next page (None: that was the last): at 10,000 stations
+        the whole listing is ~5 MB of JSON, built at once in the daemon's memory."""
         now = self.clock()
-        return {"clients": [self.view(c, now) for c in self.table.clients.values() if c.ip]}
+        offset, limit = request.get("offset", 0), request.get("limit")
+        if not isinstance(offset, int) or offset < 0:
+            raise SessionError("'offset' must be a whole number, 0 or more")
+        if limit is None:
+            return {"clients": [self.view(c, now) for c in self.table.clients.values() if c.ip]}
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise SessionError(f"'limit' must be between 1 and {MAX_PAGE}")
+        listed = (c for c in self.table.clients.values() if c.ip)
+        page = [self.view(c, now) for c in itertools.islice(listed, offset, offset + limit + 1)]
+        more = len(page) > limit
+        return {"clients": page[:limit], "next": offset + limit if more else None}
 
     def op_client(self, request: dict) -> dict:
         return {"client": self.view(self.table.find(self._str(request, "client")), self.clock())}

@@ -14,7 +14,11 @@ failure within CONFIRM_SECONDS ends the station's IPv4 presence or drops the IPv
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +33,21 @@ NUD_REACHABLE, NUD_STALE, NUD_DELAY, NUD_PROBE, NUD_FAILED, NUD_PERMANENT = (
 SEEN = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT
 ANSWERED = NUD_REACHABLE | NUD_STALE | NUD_PERMANENT  # the station itself spoke
 CONFIRM_SECONDS = 15.0
+
+# rtnetlink, as much of it as this needs (linux/rtnetlink.h, linux/neighbour.h). A plain
+# socket rather than pyroute2, which cost the daemon ~7 MB of imports for these few fields.
+NETLINK_ROUTE = 0
+RTMGRP_NEIGH = 0x4
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NDA_DST, NDA_LLADDR, NDA_PROBES = 1, 2, 4
+_NLMSGHDR = struct.Struct("=IHHII")
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+_NLA = struct.Struct("=HH")
+RECV_BUFFER = 1 << 16
+
+Neighbour = tuple[int, int, str | None, str | None, int]  # ifindex, state, ip, mac, probes
 
 Reprobe = Callable[[str, str], None]  # (address, mac): ask the kernel to probe that MAC
 
@@ -82,11 +101,50 @@ class Neighbours:
         self.reprobe(ip, holder)
 
 
-async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
-    """Follow the kernel's neighbour table on the LAN for the daemon's lifetime."""
-    from pyroute2 import AsyncIPRoute
-    from pyroute2.netlink.rtnl import RTMGRP_NEIGH
+def parse(data: bytes) -> list[Neighbour]:
+    """The RTM_NEWNEIGH messages of one netlink datagram, as `Neighbours.message` takes
+    them; other messages (a dump's end, deletions, errors) are left out."""
+    found: list[Neighbour] = []
+    pos = 0
+    while pos + 16 <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, pos)
+        if length < 16 or pos + length > len(data):
+            break
+        end = pos + length
+        if kind == RTM_NEWNEIGH and length >= 16 + _NDMSG.size:
+            family, ifindex, state, _nflags, _ntype = _NDMSG.unpack_from(data, pos + 16)
+            ip = mac = None
+            probes = 0
+            at = pos + 16 + _NDMSG.size
+            while at + 4 <= end:
+                size, attr = _NLA.unpack_from(data, at)
+                if size < 4 or at + size > end:
+                    break
+                value = data[at + 4 : at + size]
+                attr &= 0x3FFF
+                if attr == NDA_DST and family in (socket.AF_INET, socket.AF_INET6):
+                    with contextlib.suppress(ValueError):  # a malformed address
+                        ip = socket.inet_ntop(family, value)
+                elif attr == NDA_LLADDR and len(value) == 6:
+                    mac = value.hex(":")
+                elif attr == NDA_PROBES and len(value) >= 4:
+                    probes = struct.unpack_from("=I", value)[0]
+                at += (size + 3) & ~3
+            found.append((ifindex, state, ip, mac, probes))
+        pos += (length + 3) & ~3
+    return found
 
+
+def dump_request(seq: int) -> bytes:
+    """RTM_GETNEIGH dump of every family's neighbour table."""
+    body = _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return _NLMSGHDR.pack(16 + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
+    """Follow the kernel's neighbour table on the LAN for the daemon's lifetime: a dump,
+    then the multicast group's changes. Events lost to a full socket buffer (ENOBUFS: a
+    flood of changes) are made good by dumping the table again."""
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[Any]] = set()
 
@@ -96,24 +154,27 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
         task.add_done_callback(pending.discard)
 
     neighbours = Neighbours(gateway, ifindex, reprobe)
-
-    def feed(msg: Any) -> None:
-        neighbours.message(
-            msg["ifindex"],
-            msg["state"],
-            msg.get_attr("NDA_DST"),
-            msg.get_attr("NDA_LLADDR"),
-            msg.get_attr("NDA_PROBES") or 0,
-        )
-
-    async with AsyncIPRoute() as ipr:
-        await ipr.bind(groups=RTMGRP_NEIGH)
-        async for msg in await ipr.neigh("dump"):
-            feed(msg)
-        while True:  # get() ends after each batch the socket delivered
-            async for msg in ipr.get():
-                if msg.get("event") == "RTM_NEWNEIGH":
-                    feed(msg)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_NEIGH))
+        sock.setblocking(False)
+        seq = 1
+        await loop.sock_sendall(sock, dump_request(seq))
+        while True:
+            try:
+                data = await loop.sock_recv(sock, RECV_BUFFER)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                log.warning("neighbour events overran the socket; reading the table again")
+                seq += 1
+                await loop.sock_sendall(sock, dump_request(seq))
+                continue
+            for message in parse(data):
+                neighbours.message(*message)
+    finally:
+        sock.close()
 
 
 async def _reprobe(interface: str, ip: str, mac: str) -> None:

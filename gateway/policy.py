@@ -30,7 +30,7 @@ class PolicyError(ValueError):
     """A policy that cannot be applied; str() names the field for the operator."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The effective limits of one session. `session_minutes` 0: no time limit (trusted)."""
 
@@ -82,7 +82,23 @@ class Policy:
             return None
         data = json.loads(text)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in data.items() if k in known})
+        return intern(cls(**{k: int(v) for k, v in data.items() if k in known}))
+
+
+_INTERNED: dict[Policy, Policy] = {}
+MAX_INTERNED = 4096
+
+
+def intern(policy: Policy) -> Policy:
+    """One shared object per distinct policy: at a venue most sessions have the same
+    limits, and 10,000 sessions need not hold 10,000 equal copies."""
+    found = _INTERNED.get(policy)
+    if found is not None:
+        return found
+    if len(_INTERNED) >= MAX_INTERNED:  # every session its own limits: sharing does not pay
+        _INTERNED.clear()
+    _INTERNED[policy] = policy
+    return policy
 
 
 # A trusted MAC (staff devices, the till) is exempt from every limit.

@@ -66,10 +66,10 @@ GARDEN_TIMEOUT = "1h"  # unused addresses fall out; far longer than dnsmasq's ma
 
 QUEUE_TABLE = "plaza_queue"  # only with a native nft `queue`; else iptables-nft holds the rule
 QUEUE_NUM = 11  # the NFQUEUE number the inspector binds
-# Station detection: the first packet of an (address, MAC) pair not seen for DETECT_TIMEOUT
-# goes to the daemon (queue DETECT_QUEUE_NUM) before anything else sees it, so a new phone
-# or a new IPv6 address is known, and let through if its station is authorized, before its
-# first packet is judged. One packet per pair, bounded by the set's size under a MAC flood.
+# Station detection: packets of an (address, MAC) pair the daemon has not marked seen (for
+# DETECT_TIMEOUT) go to it (queue DETECT_QUEUE_NUM) before anything else judges them, so a
+# new phone or a new IPv6 address is known, and let through if its station is authorized,
+# from its first packet (gateway/detect.py).
 DETECT4 = "seen4"
 DETECT6 = "seen6"
 DETECT_QUEUE_NUM = 12
@@ -109,7 +109,7 @@ ObjectKey = tuple[str, str]  # (kind, name)
 Spec = tuple[int, ...]  # what must match: quota (bytes,), limit (rate, burst), counter ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """One authorized client as the kernel must hold it: its addresses (one IPv4 today; IPv6
     adds more), its MAC, and the kernel half of its policy, in bytes and bytes per second."""
@@ -198,8 +198,7 @@ def _detect_set(name: str, kind: str) -> list[str]:
         f"\tset {name} {{",
         f"\t\ttype {kind} . ether_addr",
         f"\t\tsize {DETECT_SIZE}",
-        "\t\tflags dynamic,timeout",
-        f"\t\ttimeout {DETECT_TIMEOUT}",
+        f"\t\ttimeout {DETECT_TIMEOUT}",  # implies `flags timeout` (nft lists it so)
         "\t}",
     ]
 
@@ -297,8 +296,8 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\tip6 saddr fe80::/10 return",
         f"\t\tip saddr . ether saddr @{DETECT4} return",
         f"\t\tip6 saddr . ether saddr @{DETECT6} return",
-        f"\t\tupdate @{DETECT4} {{ ip saddr . ether saddr }} meta mark set meta mark | {detect}",
-        f"\t\tupdate @{DETECT6} {{ ip6 saddr . ether saddr }} meta mark set meta mark | {detect}",
+        # not seen yet: to the detector, which learns the pair and adds it to the set
+        f"\t\tmeta mark set meta mark | {detect}",
         "\t}",
         "",
         # Captive HTTP goes to the portal's intercept listener; authorized clients and traffic
@@ -544,8 +543,11 @@ def diff(want: KernelState, have: KernelState) -> Changes:
     )
 
 
-def _element_order(e: Triple) -> tuple[str, str, str]:
+def element_order(e: Triple) -> tuple[str, str, str]:
     return (e[0], e[1], e[2] or "")
+
+
+_element_order = element_order
 
 
 def _session_of(name: str) -> tuple[str, str]:

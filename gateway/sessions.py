@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from gateway.policy import UNLIMITED, Access, Policy, PolicyError, effective
+from gateway.policy import UNLIMITED, Access, Policy, PolicyError, effective, intern
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # IPv6 addresses held per station: a phone has a stable and one or more temporary (privacy)
@@ -97,7 +97,7 @@ def transition(state: State, event: Event) -> State:
         raise SessionError(f"client is {state}; cannot {event}") from None
 
 
-@dataclass
+@dataclass(slots=True)
 class Client:
     mac: str
     ip: str | None = None  # the IPv4 address (DHCP lease or neighbour)
@@ -178,7 +178,15 @@ class Presence:
     at: float
 
 
-Op = Allow | Revoke | Save | EndSession | Presence
+@dataclass(frozen=True)
+class Forget:
+    """(address, MAC) pairs a station no longer holds: the detector must notice them anew
+    (gateway/detect.py SeenSets) if they come back."""
+
+    elements: tuple[tuple[str, str], ...]
+
+
+Op = Allow | Revoke | Save | EndSession | Presence | Forget
 
 
 @dataclass
@@ -196,6 +204,9 @@ class SessionTable:
     clients: dict[str, Client] = field(default_factory=dict)
     by_ip: dict[str, str] = field(default_factory=dict)
     evicted: int = 0  # captive stations forgotten because too many were known (MAC flood)
+    # Authorized clients, kept as sessions open and end (`ping` asks often; counting 10,000
+    # clients each time is not free). Only `authorize` and `_end` change a client's state.
+    authorized_count: int = 0
 
     # -- queries ---------------------------------------------------------------------------
     def find(self, who: str) -> Client:
@@ -224,6 +235,7 @@ class SessionTable:
             self.clients[client.mac] = client
             for address in client.addresses():
                 self.by_ip[address] = client.mac
+        self.authorized_count = len(self.authorized())
 
     def seen(
         self,
@@ -353,7 +365,7 @@ class SessionTable:
         if ip in client.ip6:
             client.ip6 = tuple(a for a in client.ip6 if a != ip)
             self.by_ip.pop(ip, None)
-            ops: list[Op] = [Save(replace(client))]
+            ops: list[Op] = [Save(replace(client)), Forget(((ip, client.mac),))]
             if client.state is State.AUTHORIZED:
                 ops.insert(0, Revoke((ip, client.mac)))
             return ops
@@ -411,11 +423,12 @@ class SessionTable:
         else:
             base = client.policy if was is State.AUTHORIZED and client.policy else self.defaults
             try:
-                policy = effective(base, {**changes, "session_minutes": minutes})
+                policy = intern(effective(base, {**changes, "session_minutes": minutes}))
             except PolicyError as exc:
                 raise SessionError(str(exc)) from None
         client.state = transition(client.state, Event.AUTHORIZE)
         if was is State.CAPTIVE:
+            self.authorized_count += 1
             client.session_id = secrets.token_hex(8)
             client.started_at = now
             client.last_login_at = now
@@ -450,6 +463,7 @@ class SessionTable:
         ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
         if client.addresses():
             ops.append(Presence("leave", client.mac, now))
+            ops.append(Forget(tuple(client.elements())))
         for address in client.addresses():
             if self.by_ip.get(address) == client.mac:
                 del self.by_ip[address]
@@ -491,6 +505,7 @@ class SessionTable:
                 raise SessionError(f"client {client.mac} is not authorized")
             return []
         client.state = transition(client.state, event)
+        self.authorized_count -= 1
         ops: list[Op] = [Revoke(element) for element in client.elements()]
         ops.append(
             EndSession(

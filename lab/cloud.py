@@ -75,9 +75,33 @@ def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
         "--password", MERCHANT_PASSWORD,
     ).split()[-1]  # fmt: skip
     venue = cli(run_dir, "create-venue", merchant, venue_name).split()[-1]
+    _demo_offers(run_dir, venue, venue_name)
     account = CloudAccount(merchant_id=merchant, venue_id=venue)
     saved.write_text(json.dumps(account.__dict__))
     return account
+
+
+def _demo_offers(run_dir: Path, venue_id: str, venue_name: str) -> None:
+    """The demo venue's branding and offers, as a merchant would set them in the dashboard."""
+    from sqlalchemy.orm import Session
+
+    from cloud.db import make_engine
+    from cloud.venue_config import default_config, set_venue_config
+
+    config = default_config()
+    config["branding"]["name"] = venue_name
+    config["offers"] = [
+        {"id": "flat-white", "title": "Flat white ¥12 until noon",
+         "body": "Show this screen at the counter.", "url": ""},
+        {"id": "pastry", "title": "Free pastry with any large drink", "body": "", "url": ""},
+    ]  # fmt: skip
+    engine = make_engine(f"sqlite:///{instance_dir(run_dir) / 'cloud.db'}")
+    try:
+        with Session(engine) as db:
+            set_venue_config(db, venue_id, config)
+            db.commit()
+    finally:
+        engine.dispose()
 
 
 def claim_code(run_dir: Path, venue_id: str) -> str:

@@ -6,16 +6,18 @@ whose observation is not what a working gateway must produce.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
+from lab import cloud as labcloud
 from lab import probes
 from lab.phone import CSRF_RE, Phone
 from lab.topology import Lab
-from lab.wallet.app import approve, passes, save_pass, sign_in
+from lab.wallet.app import WalletAppError, approve, messages, passes, save_pass, sign_in, tap
 
 
 class StepFailed(AssertionError):
@@ -34,6 +36,24 @@ def option_114(lab: Lab, phone: str) -> str:
         return bytes.fromhex(raw).decode()
     except ValueError:
         return raw
+
+
+def cloud_rows(lab: Lab, sql: str, *args: object) -> list[tuple]:
+    """Rows from the lab cloud's database (SQLite file; read-only)."""
+    import sqlite3
+
+    path = labcloud.instance_dir(lab.run_dir) / "cloud.db"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def wait(predicate: Callable[[], object], seconds: float) -> object:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    return None
 
 
 def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
@@ -66,6 +86,19 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
             f"{p['name']} ({p['mac']}) got {p['ipv4']} from dnsmasq with option 114 = {url114};"
             f" the gateway sees it as {me['state']}.",
         )
+
+        cloud = status["cloud"]
+        if cloud:
+            beat = wait(lambda: cloud_rows(lab, "SELECT last_heartbeat_at FROM devices WHERE "
+                                           "id = ? AND last_heartbeat_at > ?",
+                                           cloud["device_id"], time.time() - 10), 15)  # fmt: skip
+            expect(bool(beat), "the router sent no heartbeat to the cloud")
+            say(
+                "The router is enrolled with the Plaza cloud",
+                f"claim code -> device {cloud['device_id']} (its own Ed25519 key), heartbeating "
+                f"to {cloud['url']}; merchant dashboard at {cloud['dashboard_url']} "
+                f"({cloud['merchant_email']} / {cloud['merchant_password']})",
+            )
 
         r = phone.get(api)
         doc = json.loads(r.body) if r.ok else {}
@@ -126,6 +159,18 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         expect(r.ok and r.status == 200 and "FAKE-INTERNET-OK" in r.body, "no internet after auth")
         say("Browsing works", f"GET {site} -> 200 from the fake internet")
 
+        if cloud:
+            phone.get(site + "bytes/2000000")
+            sql = "SELECT count(*), coalesce(sum(bytes_down), 0) FROM usage_records WHERE mac = ?"
+            got = wait(lambda: (row := cloud_rows(lab, sql, p["mac"])[0])[1] > 2_000_000 and row,
+                       20)  # fmt: skip
+            expect(bool(got), "no usage reached the cloud")
+            say(
+                "Usage arrives in the cloud",
+                f"{got[0]} signed, idempotent usage record(s) for this phone so far, "
+                f"{got[1] / 1e6:.1f} MB down (from the router's on-disk outbox)",
+            )
+
         token = CSRF_RE.search(phone.get(portal + "welcome").body)
         expect(token is not None, "the welcome page has no reconnect form")
         r = phone.post(portal + "reconnect", {"csrf_token": token.group(1), "remember": "yes"})
@@ -137,6 +182,32 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
             f"the portal hands a signed, revocable link to the wallet ({saved.status}); "
             f"the wallet app now holds the pass {title!r}",
         )
+
+        if cloud:
+            lab.stop(f"{p['name']}-dhcp")  # walks out: the lease is released
+            gone = wait(lambda: lab.control().client(p["mac"])["ip"] is None, 15)
+            expect(bool(gone), "the gateway did not see the phone leave")
+            lab.start_dhcp(next(x for x in lab.state.phones if x.name == p["name"]))
+            lab.wait_leases()
+
+            def inbox() -> list:
+                try:
+                    return messages(phone)
+                except WalletAppError:
+                    return []
+
+            found = wait(inbox, 40)
+            expect(bool(found), "no offer reached the wallet")
+            message = found[0]
+            t0 = time.monotonic()
+            r = phone.get(tap(phone, message))
+            online = lab.control().client(p["mac"])["state"]
+            expect(r.status == 303 and online == "authorized", f"tap: {r.status}, {online}")
+            say(
+                "She walks out and comes back: the cloud pushes the offer to her wallet",
+                f"join -> cloud -> wallet message {message.title!r} ({message.body[:60]}...); "
+                f"one tap on it -> online in {(time.monotonic() - t0) * 1000:.0f} ms",
+            )
 
         r = phone.logout(portal)
         expect(r.status == 303, f"logout answered {r.status or r.error}")
@@ -163,8 +234,9 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
             f"{(time.monotonic() - t0) * 1000:.0f} ms",
         )
         out(
-            "Demo passed: join -> captive -> wallet login -> online -> one-tap opt-in -> "
-            "logout -> new MAC -> one tap -> online."
+            "Demo passed: join -> captive -> wallet login -> online -> usage in the cloud -> "
+            "one-tap opt-in -> leave and return -> offer pushed to the wallet -> one tap -> "
+            "online -> logout -> new MAC -> one tap -> online."
         )
         return True
     except StepFailed as exc:
@@ -176,9 +248,12 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
 
 def main(name: str, wallet_dialect: str = "oidc") -> int:
     lab = Lab(name)
-    print(f"Bringing the lab {name!r} up: router, fake internet, sandbox wallet, one phone ...")
+    print(
+        f"Bringing the lab {name!r} up: router, fake internet, sandbox wallet, Plaza cloud, "
+        "one phone ..."
+    )
     t0 = time.monotonic()
-    lab.up(phones=1, wallet_dialect=wallet_dialect)
+    lab.up(phones=1, wallet_dialect=wallet_dialect, cloud=True)
     print(f"Lab up in {time.monotonic() - t0:.1f} s.\n", flush=True)
     try:
         ok = run(lab, lambda s: print(s, flush=True))

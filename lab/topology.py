@@ -595,6 +595,12 @@ class Lab:
             )
 
         _wait_for(learned, timeout, "the gateway to learn every phone's lease")
+        if self.gateway_config().lan.address6:  # and their SLAAC addresses (RA, then DAD)
+            _wait_for(
+                lambda: all(ipv6_of(p) for p in self.state.phones),
+                timeout,
+                "every phone to configure IPv6 from the router's advertisements",
+            )
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> dict:

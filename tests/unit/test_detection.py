@@ -153,3 +153,15 @@ def test_a_mac_flood_is_rate_limited(gw: Gateway, monkeypatch: pytest.MonkeyPatc
     t[0] += 1.5
     d.packet(ipv4_packet(bytes([198, 19, 2, 1])), b"\x02\x66\x00\x01\x00\x01")
     assert d.stats["learned"] == 51
+
+
+def test_learned_and_over_rate_pairs_are_marked_seen(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detect, "MAX_PER_SECOND", 1)
+    marked: list[tuple[str, str]] = []
+    d = Detector(gw.neighbour, clock=lambda: 5.0, seen=lambda ip, mac: marked.append((ip, mac)))
+    d.packet(ipv4_packet(bytes([198, 19, 0, 7])), b"\x02\x00\x00\x00\x00\x07")
+    d.packet(ipv4_packet(bytes([198, 19, 0, 8])), b"\x02\x00\x00\x00\x00\x08")  # over rate
+    assert marked == [("198.19.0.7", "02:00:00:00:00:07"), ("198.19.0.8", "02:00:00:00:00:08")]
+    assert d.stats["learned"] == 1 and d.stats["over_rate"] == 1

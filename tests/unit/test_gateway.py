@@ -139,3 +139,43 @@ def test_ipv6_addresses_follow_the_session_into_the_kernel_and_the_database(
     assert gw2.handle({"op": "client", "client": V6B})["client"]["ipv6"] == [V6B]
     gw2.handle({"op": "deauth", "client": V6B})
     assert fw.allowed() == set()
+
+
+def test_clients_listing_in_pages_and_ping_counts(config: Config, clock: FakeClock) -> None:
+    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
+    gw.start()
+    for i in range(7):
+        mac = f"02:00:00:00:01:{i:02x}"
+        gw.handle({"op": "lease", "action": "add", "mac": mac, "ip": f"198.19.0.{10 + i}"})
+        if i % 2 == 0:
+            gw.handle({"op": "auth", "client": mac})
+    assert gw.handle({"op": "ping"}) == {"ok": True, "clients": 7, "authorized": 4}
+    gw.handle({"op": "deauth", "client": "02:00:00:00:01:00"})
+    assert gw.handle({"op": "ping"})["authorized"] == 3
+    pages, offset = [], 0
+    while offset is not None:
+        answer = gw.handle({"op": "clients", "offset": offset, "limit": 3})
+        pages.append([c["mac"] for c in answer["clients"]])
+        offset = answer["next"]
+    assert [len(p) for p in pages] == [3, 3, 1]
+    whole = [c["mac"] for c in gw.handle({"op": "clients"})["clients"]]
+    assert [mac for page in pages for mac in page] == whole
+    assert not gw.handle({"op": "clients", "limit": 0})["ok"]
+    assert not gw.handle({"op": "clients", "limit": 2, "offset": -1})["ok"]
+    restarted = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
+    restarted.start()
+    assert restarted.handle({"op": "ping"})["authorized"] == 3
+
+
+def test_sessions_with_the_same_limits_share_one_policy(config: Config, clock: FakeClock) -> None:
+    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
+    gw.start()
+    for i in range(3):
+        mac = f"02:00:00:00:02:{i:02x}"
+        gw.handle({"op": "lease", "action": "add", "mac": mac, "ip": f"198.19.0.{30 + i}"})
+        gw.handle({"op": "auth", "client": mac, "quota_total_mb": 100})
+    policies = {id(c.policy) for c in gw.table.authorized()}
+    assert len(policies) == 1
+    restarted = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
+    restarted.start()
+    assert len({id(c.policy) for c in restarted.table.authorized()}) == 1

@@ -119,3 +119,15 @@ def test_presence_join_and_leave_once_per_visit(clock: FakeClock) -> None:
     assert not any(isinstance(op, Presence) for op in t.leave(MAC, clock()))
     v6_only = t.seen(MAC2, V6B, clock(), authoritative=False)
     assert Presence("join", MAC2, clock()) in v6_only
+
+
+def test_leaving_and_lost_addresses_are_forgotten_by_the_detector(
+    table: SessionTable, clock: FakeClock
+) -> None:
+    from gateway.sessions import Forget
+
+    [lost] = [op for op in table.lost(V6, clock(), MAC) if isinstance(op, Forget)]
+    assert lost.elements == ((V6, MAC),)
+    table.seen(MAC, V6B, clock(), authoritative=False)
+    [gone] = [op for op in table.leave(MAC, clock()) if isinstance(op, Forget)]
+    assert set(gone.elements) == {(IP, MAC), (V6B, MAC)}

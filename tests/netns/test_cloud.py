@@ -1,0 +1,245 @@
+"""The router and the Plaza cloud in the lab: enrolment, heartbeat, config reaching the
+portal, a command reaching the router, usage with zero loss through a cloud outage and a
+killed gateway, and presence push: a returning shopper gets the venue's offer in the wallet
+and one tap on it logs the phone in.
+
+The cloud runs on the lab's fake internet (lab/cloud.py) over HTTPS; the router enrolled with
+a claim code before its daemon started. The cloud's SQLite file is read directly here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import cloud as labcloud
+from lab import shopper
+from lab.phone import Phone
+from lab.topology import Lab
+from lab.wallet.app import WalletAppError, messages, tap
+from tests.netns.conftest import running_lab
+
+pytestmark = pytest.mark.netns
+
+BIN = Path(sys.executable).parent
+SITE = "http://www.example.test/"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab("c", phones=2, cloud=True) as lab:
+        yield lab
+
+
+def cloud_db(lab: Lab) -> sqlite3.Connection:
+    path = labcloud.instance_dir(lab.run_dir) / "cloud.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def query(lab: Lab, sql: str, *args: object) -> list[sqlite3.Row]:
+    conn = cloud_db(lab)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def gateway_db(lab: Lab) -> sqlite3.Connection:
+    path = Path(lab.gateway_config().gateway.state_dir) / "plaza.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cloud_cli(lab: Lab, *args: str) -> str:
+    return labcloud.cli(lab.run_dir, *args)
+
+
+def phone(lab: Lab, name: str) -> dict:
+    return next(p for p in lab.status()["phones"] if p["name"] == name)
+
+
+def test_router_is_enrolled_and_heartbeats(lab: Lab) -> None:
+    device = lab.status()["cloud"]["device_id"]
+    assert device and device.startswith("dev_")
+    key = (Path(lab.gateway_config().gateway.state_dir) / "device.key").stat()
+    assert key.st_mode & 0o777 == 0o600
+
+    def beat() -> sqlite3.Row | None:
+        """A recent heartbeat that counts both phones (the first one came before they
+        joined)."""
+        rows = query(lab, "SELECT * FROM devices WHERE id = ?", device)
+        if not rows or not rows[0]["last_heartbeat_at"]:
+            return None
+        clients = json.loads(rows[0]["health"])["clients"]
+        recent = time.time() - rows[0]["last_heartbeat_at"] < 10
+        return rows[0] if recent and clients["captive"] + clients["authorized"] >= 2 else None
+
+    row = wait_for(beat, 15, "a heartbeat counting both phones")
+    assert row["venue_id"] == lab.status()["cloud"]["venue_id"]
+
+
+def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
+    from cloud import db as cloud_db_module
+    from cloud import venue_config
+    from cloud.models import Venue
+
+    status = lab.status()
+    venue_id, device = status["cloud"]["venue_id"], status["cloud"]["device_id"]
+    from sqlalchemy.orm import Session
+
+    engine = cloud_db_module.make_engine(status["cloud"]["database_url"])
+    try:
+        with Session(engine) as db:
+            config = dict(db.get(Venue, venue_id).config)
+            config["offers"] = [{"id": "o1", "title": "Cloud offer: two coffees for one",
+                                 "body": "Today only.", "url": ""}]  # fmt: skip
+            venue_config.set_venue_config(db, venue_id, config)
+            db.commit()
+    finally:
+        engine.dispose()
+    cloud_cli(lab, "command", device, "refresh-config")
+    browser = Phone(lab.netns_of("phone2"))
+    try:
+
+        def shown() -> bool:
+            page = browser.get(status["portal_url"] + "venue")
+            return page.status == 200 and "two coffees for one" in page.body
+
+        wait_for(shown, 20, "the cloud's offer on the portal")
+    finally:
+        browser.close()
+
+
+def test_a_command_from_the_cloud_authorizes_and_kicks_a_phone(lab: Lab) -> None:
+    device = lab.status()["cloud"]["device_id"]
+    mac = phone(lab, "phone2")["mac"]
+    control = lab.control()
+    assert control.client(mac)["state"] == "captive"
+    cloud_cli(lab, "command", device, "authorize", "--client", mac, "--minutes", "5")
+    wait_for(lambda: control.client(mac)["state"] == "authorized", 15, "the authorize command")
+    cloud_cli(lab, "command", device, "kick", "--client", mac)
+    wait_for(lambda: control.client(mac)["state"] == "captive", 15, "the kick command")
+    kicked = "SELECT ok FROM commands WHERE device_id = ? AND op = 'kick' AND done_at NOT NULL"
+    done = wait_for(lambda: query(lab, kicked, device), 10, "the kick's result in the cloud")
+    assert done[-1]["ok"] == 1
+
+
+def download(lab: Lab, name: str, n: int) -> None:
+    """A stream of `n` bytes at 1 MB/s, so interim usage records are written meanwhile."""
+    subprocess.run(
+        ["ip", "netns", "exec", lab.netns_of(name), "curl", "-4", "-sS", "-o", "/dev/null",
+         "--limit-rate", "1M", "-m", "20", f"{SITE}bytes/{n}"],
+        check=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_usage_survives_a_cloud_outage_and_a_killed_gateway(lab: Lab) -> None:
+    """Cut the cloud off while the phone streams, kill -9 the gateway mid-upload, restore
+    both: the cloud's records equal the gateway's outbox exactly, none twice, none lost."""
+    device = lab.status()["cloud"]["device_id"]
+    mac = phone(lab, "phone1")["mac"]
+    control = lab.control()
+    session = control.auth(mac)["session_id"]
+    download(lab, "phone1", 2_000_000)
+    lab.stop("internet-cloud")  # the cloud goes away
+    for _ in range(3):
+        download(lab, "phone1", 3_000_000)  # interim records keep being written meanwhile
+    pid = lab.state.pids["router-gateway"]
+    os.kill(pid, signal.SIGKILL)  # the gateway dies too, records in its outbox unsent
+    lab.start_gateway()
+    download(lab, "phone1", 1_000_000)
+    control = lab.control()
+    control.deauth(mac)  # the final record
+    with gateway_db(lab) as db:
+        held = db.execute(
+            "SELECT count(*) FROM usage_outbox WHERE session_id = ? AND sent_at IS NULL",
+            (session,),
+        ).fetchone()[0]
+    assert held >= 2  # records written while the cloud was away, across the kill
+    lab.spawn("internet-cloud", lab.state.internet, *labcloud.serve_command(
+        lab.run_dir, *lab.ca.issue("cloud", [labcloud.CLOUD_HOST])))  # fmt: skip
+
+    def drained() -> bool:
+        with gateway_db(lab) as db:
+            unsent = db.execute(
+                "SELECT count(*) FROM usage_outbox WHERE session_id = ? AND sent_at IS NULL",
+                (session,),
+            ).fetchone()[0]
+            final = db.execute(
+                "SELECT count(*) FROM usage_outbox WHERE session_id = ? AND final = 1",
+                (session,),
+            ).fetchone()[0]
+        return unsent == 0 and final == 1
+
+    wait_for(drained, 60, "the outbox to drain into the cloud")
+    with gateway_db(lab) as db:
+        mine = {r["key"]: dict(r) for r in db.execute(
+            "SELECT * FROM usage_outbox WHERE session_id = ?", (session,))}  # fmt: skip
+    theirs = {r["key"]: dict(r) for r in query(
+        lab, "SELECT * FROM usage_records WHERE device_id = ? AND session_id = ?", device,
+        session)}  # fmt: skip
+    assert set(theirs) == set(mine) and len(mine) >= held
+    for key, record in mine.items():
+        for field in ("bytes_up", "bytes_down", "packets_up", "packets_down", "seq"):
+            assert theirs[key][field] == record[field], (key, field)
+    total_down = sum(r["bytes_down"] for r in theirs.values())
+    final = next(r for r in mine.values() if r["final"])
+    assert total_down == final["total_bytes_down"] > 9_000_000
+
+
+def test_returning_shopper_gets_the_offer_in_the_wallet_and_one_tap_logs_in(lab: Lab) -> None:
+    status = lab.status()
+    portal, wallet = status["portal_url"], status["wallet_url"]
+    name = "phone1"
+    info = phone(lab, name)
+    browser = Phone(lab.netns_of(name))
+    try:
+        shopper.wallet_login(browser, portal, user="mei", pin="2468")
+        shopper.opt_in_and_save(browser, portal, wallet, user="mei", pin="2468")
+        assert browser.logout(portal).status == 303
+        linked = "SELECT * FROM shopper_links WHERE mac = ? AND opted_in"
+        wait_for(lambda: query(lab, linked, info["mac"]), 20, "the opt-in to reach the cloud")
+        # The shopper walks out (the lease is released) and comes back later.
+        lab.stop(f"{name}-dhcp")
+        wait_for(lambda: lab.control().client(info["mac"])["ip"] is None, 15, "the leave")
+        lab.start_dhcp(next(p for p in lab.state.phones if p.name == name))
+        lab.wait_leases()
+
+        def inbox() -> list:
+            try:
+                return messages(browser, wallet)
+            except WalletAppError:  # the phone is still rejoining
+                return []
+
+        found = wait_for(inbox, 40, "the offer in the wallet")
+        assert lab.control().client(info["mac"])["state"] == "captive"
+        message = found[0]
+        assert "Plaza Demo Café" in message.title + message.sender
+        link = tap(browser, message)
+        assert link.startswith(portal + "reconnect/")
+        r = browser.get(link)  # the one tap
+        assert r.status == 303 and r.location == "/welcome"
+        assert lab.control().client(info["mac"])["state"] == "authorized"
+    finally:
+        browser.close()
