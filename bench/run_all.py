@@ -22,6 +22,7 @@ import authorize_latency
 import churn
 import cloud_ingest
 import dashboard
+import detection
 import forwarding
 import join_storm
 import redirect_latency
@@ -39,9 +40,12 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (dashboard.NAME, dashboard.run),
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
+    (detection.NAME, detection.run),
 ]
-# join_storm, scale and churn bring up labs of their own ("storm", "bscale", "bchurn")
-LAB_PREFIXES = (f"{LAB_NAME}-", f"{join_storm.LAB}-", f"{scale.LAB}-", f"{churn.LAB}-")
+# join_storm, scale, churn and detection bring up labs of their own
+LAB_PREFIXES = (
+    f"{LAB_NAME}-", f"{join_storm.LAB}-", f"{scale.LAB}-", f"{churn.LAB}-", f"{detection.LAB}-",
+)  # fmt: skip
 
 
 def table(rows: list[list[str]]) -> str:

@@ -117,3 +117,46 @@ def test_guard_table_comes_back_if_removed(lab: Lab) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the guard table was not restored")
+
+
+FLOOD = """
+import random
+from scapy.all import Ether, IP, UDP, conf, sendp
+conf.verb = 0
+frames = []
+for i in range(COUNT):
+    mac = "02:66:%02x:%02x:%02x:%02x" % (i >> 16 & 255, i >> 8 & 255, i & 255,
+                                         random.randrange(256))
+    ip = "198.19.0.%d" % (2 + i % 97)
+    frames.append(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=ip, dst="198.19.0.1")
+                  / UDP(sport=40000, dport=53) / b"x")
+sendp(frames, iface="eth0")
+"""
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_mac_flood_is_survived_with_bounded_memory_and_logged_once(lab: Lab) -> None:
+    """A phone sends frames from 3,000 made-up MACs as fast as it can: the daemon keeps
+    answering, its memory stays bounded, the real phones keep their state, and the flood is
+    logged once, not per packet."""
+    pid = lab.state.pids["router-gateway"]
+    before = rss_kb(pid)
+    victim = phone(lab, "phone1")
+    lab.control().auth(victim["mac"])
+    script = FLOOD.replace("COUNT", "3000")
+    nsexec(phone(lab, "phone2")["netns"], sys.executable, "-c", script)
+    time.sleep(2)
+    control = lab.control()
+    stations = control.call("ping")["clients"]  # still answering...
+    assert stations > 50  # ...after the flood reached it (each made-up MAC claims an address)
+    assert control.client(victim["mac"])["state"] == "authorized"
+    assert rss_kb(pid) - before < 40_000  # kB: bounded, whatever the flood's size
+    log = (lab.run_dir / "router-gateway.log").read_text()
+    assert log.count("MAC flood?") <= 1
+    control.deauth(victim["mac"])
