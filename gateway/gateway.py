@@ -50,6 +50,7 @@ from gateway.sessions import (
     State,
 )
 from gateway.store import Store
+from gateway.venue_policy import VenuePolicy
 
 log = logging.getLogger("plaza.gateway")
 
@@ -78,6 +79,9 @@ class Gateway:
             trust_mac_days=config.reconnect.token_days if config.reconnect.trust_mac else None,
             defaults=config.policy.defaults(config.session.default_minutes),
             access=self.runtime_access.effective(config.policy.access()),
+        )
+        self.venue_policy = VenuePolicy(
+            config.gateway.state_dir, self.table.defaults, config.session.max_minutes
         )
         self.repairs = 0  # kernel elements, objects or whole tables the reconciler put right
         self.meters: dict[str, Meter] = {}  # accounting per running session
@@ -249,7 +253,12 @@ class Gateway:
 
     def tick(self) -> None:
         """Expire sessions (cheap: no kernel read). Their final records are written by the
-        next poll, so a login never waits behind a counter read on the daemon's one thread."""
+        next poll, so a login never waits behind a counter read on the daemon's one thread.
+        The venue's default policy follows the cloud's config (gateway/venue_policy.py)."""
+        defaults = self.venue_policy.check()
+        if defaults is not None:
+            self.table.defaults = defaults
+            self.table.default_minutes = defaults.session_minutes
         self.apply(self.table.tick(self.clock()))
 
     def poll(self) -> None:

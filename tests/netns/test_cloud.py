@@ -114,6 +114,7 @@ def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
             config = dict(db.get(Venue, venue_id).config)
             config["offers"] = [{"id": "o1", "title": "Cloud offer: two coffees for one",
                                  "body": "Today only.", "url": ""}]  # fmt: skip
+            config["policy"] = {**config["policy"], "session_minutes": 45, "idle_minutes": 0}
             venue_config.set_venue_config(db, venue_id, config)
             db.commit()
     finally:
@@ -129,6 +130,11 @@ def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
         wait_for(shown, 20, "the cloud's offer on the portal")
     finally:
         browser.close()
+    # The venue's policy from the cloud: sessions opened from now on get 45 minutes.
+    mac = phone(lab, "phone2")["mac"]
+    session = lab.control().auth(mac)
+    assert session["policy"]["session_minutes"] == 45 and session["seconds_remaining"] <= 2700
+    lab.control().deauth(mac)
 
 
 def test_a_command_from_the_cloud_authorizes_and_kicks_a_phone(lab: Lab) -> None:

@@ -1,0 +1,81 @@
+"""The venue's default session policy as the merchant set it in the cloud.
+
+An enrolled router's uplink writes the venue's cloud-managed config to
+`<state_dir>/cloud-config.json` (gateway/uplink.py); its `policy` (session and idle minutes,
+total quota, rates) replaces the `[policy]`/`[session]` defaults of the TOML for sessions
+opened from then on (running sessions keep the policy they started with, as a shopper was
+told at login). The rest of `[policy]` stays the router's: per-direction quotas, trusted and
+blocked MACs, the client limit. A missing, malformed or contradictory file leaves the TOML
+defaults in force and is logged once per change of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from gateway.policy import Policy, PolicyError, intern, verify
+
+log = logging.getLogger("plaza.venue_policy")
+
+FILE = "cloud-config.json"
+FIELDS = {
+    "session_minutes": "session_minutes",
+    "idle_minutes": "idle_seconds",
+    "quota_total_mb": "quota_total_mb",
+    "rate_down_kbit": "rate_down_kbit",
+    "rate_up_kbit": "rate_up_kbit",
+}
+
+
+class VenuePolicy:
+    """Watches the cloud config file (one stat per call) and says when the defaults change."""
+
+    def __init__(self, state_dir: str | Path, base: Policy, max_minutes: int) -> None:
+        self.path = Path(state_dir) / FILE
+        self.base = base
+        self.max_minutes = max_minutes
+        self._seen: tuple[int, int] | None = None
+        self.version: int | None = None
+
+    def check(self) -> Policy | None:
+        """The new defaults if the file changed since the last call (the TOML's if it was
+        removed or is unusable), else None."""
+        try:
+            st = os.stat(self.path)
+            identity = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            identity = (0, 0)
+        if identity == self._seen:
+            return None
+        first = self._seen is None
+        self._seen = identity
+        if identity == (0, 0):
+            return None if first else self.base
+        try:
+            document = json.loads(self.path.read_text())
+            policy = self._policy(document["config"].get("policy") or {})
+            self.version = document.get("version")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, PolicyError) as exc:
+            log.error("cloud venue policy not used (%s); the router's own defaults apply", exc)
+            return self.base
+        log.info("venue policy from the cloud (config version %s): %s", self.version, policy)
+        return policy
+
+    def _policy(self, cloud: dict) -> Policy:
+        changes = {}
+        for key, field in FIELDS.items():
+            if key not in cloud:
+                continue
+            value = cloud[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyError(f"{key} must be a whole number >= 0")
+            changes[field] = value * 60 if key == "idle_minutes" else value
+        policy = replace(self.base, **changes)
+        if not 1 <= policy.session_minutes <= self.max_minutes:
+            raise PolicyError(f"session_minutes must be between 1 and {self.max_minutes}")
+        verify(policy, "cloud policy")
+        return intern(policy)

@@ -1,0 +1,70 @@
+"""The venue's default policy from the cloud's config file: new sessions get it, running ones
+keep theirs, and a bad or missing file falls back to the router's own defaults."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, GatewayConfig
+from gateway.gateway import Gateway
+from gateway.nft import FakeFirewall
+from gateway.store import Store
+from tests.conftest import FakeClock
+
+MAC, MAC2 = "02:50:4c:00:00:01", "02:50:4c:00:00:02"
+
+
+@pytest.fixture
+def gw(tmp_path: Path, clock: FakeClock) -> Gateway:
+    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+    gateway = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
+    gateway.start()
+    for mac, ip in ((MAC, "198.19.0.100"), (MAC2, "198.19.0.101")):
+        gateway.handle({"op": "lease", "action": "add", "mac": mac, "ip": ip})
+    return gateway
+
+
+def write(gw: Gateway, policy: object, version: int = 2) -> None:
+    path = Path(gw.config.gateway.state_dir) / "cloud-config.json"
+    path.write_text(json.dumps({"version": version, "config": {"policy": policy}}))
+    os.utime(path, ns=(version * 10**9, version * 10**9))  # a distinct mtime per write
+
+
+def policy_of(gw: Gateway, mac: str) -> dict:
+    return gw.handle({"op": "client", "client": mac})["client"]["policy"]
+
+
+def test_cloud_defaults_apply_to_new_sessions_only(gw: Gateway) -> None:
+    gw.handle({"op": "auth", "client": MAC})
+    write(gw, {"session_minutes": 30, "idle_minutes": 10, "quota_total_mb": 500,
+               "rate_down_kbit": 8000, "rate_up_kbit": 2000})  # fmt: skip
+    gw.tick()
+    assert policy_of(gw, MAC)["session_minutes"] == 60  # the running session keeps its own
+    new = gw.handle({"op": "auth", "client": MAC2})["client"]
+    assert new["policy"] == {"session_minutes": 30, "idle_seconds": 600, "quota_up_mb": 0,
+                             "quota_down_mb": 0, "quota_total_mb": 500, "rate_up_kbit": 2000,
+                             "rate_down_kbit": 8000}  # fmt: skip
+    assert new["seconds_remaining"] == 30 * 60
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"session_minutes": 0},
+        {"session_minutes": 10, "idle_minutes": 10},  # idle could never fire
+        {"rate_down_kbit": -1},
+        {"quota_total_mb": "lots"},
+        "not an object",
+    ],
+)
+def test_bad_or_removed_cloud_policy_falls_back_to_the_routers(gw: Gateway, bad: object) -> None:
+    write(gw, {"session_minutes": 30}, version=2)
+    gw.tick()
+    write(gw, bad, version=3)
+    gw.tick()
+    assert gw.handle({"op": "auth", "client": MAC})["client"]["policy"]["session_minutes"] == 60
+    (Path(gw.config.gateway.state_dir) / "cloud-config.json").unlink()
+    gw.tick()
+    assert gw.table.default_minutes == 60
