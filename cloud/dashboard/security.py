@@ -7,16 +7,16 @@ cookie, so all of this is scoped to its blueprint; the router API stays cookie-f
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, request, session
+from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.exceptions import BadRequest
 
-CSRF_KEY = "csrf"
-CSRF_FIELD = "csrf_token"
+# CSRF tokens work as on the captive portal: one implementation for both sites.
+from portal.security import CSRF_FIELD, CSRF_KEY, CsrfError, csrf_token, require_csrf
+
+__all__ = ["CSRF_FIELD", "CSRF_KEY", "CsrfError", "csrf_token", "require_csrf", "safe_next"]
+
 COOKIE_NAME = "plaza_dashboard"
 HOME = "/dashboard/"
 
@@ -56,31 +56,6 @@ class DashboardSessionInterface(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
-
-
-class CsrfError(BadRequest):
-    description = "This form has expired or did not come from this site. Please try again."
-
-
-def csrf_token() -> str:
-    """The session's token, created when the first form needs one."""
-    token = session.get(CSRF_KEY)
-    if not isinstance(token, str) or not token:
-        token = secrets.token_urlsafe(32)
-        session[CSRF_KEY] = token
-    return token
-
-
-def require_csrf() -> None:
-    """400 unless the form carries the session's token. SameSite=Lax already stops most
-    cross-site posts; the token also covers old browsers and same-site attackers."""
-    expected = session.get(CSRF_KEY)
-    sent = request.form.get(CSRF_FIELD, "")
-    if not isinstance(expected, str) or not expected or not sent:
-        raise CsrfError()
-    # Bytes: compare_digest refuses non-ASCII str, and a form field can hold anything.
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfError()
 
 
 def safe_next(target: str | None) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from lab import shopper
 from lab.phone import Phone
 from lab.topology import Lab
 from lab.wallet.app import WalletAppError, messages, tap
-from tests.netns.conftest import running_lab
+from tests.netns.conftest import running_lab, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -60,15 +60,6 @@ def gateway_db(lab: Lab) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     return conn
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def cloud_cli(lab: Lab, *args: str) -> str:

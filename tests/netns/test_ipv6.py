@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lab.topology import Lab, nsexec
-from tests.netns.conftest import running_lab
+from tests.netns.conftest import running_lab, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -59,15 +59,6 @@ def curl6(netns: str, source: str, url: str = SITE) -> tuple[int, str]:
         capture_output=True, text=True, timeout=10,
     ).stdout.split()  # fmt: skip
     return int(out[0]) if out else 0, out[1] if len(out) > 1 else ""
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_router_advertises_slaac_and_stateless_dhcpv6(lab: Lab) -> None:

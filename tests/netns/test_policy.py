@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from gateway import config as gwconfig
 from gateway.control_client import ControlClient
 from lab.phone import Phone
 from lab.topology import LAN_ADDRESS6, WEB_IP, WEB_IP6, Lab, nsexec
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import _need_root, unique_name, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -82,15 +82,6 @@ def ctl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
         [str(BIN / "plaza-ctl"), "--socket", lab.control_socket, *args],
         capture_output=True, text=True, timeout=10,
     )  # fmt: skip
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def db(lab: Lab) -> sqlite3.Connection:
