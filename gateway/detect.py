@@ -27,12 +27,12 @@ import contextlib
 import ipaddress
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from gateway import ruleset
 from gateway.logs import RateLimitedLog
+from gateway.nfqueue import LoopQueue
 
 log = logging.getLogger("plaza.detect")
 
@@ -146,30 +146,14 @@ class Detector:
             self.reasons.note("seen-error", "detector: cannot mark %s %s as seen: %s", mac, ip, exc)
 
 
-class DetectQueue:
+class DetectQueue(LoopQueue):
     """Binds the detection queue on the daemon's loop: learn, then accept."""
 
     def __init__(self, detector: Detector, num: int = ruleset.DETECT_QUEUE_NUM) -> None:
-        from netfilterqueue import NetfilterQueue
-
         self.detector = detector
-        self.queue = NetfilterQueue()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self.queue.bind(num, self._on_packet, max_len=QUEUE_MAXLEN, range=COPY_RANGE)
-        self.loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(num, QUEUE_MAXLEN, COPY_RANGE, detector.reasons)
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        loop.add_reader(self.queue.get_fd(), self._readable)
-
-    def _readable(self) -> None:
-        try:
-            self.queue.run(block=False)
-        except OSError as exc:
-            self.detector.reasons.note("queue-error", "detect queue receive failed: %s", exc)
-
-    def _on_packet(self, packet: Any) -> None:
+    def on_packet(self, packet: Any) -> None:
         try:
             self.detector.packet(packet.get_payload(), packet.get_hw())
         finally:
@@ -177,12 +161,6 @@ class DetectQueue:
                 packet.accept()
             except (OSError, RuntimeError) as exc:
                 self.detector.reasons.note("verdict-error", "detect verdict failed: %s", exc)
-
-    def close(self) -> None:
-        if self.loop is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self.loop.remove_reader(self.queue.get_fd())
-        self.queue.unbind()
 
 
 def start(

@@ -21,13 +21,13 @@ import contextlib
 import logging
 import shutil
 import subprocess
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from gateway import ruleset
 from gateway.config import Config
 from gateway.garden import Garden, Inspector, RateLimitedLog, Verdict
+from gateway.nfqueue import LoopQueue
 
 log = logging.getLogger("plaza.garden")
 
@@ -178,32 +178,15 @@ def kernel_queue_stats(num: int, path: str | None = None) -> dict[str, int] | No
     return None
 
 
-class QueueReader:
+class QueueReader(LoopQueue):
     """Binds the queue, hands packets to the Inspector, applies its verdicts."""
 
     def __init__(self, inspector: Inspector[Any], num: int = ruleset.QUEUE_NUM) -> None:
-        from netfilterqueue import NetfilterQueue
-
         self.inspector = inspector
-        self.num = num
-        self.queue = NetfilterQueue()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # rcvbuf capped by rmem_max: fine
-            self.queue.bind(num, self._on_packet, max_len=QUEUE_MAXLEN, range=COPY_RANGE)
-        self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        super().__init__(num, QUEUE_MAXLEN, COPY_RANGE, inspector.reasons)
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        loop.add_reader(self.queue.get_fd(), self._readable)
-
-    def _readable(self) -> None:
-        try:
-            self.queue.run(block=False)
-        except OSError as exc:  # the socket overran or went away: log, keep serving
-            self.inspector.reasons.note("queue-error", "NFQUEUE receive failed: %s", exc)
-
-    def _on_packet(self, packet: Any) -> None:
+    def on_packet(self, packet: Any) -> None:
         try:
             verdicts = self.inspector.packet(packet.get_payload(), packet)
         except Exception:  # a bug must not stop the queue: refuse this one and go on
@@ -233,10 +216,7 @@ class QueueReader:
         if self._timer is not None:
             self._timer.cancel()
         self._apply(self.inspector.release_all())
-        if self.loop is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self.loop.remove_reader(self.queue.get_fd())
-        self.queue.unbind()
+        super().close()
 
 
 class GardenInspector:
