@@ -131,7 +131,7 @@ def run(cycles: int = 100_000, clients: int = 10_000) -> Result:
     log(
         f"memory: first {series[0]:.1f} MB, last {series[-1]:.1f} MB ({growth:+.1f} MB); "
         f"from {2 * SAMPLE_EVERY:,} cycles on {creep:+.1f} MB: "
-        f"{'memory flat' if abs(growth) <= 2 else 'memory NOT flat'}"
+        f"{'memory flat' if abs(creep) <= 2 else 'memory NOT flat'} (after the warm-up)"
     )
     log(f"{done:,} cycles in {seconds:.1f} s: {rate:.0f} cycles/s; crashes {crashes}; "
         f"failed calls {len(failed)}")  # fmt: skip

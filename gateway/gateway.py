@@ -55,6 +55,9 @@ from gateway.venue_policy import VenuePolicy
 log = logging.getLogger("plaza.gateway")
 
 MAX_PAGE = 5000  # stations per page of the `clients` listing
+# Ended sessions finalized per tick: at most five objects each, so their counters are read
+# with single gets (nft.NftFirewall.readings reads everything beyond 4,096 objects).
+FINALIZE_PER_TICK = 500
 
 
 class Gateway:
@@ -212,12 +215,16 @@ class Gateway:
             except Exception as exc:  # presence is best effort; sessions and usage are not
                 log.warning("presence events not recorded: %s", exc)
 
-    def finalize(self) -> None:
+    def finalize(self, limit: int | None = None) -> None:
         """Write the final records of sessions that ended, from their frozen counters, then
-        drop their kernel objects."""
+        drop their kernel objects: all of them, or the `limit` that ended first."""
         if not self.closing:
             return
-        grants = [self.granted[s] for s in self.closing if s in self.granted]
+        if limit is not None and len(self.closing) > limit:
+            batch = dict(itertools.islice(self.closing.items(), limit))
+        else:
+            batch = self.closing
+        grants = [self.granted[s] for s in batch if s in self.granted]
         readings = {}
         if grants:
             try:
@@ -226,7 +233,7 @@ class Gateway:
                 log.warning("final counters unreadable (%s); using the last reading", exc)
         now = self.clock()
         records = []
-        for session, meter in self.closing.items():
+        for session, meter in batch.items():
             meter.observe(readings.get(session), now)
             records.append(meter.record(meter.ended_at or now, final=True, reason=meter.closing))
         try:
@@ -235,8 +242,12 @@ class Gateway:
             self._unrecord(records)
             raise
         self.records_written += len(records)
-        done = [self.granted.pop(s) for s in self.closing if s in self.granted]
-        self.closing.clear()
+        done = [self.granted.pop(s) for s in batch if s in self.granted]
+        if batch is self.closing:
+            self.closing.clear()
+        else:
+            for session in batch:
+                del self.closing[session]
         changes = ruleset.diff(ruleset.KernelState(), ruleset.desired(done))
         if changes:
             try:
@@ -252,14 +263,19 @@ class Gateway:
                 meter.unrecord(rec)
 
     def tick(self) -> None:
-        """Expire sessions (cheap: no kernel read). Their final records are written by the
-        next poll, so a login never waits behind a counter read on the daemon's one thread.
-        The venue's default policy follows the cloud's config (gateway/venue_policy.py)."""
+        """Expire sessions (no kernel read), and write the final records of sessions that
+        ended since the last tick, a few hundred at most (their own objects read one by one,
+        a few milliseconds): left to the poll, a busy venue's ended sessions came as one
+        burst of thousands of records, objects and a full counter dump every poll, whose
+        freed memory the allocator could not give back while newer sessions' objects sat
+        among it (resident memory crept up under churn). The venue's default policy follows
+        the cloud's config (gateway/venue_policy.py)."""
         defaults = self.venue_policy.check()
         if defaults is not None:
             self.table.defaults = defaults
             self.table.default_minutes = defaults.session_minutes
         self.apply(self.table.tick(self.clock()))
+        self.finalize(FINALIZE_PER_TICK)
 
     def poll(self) -> None:
         """Read every session's counters: end exhausted and idle sessions, write interim
