@@ -15,7 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from cloud.models import Merchant, Venue
 from cloud.venue_config import DEFAULT_CONFIG, validate_config
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 MIN_PASSWORD = 8
 
 

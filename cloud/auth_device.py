@@ -29,7 +29,7 @@ from gateway import signing
 
 F = TypeVar("F", bound=Callable[..., Any])
 PURGE_KEY = "plaza_cloud_nonce_purged_at"
-DEVICE_ID_RE = re.compile(r"^dev_[0-9a-f]{16}$")
+DEVICE_ID_RE = re.compile(r"^dev_[0-9a-f]{16}\Z")
 
 
 def signed_path() -> str:

@@ -9,7 +9,6 @@ poll reads pending commands from the database, so any instance can answer it.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from cloud.models import Command, Device, new_id
 from gateway import signing
+from gateway.sessions import MAC_RE
 
 OPS = ("authorize", "kick", "refresh-config")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAX_MINUTES = 7 * 1440
 DEFAULT_TTL = 300
 

@@ -26,7 +26,7 @@ bp = Blueprint("enrol", __name__, url_prefix="/api/v1")
 # Crockford's base32 alphabet: no I, L, O, U, so a code read aloud or off a label survives.
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_GROUPS = 3  # 3 x 4 characters = 60 bits: single use and a 7-day life make that plenty
-TEXT_RE = re.compile(r"^[\x20-\x7e]{0,63}$")
+TEXT_RE = re.compile(r"^[\x20-\x7e]{0,63}\Z")
 
 
 class ClaimError(ValueError):

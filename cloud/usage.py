@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from cloud.db import dialect_insert
 from cloud.models import Device, UsageRecord
 from gateway.outbox import FIELDS
+from gateway.sessions import MAC_RE
 
 MAX_RECORDS = 1000
 MAX_INT = 2**63 - 1
-KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-SESSION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+SESSION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}\Z")
 COUNTERS = ("bytes_up", "packets_up", "bytes_down", "packets_down")
 TOTALS = ("total_bytes_up", "total_bytes_down")
 TIMES = ("started_at", "period_start", "period_end")

@@ -21,9 +21,9 @@ from gateway.policy import MAX_KBIT, MAX_MB
 
 MAX_OFFERS = 20
 MAX_GARDEN_DOMAINS = 200
-OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-URL_RE = re.compile(r"^https://[^\s\"'<>]{1,2040}$")
+OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}\Z")
+URL_RE = re.compile(r"^https://[^\s\"'<>]{1,2040}\Z")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "branding": {"name": "Free Wi-Fi", "logo_url": "", "colour": "#0a7d5a", "terms": ""},

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gateway.files import write_atomic
 from gateway.policy import Access
 from gateway.sessions import SessionError, normalize_mac
 
@@ -75,12 +75,7 @@ class RuntimeAccess:
 
     def save(self) -> None:
         data = {"trusted": sorted(self.trusted), "blocked": sorted(self.blocked)}
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data).encode(), 0o600)
 
     def view(self, config: Access) -> dict[str, list[str]]:
         return {

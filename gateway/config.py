@@ -17,10 +17,10 @@ from typing import Any
 from gateway.policy import MAX_KBIT, MAX_MB, Access, Policy, PolicyError
 from gateway.policy import verify as verify_policy
 
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
 HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
 )
 
 
@@ -128,6 +128,11 @@ class GardenConfig:
     # Plain-HTTP hosts a captive phone must reach (OCSP/CRL responders): TCP/80 to their
     # addresses passes unredirected. Dedicated hosts only: plain HTTP cannot be checked by name.
     http_domains: tuple[str, ...] = ()
+    # The command (an argv, run without a shell) that restarts the router's dnsmasq so it
+    # reads the cloud's garden names (gateway/venue_garden.py). OpenWrt:
+    # ["/etc/init.d/dnsmasq", "restart"]; systemd: ["systemctl", "restart", "dnsmasq"].
+    # Empty: the names take effect at dnsmasq's next start.
+    dnsmasq_restart: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -417,6 +422,9 @@ def verify(config: Config) -> None:
     for domain in config.garden.domains:
         if not HOSTNAME_RE.match(domain.removeprefix("*.")):
             raise ConfigError(f"[garden] domains: not a domain name: {domain!r}")
+    restart = config.garden.dnsmasq_restart
+    if restart and (len(restart) > 16 or not all(a and "\0" not in a for a in restart)):
+        raise ConfigError("[garden] dnsmasq_restart: a command as a list of 1 to 16 words")
     if not 1 <= config.reconnect.token_days <= 400:
         raise ConfigError("[reconnect] token_days must be between 1 and 400")
     if session.default_minutes < 1:

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.gateway import Gateway
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import Family, GatewayMetrics
 from gateway.nft import NftError
+from gateway.venue_garden import VenueGarden
 
 if TYPE_CHECKING:
     from gateway.detect import DetectQueue
@@ -105,6 +106,9 @@ class Daemon:
         self.metrics_listen = metrics_listen  # (host, port) of GET /metrics, None: not served
         self._reconciled: tuple[float, int, int] | None = None  # when, generation, commits
         self._thorough = time.monotonic()  # the gateway's start() has just reconciled
+        self.venue_garden = VenueGarden(config)  # the cloud's garden names
+        self._dnsmasq_restart: asyncio.Task | None = None
+        self.metrics.register_collector(self._venue_garden_metrics)
 
     async def handle_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -205,6 +209,34 @@ class Daemon:
             register_collector=self.metrics.register_collector,
         )
 
+    def apply_venue_garden(self) -> None:
+        """The cloud's garden names to the SNI inspector now, and to dnsmasq (a restart, in a
+        worker thread, one at a time; a change during a restart waits for the next call)."""
+        garden = self.venue_garden.check()
+        if garden is not None and self.garden is not None:
+            self.garden.set_garden(garden)
+        busy = self._dnsmasq_restart is not None and not self._dnsmasq_restart.done()
+        if self.venue_garden.restart_due and not busy:
+            self._dnsmasq_restart = asyncio.create_task(
+                asyncio.to_thread(self.venue_garden.restart_dnsmasq), name="dnsmasq-restart"
+            )
+
+    def _venue_garden_metrics(self) -> list[Family]:
+        names = Family(
+            "plaza_garden_names",
+            "gauge",
+            "Walled-garden names by where they were set (router: TOML and wallet; cloud).",
+        )
+        names.add(len(self.venue_garden.cloud), source="cloud")
+        restarts = Family(
+            "plaza_dnsmasq_restarts_total",
+            "counter",
+            "dnsmasq restarts the daemon ran so dnsmasq reads the cloud's garden names.",
+        )
+        for result, n in sorted(self.venue_garden.restarts.items()):
+            restarts.add(n, result=result)
+        return [names, restarts]
+
     async def periodic(self) -> None:
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + RECONCILE_SECONDS
@@ -214,6 +246,10 @@ class Daemon:
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=step)
+            try:
+                self.apply_venue_garden()
+            except Exception:
+                log.exception("applying the cloud's walled garden failed; will retry")
             try:
                 self.gateway.tick()
                 if loop.time() >= next_poll:  # accounting: counters, quotas, idle, records
@@ -365,6 +401,7 @@ class Daemon:
             detector = self.detector = detect.start(self.gateway.neighbour, loop, seen)
         if self.lan_ifindex is not None:  # stations may not be DHCP servers or routers
             self.start_guard()
+        self.apply_venue_garden()  # before the first tick: the file may have changed while down
         self.start_uplink(loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:

@@ -68,6 +68,11 @@ class Garden:
         """The configured domains plus the wallet's own hosts, which are always in."""
         return cls.of([*config.garden.domains, *wallet_hosts(config.wallet)])
 
+    def with_names(self, names: Iterable[str]) -> Garden:
+        """This garden and `names` (validated host names, `*.x` for a domain's subdomains)."""
+        more = Garden.of(names)
+        return Garden(self.exact | more.exact, self.below | more.below)
+
     def allows(self, host: str) -> bool:
         host = _norm(host)
         if host in self.exact:

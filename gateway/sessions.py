@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from gateway.policy import UNLIMITED, Access, Policy, PolicyError, effective, intern
 
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 # IPv6 addresses held per station: a phone has a stable and one or more temporary (privacy)
 # addresses, and makes new temporary ones over a long stay. Beyond this the oldest goes, so a
 # station inventing addresses cannot grow the kernel's sets.

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 PREFIX = "PLAZA-V1"
 MAX_SKEW_SECONDS = 300
-NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
 HEADERS = ("X-Plaza-Device", "X-Plaza-Timestamp", "X-Plaza-Nonce", "X-Plaza-Signature")
 
 

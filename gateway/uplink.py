@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from gateway import signing
+from gateway import cloud_config, signing
 from gateway.config import Config, ConfigError, check_cloud_url
+from gateway.files import write_atomic
 
 if TYPE_CHECKING:
     import asyncio
@@ -53,7 +54,7 @@ log = logging.getLogger("plaza.uplink")
 API = "/api/v1"
 KEY_FILE = "device.key"
 CLOUD_FILE = "cloud.json"
-CONFIG_FILE = "cloud-config.json"
+CONFIG_FILE = cloud_config.FILE
 OPS = ("authorize", "kick", "refresh-config")  # closed: nothing else is ever executed
 BATCH = 1000  # usage records per request (the protocol's maximum)
 LONG_POLL = 25  # seconds the cloud may hold a command poll
@@ -104,30 +105,6 @@ class UsageOutbox(Protocol):
     def pending(self, limit: int = ...) -> list[dict[str, Any]]: ...
     def mark_sent(self, keys: Iterable[str], now: float) -> int: ...
     def backlog(self) -> int: ...
-
-
-# -- files ---------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` so a reader or a crash sees the old file or the new one,
-    never a torn one: temporary file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,15 @@ defaults in force and is logged once per change of the file.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
+from gateway.cloud_config import FILE, CloudConfigFile
 from gateway.policy import Policy, PolicyError, intern, verify
 
 log = logging.getLogger("plaza.venue_policy")
 
-FILE = "cloud-config.json"
 FIELDS = {
     "session_minutes": "session_minutes",
     "idle_minutes": "idle_seconds",
@@ -35,31 +33,26 @@ class VenuePolicy:
     """Watches the cloud config file (one stat per call) and says when the defaults change."""
 
     def __init__(self, state_dir: str | Path, base: Policy, max_minutes: int) -> None:
-        self.path = Path(state_dir) / FILE
+        self.file = CloudConfigFile(Path(state_dir) / FILE)
         self.base = base
         self.max_minutes = max_minutes
-        self._seen: tuple[int, int] | None = None
+        self._first = True
         self.version: int | None = None
 
     def check(self) -> Policy | None:
         """The new defaults if the file changed since the last call (the TOML's if it was
         removed or is unusable), else None."""
-        try:
-            st = os.stat(self.path)
-            identity = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            identity = (0, 0)
-        if identity == self._seen:
+        first, self._first = self._first, False
+        if not self.file.changed():
             return None
-        first = self._seen is None
-        self._seen = identity
-        if identity == (0, 0):
+        if self.file.document is None and not self.file.error:  # no file (any more)
             return None if first else self.base
         try:
-            document = json.loads(self.path.read_text())
-            policy = self._policy(document["config"].get("policy") or {})
-            self.version = document.get("version")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, PolicyError) as exc:
+            if self.file.error:
+                raise PolicyError(self.file.error)
+            policy = self._policy(self.file.section("policy") or {})
+            self.version = self.file.version
+        except (TypeError, AttributeError, PolicyError) as exc:
             log.error("cloud venue policy not used (%s); the router's own defaults apply", exc)
             return self.base
         log.info("venue policy from the cloud (config version %s): %s", self.version, policy)

@@ -122,6 +122,10 @@ class Lab:
         return self.run_dir / "state.json"
 
     @property
+    def dnsmasq_pid_file(self) -> Path:
+        return self.router_dir / "dnsmasq.pid"
+
+    @property
     def router_dir(self) -> Path:
         return self.run_dir / "router"
 
@@ -164,7 +168,12 @@ class Lab:
                 click_through=True,  # this demo venue also offers "accept and continue"
             ),
             wallet=self.wallet_config(),
-            garden=gwconfig.GardenConfig(http_domains=(internet.OCSP_HOST,)),
+            # The lab's stand-in for procd respawns dnsmasq (see _start_router_services), so
+            # ending it is how the daemon restarts it for the cloud's garden names.
+            garden=gwconfig.GardenConfig(
+                http_domains=(internet.OCSP_HOST,),
+                dnsmasq_restart=("pkill", "-TERM", "-F", str(self.dnsmasq_pid_file)),
+            ),
             cloud=self.cloud_config(),
             # With the cloud, usage goes up every few seconds, so it is seen arriving.
             accounting=gwconfig.AccountingConfig(poll_seconds=1, interim_seconds=3)
@@ -450,13 +459,19 @@ class Lab:
             self._start_cloud()
             self.enrol_router()
         self.start_gateway()
+        # Respawned when it ends, as procd respawns OpenWrt's dnsmasq: the gateway restarts
+        # it to make it read the cloud's walled-garden names (gateway/venue_garden.py).
         self.spawn(
             "router-dnsmasq",
             r,
+            "sh",
+            "-c",
+            RESPAWN,
+            "respawn",
             "dnsmasq",
             "--keep-in-foreground",
             f"--conf-file={conf_path}",
-            f"--pid-file={self.router_dir / 'dnsmasq.pid'}",
+            f"--pid-file={self.dnsmasq_pid_file}",
             "--log-dhcp",
             "--log-facility=-",
         )
@@ -784,6 +799,14 @@ def _internet_dns_conf() -> str:
         "address=/#/",
     ]
     return "\n".join(lines) + "\n"
+
+
+# A service supervisor in one line of sh: run "$@" again whenever it ends (after a breath, so
+# a command that cannot start does not spin); SIGTERM ends the loop and the service with it.
+RESPAWN = (
+    "trap 'kill \"$child\" 2>/dev/null; exit 0' TERM INT; "
+    'while :; do "$@" & child=$!; wait "$child"; sleep 0.2; done'
+)
 
 
 def _dnsmasq_files(lab: Lab, cfg: gwconfig.Config) -> tuple[Path, Path]:

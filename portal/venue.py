@@ -15,9 +15,7 @@ even an empty one, is the cloud's list: a merchant who removed every offer sees 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import threading
 import time
@@ -28,14 +26,13 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from gateway.cloud_config import FILE, CloudConfigFile
 from gateway.config import Config, OfferConfig
 
 log = logging.getLogger("plaza.portal")
 
-FILE_NAME = "cloud-config.json"
 EXTENSION = "plaza_venue"
 CHECK_SECONDS = 1.0
-MAX_BYTES = 1024 * 1024
 MAX_TEXT = 4000
 MAX_OFFERS = 50
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -114,12 +111,11 @@ class VenueOverlay:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path, self.interval, self.clock = path, interval, clock
+        self.file = CloudConfigFile(path)
         self._lock = threading.Lock()
         self._checked = float("-inf")
-        self._identity: tuple[int, int, int] | None = None
         self._document: Any = None  # the last good document, or None
         self._cache: tuple[Config, Config] | None = None  # (base, effective)
-        self._complained: object = None  # what was last logged: a file identity or a reason
 
     def config(self, base: Config) -> Config:
         with self._lock:
@@ -141,43 +137,34 @@ class VenueOverlay:
             return effective
 
     def _refresh(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._document is not None:
+        had = self._document is not None
+        if not self.file.changed():
+            return
+        self._cache = None
+        self._document = self.file.document
+        if self.file.error:
+            self._complain(self.file.error)
+            return
+        if self._document is None:
+            if had:
                 log.info("%s removed: the TOML branding and offers apply", self.path)
-            self._identity, self._document, self._cache = None, None, None
             return
-        except OSError as exc:
-            self._complain(None, f"cannot stat: {exc.strerror}")
-            return
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if identity == self._identity:
-            return
-        self._identity, self._cache = identity, None
         try:
-            if st.st_size > MAX_BYTES:
-                raise Malformed(f"larger than {MAX_BYTES} bytes")
-            document = json.loads(self.path.read_bytes())
-            overlay(Config(), document)  # validate once, against any base
-        except (OSError, ValueError) as exc:  # Malformed and JSONDecodeError are ValueErrors
+            overlay(Config(), self._document)  # validate once, against any base
+        except Malformed as exc:
             self._document = None
-            self._complain(identity, str(exc))
+            self._complain(str(exc))
             return
-        self._document = document
-        log.info("venue look from %s (version %s)", self.path, document.get("version"))
+        log.info("venue look from %s (version %s)", self.path, self.file.version)
 
-    def _complain(self, identity: tuple[int, int, int] | None, why: str) -> None:
-        """Once per bad version of the file (or per reason it cannot be read), not per page."""
-        key = identity or why
-        if key == self._complained:
-            return
-        self._complained = key
+    def _complain(self, why: str) -> None:
+        """Once per bad version of the file (the watcher reports each version once), not
+        per page."""
         log.warning("%s ignored, TOML branding and offers kept: %s", self.path, why)
 
 
 def init_app(app: Flask, base: Config) -> None:
-    path = app.config.get("CLOUD_CONFIG_FILE") or Path(base.gateway.state_dir) / FILE_NAME
+    path = app.config.get("CLOUD_CONFIG_FILE") or Path(base.gateway.state_dir) / FILE
     app.extensions[EXTENSION] = VenueOverlay(Path(path))
 
 

@@ -134,6 +134,66 @@ def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
     assert session["seconds_remaining"] <= 2700
 
 
+def set_garden(lab: Lab, domains: list[str]) -> None:
+    """The merchant edits the venue's walled garden; the cloud tells the router at once."""
+    from sqlalchemy.orm import Session
+
+    from cloud import db as cloud_db_module
+    from cloud import venue_config
+    from cloud.models import Venue
+
+    status = lab.status()
+    engine = cloud_db_module.make_engine(status["cloud"]["database_url"])
+    try:
+        with Session(engine) as db:
+            config = dict(db.get(Venue, status["cloud"]["venue_id"]).config)
+            config["garden"] = {"domains": domains}
+            venue_config.set_venue_config(db, status["cloud"]["venue_id"], config)
+            db.commit()
+    finally:
+        engine.dispose()
+    cloud_cli(lab, "command", status["cloud"]["device_id"], "refresh-config")
+
+
+def test_the_clouds_walled_garden_reaches_dnsmasq_and_the_sni_check(lab: Lab) -> None:
+    """shop.example.test and www.example.test share one address: once the merchant puts
+    shop in the garden, a captive phone reaches it (dnsmasq, restarted, puts the address in
+    the garden set), while www on the same address is still refused by name; taken out again,
+    shop is refused at the next connection."""
+    mac, control = phone(lab, "phone1")["mac"], lab.control()
+    if control.client(mac)["state"] == "authorized":  # captive, whatever earlier tests did
+        control.deauth(mac)
+    browser = Phone(lab.netns_of("phone1"))
+    shop, www = "https://shop.example.test/", "https://www.example.test/"
+    first_dnsmasq = int(lab.dnsmasq_pid_file.read_text())
+    try:
+        assert not browser.get(shop, timeout=3, extra=("-4",)).ok
+        set_garden(lab, ["shop.example.test"])
+
+        def reached() -> bool:
+            r = browser.get(shop, timeout=3, extra=("-4",))
+            return r.ok and "FAKE-INTERNET-OK" in r.body
+
+        wait_for(reached, 30, "the cloud's garden name reachable from a captive phone")
+        assert int(lab.dnsmasq_pid_file.read_text()) != first_dnsmasq  # restarted to read it
+        fragment = Path(lab.gateway_config().gateway.state_dir) / "dnsmasq.d/cloud-garden.conf"
+        assert "nftset=/shop.example.test/" in fragment.read_text()
+        neighbour = browser.get(www, timeout=3, extra=("-4",))
+        assert not neighbour.ok and "FAKE-INTERNET-OK" not in neighbour.body
+        assert control.client(mac)["state"] == "captive"
+
+        set_garden(lab, [])
+
+        def refused() -> bool:
+            return not browser.get(shop, timeout=3, extra=("-4",)).ok
+
+        wait_for(refused, 30, "the name taken out of the garden refused again")
+        assert "shop.example.test" not in fragment.read_text()
+    finally:
+        browser.close()
+        set_garden(lab, [])
+
+
 def test_a_command_from_the_cloud_authorizes_and_kicks_a_phone(lab: Lab) -> None:
     device = lab.status()["cloud"]["device_id"]
     mac = phone(lab, "phone2")["mac"]

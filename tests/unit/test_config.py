@@ -45,6 +45,11 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[[offers]]\ntext = 'x'\n", "[offers[0]] is missing title"),
         ("[[offers]]\ntitle = 'a'\nurl = 'http://x'\n", "url must be https://"),
         ("[garden]\ndomains = ['bad domain']\n", "[garden] domains: not a domain name"),
+        # A trailing newline would start a second line in dnsmasq's config.
+        ('[garden]\ndomains = ["shop.test\\n"]\n', "[garden] domains: not a domain name"),
+        ('[portal]\nhostname = "portal.test\\n"\n', "[portal] hostname: not a valid host"),
+        ('[lan]\ninterface = "br-lan\\n"\n', "not a valid interface name"),
+        ("[garden]\ndnsmasq_restart = ['']\n", "[garden] dnsmasq_restart: a command"),
         ("[portal]\nbrand_color = 'red'\n", "brand_color: expected #rrggbb"),
         ("[portal]\nhostname = 'bad host'\n", "[portal] hostname: not a valid host name"),
         ("[session]\nmax_minutes = 5\n", "max_minutes must be >= default_minutes"),
