@@ -122,6 +122,13 @@ def validate_config(config: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"policy.{name}: must be an integer from {low} to {high}")
         policy[name] = value
+    # The router refuses a policy whose idle timeout could never fire (gateway/policy.py
+    # `verify`) and falls back to its own defaults: refuse it here, where the merchant sees why.
+    if policy["idle_minutes"] and policy["idle_minutes"] >= policy["session_minutes"]:
+        raise ConfigError(
+            f"policy.idle_minutes: must be shorter than the session "
+            f"({policy['session_minutes']} minutes), or 0 for no idle timeout"
+        )
     g = _keys("garden", top["garden"], {"domains"})
     if not isinstance(g["domains"], list) or len(g["domains"]) > MAX_GARDEN_DOMAINS:
         raise ConfigError(f"garden.domains: must be a list of at most {MAX_GARDEN_DOMAINS}")

@@ -1,10 +1,13 @@
-"""The splash and offer editor, "push to routers now", and claim codes for new routers.
+"""The venue editor, "push to routers now", and claim codes for new routers.
 
-The form edits the venue config's branding and offers; policy and walled garden are carried
-over untouched. Saving goes through `set_venue_config`, the same verify-then-store path as
-everything else (unknown keys, https-only links, lengths), and bumps the version routers see
-in their next heartbeat. A save based on an older version than the stored one is refused with
-the merchant's input kept, rather than silently overwriting a colleague's change.
+The form edits the whole venue config: branding, offers, the default session policy and the
+walled garden. Saving goes through `set_venue_config`, the same verify-then-store path as
+everything else (unknown keys, https-only links, lengths, ranges, host names), and bumps the
+version routers see in their next heartbeat. The form's own parsing (numbers, the garden's
+lines) refuses what it cannot read with a `ConfigError` naming the field, like validation,
+so every refusal reaches the merchant the same way: at the field, with their input kept. A
+save based on an older version than the stored one is refused with the merchant's input kept,
+rather than silently overwriting a colleague's change.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from cloud.dashboard.tenancy import own_venue
 from cloud.db import get_db
 from cloud.enrol import create_claim
 from cloud.models import Device, Venue
-from cloud.venue_config import MAX_OFFERS, ConfigError, set_venue_config
+from cloud.venue_config import (
+    MAX_GARDEN_DOMAINS,
+    MAX_OFFERS,
+    POLICY_RANGES,
+    ConfigError,
+    set_venue_config,
+)
+from gateway.config import HOSTNAME_RE
 
 OFFER_FIELDS = ("title", "body", "url")
 BRANDING_LABELS = {
@@ -40,6 +50,34 @@ BRANDING_LABELS = {
 }
 WHERE_RE = re.compile(r"^offers\[(\d+)\]\.?(\w*)$")
 CLAIM_DAYS = 7
+NUMBER_RE = re.compile(r"[0-9]{1,15}")  # ASCII digits only: int() would take "1_000", "٣"
+# A garden of MAX_GARDEN_DOMAINS names of the longest kind, with line breaks; anything longer
+# is refused before it is split (the app's MAX_CONTENT_LENGTH, 1 MiB, bounds the request).
+GARDEN_MAX_CHARS = MAX_GARDEN_DOMAINS * 256
+SHOWN_CHARS = 60  # of a refused garden line, in the error message
+
+
+@dataclass(frozen=True)
+class PolicyField:
+    name: str  # the config key under `policy`, and the form field
+    label: str
+    unit: str  # shown next to the label
+    low: int
+    high: int
+
+
+_UNITS = {
+    "session_minutes": ("Session length", "minutes"),
+    "idle_minutes": ("Idle timeout", "minutes, 0 = none"),
+    "quota_total_mb": ("Data per session", "MB, 0 = unlimited"),
+    "rate_down_kbit": ("Download speed", "kbit/s, 0 = unlimited"),
+    "rate_up_kbit": ("Upload speed", "kbit/s, 0 = unlimited"),
+}
+POLICY_FIELDS = tuple(
+    PolicyField(name, *_UNITS[name], *POLICY_RANGES[name]) for name in POLICY_RANGES
+)
+POLICY_LABELS = {f"policy.{f.name}": f.label for f in POLICY_FIELDS}
+GARDEN_LABEL = "Walled garden"
 
 
 @dataclass
@@ -63,6 +101,9 @@ class EditorForm:
     offers: list[OfferRow]
     new: OfferRow = field(default_factory=lambda: OfferRow("new"))
     base_version: int = 0
+    # As typed (None: not in the form): shown again as they were if the save is refused.
+    policy: dict[str, str | None] = field(default_factory=dict)
+    garden: str | None = ""
 
     @classmethod
     def from_config(cls, config: dict[str, Any], version: int) -> EditorForm:
@@ -72,7 +113,9 @@ class EditorForm:
             for i, o in enumerate(config["offers"])
         ]
         return cls(b["name"], b["colour"], b.get("logo_url", ""), b.get("terms", ""), offers,
-                   base_version=version)  # fmt: skip
+                   base_version=version,
+                   policy={f.name: str(config["policy"][f.name]) for f in POLICY_FIELDS},
+                   garden="\n".join(config["garden"]["domains"]))  # fmt: skip
 
     @classmethod
     def from_form(cls, form: MultiDict[str, str]) -> EditorForm:
@@ -97,6 +140,8 @@ class EditorForm:
         return cls(
             form.get("name", ""), form.get("colour", ""), form.get("logo_url", ""),
             form.get("terms", ""), offers, new, base,
+            policy={f.name: form.get(f.name) for f in POLICY_FIELDS},
+            garden=form.get("garden"),
         )  # fmt: skip
 
     def to_config(self, current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -128,7 +173,52 @@ class EditorForm:
             )
             rows.append("new")
         config["offers"] = offers
+        config["policy"] = {f.name: parse_number(f, self.policy.get(f.name)) for f in POLICY_FIELDS}
+        config["garden"] = {"domains": parse_garden(self.garden)}
         return config, rows
+
+
+def parse_number(spec: PolicyField, raw: str | None) -> int:
+    """A policy number as typed: ASCII digits within the field's range, else a ConfigError
+    naming the field (the range is checked here too, to say it in the merchant's words)."""
+    where = f"policy.{spec.name}"
+    if raw is None:
+        raise ConfigError(f"{where}: missing from the form; reload the editor and try again")
+    text = raw.strip()
+    if not NUMBER_RE.fullmatch(text) or not spec.low <= int(text) <= spec.high:
+        raise ConfigError(f"{where}: must be a whole number from {spec.low:,} to {spec.high:,}")
+    return int(text)
+
+
+def parse_garden(raw: str | None) -> list[str]:
+    """The garden's names, one a line: blank lines dropped, whitespace around a name stripped,
+    lower-cased, duplicates dropped. Lines are split at line feeds only, so a carriage return
+    or any other control character inside a line stays in the name and is refused with it;
+    validation checks every name again."""
+    where = "garden.domains"
+    if raw is None:
+        raise ConfigError(f"{where}: missing from the form; reload the editor and try again")
+    if len(raw) > GARDEN_MAX_CHARS:
+        raise ConfigError(f"{where}: too long; at most {MAX_GARDEN_DOMAINS} names, one a line")
+    names: list[str] = []
+    for number, line in enumerate(raw.replace("\r\n", "\n").split("\n"), 1):
+        typed = line.strip()
+        if not typed:
+            continue
+        name = typed.rstrip(".")  # checked before lower(), which maps some non-ASCII to ASCII
+        if not HOSTNAME_RE.match(name.removeprefix("*.")):
+            shown = typed if len(typed) <= SHOWN_CHARS else typed[: SHOWN_CHARS - 1] + "…"
+            raise ConfigError(
+                f"{where}: line {number}, {shown!r}, is not a host name "
+                "(write one name a line, like example.com or *.example.com)"
+            )
+        if name.lower() not in names:
+            names.append(name.lower())
+    if len(names) > MAX_GARDEN_DOMAINS:
+        raise ConfigError(
+            f"{where}: at most {MAX_GARDEN_DOMAINS} names; this list has {len(names)}"
+        )
+    return names
 
 
 def new_offer_id(taken: set[str]) -> str:
@@ -149,6 +239,10 @@ def explain(error: ConfigError, rows: list[str]) -> FieldError:
     where, _, what = str(error).partition(": ")
     if where in BRANDING_LABELS:
         return FieldError(where.split(".")[1], f"{BRANDING_LABELS[where]}: {what}")
+    if where in POLICY_LABELS:
+        return FieldError(where.split(".")[1], f"{POLICY_LABELS[where]}: {what}")
+    if where == "garden.domains":
+        return FieldError("garden", f"{GARDEN_LABEL}: {what}")
     match = WHERE_RE.match(where)
     if match and int(match.group(1)) < len(rows):
         row, name = rows[int(match.group(1))], match.group(2) or "title"
@@ -170,6 +264,8 @@ def _editor_page(venue: Venue, form: EditorForm, error: FieldError | None = None
             error=error,
             routers=routers,
             on_colour=on_colour(form.colour),
+            policy_fields=POLICY_FIELDS,
+            max_garden=MAX_GARDEN_DOMAINS,
         ),
         status,
     )
@@ -210,8 +306,9 @@ def save(venue_id: str) -> ResponseReturnValue:
         )
         form.base_version = venue.config_version
         return _editor_page(venue, form, FieldError("", message), 409)
-    config, rows = form.to_config(venue.config)
+    rows: list[str] = []
     try:
+        config, rows = form.to_config(venue.config)
         version = set_venue_config(db, venue.id, config)
     except ConfigError as exc:
         db.rollback()

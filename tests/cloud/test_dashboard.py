@@ -18,9 +18,13 @@ from sqlalchemy import func, select
 from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.dashboard import charts, stats
+from cloud.dashboard.editor import parse_garden
 from cloud.dashboard.security import safe_next
 from cloud.dashboard.views import mask_mac
 from cloud.models import ClaimCode, Command, PresenceEvent, UsageRecord, Venue
+from cloud.venue_config import DEFAULT_CONFIG, MAX_GARDEN_DOMAINS, ConfigError, validate_config
+from gateway.policy import Policy, PolicyError, verify
+from gateway.venue_garden import cloud_domains
 from tests.cloud.conftest import Router, enrol, new_claim
 from tests.conftest import FakeClock
 
@@ -354,7 +358,8 @@ def test_success_resets_the_failure_count(client: FlaskClient, venue: Venue):
 
 def venue_routes(venue_id: str) -> list[tuple[str, str, dict[str, str]]]:
     base = f"/dashboard/venues/{venue_id}"
-    edit = {"name": "Taken over", "colour": "#000000", "base_version": "1"}
+    edit = {"name": "Taken over", "colour": "#000000", "base_version": "1", **HIJACK_POLICY,
+            "garden": "evil.example\n*.com"}  # fmt: skip
     return [
         ("GET", base, {}),
         ("GET", f"{base}?day={DAY}", {}),
@@ -363,6 +368,10 @@ def venue_routes(venue_id: str) -> list[tuple[str, str, dict[str, str]]]:
         ("POST", f"{base}/push", {}),
         ("POST", f"{base}/claims", {}),
     ]
+
+
+HIJACK_POLICY = {"session_minutes": "10080", "idle_minutes": "0", "quota_total_mb": "0",
+                 "rate_down_kbit": "0", "rate_up_kbit": "0"}  # fmt: skip
 
 
 def test_another_merchants_venue_is_404_on_every_route(
@@ -381,6 +390,8 @@ def test_another_merchants_venue_is_404_on_every_route(
     with cloud_db.session(app) as db:
         assert db.get(Venue, venue.id).config_version == 1
         assert db.get(Venue, venue.id).config["branding"]["name"] == "Cafe Uno Main St"
+        assert db.get(Venue, venue.id).config["policy"] == DEFAULT_CONFIG["policy"]
+        assert db.get(Venue, venue.id).config["garden"] == {"domains": []}
         assert db.scalar(select(func.count()).select_from(Command)) == 0
         assert db.scalar(select(func.count()).select_from(ClaimCode)) == 1  # the router's own
     # The owner reaches each of them (the 404s above were about ownership, not the routes).
@@ -658,6 +669,207 @@ def test_editor_refuses_a_save_based_on_an_old_version(
     assert 'name="base_version" value="2"' in text(response)  # saving again now works
     with cloud_db.session(app) as db:
         assert db.get(Venue, venue.id).config["branding"]["name"] == "Saved elsewhere"
+
+
+def test_editor_saves_session_policy_and_walled_garden(
+    app: Flask, signed_in: FlaskClient, router: Router, venue: Venue
+):
+    html = text(signed_in.get(f"/dashboard/venues/{venue.id}/editor"))
+    assert re.search(r'name="session_minutes" type="number"[^>]*min="1" max="10080"', html)
+    assert re.search(r'name="rate_down_kbit" type="number"[^>]*min="0" max="100000000"', html)
+    assert "keep the limits they logged in with" in html and "0 means no limit" in html
+    assert "wallet's own sites are always included" in html
+    form = editor_form(signed_in, venue.id)
+    assert (form["session_minutes"], form["idle_minutes"], form["garden"]) == ("60", "15", "")
+    form.update(
+        {
+            "session_minutes": " 45 ",
+            "idle_minutes": "10",
+            "quota_total_mb": "500",
+            "rate_down_kbit": "8000",
+            "rate_up_kbit": "0",
+            "garden": "\r\n  Menu.Cafe.Example.  \r\n\r\n*.PAY.example\n\tmenu.cafe.example\r\n \n",
+        }
+    )
+    saved = signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form)
+    assert saved.status_code == 303
+    assert "Saved as version 2" in text(signed_in.get(saved.headers["Location"]))
+    config = router.get("/api/v1/device/config").get_json()
+    assert config["version"] == 2
+    assert config["config"]["policy"] == {
+        "session_minutes": 45,
+        "idle_minutes": 10,
+        "quota_total_mb": 500,
+        "rate_down_kbit": 8000,
+        "rate_up_kbit": 0,
+    }
+    assert config["config"]["garden"] == {"domains": ["menu.cafe.example", "*.pay.example"]}
+    assert cloud_domains(config["config"]["garden"]) == ["menu.cafe.example", "*.pay.example"]
+    assert config["config"]["branding"]["name"] == "Cafe Uno Main St"  # the rest untouched
+    # The editor shows what was stored, and saving it unchanged stores the same again.
+    form = editor_form(signed_in, venue.id)
+    assert (form["session_minutes"], form["quota_total_mb"]) == ("45", "500")
+    assert form["garden"] == "menu.cafe.example\n*.pay.example"
+    assert signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form).status_code == 303
+    config = router.get("/api/v1/device/config").get_json()
+    assert config["version"] == 3
+    assert config["config"]["garden"]["domains"] == ["menu.cafe.example", "*.pay.example"]
+    # Emptying the garden is allowed.
+    form = {**editor_form(signed_in, venue.id), "garden": "\r\n  \r\n"}
+    assert signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form).status_code == 303
+    assert router.get("/api/v1/device/config").get_json()["config"]["garden"] == {"domains": []}
+
+
+def test_editor_garden_takes_the_maximum_after_dropping_duplicates(
+    app: Flask, signed_in: FlaskClient, venue: Venue
+):
+    names = [f"h{i}.example" for i in range(MAX_GARDEN_DOMAINS)]
+    garden = "\n".join(names + [n.upper() for n in names[:20]])  # 220 lines, 200 names
+    form = {**editor_form(signed_in, venue.id), "garden": garden}
+    assert signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form).status_code == 303
+    with cloud_db.session(app) as db:
+        assert db.get(Venue, venue.id).config["garden"]["domains"] == names
+
+
+LONG_NAME = "a" * 300 + ".example"
+TOO_MANY = "\n".join(f"h{i}.example" for i in range(MAX_GARDEN_DOMAINS + 1))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"session_minutes": "abc"}, "session_minutes",
+         "Session length: must be a whole number from 1 to 10,080"),
+        ({"session_minutes": "0"}, "session_minutes", "Session length: must be a whole number"),
+        ({"session_minutes": "10081"}, "session_minutes", "Session length: must be a whole"),
+        ({"session_minutes": "  "}, "session_minutes", "Session length: must be a whole number"),
+        ({"idle_minutes": "-5"}, "idle_minutes",
+         "Idle timeout: must be a whole number from 0 to 10,080"),
+        ({"quota_total_mb": "1e3"}, "quota_total_mb",
+         "Data per session: must be a whole number from 0 to 10,000,000"),
+        ({"quota_total_mb": "12.5"}, "quota_total_mb", "Data per session: must be a whole number"),
+        ({"rate_down_kbit": "100000001"}, "rate_down_kbit",
+         "Download speed: must be a whole number from 0 to 100,000,000"),
+        ({"rate_down_kbit": "9" * 5000}, "rate_down_kbit", "Download speed: must be a whole"),
+        ({"rate_up_kbit": "1_000"}, "rate_up_kbit", "Upload speed: must be a whole number"),
+        ({"rate_up_kbit": "\u0663"}, "rate_up_kbit", "Upload speed: must be a whole number"),
+        ({"idle_minutes": "60"}, "idle_minutes",
+         "Idle timeout: must be shorter than the session (60 minutes), or 0 for no idle timeout"),
+        ({"session_minutes": "10", "idle_minutes": "15"}, "idle_minutes",
+         "Idle timeout: must be shorter than the session (10 minutes)"),
+        ({"garden": "shop.test/1.2.3.4"}, "garden",
+         "Walled garden: line 1, &#39;shop.test/1.2.3.4&#39;, is not a host name"),
+        ({"garden": "cafe.example\rserver=/evil.example/1.2.3.4"}, "garden",
+         "Walled garden: line 1, &#39;cafe.example\\rserver=/evil.example/1.2.3.4&#39;, is not"),
+        ({"garden": "ok.example\r\nbad host.example"}, "garden",
+         "Walled garden: line 2, &#39;bad host.example&#39;, is not a host name"),
+        ({"garden": "a.example\x0bb.example"}, "garden", "Walled garden: line 1,"),
+        ({"garden": "a.example\u2028b.example"}, "garden", "Walled garden: line 1,"),
+        ({"garden": "*.*.example"}, "garden", "Walled garden: line 1,"),
+        ({"garden": "<script>alert(1)</script>"}, "garden",
+         "Walled garden: line 1, &#39;&lt;script&gt;alert(1)&lt;/script&gt;&#39;, is not"),
+        ({"garden": LONG_NAME}, "garden", "Walled garden: line 1, &#39;" + "a" * 59 + "…&#39;"),
+        ({"garden": TOO_MANY}, "garden", "Walled garden: at most 200 names; this list has 201"),
+        ({"garden": "a" * 60_000}, "garden", "Walled garden: too long; at most 200 names"),
+    ],
+)  # fmt: skip
+def test_editor_refuses_bad_policy_and_garden_input(
+    app: Flask, signed_in: FlaskClient, venue: Venue, change, field, message
+):
+    form = {**editor_form(signed_in, venue.id), **change, "name": "Kept name"}
+    response = signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form)
+    assert response.status_code == 400
+    html = text(response)
+    assert message in html
+    assert re.search(rf'name="{field}"[^>]*aria-invalid="true"', html), field
+    assert "<script>alert" not in html
+    for value in [*change.values(), "Kept name"]:  # the merchant's input is kept
+        if field == "garden" and value in change.values():
+            kept = html.split('name="garden"')[1].split(">", 1)[1].split("</textarea>")[0]
+            assert kept.replace("&lt;", "<").replace("&gt;", ">") == value
+        else:
+            assert f'value="{value}"' in html
+    with cloud_db.session(app) as db:
+        stored = db.get(Venue, venue.id)
+        assert stored.config_version == 1
+        assert stored.config["branding"]["name"] == "Cafe Uno Main St"
+        assert stored.config["policy"] == DEFAULT_CONFIG["policy"]
+        assert stored.config["garden"] == {"domains": []}
+
+
+@pytest.mark.parametrize(
+    ("missing", "field", "message"),
+    [
+        ("session_minutes", "session_minutes", "Session length: missing from the form"),
+        ("rate_up_kbit", "rate_up_kbit", "Upload speed: missing from the form"),
+        ("garden", "garden", "Walled garden: missing from the form"),
+    ],
+)
+def test_editor_refuses_a_form_with_a_field_missing(
+    app: Flask, signed_in: FlaskClient, venue: Venue, missing, field, message
+):
+    form = {**editor_form(signed_in, venue.id), "name": "Kept name"}
+    del form[missing]
+    response = signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=form)
+    assert response.status_code == 400
+    html = text(response)
+    assert message in html and 'value="Kept name"' in html
+    assert re.search(rf'name="{field}"[^>]*aria-invalid="true"', html), field
+    with cloud_db.session(app) as db:
+        assert db.get(Venue, venue.id).config_version == 1
+
+
+def test_editor_keeps_policy_and_garden_input_on_a_stale_save(
+    app: Flask, signed_in: FlaskClient, venue: Venue
+):
+    stale = editor_form(signed_in, venue.id)
+    fresh = {**editor_form(signed_in, venue.id), "session_minutes": "30"}
+    assert signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=fresh).status_code == 303
+    stale.update({"session_minutes": "90", "garden": "menu.cafe.example"})
+    response = signed_in.post(f"/dashboard/venues/{venue.id}/editor", data=stale)
+    assert response.status_code == 409
+    html = text(response)
+    assert 'name="session_minutes" type="number"' in html and 'value="90"' in html
+    assert ">menu.cafe.example</textarea>" in html
+    with cloud_db.session(app) as db:
+        assert db.get(Venue, venue.id).config["policy"]["session_minutes"] == 30
+
+
+@pytest.mark.parametrize("session", [1, 10, 60, 10080])
+@pytest.mark.parametrize("idle", [0, 1, 9, 10, 11, 59, 60, 61, 10080])
+def test_cloud_refuses_the_idle_timeouts_the_router_refuses(session: int, idle: int):
+    config = {**DEFAULT_CONFIG, "policy": {**DEFAULT_CONFIG["policy"],
+              "session_minutes": session, "idle_minutes": idle}}  # fmt: skip
+    try:
+        verify(Policy(session_minutes=session, idle_seconds=idle * 60), "cloud policy")
+    except PolicyError:
+        with pytest.raises(ConfigError, match=r"^policy\.idle_minutes: must be shorter"):
+            validate_config(config)
+    else:
+        assert validate_config(config)["policy"]["idle_minutes"] == idle
+
+
+def test_parse_garden_lines():
+    assert parse_garden("") == []
+    assert parse_garden(" \r\n\n\t\n") == []
+    assert parse_garden("B.example\r\n\r\nb.example.\n  *.C.example  \nb.EXAMPLE") == [
+        "b.example",
+        "*.c.example",
+    ]
+    hostile_lines = (
+        "a.example\rb.example",
+        "a.example\x00",
+        "a.example b.example",
+        ".",
+        "a.example/x",
+        "a.example#x",
+        "*",
+        "-a.example",
+        "\u212aafe.example",
+    )
+    for hostile in hostile_lines:
+        with pytest.raises(ConfigError, match=r"^garden\.domains: line 1, "):
+            parse_garden(hostile)
 
 
 def test_push_issues_refresh_config_to_each_router(
