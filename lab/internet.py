@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import time
 
 from flask import Flask, Response, request
 
@@ -65,21 +66,35 @@ def create_app() -> Flask:
 
     @app.route("/bytes/<int:n>", methods=["GET", "POST"])
     def bytes_(n: int) -> Response:
-        """GET: exactly n bytes (rate and accounting tests); POST: the body is read and
-        dropped, the answer is how many bytes arrived (uploads)."""
+        """GET: exactly n bytes (rate and accounting tests), at most `?per_second=R` bytes a
+        second if asked (paced here, by the sender: a client's own rate limit, e.g. curl's
+        --limit-rate, lets a fast local link fill the socket buffers at once and then waits,
+        so under load a "1 MB/s" download of a few MB can end in milliseconds);
+        POST: the body is read and dropped, the answer is how many bytes arrived (uploads)."""
         if request.method == "POST":
             got = 0
             while chunk := request.stream.read(CHUNK):
                 got += len(chunk)
             return Response(f"{got}\n", content_type="text/plain")
         n = min(n, MAX_BYTES)
+        rate = request.args.get("per_second", "")
+        if rate and (not rate.isdigit() or not 1024 <= int(rate) <= MAX_BYTES):
+            return Response("per_second: bytes a second, 1024 or more\n", status=400)
+        per_second = int(rate) if rate else 0
+        step = min(CHUNK, max(1024, per_second // 20)) if per_second else CHUNK
 
         def body():
-            left = n
-            block = b"\0" * CHUNK
+            left, sent, started = n, 0, time.monotonic()
+            block = b"\0" * step
             while left > 0:
-                yield block[: min(left, CHUNK)]
-                left -= CHUNK
+                piece = block[: min(left, step)]
+                yield piece
+                left -= len(piece)
+                sent += len(piece)
+                if per_second:  # the time the bytes so far should have taken
+                    ahead = started + sent / per_second - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
 
         headers = {"Content-Length": str(n)}
         return Response(body(), content_type="application/octet-stream", headers=headers)

@@ -209,12 +209,14 @@ def test_a_command_from_the_cloud_authorizes_and_kicks_a_phone(lab: Lab) -> None
 
 
 def download(lab: Lab, name: str, n: int) -> None:
-    """A stream of `n` bytes at 1 MB/s, so interim usage records are written meanwhile."""
-    subprocess.run(
+    """A stream of `n` bytes at 1 MB/s (paced by the server), so interim usage records are
+    written meanwhile."""
+    out = subprocess.run(
         ["ip", "netns", "exec", lab.netns_of(name), "curl", "-4", "-sS", "-o", "/dev/null",
-         "--limit-rate", "1M", "-m", "20", f"{SITE}bytes/{n}"],
-        check=True, timeout=30,
-    )  # fmt: skip
+         "-m", "20", "-w", "%{http_code} %{size_download}", f"{SITE}bytes/{n}?per_second=1000000"],
+        check=True, timeout=30, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert out.split()[:2] == ["200", str(n)], out
 
 
 def test_usage_survives_a_cloud_outage_and_a_killed_gateway(lab: Lab) -> None:
@@ -239,7 +241,10 @@ def test_usage_survives_a_cloud_outage_and_a_killed_gateway(lab: Lab) -> None:
             "SELECT count(*) FROM usage_outbox WHERE session_id = ? AND sent_at IS NULL",
             (session,),
         ).fetchone()[0]
-    assert held >= 2  # records written while the cloud was away, across the kill
+        rows = [dict(r) for r in db.execute(
+            "SELECT key, seq, final, sent_at, period_start, period_end, bytes_down"
+            " FROM usage_outbox WHERE session_id = ?", (session,))]  # fmt: skip
+    assert held >= 2, rows  # records written while the cloud was away, across the kill
     lab.spawn("internet-cloud", lab.state.internet, *labcloud.serve_command(
         lab.run_dir, *lab.ca.issue("cloud", [labcloud.CLOUD_HOST])))  # fmt: skip
 

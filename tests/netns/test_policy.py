@@ -309,7 +309,7 @@ def test_outbox_survives_sigkill_mid_stream(venue: Lab) -> None:
     session = control.auth(info["mac"])["session_id"]
     stream = subprocess.Popen(
         ["ip", "netns", "exec", info["netns"], "curl", "-sS", "-o", "/dev/null", *RESOLVE,
-         "--limit-rate", "2M", f"{SITE}/bytes/16000000"],
+         f"{SITE}/bytes/16000000?per_second=2000000"],
     )  # fmt: skip
     try:
         for _ in range(2):
