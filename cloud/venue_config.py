@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue
-from gateway.config import HOSTNAME_RE
+from gateway.config import garden_name
 from gateway.policy import MAX_KBIT, MAX_MB
 
 MAX_OFFERS = 20
@@ -134,8 +134,8 @@ def validate_config(config: Any) -> dict[str, Any]:
         raise ConfigError(f"garden.domains: must be a list of at most {MAX_GARDEN_DOMAINS}")
     domains = []
     for domain in g["domains"]:
-        name = domain.strip().lower().rstrip(".") if isinstance(domain, str) else ""
-        if not HOSTNAME_RE.match(name.removeprefix("*.")):
+        name = garden_name(domain.strip() if isinstance(domain, str) else domain)
+        if name is None:
             raise ConfigError(f"garden.domains: not a host name: {domain!r}")
         if name not in domains:
             domains.append(name)

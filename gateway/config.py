@@ -24,6 +24,20 @@ HOSTNAME_RE = re.compile(
 )
 
 
+def garden_name(raw: object) -> str | None:
+    """A walled-garden entry normalised (lower case, no trailing dot), or None if it is not
+    one: a host name, or `*.` and a domain of two labels or more (`*.com` would open a whole
+    top-level domain before login). Checked before lower-casing, which maps a few non-ASCII
+    letters to ASCII. The one check for the TOML, the cloud, its editor and the router."""
+    if not isinstance(raw, str):
+        return None
+    name = raw.rstrip(".")  # whitespace is refused, not stripped: it is not part of a name
+    base = name.removeprefix("*.")
+    if not HOSTNAME_RE.match(base) or (base != name and "." not in base):
+        return None
+    return name.lower()
+
+
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the file."""
 
@@ -420,7 +434,7 @@ def verify(config: Config) -> None:
         if not HOSTNAME_RE.match(domain):
             raise ConfigError(f"[garden] http_domains: not a host name: {domain!r}")
     for domain in config.garden.domains:
-        if not HOSTNAME_RE.match(domain.removeprefix("*.")):
+        if garden_name(domain) is None:
             raise ConfigError(f"[garden] domains: not a domain name: {domain!r}")
     restart = config.garden.dnsmasq_restart
     if restart and (len(restart) > 16 or not all(a and "\0" not in a for a in restart)):

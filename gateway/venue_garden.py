@@ -29,7 +29,7 @@ from pathlib import Path
 
 from gateway import dnsmasq
 from gateway.cloud_config import FILE, CloudConfigFile
-from gateway.config import HOSTNAME_RE, Config
+from gateway.config import Config, garden_name
 from gateway.files import write_atomic
 from gateway.garden import Garden
 
@@ -54,8 +54,8 @@ def cloud_domains(section: object) -> list[str]:
         raise GardenListError(f"garden.domains: not a list of at most {MAX_DOMAINS} names")
     out: list[str] = []
     for raw in names:
-        name = raw.lower().rstrip(".") if isinstance(raw, str) else ""
-        if not HOSTNAME_RE.match(name.removeprefix("*.")):
+        name = garden_name(raw)
+        if name is None:
             raise GardenListError(f"garden.domains: not a host name: {raw!r}")
         if name not in out:
             out.append(name)
@@ -84,7 +84,7 @@ class VenueGarden:
         except GardenListError as exc:
             log.error("cloud walled garden not used (%s); the router's own names apply", exc)
             cloud = []
-        if cloud != self.cloud or not self.fragment.exists():
+        if cloud != self.cloud or (self.file.document is not None and not self.fragment.exists()):
             log.info(
                 "walled garden from the cloud (config version %s): %s",
                 self.file.version,

@@ -5,7 +5,8 @@ An enrolled router's uplink writes the venue's cloud-managed config to
 total quota, rates) replaces the `[policy]`/`[session]` defaults of the TOML for sessions
 opened from then on (running sessions keep the policy they started with, as a shopper was
 told at login). The rest of `[policy]` stays the router's: per-direction quotas, trusted and
-blocked MACs, the client limit. A missing, malformed or contradictory file leaves the TOML
+blocked MACs, the client limit, the longest session (`[session] max_minutes`: a longer cloud
+session is cut to it, not refused). A missing, malformed or contradictory file leaves the TOML
 defaults in force and is logged once per change of the file.
 """
 
@@ -68,7 +69,15 @@ class VenuePolicy:
                 raise PolicyError(f"{key} must be a whole number >= 0")
             changes[field] = value * 60 if key == "idle_minutes" else value
         policy = replace(self.base, **changes)
-        if not 1 <= policy.session_minutes <= self.max_minutes:
-            raise PolicyError(f"session_minutes must be between 1 and {self.max_minutes}")
+        if policy.session_minutes < 1:
+            raise PolicyError("session_minutes must be at least 1")
+        if policy.session_minutes > self.max_minutes:  # the venue's wish, within this router's cap
+            log.warning(
+                "cloud session length %d min is over this router's [session] max_minutes; "
+                "sessions get %d min",
+                policy.session_minutes,
+                self.max_minutes,
+            )
+            policy = replace(policy, session_minutes=self.max_minutes)
         verify(policy, "cloud policy")
         return intern(policy)

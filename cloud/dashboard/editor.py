@@ -39,7 +39,7 @@ from cloud.venue_config import (
     ConfigError,
     set_venue_config,
 )
-from gateway.config import HOSTNAME_RE
+from gateway.config import garden_name
 
 OFFER_FIELDS = ("title", "body", "url")
 BRANDING_LABELS = {
@@ -205,15 +205,15 @@ def parse_garden(raw: str | None) -> list[str]:
         typed = line.strip()
         if not typed:
             continue
-        name = typed.rstrip(".")  # checked before lower(), which maps some non-ASCII to ASCII
-        if not HOSTNAME_RE.match(name.removeprefix("*.")):
+        name = garden_name(typed)
+        if name is None:
             shown = typed if len(typed) <= SHOWN_CHARS else typed[: SHOWN_CHARS - 1] + "…"
             raise ConfigError(
                 f"{where}: line {number}, {shown!r}, is not a host name "
                 "(write one name a line, like example.com or *.example.com)"
             )
-        if name.lower() not in names:
-            names.append(name.lower())
+        if name not in names:
+            names.append(name)
     if len(names) > MAX_GARDEN_DOMAINS:
         raise ConfigError(
             f"{where}: at most {MAX_GARDEN_DOMAINS} names; this list has {len(names)}"

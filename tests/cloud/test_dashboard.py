@@ -359,7 +359,7 @@ def test_success_resets_the_failure_count(client: FlaskClient, venue: Venue):
 def venue_routes(venue_id: str) -> list[tuple[str, str, dict[str, str]]]:
     base = f"/dashboard/venues/{venue_id}"
     edit = {"name": "Taken over", "colour": "#000000", "base_version": "1", **HIJACK_POLICY,
-            "garden": "evil.example\n*.com"}  # fmt: skip
+            "garden": "evil.example\n*.cdn.evil.example"}  # fmt: skip
     return [
         ("GET", base, {}),
         ("GET", f"{base}?day={DAY}", {}),
@@ -759,6 +759,8 @@ TOO_MANY = "\n".join(f"h{i}.example" for i in range(MAX_GARDEN_DOMAINS + 1))
          "Idle timeout: must be shorter than the session (10 minutes)"),
         ({"garden": "shop.test/1.2.3.4"}, "garden",
          "Walled garden: line 1, &#39;shop.test/1.2.3.4&#39;, is not a host name"),
+        ({"garden": "shop.test\n*.com"}, "garden",
+         "Walled garden: line 2, &#39;*.com&#39;, is not a host name"),
         ({"garden": "cafe.example\rserver=/evil.example/1.2.3.4"}, "garden",
          "Walled garden: line 1, &#39;cafe.example\\rserver=/evil.example/1.2.3.4&#39;, is not"),
         ({"garden": "ok.example\r\nbad host.example"}, "garden",

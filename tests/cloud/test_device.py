@@ -118,6 +118,7 @@ BAD_CONFIGS = [
     ("policy.quota_total_mb", True, "policy.quota_total_mb"),
     ("garden.domains", ["exa mple.com"], "garden.domains"),
     ("garden.domains", ["-bad.example"], "garden.domains"),
+    ("garden.domains", ["*.com"], "garden.domains"),
     ("garden.domains", "cafe.example", "garden.domains"),
 ]
 

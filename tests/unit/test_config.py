@@ -50,6 +50,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ('[portal]\nhostname = "portal.test\\n"\n', "[portal] hostname: not a valid host"),
         ('[lan]\ninterface = "br-lan\\n"\n', "not a valid interface name"),
         ("[garden]\ndnsmasq_restart = ['']\n", "[garden] dnsmasq_restart: a command"),
+        ("[garden]\ndomains = ['*.com']\n", "[garden] domains: not a domain name"),
         ("[portal]\nbrand_color = 'red'\n", "brand_color: expected #rrggbb"),
         ("[portal]\nhostname = 'bad host'\n", "[portal] hostname: not a valid host name"),
         ("[session]\nmax_minutes = 5\n", "max_minutes must be >= default_minutes"),

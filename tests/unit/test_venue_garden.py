@@ -73,6 +73,7 @@ def test_cloud_names_join_the_garden_and_dnsmasq_once(tmp_path: Path) -> None:
         ["shop.test/192.0.2.66"],
         ["shop test"],
         ["*"],
+        ["*.com"],  # a whole top-level domain before login
         [""],
         [7],
         "shop.test",

@@ -68,3 +68,12 @@ def test_bad_or_removed_cloud_policy_falls_back_to_the_routers(gw: Gateway, bad:
     (Path(gw.config.gateway.state_dir) / "cloud-config.json").unlink()
     gw.tick()
     assert gw.table.default_minutes == 60
+
+
+def test_a_cloud_session_longer_than_the_routers_cap_is_cut_to_it(gw: Gateway) -> None:
+    cap = gw.config.session.max_minutes
+    write(gw, {"session_minutes": cap * 3, "rate_down_kbit": 4000})
+    gw.tick()
+    granted = gw.handle({"op": "auth", "client": MAC})["client"]
+    assert granted["policy"]["session_minutes"] == cap  # the venue's other limits still apply
+    assert granted["policy"]["rate_down_kbit"] == 4000
