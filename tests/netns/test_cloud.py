@@ -24,14 +24,16 @@ import pytest
 from lab import cloud as labcloud
 from lab import shopper
 from lab.phone import Phone
-from lab.topology import Lab
+from lab.topology import Lab, nsexec
 from lab.wallet.app import WalletAppError, messages, tap
 from tests.netns.conftest import running_lab, wait_for
+from tests.promtext import parse
 
 pytestmark = pytest.mark.netns
 
 BIN = Path(sys.executable).parent
 SITE = "http://www.example.test/"
+METRICS_URL = "http://127.0.0.1:9100/metrics"
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,9 @@ def test_the_clouds_walled_garden_reaches_dnsmasq_and_the_sni_check(lab: Lab) ->
         assert int(lab.dnsmasq_pid_file.read_text()) != first_dnsmasq  # restarted to read it
         fragment = Path(lab.gateway_config().gateway.state_dir) / "dnsmasq.d/cloud-garden.conf"
         assert "nftset=/shop.example.test/" in fragment.read_text()
+        metrics = parse(nsexec(lab.state.router, "curl", "-sS", "--fail", METRICS_URL))
+        assert metrics["plaza_garden_names"].value(source="cloud") == 1
+        assert metrics["plaza_dnsmasq_restarts_total"].value(result="ok") >= 1
         neighbour = browser.get(www, timeout=3, extra=("-4",))
         assert not neighbour.ok and "FAKE-INTERNET-OK" not in neighbour.body
         assert control.client(mac)["state"] == "captive"

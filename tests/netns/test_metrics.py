@@ -38,6 +38,9 @@ def test_metrics_after_a_wallet_login(lab: Lab) -> None:
     assert before["plaza_clients"].value(state="authorized") == 0
     assert before["plaza_clients"].value(state="captive") == 1
     assert before["plaza_garden_inspector_up"].value() == 1
+    assert before["plaza_garden_names"].value(source="router") == 1  # the wallet's host
+    assert before["plaza_garden_names"].value(source="cloud") == 0
+    assert before["plaza_dnsmasq_restarts_total"].value(result="ok") == 0
 
     phone = Phone(lab.netns_of("phone1"))
     try:
