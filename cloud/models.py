@@ -245,3 +245,15 @@ class PushSubscription(Base):
     p256dh: Mapped[str] = mapped_column(String(128))
     auth: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class SignInFailure(Base):
+    """Failed dashboard sign-ins per (client address, e-mail) in the current window
+    (cloud/dashboard/ratelimit.py). In the database so that every instance behind the load
+    balancer counts the same guesses; the key is a hash, so the table holds no addresses."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[float] = mapped_column(Float, index=True)

@@ -83,9 +83,10 @@ def login() -> ResponseReturnValue:
     require_csrf()
     email = request.form.get("email", "").strip().lower()[:254]
     password = request.form.get("password", "")[:1024]
-    key = (request.remote_addr or "", email)
+    limiter, db = _limiter(), get_db()
+    key = limiter.key(request.remote_addr or "", email)
     t = now()
-    wait = _limiter().retry_after(key, t)
+    wait = limiter.retry_after(db, key, t)
     if wait:
         response = current_app.make_response(
             (
@@ -100,14 +101,15 @@ def login() -> ResponseReturnValue:
         )
         response.headers["Retry-After"] = str(wait)
         return response
-    merchant = get_db().scalar(select(Merchant).where(Merchant.email == email)) if email else None
+    merchant = db.scalar(select(Merchant).where(Merchant.email == email)) if email else None
     if merchant is None:
         check_password_hash(_dummy_hash(), password)  # same time as a wrong password
         ok = False
     else:
         ok = check_password(merchant, password)
     if not ok or merchant is None:
-        _limiter().failed(key, t)
+        limiter.failed(db, key, t)
+        db.commit()
         return (
             render_template(
                 "dashboard/login.html",
@@ -117,7 +119,8 @@ def login() -> ResponseReturnValue:
             ),
             401,
         )
-    _limiter().succeeded(key)
+    limiter.succeeded(db, key)
+    db.commit()
     session.clear()  # a fresh session (and CSRF token) for the signed-in merchant
     session[MERCHANT_KEY] = merchant.id
     session[SINCE_KEY] = t

@@ -1,67 +1,69 @@
 """Sign-in throttling: a few wrong passwords per (client address, e-mail), then a pause.
 
-Kept in process memory, not in the database. That is a deliberate trade: a password guess
-costs the attacker one request but the database one write if the counter lived there, and
-the schema stays the router API's. The cost is that each cloud instance counts on its own,
-so behind a load balancer with N instances an attacker gets up to N x MAX_FAILURES tries per
-window (docs/scale-out.md: sticky routing of /dashboard/login, or a shared store, closes
-that). The table is bounded: the oldest entries go first when it is full.
+Counted in the database (`sign_in_failures`), so that every cloud instance behind the load
+balancer sees the same guesses: kept in one process's memory, N instances would give an
+attacker N x MAX_FAILURES tries per window, and a restart would forget them. A wrong password
+costs one upsert, small beside the password hash it was checked against; a right one deletes
+the row. The key is a SHA-256 of the pair, so the table holds no addresses or e-mails, and
+rows older than the window are swept at most once a minute per instance, so the table holds
+at most the last window's failures.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+import hashlib
+
+from sqlalchemy import case, delete, select
+from sqlalchemy.orm import Session
+
+from cloud.db import dialect_insert
+from cloud.models import SignInFailure
 
 MAX_FAILURES = 5
 WINDOW_SECONDS = 15 * 60
-MAX_ENTRIES = 10_000
-
-
-@dataclass
-class _Entry:
-    failures: int
-    first_at: float
+SWEEP_SECONDS = 60.0
 
 
 class LoginLimiter:
     """Counts failed sign-ins per key within a fixed window that starts at the first
-    failure. Time is passed in (the app clock), so tests move it instead of sleeping."""
+    failure. Time is passed in (the app clock), so tests move it instead of sleeping. The
+    caller commits, with the rest of the request's work."""
 
-    def __init__(
-        self,
-        max_failures: int = MAX_FAILURES,
-        window: float = WINDOW_SECONDS,
-        max_entries: int = MAX_ENTRIES,
-    ) -> None:
-        self.max_failures, self.window, self.max_entries = max_failures, window, max_entries
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, max_failures: int = MAX_FAILURES, window: float = WINDOW_SECONDS) -> None:
+        self.max_failures, self.window = max_failures, window
+        self._swept = float("-inf")
 
-    def retry_after(self, key: tuple[str, str], now: float) -> int:
+    @staticmethod
+    def key(address: str, email: str) -> str:
+        return hashlib.sha256(f"{address}\0{email}".encode()).hexdigest()
+
+    def retry_after(self, db: Session, key: str, now: float) -> int:
         """Seconds until `key` may try again; 0 when it may try now."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return 0
-            if now - entry.first_at >= self.window:
-                del self._entries[key]
-                return 0
-            if entry.failures < self.max_failures:
-                return 0
-            return max(1, int(entry.first_at + self.window - now + 0.999))
+        row = db.execute(
+            select(SignInFailure.failures, SignInFailure.first_at).where(SignInFailure.key == key)
+        ).first()
+        if row is None or now - row.first_at >= self.window or row.failures < self.max_failures:
+            return 0
+        return max(1, int(row.first_at + self.window - now + 0.999))
 
-    def failed(self, key: tuple[str, str], now: float) -> None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or now - entry.first_at >= self.window:
-                entry = self._entries[key] = _Entry(0, now)
-            entry.failures += 1
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+    def failed(self, db: Session, key: str, now: float) -> None:
+        """One more failure for `key`: a new window if the last one is over. One statement,
+        so two instances counting the same key at once both count."""
+        table = SignInFailure.__table__
+        expired = table.c.first_at <= now - self.window
+        upsert = dialect_insert(db, SignInFailure).values(key=key, failures=1, first_at=now)
+        db.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    "failures": case((expired, 1), else_=table.c.failures + 1),
+                    "first_at": case((expired, now), else_=table.c.first_at),
+                },
+            )
+        )
+        if now - self._swept >= SWEEP_SECONDS:
+            self._swept = now
+            db.execute(delete(SignInFailure).where(SignInFailure.first_at <= now - self.window))
 
-    def succeeded(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+    def succeeded(self, db: Session, key: str) -> None:
+        db.execute(delete(SignInFailure).where(SignInFailure.key == key))

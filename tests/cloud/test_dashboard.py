@@ -8,6 +8,7 @@ functions (exact numbers from a hand-made day of usage and presence) and in the 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,13 +16,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from cloud import create_app
 from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.dashboard import charts, stats
 from cloud.dashboard.editor import parse_garden
 from cloud.dashboard.security import safe_next
 from cloud.dashboard.views import mask_mac
-from cloud.models import ClaimCode, Command, PresenceEvent, UsageRecord, Venue
+from cloud.models import ClaimCode, Command, PresenceEvent, SignInFailure, UsageRecord, Venue
 from cloud.venue_config import DEFAULT_CONFIG, MAX_GARDEN_DOMAINS, ConfigError, validate_config
 from gateway.policy import Policy, PolicyError, verify
 from gateway.venue_garden import cloud_domains
@@ -351,6 +353,31 @@ def test_success_resets_the_failure_count(client: FlaskClient, venue: Venue):
     for _ in range(4):
         assert sign_in(fresh, password="wrong password").status_code == 401
     assert sign_in(fresh).status_code == 303
+
+
+def test_every_instance_counts_the_same_failures(
+    app: Flask, db_url: str, tmp_path: Path, clock: FakeClock, venue: Venue
+):
+    """Two cloud instances on one database (as behind a load balancer): guesses spread over
+    both are counted together, and the table keeps no address or e-mail in the clear."""
+    second = create_app({**{k: app.config[k] for k in ("CLOUD_KEY", "SECRET_KEY", "CLOCK")},
+                         "DATABASE_URL": db_url, "INSTANCE_PATH": str(tmp_path / "i2"),
+                         "TESTING": True})  # fmt: skip
+    try:
+        one, two = app.test_client(), second.test_client()
+        for client in (one, two, one, two, one):
+            assert sign_in(client, password="wrong password").status_code == 401
+        assert sign_in(two).status_code == 429  # five failures between them
+        with cloud_db.session(app) as db:
+            rows = db.execute(select(SignInFailure)).scalars().all()
+            assert [r.failures for r in rows] == [5]
+            assert EMAIL not in rows[0].key and "127.0.0.1" not in rows[0].key
+        clock.advance(15 * 60)
+        assert sign_in(one).status_code == 303
+        with cloud_db.session(app) as db:  # a success clears the key
+            assert db.execute(select(SignInFailure)).scalars().all() == []
+    finally:
+        cloud_db.engine(second).dispose()
 
 
 # -- tenancy -------------------------------------------------------------------------------
