@@ -788,6 +788,8 @@ TOO_MANY = "\n".join(f"h{i}.example" for i in range(MAX_GARDEN_DOMAINS + 1))
          "Walled garden: line 1, &#39;shop.test/1.2.3.4&#39;, is not a host name"),
         ({"garden": "shop.test\n*.com"}, "garden",
          "Walled garden: line 2, &#39;*.com&#39;, is not a host name"),
+        ({"garden": "shop.test\n*.CO.UK"}, "garden",
+         "Walled garden: *.co.uk would open every site under the public suffix co.uk"),
         ({"garden": "cafe.example\rserver=/evil.example/1.2.3.4"}, "garden",
          "Walled garden: line 1, &#39;cafe.example\\rserver=/evil.example/1.2.3.4&#39;, is not"),
         ({"garden": "ok.example\r\nbad host.example"}, "garden",

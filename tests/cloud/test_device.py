@@ -28,7 +28,7 @@ def good_config() -> dict:
     config["offers"] = [{"id": "coffee-2for1", "title": "Two for one", "body": "Until noon",
                          "url": "https://cafe.example/offer"}]  # fmt: skip
     config["policy"]["session_minutes"] = 90
-    config["garden"]["domains"] = ["Cafe.Example", "*.cdn.cafe.example"]
+    config["garden"]["domains"] = ["Cafe.Example", "*.cdn.cafe.example", "*.cafe-uno.co.uk"]
     return config
 
 
@@ -83,7 +83,11 @@ def test_config_change_bumps_version_heartbeat_and_etag(app: Flask, router: Rout
     assert body["version"] == 2
     assert body["config"]["offers"][0]["id"] == "coffee-2for1"
     assert body["config"]["branding"]["colour"] == "#aa3300"
-    assert body["config"]["garden"]["domains"] == ["cafe.example", "*.cdn.cafe.example"]
+    assert body["config"]["garden"]["domains"] == [
+        "cafe.example",
+        "*.cdn.cafe.example",
+        "*.cafe-uno.co.uk",
+    ]
     assert router.get(CONFIG, extra={"If-None-Match": '"2"'}).status_code == 304
 
 
@@ -119,6 +123,9 @@ BAD_CONFIGS = [
     ("garden.domains", ["exa mple.com"], "garden.domains"),
     ("garden.domains", ["-bad.example"], "garden.domains"),
     ("garden.domains", ["*.com"], "garden.domains"),
+    ("garden.domains", ["*.co.uk"], "public suffix co.uk"),
+    ("garden.domains", ["*.com.cn"], "public suffix com.cn"),
+    ("garden.domains", ["*.github.io"], "public suffix github.io"),
     ("garden.domains", "cafe.example", "garden.domains"),
 ]
 
