@@ -242,8 +242,11 @@ def verify_cloud(cloud: CloudConfig) -> None:
         check_cloud_url("[cloud] url", cloud.url)
     if cloud.ca_bundle and not cloud.ca_bundle.startswith("/"):
         raise ConfigError(f"[cloud] ca_bundle: must be an absolute path: {cloud.ca_bundle!r}")
-    if not 1 <= cloud.heartbeat_seconds <= 3600:
-        raise ConfigError("[cloud] heartbeat_seconds must be between 1 and 3600")
+    if not 1 <= cloud.heartbeat_seconds <= 30:  # the dashboard: offline after 90 s of silence
+        raise ConfigError(
+            "[cloud] heartbeat_seconds must be between 1 and 30 (the cloud shows a router "
+            "offline after 90 s without one)"
+        )
     if not 0.5 <= cloud.upload_seconds <= 3600:
         raise ConfigError("[cloud] upload_seconds must be between 0.5 and 3600")
 

@@ -262,8 +262,8 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
     ordered = sorted(clients, key=lambda e: (ipaddress.ip_address(e[0]), e[1]))
     v4 = [(ip, mac) for ip, mac in ordered if ":" not in ip]
     v6 = [(ip, mac) for ip, mac in ordered if ":" in ip]
-    portal_ports = sorted({config.portal.port, config.portal.intercept_port, 443})
-    ports = ", ".join(str(p) for p in portal_ports)
+    portal = config.portal
+    ports = ", ".join(map(str, sorted({portal.port, portal.intercept_port, portal.https_port})))
     lines = [f"table {FAMILY} {TABLE} {{"]
     lines += _elements(SET4, "ipv4_addr", v4)
     lines.append("")

@@ -10,9 +10,11 @@ daemon's uplink starts on the next (re)start.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,23 +85,36 @@ def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
 
 def _demo_offers(run_dir: Path, venue_id: str, venue_name: str) -> None:
     """The demo venue's branding and offers, as a merchant would set them in the dashboard."""
+
+    def change(config: dict) -> None:
+        config["branding"]["name"] = venue_name
+        config["offers"] = [
+            {"id": "flat-white", "title": "Flat white ¥12 until noon",
+             "body": "Show this screen at the counter.", "url": ""},
+            {"id": "pastry", "title": "Free pastry with any large drink", "body": "", "url": ""},
+        ]  # fmt: skip
+
+    edit_venue(run_dir, venue_id, change)
+
+
+def edit_venue(run_dir: Path, venue_id: str, change: Callable[[dict], None]) -> int:
+    """Change the venue's config as the dashboard's editor saves it (validated, versioned);
+    the new version. Routers see it at their next heartbeat, or at once after
+    `cli(run_dir, "command", device, "refresh-config")`."""
     from sqlalchemy.orm import Session
 
     from cloud.db import make_engine
-    from cloud.venue_config import default_config, set_venue_config
+    from cloud.models import Venue
+    from cloud.venue_config import set_venue_config
 
-    config = default_config()
-    config["branding"]["name"] = venue_name
-    config["offers"] = [
-        {"id": "flat-white", "title": "Flat white ¥12 until noon",
-         "body": "Show this screen at the counter.", "url": ""},
-        {"id": "pastry", "title": "Free pastry with any large drink", "body": "", "url": ""},
-    ]  # fmt: skip
     engine = make_engine(f"sqlite:///{instance_dir(run_dir) / 'cloud.db'}")
     try:
         with Session(engine) as db:
-            set_venue_config(db, venue_id, config)
+            config = copy.deepcopy(db.get(Venue, venue_id).config)
+            change(config)
+            version = set_venue_config(db, venue_id, config)
             db.commit()
+            return version
     finally:
         engine.dispose()
 

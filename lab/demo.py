@@ -215,6 +215,25 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         expect(r.ok and r.status == 302, f"after logout expected 302, got {r.status or r.error}")
         say("Shopper logs out and is captive again", f"GET {site} -> {r.status} to the portal")
 
+        if cloud:
+            shop, www = "https://shop.example.test/", "https://www.example.test/"
+            expect(not phone.get(shop, timeout=3).ok, "the shop site is open before it is listed")
+            t0 = time.monotonic()
+            version = labcloud.edit_venue(
+                lab.run_dir, status["cloud"]["venue_id"],
+                lambda config: config["garden"].update(domains=["shop.example.test"]),
+            )  # fmt: skip
+            labcloud.cli(lab.run_dir, "command", status["cloud"]["device_id"], "refresh-config")
+            reached = wait(lambda: phone.get(shop, timeout=3).ok, 30)
+            expect(bool(reached), "the merchant's garden name did not open for a captive phone")
+            expect(not phone.get(www, timeout=3).ok, "a neighbour on the same address opened")
+            say(
+                "The merchant adds the venue's shop to the walled garden in the dashboard",
+                f"config v{version} -> router (dnsmasq restarted, SNI check updated): the captive "
+                f"phone reaches {shop} after {time.monotonic() - t0:.1f} s; {www}, on the same "
+                "address, is still refused",
+            )
+
         new_mac = "02:50:4c:aa:00:01"
         again = lab.rejoin_with_new_mac(p["name"], new_mac)
         phone.close()

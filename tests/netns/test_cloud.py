@@ -93,25 +93,15 @@ def test_router_is_enrolled_and_heartbeats(lab: Lab) -> None:
 
 
 def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
-    from cloud import db as cloud_db_module
-    from cloud import venue_config
-    from cloud.models import Venue
-
     status = lab.status()
     venue_id, device = status["cloud"]["venue_id"], status["cloud"]["device_id"]
-    from sqlalchemy.orm import Session
 
-    engine = cloud_db_module.make_engine(status["cloud"]["database_url"])
-    try:
-        with Session(engine) as db:
-            config = dict(db.get(Venue, venue_id).config)
-            config["offers"] = [{"id": "o1", "title": "Cloud offer: two coffees for one",
-                                 "body": "Today only.", "url": ""}]  # fmt: skip
-            config["policy"] = {**config["policy"], "session_minutes": 45, "idle_minutes": 0}
-            venue_config.set_venue_config(db, venue_id, config)
-            db.commit()
-    finally:
-        engine.dispose()
+    def change(config: dict) -> None:
+        config["offers"] = [{"id": "o1", "title": "Cloud offer: two coffees for one",
+                             "body": "Today only.", "url": ""}]  # fmt: skip
+        config["policy"].update(session_minutes=45, idle_minutes=0)
+
+    labcloud.edit_venue(lab.run_dir, venue_id, change)
     cloud_cli(lab, "command", device, "refresh-config")
     browser = Phone(lab.netns_of("phone2"))
     try:
@@ -138,23 +128,11 @@ def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
 
 def set_garden(lab: Lab, domains: list[str]) -> None:
     """The merchant edits the venue's walled garden; the cloud tells the router at once."""
-    from sqlalchemy.orm import Session
-
-    from cloud import db as cloud_db_module
-    from cloud import venue_config
-    from cloud.models import Venue
-
-    status = lab.status()
-    engine = cloud_db_module.make_engine(status["cloud"]["database_url"])
-    try:
-        with Session(engine) as db:
-            config = dict(db.get(Venue, status["cloud"]["venue_id"]).config)
-            config["garden"] = {"domains": domains}
-            venue_config.set_venue_config(db, status["cloud"]["venue_id"], config)
-            db.commit()
-    finally:
-        engine.dispose()
-    cloud_cli(lab, "command", status["cloud"]["device_id"], "refresh-config")
+    cloud = lab.status()["cloud"]
+    labcloud.edit_venue(
+        lab.run_dir, cloud["venue_id"], lambda config: config["garden"].update(domains=domains)
+    )
+    cloud_cli(lab, "command", cloud["device_id"], "refresh-config")
 
 
 def test_the_clouds_walled_garden_reaches_dnsmasq_and_the_sni_check(lab: Lab) -> None:

@@ -156,12 +156,12 @@ def test_cloud_section_is_read_and_round_trips(tmp_path: Path) -> None:
         write(
             tmp_path,
             "[cloud]\nurl = 'https://cloud.plaza.test/'\nca_bundle = '/etc/plaza/ca.pem'\n"
-            "heartbeat_seconds = 60\nupload_seconds = 2.5\n",
+            "heartbeat_seconds = 20\nupload_seconds = 2.5\n",
         )
     )
     assert c.cloud == cfg.CloudConfig(
         url="https://cloud.plaza.test/", ca_bundle="/etc/plaza/ca.pem",
-        heartbeat_seconds=60.0, upload_seconds=2.5,
+        heartbeat_seconds=20.0, upload_seconds=2.5,
     )  # fmt: skip
     assert cfg.load(write(tmp_path, cfg.to_toml(c))) == c
     assert cfg.Config().cloud.url == ""  # enrolment's URL is used; the uplink needs cloud.json
@@ -180,6 +180,7 @@ def test_cloud_section_is_read_and_round_trips(tmp_path: Path) -> None:
         ("[cloud]\nurl = 3\n", "[cloud] url: expected a string"),
         ("[cloud]\nca_bundle = 'ca.pem'\n", "[cloud] ca_bundle: must be an absolute path"),
         ("[cloud]\nheartbeat_seconds = 0\n", "[cloud] heartbeat_seconds must be between 1"),
+        ("[cloud]\nheartbeat_seconds = 60\n", "offline after 90 s"),
         ("[cloud]\nheartbeat_seconds = '30s'\n", "[cloud] heartbeat_seconds: expected a number"),
         ("[cloud]\nupload_seconds = 0.1\n", "[cloud] upload_seconds must be between 0.5"),
         ("cloud = 'https://c.test'\n", "[cloud] must be a table"),

@@ -29,6 +29,12 @@ def test_config_shapes_the_table() -> None:
     assert "br-lan" not in text
 
 
+def test_the_portal_ports_are_open_to_the_lan_whatever_they_are() -> None:
+    portal = PortalConfig(port=8080, intercept_port=9090, https_port=8443)
+    text = ruleset.render(Config(portal=portal))
+    assert "tcp dport { 53, 8080, 8443, 9090 } accept" in text  # 443 is not open: unused
+
+
 def test_transaction_replaces_the_table_atomically() -> None:
     grant = ruleset.Grant("s1", "02:00:00:00:00:05", ("198.19.0.5",))
     text = ruleset.transaction(Config(), [grant])
