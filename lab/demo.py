@@ -255,7 +255,8 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         out(
             "Demo passed: join -> captive -> wallet login -> online -> usage in the cloud -> "
             "one-tap opt-in -> leave and return -> offer pushed to the wallet -> one tap -> "
-            "online -> logout -> new MAC -> one tap -> online."
+            "online -> logout -> the merchant's garden reaches the router -> new MAC -> one tap -> "
+            "online."
         )
         return True
     except StepFailed as exc:
