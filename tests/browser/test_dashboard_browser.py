@@ -192,7 +192,7 @@ def test_merchant_signs_in_reads_the_venue_and_edits_an_offer(cloud: dict, brows
     phone.close()
 
     # Edit: add an offer, save, and see the version bump.
-    page.click("text=Splash & offers")
+    page.click("text=Venue settings")
     page.wait_for_url(f"{base}/dashboard/venues/{venue_id}/editor")
     page.fill("#new-title", "Two coffees for one")
     page.fill("#new-body", "Weekdays until noon.")
