@@ -168,12 +168,12 @@ class Daemon:
         """The LAN bridge's guard table (gateway/guard.py), with its drops in the metrics."""
         from gateway.guard import Guard
         from gateway.metrics import Family
-        from gateway.nft import Libnftables, NftError
+        from gateway.nft import NftError
 
         try:
             own = getattr(self.gateway.firewall, "own_commit", None)  # a fake firewall: none
-            guard = Guard(Libnftables(), committed=own)
-            guard.install()
+            guard = Guard(committed=own)
+            guard.start()
         except (NftError, OSError) as exc:
             log.error("LAN guard not loaded (rogue DHCP/RA between stations not stopped): %s", exc)
             return

@@ -385,9 +385,9 @@ class NfNetlink:
                     return _BE32.unpack_from(msg, start)[0]
         raise NftError("no generation in the kernel's answer")
 
-    def table_comment(self, table: str = ruleset.TABLE) -> str | None:
+    def table_comment(self, table: str = ruleset.TABLE, family: int = NFPROTO_INET) -> str | None:
         """The table's comment (None: no comment); NftError if there is no such table."""
-        for msg in self.request(MSG_GETTABLE, _str(TABLE_NAME, table)):
+        for msg in self.request(MSG_GETTABLE, _str(TABLE_NAME, table), family=family):
             for kind, start, end in _attrs(msg, 0, len(msg)):
                 if kind != TABLE_USERDATA:
                     continue

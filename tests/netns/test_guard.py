@@ -4,6 +4,8 @@ router advertisements never reach the other phones, and each drop is counted."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +108,21 @@ def test_rogue_router_advertisement_is_dropped(lab: Lab) -> None:
     routes = nsexec(victim["netns"], "ip", "-6", "route", "show", "default")
     assert rogue["mac"] not in routes and "fe80::" in routes  # still the real router only
     assert drops(lab)["rogue_ra"] >= before["rogue_ra"] + 5
+
+
+def test_a_restarted_daemon_keeps_the_guard_and_its_counts(lab: Lab) -> None:
+    """kill -9 and a new daemon: the table it finds is this version's (its comment), so it
+    is kept, with the drops counted so far, rather than reloaded."""
+    from gateway import guard
+
+    before = drops(lab)
+    assert before["rogue_dhcp"] + before["rogue_ra"] > 0  # the tests above dropped frames
+    os.killpg(lab.state.pids["router-gateway"], signal.SIGKILL)
+    lab.stop("router-gateway")  # reap
+    lab.start_gateway()
+    assert drops(lab) == before
+    listing = nsexec(lab.state.router, "nft", "list", "table", "bridge", "plaza_guard")
+    assert f'comment "{guard.COMMENT}"' in listing
 
 
 def test_guard_table_comes_back_if_removed(lab: Lab) -> None:
