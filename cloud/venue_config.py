@@ -18,11 +18,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue
-from gateway.config import garden_name
+from gateway.config import MAX_GARDEN_DOMAINS, garden_name
 from gateway.policy import MAX_KBIT, MAX_MB
 
 MAX_OFFERS = 20
-MAX_GARDEN_DOMAINS = 200
 OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}\Z")
 URL_RE = re.compile(r"^https://[^\s\"'<>]{1,2040}\Z")

@@ -16,12 +16,6 @@ from gateway import logs
 DEFAULT_CONFIG = "/etc/plaza/gateway.toml"
 
 
-def _load(path: str) -> configmod.Config:
-    """The config file; a missing one is an error (configmod.load says so), never the
-    built-in lab defaults, which let `check-config` say OK about a file that is not there."""
-    return configmod.load(path)
-
-
 def _interface_index(name: str) -> int:
     try:
         return socket.if_nametoindex(name)
@@ -30,7 +24,7 @@ def _interface_index(name: str) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = configmod.load(args.config)
     if not args.offline:
         _interface_index(config.lan.interface)
     print(f"{args.config}: OK")
@@ -40,14 +34,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_ruleset(args: argparse.Namespace) -> int:
     from gateway import ruleset
 
-    sys.stdout.write(ruleset.render(_load(args.config)))
+    sys.stdout.write(ruleset.render(configmod.load(args.config)))
     return 0
 
 
 def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
     from gateway import dnsmasq
 
-    conf, hook = dnsmasq.write(_load(args.config), Path(args.dir))
+    conf, hook = dnsmasq.write(configmod.load(args.config), Path(args.dir))
     print(conf)
     print(hook)
     return 0
@@ -60,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     memory.one_arena()  # before any thread: see gateway/memory.py
 
-    config = _load(args.config)
+    config = configmod.load(args.config)
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
     try:
         listen = metrics.parse_listen(args.metrics or config.gateway.metrics_listen)
@@ -93,7 +87,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     given, so it need not appear in shell history or the process list."""
     from gateway.uplink import Uplink, UplinkError
 
-    config = _load(args.config)
+    config = configmod.load(args.config)
     url = args.cloud or config.cloud.url
     if not url:
         raise configmod.ConfigError("--cloud URL is needed ([cloud] url is not set)")

@@ -24,6 +24,9 @@ HOSTNAME_RE = re.compile(
 )
 
 
+MAX_GARDEN_DOMAINS = 200  # names the cloud may add to a venue's walled garden
+
+
 def garden_name(raw: object) -> str | None:
     """A walled-garden entry normalised (lower case, no trailing dot), or None if it is not
     one: a host name, or `*.` and a domain of two labels or more (`*.com` would open a whole

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
-from gateway.garden import Garden
 from gateway.gateway import Gateway
 from gateway.metrics import Family, GatewayMetrics
 from gateway.nft import NftError
@@ -228,7 +227,7 @@ class Daemon:
             "gauge",
             "Walled-garden names by where they were set (router: TOML and wallet; cloud).",
         )
-        own = Garden.from_config(self.config)
+        own = self.venue_garden.own
         names.add(len(own.exact) + len(own.below), source="router")
         names.add(len(self.venue_garden.cloud), source="cloud")
         restarts = Family(

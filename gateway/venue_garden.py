@@ -29,13 +29,12 @@ from pathlib import Path
 
 from gateway import dnsmasq
 from gateway.cloud_config import FILE, CloudConfigFile
-from gateway.config import Config, garden_name
+from gateway.config import MAX_GARDEN_DOMAINS, Config, garden_name
 from gateway.files import write_atomic
 from gateway.garden import Garden
 
 log = logging.getLogger("plaza.garden")
 
-MAX_DOMAINS = 200  # as the cloud allows (cloud/venue_config.py)
 RESTART_TIMEOUT = 30.0
 
 
@@ -50,8 +49,8 @@ def cloud_domains(section: object) -> list[str]:
     if not isinstance(section, dict):
         raise GardenListError("garden: not an object")
     names = section.get("domains", [])
-    if not isinstance(names, list) or len(names) > MAX_DOMAINS:
-        raise GardenListError(f"garden.domains: not a list of at most {MAX_DOMAINS} names")
+    if not isinstance(names, list) or len(names) > MAX_GARDEN_DOMAINS:
+        raise GardenListError(f"garden.domains: not a list of at most {MAX_GARDEN_DOMAINS} names")
     out: list[str] = []
     for raw in names:
         name = garden_name(raw)
@@ -69,6 +68,7 @@ class VenueGarden:
         self.config = config
         self.file = CloudConfigFile(Path(config.gateway.state_dir) / FILE)
         self.fragment = dnsmasq.fragments_dir(config) / dnsmasq.CLOUD_GARDEN
+        self.own = Garden.from_config(config)  # the TOML's names and the wallet's hosts
         self.cloud: list[str] = []
         self.restart_due = False  # the fragment changed and dnsmasq has not been restarted
         self.restarts = {"ok": 0, "failed": 0}
@@ -91,7 +91,7 @@ class VenueGarden:
                 ", ".join(cloud) or "no names",
             )
         self.cloud = cloud
-        garden = Garden.from_config(self.config).with_names(cloud)
+        garden = self.own.with_names(cloud)
         self._write(dnsmasq.render_cloud_garden(self.config, garden))
         return garden
 

@@ -23,7 +23,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from sqlalchemy import func, select
 
-from gateway import signing, uplink
+from gateway import files, signing, uplink
 from gateway.accounting import Usage, UsageRecord
 from gateway.cli import main as gateway_main
 from gateway.config import CloudConfig, Config, GatewayConfig, OfferConfig, PortalConfig
@@ -830,11 +830,11 @@ def test_write_atomic_replaces_whole_files_with_the_mode_asked(tmp_path: Path) -
     target = tmp_path / "device.key"
     old = os.umask(0o077)
     try:
-        uplink.write_atomic(target, b"one", 0o644)
+        files.write_atomic(target, b"one", 0o644)
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # exactly, whatever the umask
-    uplink.write_atomic(target, b"two", 0o600)
+    files.write_atomic(target, b"two", 0o600)
     assert target.read_bytes() == b"two" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["device.key"]
 
@@ -849,7 +849,7 @@ def test_a_broken_enrolment_file_is_reported_not_fatal(state: Path) -> None:
 
 # -- the portal's venue overlay -------------------------------------------------------------
 def write_cloud_config(path: Path, version: int, **config: Any) -> None:
-    uplink.write_atomic(path, json.dumps({"version": version, "config": config}).encode(), 0o644)
+    files.write_atomic(path, json.dumps({"version": version, "config": config}).encode(), 0o644)
 
 
 def test_portal_overlay_follows_the_file_checking_at_most_once_a_second(tmp_path: Path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway import dnsmasq
-from gateway.config import Config, GardenConfig, GatewayConfig
-from gateway.venue_garden import MAX_DOMAINS, VenueGarden
+from gateway.config import MAX_GARDEN_DOMAINS, Config, GardenConfig, GatewayConfig
+from gateway.venue_garden import VenueGarden
 
 
 def make_config(tmp_path: Path, restart: tuple[str, ...] = ()) -> Config:
@@ -77,7 +77,7 @@ def test_cloud_names_join_the_garden_and_dnsmasq_once(tmp_path: Path) -> None:
         [""],
         [7],
         "shop.test",
-        [f"n{i}.test" for i in range(MAX_DOMAINS + 1)],
+        [f"n{i}.test" for i in range(MAX_GARDEN_DOMAINS + 1)],
     ],
 )
 def test_a_hostile_or_malformed_list_is_refused_whole(
