@@ -53,7 +53,12 @@ def test_neighbour_events_learn_a_station_without_dhcp() -> None:
     lab = Lab(unique_name("n"))
     lab.up(phones=1)
     try:
+        old_ip = lab.state.phones[0].ipv4
         lab.stop("phone1-dhcp")  # udhcpc -R releases its lease: the gateway forgets the IP
+        # The release reaches the daemon through dnsmasq's script, asynchronously. Until it
+        # has, the station still holds its old address, and a neighbour entry (a claim
+        # anyone can forge) never moves a station's address: wait for the release first.
+        _wait_forgotten(lab, old_ip)
         ns = lab.netns_of("phone1")
         nsexec(ns, "ip", "addr", "flush", "dev", "eth0")
         nsexec(ns, "ip", "addr", "add", "198.19.0.60/24", "dev", "eth0")
@@ -71,6 +76,17 @@ def test_neighbour_events_learn_a_station_without_dhcp() -> None:
         assert client["hostname"] == "phone1"  # the same station, now at its new address
     finally:
         lab.down()
+
+
+def _wait_forgotten(lab: Lab, ip: str | None, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while ip and time.monotonic() < deadline:
+        try:
+            lab.control().client(ip)
+        except ControlError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the gateway never processed the release of {ip}")
 
 
 def test_demo_runs_and_exits_zero() -> None:
