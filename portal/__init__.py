@@ -16,7 +16,18 @@ from flask import Flask
 
 from gateway.config import Config
 from gateway.control_client import ControlClient
-from portal import capport, errors, login, pages, reconnect, security, splash, status, venue
+from portal import (
+    capport,
+    errors,
+    login,
+    pages,
+    push,
+    reconnect,
+    security,
+    splash,
+    status,
+    venue,
+)
 from portal.intercept import Interceptor
 
 SECRET_KEY_BYTES = 32
@@ -41,6 +52,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     config: Config = app.config.setdefault("PLAZA_CONFIG", Config())
+    # With TLS the plain port only redirects (portal.intercept), so the cookie never needs
+    # plain HTTP; marked Secure it cannot be read off an open Wi-Fi by a neighbour.
+    if "SESSION_COOKIE_SECURE" not in (test_config or {}):
+        app.config["SESSION_COOKIE_SECURE"] = config.portal.tls
     app.config.setdefault("CONTROL", ControlClient(config.gateway.control_socket))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(secret_key_path(config))
@@ -52,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(capport.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(reconnect.bp)
+    app.register_blueprint(push.bp)
     errors.register(app)
     security.register(app)
 

@@ -17,7 +17,7 @@ from werkzeug.routing import BuildError
 
 from gateway.config import Config, PortalConfig
 from gateway.control_client import ControlError
-from portal import i18n
+from portal import i18n, push
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
 from portal.status import WALLET_USER_KEY, data_left, minutes_left
 from portal.venue import effective_config
@@ -218,6 +218,7 @@ def welcome() -> str | tuple[str, int]:
         minutes=minutes_left(client.get("seconds_remaining")) if client and authorized else None,
         data=data_left(client) if client and authorized else None,
         show_reconnect=bool(config.reconnect.enabled and user),
+        push=push.offer(bool(user)),
         forgotten=request.args.get("forgotten") == "1",
     )
 

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from gateway.config import PortalConfig
 from gateway.control_client import ControlError
-from portal import i18n
+from portal import i18n, push
 from portal.control import control, unreachable
 from portal.login import USER_KEY, fail, provider
 from portal.security import require_csrf
@@ -153,6 +153,7 @@ def opt_in() -> str | Response:
     if request.form.get("remember") != "yes":
         return redirect("/welcome", code=303)
     token = tokens().issue(user["user_id"])
+    push.remember_token(token)
     config = current_app.config["PLAZA_CONFIG"]
     link = config.portal.url + "reconnect/" + token
     _tell_gateway(user["user_id"], link)
@@ -218,6 +219,7 @@ def tap(token: str) -> Response:
         log.warning("gateway refused reconnect for %s: %s", who, exc)
         return fail("gateway_unreachable" if unreachable(exc) else "login_failed")
     session[USER_KEY] = {"user_id": user_id, "name": None}
+    push.remember_token(token)
     return redirect("/welcome", code=303)
 
 
@@ -228,6 +230,7 @@ def forget() -> Response:
     require_csrf()
     user = _wallet_user()
     count = tokens().revoke_user(user["user_id"])
+    push.forget_token()
     _tell_gateway(user["user_id"], None)
     log.info("revoked %d reconnect token(s) on request", count)
     return redirect("/welcome?forgotten=1", code=303)

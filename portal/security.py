@@ -68,15 +68,16 @@ def require_csrf() -> None:
 
 
 def register(app: Flask) -> None:
-    headers = {
-        **SECURITY_HEADERS,
-        "Content-Security-Policy": content_policy(app.config["PLAZA_CONFIG"]),
-    }
+    from portal import push
+
+    policy = content_policy(app.config["PLAZA_CONFIG"])
 
     def add_headers(response: Response) -> Response:
         # Captive-network browsers cache aggressively; a cached "you are online" page is a lie.
         response.headers.setdefault("Cache-Control", "no-store")  # the RFC 8908 API: private
-        response.headers.update(headers)
+        response.headers.update(SECURITY_HEADERS)
+        # connect-src per response: the router may be enrolled with its cloud while we run.
+        response.headers["Content-Security-Policy"] = f"{policy}; {push.connect_src()}"
         return response
 
     app.after_request(add_headers)

@@ -2,10 +2,11 @@
 `GET /api/v1/push/vapid-public-key` (public: called by the portal's page, cross-origin).
 
 How a browser is tied to a shopper: the portal page that subscribes also holds the shopper's
-one-tap reconnect token (it just issued it), and sends it along as `connect_token`. The
-router already reported that link (`connect_url` in the opted-in `login` event), so the cloud
-finds the shopper link whose `connect_url` is exactly `<Origin>/reconnect/<token>` at that
-venue, and ties the subscription to that link's wallet user at the venue. So:
+one-tap reconnect token (issued at its opt-in, or the one it tapped in with), and sends it
+along as `connect_token`. The router already reported that link (`connect_url` in the
+opted-in `login` event), so the cloud finds the shopper link whose `connect_url` is exactly
+`<Origin>/reconnect/<token>` at that venue, and ties the subscription to that link's wallet
+user at the venue. So:
 - nobody can subscribe a browser to someone else's presence: that takes their reconnect
   token, a bearer secret that already logs in as them;
 - the request must come from the portal origin the router reported for that very link: the

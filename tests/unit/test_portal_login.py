@@ -1,7 +1,10 @@
-"""Wallet login, the RFC 8908 API and one-tap reconnect, with a fake wallet and gateway."""
+"""Wallet login, the RFC 8908 API, one-tap reconnect and the welcome page's push card
+(portal/push.py), with a fake wallet and gateway."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import Config, GatewayConfig, PortalConfig, ReconnectConfig
+from gateway import signing
+from gateway.config import CloudConfig, Config, GatewayConfig, PortalConfig, ReconnectConfig
 from gateway.control_client import ControlError
 from portal import create_app
 from portal.reconnect import TokenError, Tokens
@@ -335,3 +339,146 @@ def test_forget_revokes_tokens_and_withdraws_the_opt_in(
     assert r.status_code == 303 and r.headers["Location"] == "/welcome?forgotten=1"
     op, args = control.args[-1]
     assert op == "shopper" and args["opt_in"] is False and "connect_url" not in args
+
+
+# -- the push card (portal/push.py) -------------------------------------------------------------
+CLOUD = "https://cloud.plaza.test:8443"
+VENUE = "ven_0123456789abcdef"
+
+
+def enrol(state_dir: Path, cloud_url: str = CLOUD, venue: str = VENUE) -> None:
+    """What `plaza-gateway enrol` leaves in the state directory."""
+    identity = {"device_id": "dev_0123456789abcdef", "venue_id": venue, "cloud_url": cloud_url,
+                "cloud_public_key": signing.public_b64(signing.new_key())}  # fmt: skip
+    (state_dir / "cloud.json").write_text(json.dumps(identity))
+
+
+@pytest.fixture
+def enrolled(app: Flask) -> Path:
+    state_dir = Path(app.config["PLAZA_CONFIG"].gateway.state_dir)
+    enrol(state_dir)
+    return state_dir
+
+
+def card(client: FlaskClient) -> dict[str, str] | None:
+    """The push card's data attributes on the welcome page, or None if there is none."""
+    page = get(client, "/welcome").get_data(as_text=True)
+    found = re.search(r'<section class="card" id="push"(.*?)>', page, re.S)
+    if found is None:
+        assert "/static/push.js" not in page  # no card, no script
+        return None
+    assert "/static/push.js" in page
+    return dict(re.findall(r'data-(\w+)="([^"]*)"', found.group(1)))
+
+
+def signed_in_and_online(client: FlaskClient, control: FakeControl) -> str:
+    """Log in with the wallet and opt in to one-tap reconnect; return the reconnect token."""
+    login(client)
+    control.clients[PHONE]["state"] = "authorized"
+    link = parse_qs(urlsplit(opt_in(client).headers["Location"]).query)["link"][0]
+    return link.removeprefix(PORTAL + "reconnect/")
+
+
+def test_an_opted_in_shopper_is_offered_push_with_the_token_of_this_browser(
+    client: FlaskClient, control: FakeControl, enrolled: Path
+) -> None:
+    token = signed_in_and_online(client, control)
+    data = card(client)
+    assert data is not None
+    assert (data["cloud"], data["venue"], data["token"]) == (CLOUD, VENUE, token)
+    assert data["done"].startswith("Done") and data["denied"] and data["failed"]
+    csp = get(client, "/welcome").headers["Content-Security-Policy"]
+    assert f"connect-src 'self' {CLOUD}" in csp
+    assert "script-src" not in csp and "default-src 'self'" in csp  # push.js is same-origin
+
+
+def test_no_card_without_opt_in_enrolment_or_tls(
+    app: Flask, client: FlaskClient, control: FakeControl, tmp_path: Path
+) -> None:
+    login(client)
+    control.clients[PHONE]["state"] = "authorized"
+    enrol(Path(app.config["PLAZA_CONFIG"].gateway.state_dir))
+    assert card(client) is None  # signed in, but no reconnect token in this browser
+    opt_in(client)
+    assert card(client) is not None
+    # Not enrolled (cloud.json gone): no card, and the CSP names no cloud.
+    (Path(app.config["PLAZA_CONFIG"].gateway.state_dir) / "cloud.json").unlink()
+    assert card(client) is None
+    assert get(client, "/welcome").headers["Content-Security-Policy"].endswith("connect-src 'self'")
+    # A portal without TLS never puts the token in a page.
+    plain = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+    enrol(tmp_path)
+    control.clients[PHONE]["state"] = "authorized"
+    plain_app = create_app({"PLAZA_CONFIG": plain, "CONTROL": control, "SECRET_KEY": "k" * 32})
+    assert not plain_app.config["SESSION_COOKIE_SECURE"]
+    with plain_app.test_client() as browser:
+        with browser.session_transaction() as s:
+            s.update(wallet_user={"user_id": "u1", "name": "A"}, connect_token="t0k")
+        page = browser.get("/welcome", environ_overrides={"REMOTE_ADDR": PHONE}).text
+        assert 'id="push"' not in page and "t0k" not in page
+
+
+def test_a_tap_on_the_reconnect_link_offers_push_with_that_token(
+    app: Flask, client: FlaskClient, control: FakeControl, enrolled: Path
+) -> None:
+    token = signed_in_and_online(client, control)
+    fresh = app.test_client()  # another browser on the phone, no session yet
+    assert fresh.get(f"/reconnect/{token}", environ_overrides=ENV, base_url=BASE).status_code == 303
+    data = card(fresh)
+    assert data is not None and data["token"] == token
+
+
+def test_forget_me_drops_the_token_and_the_card(
+    client: FlaskClient, control: FakeControl, enrolled: Path
+) -> None:
+    signed_in_and_online(client, control)
+    assert card(client) is not None
+    with client.session_transaction(base_url=BASE) as s:
+        s["csrf"] = "T" * 32
+    answer = client.post("/reconnect/forget", data={"csrf_token": "T" * 32},
+                         environ_overrides=ENV, base_url=BASE)  # fmt: skip
+    assert answer.status_code == 303
+    assert card(client) is None
+
+
+def test_the_session_cookie_is_secure_when_the_portal_has_tls(client: FlaskClient) -> None:
+    cookie = get(client, "/login/wallet").headers["Set-Cookie"]  # the login state
+    assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_cloud_url_override_and_a_bad_cloud_file(tmp_path: Path, control: FakeControl) -> None:
+    from portal import push
+
+    config = Config(
+        gateway=GatewayConfig(state_dir=str(tmp_path)),
+        portal=PortalConfig(cert_file="/x.pem", key_file="/x.key"),
+        cloud=CloudConfig(url="https://eu.cloud.plaza.test/"),
+    )
+    app = create_app({"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32})
+    assert push.target(app) is None
+    enrol(tmp_path)
+    found = push.target(app)
+    assert found is not None
+    assert (found.cloud_url, found.origin) == ("https://eu.cloud.plaza.test",) * 2
+    (tmp_path / "cloud.json").write_text('{"device_id": "dev_1"')  # killed mid-write
+    assert push.target(app) is None  # no card rather than an error page
+
+
+def test_the_service_worker_is_served_from_the_root(client: FlaskClient) -> None:
+    answer = get(client, "/sw.js")
+    assert answer.status_code == 200
+    assert answer.mimetype == "text/javascript"
+    assert answer.headers["Cache-Control"] == "no-cache"
+    body = answer.get_data(as_text=True)
+    assert 'addEventListener("push"' in body and 'addEventListener("notificationclick"' in body
+    script = get(client, "/static/push.js")
+    assert script.status_code == 200 and "pushManager.subscribe" in script.get_data(as_text=True)
+
+
+def test_catalogues_have_the_push_texts() -> None:
+    from portal import i18n
+
+    for key in ("push.heading", "push.hint", "push.button", "push.done", "push.denied",
+                "push.failed"):  # fmt: skip
+        assert i18n.t(key, lang="en", merchant="M") != key
+        assert i18n.t(key, lang="zh-CN", merchant="M") != i18n.t(key, lang="en", merchant="M")
