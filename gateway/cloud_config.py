@@ -4,8 +4,10 @@ The uplink (gateway/uplink.py) writes the file atomically whenever the merchant 
 venue in the dashboard: {"version": n, "config": {"branding", "offers", "policy", "garden"}}.
 Three readers act on it without a restart: the portal (branding and offers, portal/venue.py),
 the gateway (default session policy, gateway/venue_policy.py) and the daemon (walled garden,
-gateway/venue_garden.py). They share this watcher, so "changed" means the same to each: the
-file's identity (inode, size, mtime) moved; one stat() per check, a read only on change.
+gateway/venue_garden.py). Each holds its own instance of this one watcher, so "changed"
+means the same to each: the file's identity (inode, size, mtime) moved; one stat() per check,
+a read only on change. (One shared instance would save the daemon a stat() per tick, but
+then a change seen by one reader would have to be handed to the other: not worth it.)
 """
 
 from __future__ import annotations
