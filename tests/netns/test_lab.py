@@ -63,7 +63,7 @@ def test_neighbour_events_learn_a_station_without_dhcp() -> None:
         nsexec(ns, "ip", "addr", "flush", "dev", "eth0")
         nsexec(ns, "ip", "addr", "add", "198.19.0.60/24", "dev", "eth0")
         nsexec(ns, "ping", "-c", "1", "-W", "1", "198.19.0.1", check=False)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
                 client = lab.control().client("198.19.0.60")
