@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from gateway import memory, metrics
 
-    memory.one_arena()  # before any thread: see gateway/memory.py
+    memory.configure()  # before any thread: see gateway/memory.py
 
     config = configmod.load(args.config)
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
