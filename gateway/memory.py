@@ -11,8 +11,8 @@ long-running daemon with worker threads megabytes for nothing:
   size, up to 32 MiB. From then on a 10,000-entry dict table (about 1 MiB) made by a
   comparison or a poll lands in the heap among long-lived small blocks, and the pages it
   leaves behind stay resident: under churn the daemon's heap rose by steps of a megabyte
-  at each full comparison (bench/churn.py: 53 -> 55 MB over 100,000 cycles; with the
-  threshold fixed at 128 KiB, 50.8 -> 51.0 MB);
+  at full comparisons (bench/churn.py, 100,000 cycles: 55.2-55.6 MB at the end; with the
+  threshold fixed at 128 KiB, 51.3-52.2 MB from 10,000 cycles on, bench/README.md);
 - freed memory in the middle of the heap goes back to the kernel only on `malloc_trim`.
 So the daemon uses one arena (its threads take turns on the GIL anyway), a fixed mmap
 threshold, and trims after the rare big transients (a table load through libnftables, a big
