@@ -12,6 +12,7 @@ DevTools protocol with the payload the cloud sent and the push service decrypted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -143,145 +144,140 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cloud_db.engine(cloud).dispose()
 
 
-def test_a_shopper_taps_notify_me_and_the_offers_arrive_as_a_notification(
-    venue: dict[str, Any],
-) -> None:
+@contextlib.contextmanager
+def chromium(ca: LabCA) -> Iterator[Any]:
+    """Debian's Chromium trusting the lab CA (in a private HOME), portal.plaza.test on loopback."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
+    with tempfile.TemporaryDirectory(prefix="plaza-push-browser-") as home:
+        trust_lab_ca(Path(home), str(ca.cert_path))
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, env={**os.environ, "HOME": home},
+                args=[*ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
+            )  # fmt: skip
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+
+class ServiceWorker:
+    """The page's service worker as DevTools sees it: pushes go in, notifications come out."""
+
+    NOTIFICATIONS = """navigator.serviceWorker.ready
+        .then(r => r.getNotifications())
+        .then(ns => ns.map(n => ({title: n.title, body: n.body, url: n.data && n.data.url,
+                                  tag: n.tag})))"""
+
+    def __init__(self, context: Any, page: Any, origin: str) -> None:
+        self.page, self.origin = page, origin
+        self.cdp = context.new_cdp_session(page)
+        self.registrations: dict[str, str] = {}
+        self.cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: self.registrations.update(
+            {r["scopeURL"]: r["registrationId"] for r in e["registrations"]}))  # fmt: skip
+        self.cdp.send("ServiceWorker.enable")
+
+    def push(self, data: str) -> None:
+        """Deliver `data` as a push message to the portal's worker (registered by the page)."""
+        deadline = time.monotonic() + 10
+        while f"{self.origin}/" not in self.registrations and time.monotonic() < deadline:
+            self.page.wait_for_timeout(100)
+        self.cdp.send("ServiceWorker.deliverPushMessage", {
+            "origin": self.origin, "registrationId": self.registrations[f"{self.origin}/"],
+            "data": data,
+        })  # fmt: skip
+
+    def notifications(self, count: int) -> list[dict[str, Any]]:
+        """The worker's notifications, once there are `count` (or after 10 s)."""
+        shown: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while len(shown) < count and time.monotonic() < deadline:
+            self.page.wait_for_timeout(100)
+            shown = self.page.evaluate(self.NOTIFICATIONS)
+        return shown
+
+
+def test_a_shopper_taps_notify_me_and_the_offers_arrive_as_a_notification(
+    venue: dict[str, Any],
+) -> None:
     cloud, receiver, link = venue["cloud"], venue["receiver"], venue["link"]
     public_key = cloud.test_client().get("/api/v1/push/vapid-public-key").get_json()["public_key"]
     made = receiver.subscribe(public_key)
     origin = venue["portal_url"].rstrip("/")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="plaza-push-browser-") as home:
-        trust_lab_ca(Path(home), str(venue["ca"].cert_path))
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, env={**os.environ, "HOME": home},
-                args=[*ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
-            )  # fmt: skip
-            try:
-                context = browser.new_context(viewport={"width": 390, "height": 844},
-                                              is_mobile=True)  # fmt: skip
-                context.grant_permissions(["notifications"], origin=origin)
-                context.add_init_script(STUB % json.dumps(made))
-                page = context.new_page()
-                page.set_default_timeout(15000)
-                problems: list[str] = []
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                cdp = context.new_cdp_session(page)
-                registrations: dict[str, str] = {}
-                cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.update(
-                    {r["scopeURL"]: r["registrationId"] for r in e["registrations"]}))  # fmt: skip
-                cdp.send("ServiceWorker.enable")
+    with chromium(venue["ca"]) as browser:
+        context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+        context.grant_permissions(["notifications"], origin=origin)
+        context.add_init_script(STUB % json.dumps(made))
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        service_worker = ServiceWorker(context, page, origin)
 
-                page.goto(link)  # the one tap from the wallet's saved pass
-                assert page.url == f"{origin}/welcome"
-                page.wait_for_selector("#push button", state="visible")
-                page.screenshot(path=str(ARTIFACTS / "push-01-offer.png"), full_page=True)
-                page.click("#push button")
-                status, deadline = "", time.monotonic() + 15
-                while not status and time.monotonic() < deadline:  # (no eval under this CSP)
-                    page.wait_for_timeout(100)
-                    status = page.inner_text("#push [role=status]")
-                page.screenshot(path=str(ARTIFACTS / "push-02-subscribed.png"), full_page=True)
-                assert status.startswith("Done"), (status, problems)
-                assert page.is_hidden("#push button")
-                asked = page.evaluate("window.__plaza_push.asked")
-                assert asked == {"key": public_key, "visible": True}
+        page.goto(link)  # the one tap from the wallet's saved pass
+        assert page.url == f"{origin}/welcome"
+        page.wait_for_selector("#push button", state="visible")
+        page.screenshot(path=str(ARTIFACTS / "push-01-offer.png"), full_page=True)
+        page.click("#push button")
+        status, deadline = "", time.monotonic() + 15
+        while not status and time.monotonic() < deadline:  # (no eval under this CSP)
+            page.wait_for_timeout(100)
+            status = page.inner_text("#push [role=status]")
+        page.screenshot(path=str(ARTIFACTS / "push-02-subscribed.png"), full_page=True)
+        assert status.startswith("Done"), (status, problems)
+        assert page.is_hidden("#push button")
+        asked = page.evaluate("window.__plaza_push.asked")
+        assert asked == {"key": public_key, "visible": True}
 
-                # The cloud holds the subscription, for the shopper the link stands for.
-                with cloud_db.session(cloud) as db:
-                    [row] = db.scalars(select(PushSubscription)).all()
-                    assert (row.endpoint, row.wallet_user) == (made["endpoint"], ALICE)
-                    assert row.venue_id == venue["router"].venue_id
+        # The cloud holds the subscription, for the shopper the link stands for.
+        with cloud_db.session(cloud) as db:
+            [row] = db.scalars(select(PushSubscription)).all()
+            assert (row.endpoint, row.wallet_user) == (made["endpoint"], ALICE)
+            assert row.venue_id == venue["router"].venue_id
 
-                # The shopper walks in again: the cloud pushes, the push service decrypts.
-                join = {"key": "j1", "kind": "join", "mac": "02:50:4c:00:00:01",
-                        "at": time.time()}  # fmt: skip
-                router = venue["router"]
-                assert router.post("/api/v1/device/presence",
-                                   {"events": [join]}).status_code == 200  # fmt: skip
-                assert worker.run_once(cloud) >= 1
-                [delivery] = receiver.deliveries(made)
-                sent = delivery.json()
-                assert sent["title"] == "Welcome back to Cafe Uno" and sent["url"] == link
+        # The shopper walks in again: the cloud pushes, the push service decrypts.
+        router = venue["router"]
+        join = {"key": "j1", "kind": "join", "mac": "02:50:4c:00:00:01", "at": time.time()}
+        assert router.post("/api/v1/device/presence", {"events": [join]}).status_code == 200
+        assert worker.run_once(cloud) >= 1
+        [delivery] = receiver.deliveries(made)
+        sent = delivery.json()
+        assert sent["title"] == "Welcome back to Cafe Uno" and sent["url"] == link
 
-                # The browser's service worker gets that payload and shows it.
-                deadline = time.monotonic() + 10
-                while f"{origin}/" not in registrations and time.monotonic() < deadline:
-                    page.wait_for_timeout(100)
-                cdp.send("ServiceWorker.deliverPushMessage", {
-                    "origin": origin, "registrationId": registrations[f"{origin}/"],
-                    "data": delivery.payload.decode(),
-                })  # fmt: skip
-                shown: list[dict[str, Any]] = []
-                deadline = time.monotonic() + 10
-                while not shown and time.monotonic() < deadline:
-                    shown = page.evaluate("""navigator.serviceWorker.ready
-                        .then(r => r.getNotifications())
-                        .then(ns => ns.map(n => ({title: n.title, body: n.body,
-                                                  url: n.data && n.data.url, tag: n.tag})))""")
-                    page.wait_for_timeout(100)
-                [note] = shown
-                assert note["title"] == "Welcome back to Cafe Uno"
-                assert "Two coffees for one" in note["body"] and "Cake of the day" in note["body"]
-                assert note["url"] == link  # the tap opens the one-tap link on this portal
-                assert note["tag"] == f"plaza-{router.venue_id}"
-                assert not [p for p in problems if "Content Security Policy" in p], problems
-            finally:
-                browser.close()
+        # The browser's service worker gets that payload and shows it.
+        service_worker.push(delivery.payload.decode())
+        [note] = service_worker.notifications(1)
+        assert note["title"] == "Welcome back to Cafe Uno"
+        assert "Two coffees for one" in note["body"] and "Cake of the day" in note["body"]
+        assert note["url"] == link  # the tap opens the one-tap link on this portal
+        assert note["tag"] == f"plaza-{router.venue_id}"
+        assert not [p for p in problems if "Content Security Policy" in p], problems
 
 
 def test_a_push_cannot_send_the_shopper_off_the_portal(venue: dict[str, Any]) -> None:
     """The worker opens only links on its own origin: a payload naming another site gets the
     portal's front page instead (no open redirect through a notification)."""
-    from playwright.sync_api import sync_playwright
-
     origin = venue["portal_url"].rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="plaza-push-browser-") as home:
-        trust_lab_ca(Path(home), str(venue["ca"].cert_path))
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, env={**os.environ, "HOME": home},
-                args=[*ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
-            )  # fmt: skip
-            try:
-                context = browser.new_context()
-                context.grant_permissions(["notifications"], origin=origin)
-                page = context.new_page()
-                page.goto(f"{origin}/venue")
-                shown = page.evaluate("""async () => {
-                    const r = await navigator.serviceWorker.register("/sw.js", {scope: "/"});
-                    await navigator.serviceWorker.ready;
-                    return r.active ? "active" : "waiting";
-                }""")
-                assert shown == "active"
-                cdp = context.new_cdp_session(page)
-                registrations: dict[str, str] = {}
-                cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.update(
-                    {r["scopeURL"]: r["registrationId"] for r in e["registrations"]}))  # fmt: skip
-                cdp.send("ServiceWorker.enable")
-                deadline = time.monotonic() + 10
-                while f"{origin}/" not in registrations and time.monotonic() < deadline:
-                    page.wait_for_timeout(100)
-                for n, data in enumerate([
-                    {"title": "Hi", "url": "https://evil.example/steal", "venue": "v1"},
-                    {"title": "Hi", "url": "javascript:alert(1)", "venue": "v2"},
-                    "not json at all",
-                ]):  # fmt: skip
-                    cdp.send("ServiceWorker.deliverPushMessage", {
-                        "origin": origin, "registrationId": registrations[f"{origin}/"],
-                        "data": data if isinstance(data, str) else json.dumps(data),
-                    })  # fmt: skip
-                    shown_urls: list[Any] = []
-                    deadline = time.monotonic() + 10
-                    while len(shown_urls) <= n and time.monotonic() < deadline:
-                        page.wait_for_timeout(100)
-                        shown_urls = page.evaluate("""navigator.serviceWorker.ready
-                            .then(r => r.getNotifications())
-                            .then(ns => ns.map(n => n.data && n.data.url))""")
-                assert shown_urls == [f"{origin}/"] * 3
-            finally:
-                browser.close()
+    with chromium(venue["ca"]) as browser:
+        context = browser.new_context()
+        context.grant_permissions(["notifications"], origin=origin)
+        page = context.new_page()
+        page.goto(f"{origin}/venue")
+        state = page.evaluate("""async () => {
+            const r = await navigator.serviceWorker.register("/sw.js", {scope: "/"});
+            await navigator.serviceWorker.ready;
+            return r.active ? "active" : "waiting";
+        }""")
+        assert state == "active"
+        service_worker = ServiceWorker(context, page, origin)
+        for n, data in enumerate([
+            {"title": "Hi", "url": "https://evil.example/steal", "venue": "v1"},
+            {"title": "Hi", "url": "javascript:alert(1)", "venue": "v2"},
+            "not json at all",
+        ]):  # fmt: skip
+            service_worker.push(data if isinstance(data, str) else json.dumps(data))
+            shown = service_worker.notifications(n + 1)
+        assert [note["url"] for note in shown] == [f"{origin}/"] * 3
