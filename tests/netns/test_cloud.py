@@ -9,8 +9,10 @@ a claim code before its daemon started. The cloud's SQLite file is read directly
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -18,8 +20,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab import cloud as labcloud
 from lab import shopper
@@ -292,5 +297,44 @@ def test_returning_shopper_gets_the_offer_in_the_wallet_and_one_tap_logs_in(lab:
         r = browser.get(link)  # the one tap
         assert r.status == 303 and r.location == "/welcome"
         assert lab.control().client(info["mac"])["state"] == "authorized"
+        subscribe_this_browser(lab, browser, portal, link, info["mac"])
     finally:
         browser.close()
+
+
+def subscribe_this_browser(lab: Lab, browser: Phone, portal: str, link: str, mac: str) -> None:
+    """After the tap, the welcome page offers the venue's offers as browser notifications
+    (portal/push.py): the card names this router's cloud and venue and carries the token the
+    browser tapped in with, the page's CSP lets it reach that cloud, and what push.js then
+    sends from the phone is stored by the cloud for this shopper (the browser's own part is
+    tests/browser/test_push_browser.py)."""
+    cloud = lab.status()["cloud"]
+    welcome = browser.get(portal + "welcome")
+    card = re.search(r'<section class="card" id="push"(.*?)>', welcome.body, re.S)
+    assert card, "no push card on the welcome page"
+    data = dict(re.findall(r'data-(\w+)="([^"]*)"', card.group(1)))
+    assert (data["cloud"], data["venue"]) == (cloud["url"], cloud["venue_id"])
+    assert data["token"] == link.rsplit("/", 1)[1]
+    parts = urlsplit(cloud["url"])
+    csp = welcome.headers["content-security-policy"]
+    assert f"connect-src 'self' {parts.scheme}://{parts.netloc}" in csp
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    point = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    subscription = {"endpoint": "https://push.example.test/s/1", "expirationTime": None,
+                    "keys": {"p256dh": b64(point), "auth": b64(os.urandom(16))}}  # fmt: skip
+    body = {"venue_id": data["venue"], "subscription": subscription,
+            "connect_token": data["token"]}  # fmt: skip
+    origin = portal.rstrip("/")
+    r = browser.request(data["cloud"] + "/api/v1/push/subscribe", method="POST", extra=(
+        "-H", f"Origin: {origin}", "-H", "Content-Type: application/json",
+        "--data-binary", json.dumps(body),
+    ))  # fmt: skip
+    assert r.status == 201, r.body
+    assert r.headers["access-control-allow-origin"] == origin
+    [link_row] = query(lab, "SELECT wallet_user FROM shopper_links WHERE mac = ?", mac)
+    rows = query(lab, "SELECT wallet_user, endpoint FROM push_subscriptions WHERE venue_id = ?",
+                 cloud["venue_id"])  # fmt: skip
+    assert [tuple(row) for row in rows] == [(link_row["wallet_user"], subscription["endpoint"])]
