@@ -28,7 +28,7 @@ from flask import Blueprint, Flask, current_app, request, send_from_directory, s
 from werkzeug.wrappers import Response
 
 from gateway.config import ConfigError, check_cloud_url
-from gateway.uplink import Identity, UplinkError
+from gateway.uplink import CLOUD_FILE, Identity, UplinkError
 
 bp = Blueprint("push", __name__)
 
@@ -65,7 +65,7 @@ def target(app: Flask | None = None) -> PushTarget | None:
     config = app.config["PLAZA_CONFIG"]
     state_dir = Path(config.gateway.state_dir)
     try:
-        stamp = (state_dir / "cloud.json").stat().st_mtime_ns
+        stamp = (state_dir / CLOUD_FILE).stat().st_mtime_ns
     except OSError:
         return None
     cached = app.extensions.get(EXTENSION)
