@@ -57,6 +57,9 @@ class Merchant(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[float] = mapped_column(Float)
+    # Wrong passwords tried on this account since the merchant last signed in: shown to
+    # them once at their next sign-in, then zeroed (cloud/dashboard/ratelimit.py).
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Venue(Base):
@@ -257,3 +260,26 @@ class SignInFailure(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     first_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class SignInAccount(Base):
+    """Failed sign-ins per account (an e-mail, whether or not a merchant has it), across
+    every client: the per-account back-off that rotating addresses cannot escape
+    (cloud/dashboard/ratelimit.py). The key is a hash of the e-mail."""
+
+    __tablename__ = "sign_in_accounts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class KnownSignInClient(Base):
+    """A client (an IPv4 address or an IPv6 /64) a merchant has signed in from: the right
+    password from there passes the per-account back-off, so a guesser elsewhere cannot lock
+    the owner out. The key is a hash of (merchant id, client)."""
+
+    __tablename__ = "known_sign_in_clients"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_at: Mapped[float] = mapped_column(Float, index=True)
