@@ -10,7 +10,7 @@ APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-b
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: all setup demo test lint bench clean lab-down
+.PHONY: all setup demo test lint bench fuzz clean lab-down
 
 all: test
 
@@ -40,6 +40,11 @@ test: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Coverage-guided fuzzing of the SNI parser for FUZZ_SECONDS (default 60); figures on stdout.
+fuzz: setup
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) bench/fuzz_sni.py --seconds $(or $(FUZZ_SECONDS),60)
 
 lab-down: setup
 	$(VENV)/bin/plaza-lab down

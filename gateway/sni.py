@@ -26,8 +26,10 @@ MAX_RECORD = 1 << 14  # RFC 8446 5.1: a plaintext record fragment is at most 2^1
 MAX_HELLO = 16 * 1024  # ours: real ClientHellos are 0.2-2.5 KB; more is abuse or a tunnel
 MAX_STREAM = MAX_HELLO + 64 * 5  # the hello plus the record headers around its fragments
 
+# `\Z`, not `$`: `$` also matches before a trailing newline, so "wallet.test\n" was a "valid"
+# name (found by tests/fuzz/test_fuzz_sni.py).
 HOST_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    r"^(?=.{1,253}\Z)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
 
 
