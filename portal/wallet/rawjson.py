@@ -21,6 +21,8 @@ def raw_members(text: str) -> dict[str, str]:
         return _members(text)
     except IndexError:
         raise ValueError("truncated JSON object") from None
+    except RecursionError:  # the decoder recurses per level: `[[[[...` from a hostile server
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _skip(text: str, i: int) -> int:
