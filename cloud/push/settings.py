@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+from cloud.push.endpoints import EndpointGuard, Network, Resolver, parse_networks, system_resolver
 from cloud.push.wallet import WalletMessenger
 from cloud.push.webpush import load_or_create_vapid_key
 
@@ -36,6 +37,9 @@ NAMES = {
     "WEBPUSH_CA_BUNDLE": "PLAZA_CLOUD_WEBPUSH_CA_BUNDLE",
     "PUSH_INTERVAL_HOURS": "PLAZA_CLOUD_PUSH_INTERVAL_HOURS",
     "PUSH_JOB_TTL_SECONDS": "PLAZA_CLOUD_PUSH_JOB_TTL_SECONDS",
+    # Non-public networks a push endpoint may still be in (the lab's stand-in push service);
+    # empty: public addresses only (cloud/push/endpoints.py).
+    "PUSH_ALLOWED_NETWORKS": "PLAZA_CLOUD_PUSH_ALLOWED_NETWORKS",
 }
 
 
@@ -56,6 +60,13 @@ def _positive(app: Flask, name: str, default: float) -> float:
     return value
 
 
+def _networks(app: Flask) -> tuple[Network, ...]:
+    try:
+        return parse_networks(setting(app, "PUSH_ALLOWED_NETWORKS", ""))
+    except ValueError as exc:
+        raise ValueError(f"{NAMES['PUSH_ALLOWED_NETWORKS']}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class PushSettings:
     interval_seconds: float
@@ -67,6 +78,9 @@ class PushSettings:
     wallet_dialect: str
     wallet_ca_bundle: str
     wallet_credentials: dict[str, str]
+    allowed_networks: tuple[Network, ...] = ()
+    # Config only (`PUSH_RESOLVER`, never the environment): tests pass a table, not DNS.
+    resolver: Resolver = system_resolver
 
     @classmethod
     def from_app(cls, app: Flask) -> PushSettings:
@@ -87,7 +101,13 @@ class PushSettings:
                 "app_private_key_file": str(setting(app, "WALLET_APP_PRIVATE_KEY_FILE")),
                 "wallet_public_key_file": str(setting(app, "WALLET_PUBLIC_KEY_FILE")),
             },
+            allowed_networks=_networks(app),
+            resolver=app.config.get("PUSH_RESOLVER") or system_resolver,
         )
+
+    def endpoint_guard(self) -> EndpointGuard:
+        """What a push endpoint is checked against, at subscribe time and at every send."""
+        return EndpointGuard(self.allowed_networks, self.resolver)
 
     def messenger(self) -> WalletMessenger | None:
         """The wallet client, or None when no wallet is configured. ValueError (naming the

@@ -13,6 +13,8 @@ user at the venue. So:
   CORS restriction is enforced here, on the POST, server-side. The preflight answers any
   well-formed https origin (it cannot know the venue: it has no body); it grants nothing,
   since the POST from any other origin is refused with 403 and stores nothing;
+- the endpoint must be a public push service (cloud/push/endpoints.py): the cloud POSTs
+  there later, so a private or loopback address would make it a request forger;
 - a subscription follows the wallet user, not the MAC: a phone that comes back with a new
   random MAC and logs in again still gets its browser's push.
 No cookies are involved (no credentials mode), so there is nothing for CSRF to ride on.
@@ -31,6 +33,7 @@ from cloud.api import ApiError, json_object, now
 from cloud.db import dialect_insert, get_db
 from cloud.models import PushSubscription, ShopperLink, new_id
 from cloud.push import presence_push
+from cloud.push.endpoints import EndpointRefused
 from cloud.push.webpush import application_server_key, check_subscription
 
 bp = Blueprint("push", __name__, url_prefix="/api/v1/push")
@@ -111,6 +114,13 @@ def subscribe() -> ResponseReturnValue:
     if link is None:
         # One answer for a wrong venue, origin or token: which one is nobody's business.
         raise ApiError(403, "no opted-in shopper of this venue holds that link")
+    # Only now, for a proven shopper, does the cloud look the endpoint's host up: nobody
+    # else gets to make it resolve names. Checked again at every send (DNS can change).
+    guard = presence_push.settings(current_app).endpoint_guard()  # type: ignore[arg-type]
+    try:
+        guard.check(checked["endpoint"])
+    except EndpointRefused as exc:
+        raise ApiError(400, f"subscription: {exc}") from None
     values = {
         "wallet_user": link.wallet_user,
         "p256dh": checked["keys"]["p256dh"],

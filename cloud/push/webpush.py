@@ -7,6 +7,10 @@ restarts and deploys: a new key silently orphans every subscription. Hence the h
 create it once, 0600, and refuse to overwrite it. The push service only ever sees ciphertext;
 the payload is capped so the encrypted body fits the 4096 bytes every push service must take.
 
+Every POST goes through an `EndpointGuard` (cloud/push/endpoints.py): the endpoint's host is
+resolved, refused unless public (or in the allowed networks), and connected to at the address
+that was checked; a redirect is never followed.
+
 Answers become the cloud's push errors: 404/410 mean the subscription expired (delete it),
 413 that the payload is too large, 429 and 5xx that the push may work later.
 """
@@ -33,7 +37,7 @@ from py_vapid import Vapid02, VapidException
 from pywebpush import WebPushException, webpush
 
 from cloud.push import PushError, RecipientGone, retry_after_seconds
-from portal.wallet import http
+from cloud.push.endpoints import EndpointGuard, EndpointRefused, guarded_session, is_guarded
 
 log = logging.getLogger("plaza.cloud.push")
 
@@ -171,6 +175,7 @@ def send_webpush(
     topic: str | None = None,
     ca_bundle: str = "",
     session: requests.Session | None = None,
+    guard: EndpointGuard | None = None,
     timeout: float = TIMEOUT,
     clock: Callable[[], float] = time.time,
 ) -> int:
@@ -179,8 +184,10 @@ def send_webpush(
     `subject` is how the push service can reach us (mailto: or https:). `topic` replaces an
     undelivered message with the same topic (one pending offer per venue, not a pile).
     Returns the push service's status (201). SubscriptionExpired on 404/410; PushError
-    otherwise, with `retry` for 429, 5xx and network failures. Pass a `session` (made by
-    `portal.wallet.http.new_session`) to reuse connections over a fan-out.
+    otherwise, with `retry` for 429, 5xx and network failures. Without a `guard`, only
+    public push services are reached. Pass a `session` (made by
+    `cloud.push.endpoints.guarded_session`, which then holds the guard) to reuse connections
+    over a fan-out; an unguarded session is refused.
     """
     try:
         checked = check_subscription(subscription)
@@ -208,7 +215,10 @@ def send_webpush(
     if topic is not None:
         headers["Topic"] = topic
     own_session = session is None
-    session = http.new_session(ca_bundle) if session is None else session
+    if session is None:
+        session = guarded_session(ca_bundle, guard or EndpointGuard())
+    elif not is_guarded(session, checked["endpoint"]):
+        raise PushError("refusing to push through a session without an endpoint guard")
     try:
         response = webpush(
             checked,
@@ -227,6 +237,8 @@ def send_webpush(
         response = exc.response
     except VapidException as exc:
         raise PushError(f"cannot sign the VAPID token: {exc}") from None
+    except EndpointRefused as exc:
+        raise PushError(f"endpoint refused: {exc}", retry=exc.temporary) from None
     except requests.TooManyRedirects:
         raise PushError("the push service answered with a redirect") from None
     except requests.RequestException as exc:

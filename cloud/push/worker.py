@@ -33,10 +33,10 @@ from sqlalchemy.orm import Session
 from cloud import db as cloud_db
 from cloud.models import PushJob, PushSubscription
 from cloud.push import PushError, RecipientGone, presence_push
+from cloud.push.endpoints import guarded_session
 from cloud.push.settings import PushSettings
 from cloud.push.wallet import WalletMessenger
 from cloud.push.webpush import send_webpush
-from portal.wallet import http
 
 log = logging.getLogger("plaza.cloud.push")
 
@@ -78,7 +78,11 @@ class Channels:
 
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = http.new_session(self.config.webpush_ca_bundle)
+            # Every connection checked and pinned (cloud/push/endpoints.py): DNS may have
+            # changed since the browser subscribed.
+            self._session = guarded_session(
+                self.config.webpush_ca_bundle, self.config.endpoint_guard()
+            )
         return self._session
 
     def close(self) -> None:

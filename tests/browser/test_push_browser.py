@@ -90,6 +90,7 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "DATABASE_URL": url, "INSTANCE_PATH": str(tmp / "instance"),
         "VAPID_KEY_FILE": str(tmp / "vapid.pem"), "VAPID_SUBJECT": "mailto:ops@plaza.test",
         "WEBPUSH_CA_BUNDLE": str(ca.cert_path),
+        "PUSH_ALLOWED_NETWORKS": "127.0.0.0/8",  # the local push service; refused by default
     })  # fmt: skip
     now = time.time()
     with cloud_db.session(cloud) as db:

@@ -139,6 +139,8 @@ def push_app(app: Flask, wallet: Wallet, pki: LabCA, tmp_path: Path) -> Flask:
         WEBPUSH_CA_BUNDLE=str(pki.cert_path),
         VAPID_SUBJECT=SUBJECT,
         VAPID_KEY_FILE=str(tmp_path / "keys" / "vapid.pem"),
+        # The local push service is on loopback, which the cloud refuses unless allowed.
+        PUSH_ALLOWED_NETWORKS="127.0.0.0/8",
     )
     return app
 
@@ -540,6 +542,72 @@ def test_bad_subscriptions_are_refused_and_store_nothing(
     router.post(PRESENCE, {"events": [event("l2", "login", clock(), wallet_user=ALICE,
                                             opt_in=False)]})  # fmt: skip
     assert subscribe(client, venue, good, token).status_code == 403
+
+
+class Table:
+    """DNS for the cloud from a table (PUSH_RESOLVER): tests never use real DNS."""
+
+    def __init__(self, **names: list[str]) -> None:
+        self.names = {name.replace("_", "."): addrs for name, addrs in names.items()}
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        if host not in self.names:
+            raise OSError(f"{host}: no such name")
+        return self.names[host]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("https://127.0.0.1/push/x", "IP address"),
+        ("https://[::1]/push/x", "IP address"),
+        ("https://10.0.0.1/push/x", "IP address"),
+        ("https://169.254.169.254/latest/meta-data/", "IP address"),
+        ("https://internal.example/push/x", "non-public address"),
+        ("https://nowhere.example/push/x", "does not resolve"),
+    ],
+)
+def test_subscriptions_to_non_public_push_services_are_refused(
+    push_app: Flask, client: FlaskClient, router: Router, clock: FakeClock,
+    receiver: PushReceiver, tokens: Tokens, endpoint: str, reason: str,
+) -> None:  # fmt: skip
+    """The cloud would POST there later: a blind request forger inside its network."""
+    configure(push_app, PUSH_ALLOWED_NETWORKS="", PUSH_RESOLVER=Table(
+        internal_example=["10.1.2.3"]))  # fmt: skip
+    token = tokens.issue(ALICE)
+    login(router, "l1", clock(), ALICE, f"{PORTAL}/reconnect/{token}")
+    good = browser_subscription(client, receiver)
+    answer = subscribe(client, router.venue_id, {**good, "endpoint": endpoint}, token)
+    assert answer.status_code == 400, answer.get_json()
+    assert answer.get_json()["error"].startswith("subscription: ")
+    assert reason in answer.get_json()["error"]
+    with cloud_db.session(push_app) as db:
+        assert db.scalar(select(func.count()).select_from(PushSubscription)) == 0
+
+
+def test_a_push_service_that_turned_private_since_the_subscription_is_not_contacted(
+    push_app: Flask, client: FlaskClient, router: Router, clock: FakeClock, shop: str,
+    receiver: PushReceiver, tokens: Tokens,
+) -> None:  # fmt: skip
+    """DNS rebinding: public when the browser subscribed, loopback when the worker sends."""
+    table = Table(push_test=["93.184.216.34"])
+    configure(push_app, PUSH_ALLOWED_NETWORKS="", PUSH_RESOLVER=table)
+    token = tokens.issue(ALICE)
+    login(router, "l1", clock(), ALICE, f"{PORTAL}/reconnect/{token}")
+    real = browser_subscription(client, receiver)
+    port = receiver.server.server_port
+    renamed = {**real, "endpoint": real["endpoint"].replace(f"127.0.0.1:{port}",
+                                                            f"push.test:{port}")}  # fmt: skip
+    assert subscribe(client, router.venue_id, renamed, token).status_code == 201
+    table.names["push.test"] = ["127.0.0.1"]
+    refusals = len(receiver.refusals)
+    join(router, "j1", clock() + 60)
+    clock.advance(60)
+    assert worker.run_once(push_app) == 1  # the wallet message only
+    [job] = [j for j in jobs(push_app) if j.kind == "webpush"]
+    assert job.sent_at is None and job.next_attempt_at is None  # dropped, not retried
+    assert job.error is not None and "non-public address" in job.error
+    assert receiver.deliveries(real) == [] and len(receiver.refusals) == refusals
 
 
 def test_the_preflight_allows_only_a_json_post_from_an_https_origin(client: FlaskClient) -> None:

@@ -24,10 +24,14 @@ from pywebpush import WebPusher
 
 from cloud.push import PushError, RecipientGone
 from cloud.push import webpush as wp
+from cloud.push.endpoints import EndpointGuard, guarded_session, parse_networks
 from lab.pki import LabCA
 from lab.push_receiver import PushReceiver
 from portal.wallet.http import new_session
 
+# The receiver runs on 127.0.0.1, which the cloud refuses by default: allowed explicitly, as
+# the lab and the tests do with PUSH_ALLOWED_NETWORKS.
+LOOPBACK = EndpointGuard(parse_networks("127.0.0.0/8"))
 SUBJECT = "mailto:ops@plaza.test"
 OFFER = {
     "title": "Plaza Café",
@@ -86,6 +90,7 @@ def send(
     payload: Any = None,
     **kw: Any,
 ) -> int:
+    kw.setdefault("guard", LOOPBACK)
     return wp.send_webpush(
         subscription, OFFER if payload is None else payload, key, SUBJECT,
         ca_bundle=str(ca.cert_path), **kw,
@@ -134,7 +139,7 @@ def test_a_key_file_and_a_shared_session_work(
     tmp_path: Path,
 ) -> None:
     wp.save_vapid_key(vapid_key, tmp_path / "vapid.pem")
-    with new_session(str(ca.cert_path)) as session:
+    with guarded_session(str(ca.cert_path), LOOPBACK) as session:
         for i in range(3):
             status = wp.send_webpush(
                 subscription, {"i": i}, str(tmp_path / "vapid.pem"), SUBJECT, session=session
@@ -218,7 +223,119 @@ def test_an_untrusted_push_service_is_refused(
     with pytest.raises(PushError, match="SSLError"):
         wp.send_webpush(subscription, OFFER, vapid_key, SUBJECT, ca_bundle=str(
             LabCA(tmp_path / "other").cert_path
-        ))  # fmt: skip
+        ), guard=LOOPBACK)  # fmt: skip
+
+
+# -- only to a checked address (cloud/push/endpoints.py) ---------------------------------------
+
+
+class Table:
+    """A resolver from a table (never real DNS); counts lookups."""
+
+    def __init__(self, **names: list[str]) -> None:
+        self.names = {name.replace("_", "."): addrs for name, addrs in names.items()}
+        self.lookups: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.names[host]
+
+
+@pytest.fixture(scope="module")
+def named_receiver(ca: LabCA) -> Iterator[PushReceiver]:
+    """A push service known by a name (push.test) that no real DNS answers for."""
+    cert, key = ca.issue("push-named", ["push.test"])
+    receiver = PushReceiver(str(cert), str(key))
+    receiver.origin = f"https://push.test:{receiver.server.server_port}"  # the VAPID aud
+    with receiver.running() as running:
+        yield running
+
+
+def test_by_default_a_loopback_push_service_is_not_contacted(
+    receiver: PushReceiver, subscription: dict[str, Any], vapid_key: ec.EllipticCurvePrivateKey,
+    ca: LabCA,
+) -> None:  # fmt: skip
+    refusals = len(receiver.refusals)
+    with pytest.raises(PushError, match=r"endpoint refused: .*IP address") as caught:
+        send(subscription, vapid_key, ca, guard=EndpointGuard())
+    assert not caught.value.retry
+    assert receiver.deliveries(subscription) == [] and len(receiver.refusals) == refusals
+
+
+def test_the_connection_goes_to_the_checked_address_under_the_name(
+    named_receiver: PushReceiver, vapid_key: ec.EllipticCurvePrivateKey, ca: LabCA
+) -> None:
+    """One lookup, through the guard; the socket goes where it answered (the system resolver,
+    which knows no push.test, is never asked), and TLS checks the name's certificate."""
+    subscription = named_receiver.subscribe(wp.application_server_key(vapid_key))
+    table = Table(push_test=["127.0.0.1"])
+    guard = EndpointGuard(parse_networks("127.0.0.0/8"), table)
+    assert send(subscription, vapid_key, ca, guard=guard) == 201
+    assert table.lookups == ["push.test"]
+    [delivery] = named_receiver.deliveries(subscription)
+    assert delivery.json() == OFFER and delivery.claims["aud"] == named_receiver.origin
+
+
+def test_the_certificate_is_checked_against_the_name_not_the_pinned_address(
+    receiver: PushReceiver, subscription: dict[str, Any], vapid_key: ec.EllipticCurvePrivateKey,
+    ca: LabCA,
+) -> None:  # fmt: skip
+    """The 127.0.0.1 receiver's certificate names only 127.0.0.1: reached as push.test, it is
+    refused, so pinning the address did not switch the hostname check off."""
+    port = receiver.server.server_port
+    renamed = {**subscription, "endpoint": subscription["endpoint"].replace(
+        f"127.0.0.1:{port}", f"push.test:{port}")}  # fmt: skip
+    guard = EndpointGuard(parse_networks("127.0.0.0/8"), Table(push_test=["127.0.0.1"]))
+    with pytest.raises(PushError, match="SSLError"):
+        send(renamed, vapid_key, ca, guard=guard)
+    assert receiver.deliveries(subscription) == []
+
+
+def test_a_name_that_now_resolves_to_loopback_is_not_contacted(
+    named_receiver: PushReceiver, vapid_key: ec.EllipticCurvePrivateKey, ca: LabCA
+) -> None:
+    """DNS rebinding: public when the browser subscribed, loopback at send time."""
+    subscription = named_receiver.subscribe(wp.application_server_key(vapid_key))
+    table = Table(push_test=["93.184.216.34"])
+    guard = EndpointGuard((), table)
+    assert guard.check(subscription["endpoint"]) == "93.184.216.34"  # subscribe time: fine
+    table.names["push.test"] = ["127.0.0.1"]
+    with pytest.raises(PushError, match="non-public address") as caught:
+        send(subscription, vapid_key, ca, guard=guard)
+    assert not caught.value.retry
+    assert named_receiver.deliveries(subscription) == []
+
+
+def test_a_name_that_does_not_resolve_is_retried_later(
+    subscription: dict[str, Any], vapid_key: ec.EllipticCurvePrivateKey, ca: LabCA
+) -> None:
+    renamed = {**subscription, "endpoint": "https://gone.test/push/x"}
+    with pytest.raises(PushError, match="does not resolve") as caught:
+        send(renamed, vapid_key, ca, guard=EndpointGuard((), Table()))
+    assert caught.value.retry
+
+
+def test_a_redirect_from_the_push_service_is_not_followed(
+    receiver: PushReceiver, vapid_key: ec.EllipticCurvePrivateKey, ca: LabCA
+) -> None:
+    first = receiver.subscribe(wp.application_server_key(vapid_key))
+    second = receiver.subscribe(wp.application_server_key(vapid_key))
+    for status in (301, 302, 307, 308):
+        receiver.answer_with(first, status, {"Location": second["endpoint"]})
+        with pytest.raises(PushError, match="redirect"):
+            send(first, vapid_key, ca)
+    assert receiver.deliveries(second) == [] and receiver.deliveries(first) == []
+
+
+def test_an_unguarded_session_is_refused(
+    receiver: PushReceiver, subscription: dict[str, Any], vapid_key: ec.EllipticCurvePrivateKey,
+    ca: LabCA,
+) -> None:  # fmt: skip
+    with new_session(str(ca.cert_path)) as session, pytest.raises(PushError, match="guard"):
+        send(subscription, vapid_key, ca, session=session)
+    assert receiver.deliveries(subscription) == []
 
 
 # -- refused before anything is sent -------------------------------------------------------------
@@ -285,7 +402,9 @@ def test_accepted_subjects(
     subscription: dict[str, Any], vapid_key: ec.EllipticCurvePrivateKey, ca: LabCA
 ) -> None:
     for subject in ("mailto:ops@plaza.test", "https://plaza.test/contact"):
-        status = wp.send_webpush(subscription, {}, vapid_key, subject, ca_bundle=str(ca.cert_path))
+        status = wp.send_webpush(
+            subscription, {}, vapid_key, subject, ca_bundle=str(ca.cert_path), guard=LOOPBACK
+        )
         assert status == 201
 
 
