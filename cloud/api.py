@@ -28,12 +28,24 @@ def now() -> float:
     return float(current_app.config["CLOCK"]())
 
 
+MAX_INT_DIGITS = 20  # every whole number of the protocol fits in 64 bits
+
+
+def _whole(text: str) -> int:
+    """JSON integers, bounded: `math.isfinite(10**400)` raises OverflowError in a validator."""
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits")
+    return int(text)
+
+
 def json_body(body: bytes | None = None) -> Any:
     """The request's JSON (from the bytes already read for the signature, if given)."""
     raw = request.get_data(cache=True) if body is None else body
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(raw, parse_int=_whole)
+    except RecursionError:  # the decoder recurses per level of `[[[[...`
+        raise ApiError(400, "body is not JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long
         raise ApiError(400, f"body is not JSON: {exc}") from None
 
 

@@ -46,9 +46,10 @@ def _count(value: Any) -> bool:
 
 
 def _time(value: Any) -> bool:
+    # The range first: math.isfinite() of an int beyond a float's range raises OverflowError.
     return (
         isinstance(value, int | float) and not isinstance(value, bool)
-        and math.isfinite(value) and 0 <= value < 1e11
+        and 0 <= value < 1e11 and math.isfinite(value)
     )  # fmt: skip
 
 

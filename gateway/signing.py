@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 PREFIX = "PLAZA-V1"
 MAX_SKEW_SECONDS = 300
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
+# Digits only, as sign_request writes them: int() would also take " 17", "1_7", Arabic-Indic
+# digits, or 400 digits that overflow the float comparison with the clock (a 500, not a 401).
+TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}\Z")
 HEADERS = ("X-Plaza-Device", "X-Plaza-Timestamp", "X-Plaza-Nonce", "X-Plaza-Signature")
 
 
@@ -98,10 +101,12 @@ def verify_request(
     """Check a request's signature and freshness; returns (timestamp, nonce). The caller
     checks the nonce against those already seen (replay)."""
     try:
+        if not TIMESTAMP_RE.match(headers["X-Plaza-Timestamp"]):
+            raise ValueError("timestamp")
         timestamp = int(headers["X-Plaza-Timestamp"])
         nonce = headers["X-Plaza-Nonce"]
         signature = base64.b64decode(headers["X-Plaza-Signature"], validate=True)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise SignatureError("missing or malformed signature headers") from None
     if not NONCE_RE.match(nonce):
         raise SignatureError("malformed nonce")
