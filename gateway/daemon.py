@@ -124,7 +124,7 @@ class Daemon:
             else:
                 try:
                     request = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: `[[[[...` nested deep
                     response = {"ok": False, "error": "request is not valid JSON"}
                     self.metrics.invalid_request()
                 else:
