@@ -562,6 +562,8 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per level of `a = [[[[...`
+        raise ConfigError(f"{path}: not valid TOML: arrays nested too deeply") from None
     try:
         return from_dict(data)
     except ConfigError as exc:

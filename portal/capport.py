@@ -8,6 +8,7 @@ the LAN) and never be cached across clients.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -20,23 +21,36 @@ bp = Blueprint("capport", __name__)
 MEDIA_TYPE = "application/captive+json"
 
 
-def document(client: dict[str, Any] | None) -> dict[str, Any]:
+def document(client: Any) -> dict[str, Any]:
     """The API document for one client's gateway view (None: unknown to the gateway)."""
     portal = current_app.config["PLAZA_CONFIG"].portal
+    if not isinstance(client, dict):
+        client = None
     captive = client is None or client.get("state") != "authorized"
     doc: dict[str, Any] = {
         "captive": captive,
         "user-portal-url": portal.url,
         "venue-info-url": portal.url + "venue",
     }
-    if not captive:
+    if client is not None and not captive:
         # Only when the session really is limited (RFC 8908 section 5).
-        if client.get("seconds_remaining") is not None:
-            doc["seconds-remaining"] = int(client["seconds_remaining"])
-        if client.get("bytes_remaining") is not None:
-            doc["bytes-remaining"] = int(client["bytes_remaining"])
+        for key in ("seconds", "bytes"):
+            left = _count(client.get(f"{key}_remaining"))
+            if left is not None:
+                doc[f"{key}-remaining"] = left
         doc["can-extend-session"] = True  # signing in again extends the session
     return doc
+
+
+def _count(value: Any) -> int | None:
+    """A whole number of seconds or bytes as RFC 8908 has it (0 or more), None for no limit.
+    What the control socket sends is JSON: a daemon of another version, or a bug, must not
+    turn the API every phone polls into a 500 (int("x"), int(inf))."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return max(0, int(value))
 
 
 @bp.get("/api/captive")
