@@ -67,6 +67,13 @@ MIN_POLL_SECONDS = 1.0  # a cloud that answers polls at once is not polled faste
 DONE_MEMORY = 4096  # at most this many results kept (each until its command expires)
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_ERROR = 300
+# The most of an answer the router reads (decoded, so a gzip bomb counts at its real size).
+# A compromised or broken cloud must not make the router buffer without end: past the cap
+# the connection is dropped, the answer refused and logged, and nothing of it applied.
+CONFIG_LIMIT = cloud_config.MAX_BYTES  # the venue config: the size its file may have
+COMMANDS_LIMIT = 1 << 20  # one poll's commands, ~0.5 kB each signed: some 2,000
+ANSWER_LIMIT = 64 << 10  # everything else: heartbeat, enrolment, acknowledgements, errors
+CHUNK = 64 << 10
 SKEW_TOLERANCE = 30.0  # seconds of clock difference to the cloud ignored (the limit is 300)
 
 Execute = Callable[[dict[str, Any]], dict[str, Any]]
@@ -310,13 +317,17 @@ class Uplink:
         data: bytes,
         headers: dict[str, str],
         timeout: tuple[float, float],
+        limit: int = ANSWER_LIMIT,
     ) -> requests.Response:
+        """One request; the answer is read whole, up to `limit` bytes (Refused beyond)."""
         try:
             resp = self._http().request(
                 method, url, data=data or None, headers=headers, timeout=timeout,
-                allow_redirects=False,
+                allow_redirects=False, stream=True,  # read below, up to the limit
                 verify=self.ca_bundle or True,  # per request: REQUESTS_CA_BUNDLE cannot override
             )  # fmt: skip
+            with resp:
+                resp._content = self._read(resp, method, url, limit, timeout[1])
         except requests.RequestException as exc:
             raise Unreachable(f"{method} {urlsplit(url).path}: {_why(exc)}") from None
         except OSError as exc:  # requests' way of saying the CA bundle cannot be read
@@ -324,6 +335,36 @@ class Uplink:
         if resp.status_code >= 500:
             raise Unreachable(f"{method} {urlsplit(url).path}: {_error(resp)}")
         return resp
+
+    def _read(
+        self, resp: requests.Response, method: str, url: str, limit: int, read_timeout: float
+    ) -> bytes:
+        """The answer's body, at most `limit` bytes decoded; the connection is closed (not
+        pooled) when the body is refused. A cloud that trickles its answer gets the read
+        timeout per chunk and twice that in all."""
+        path = urlsplit(url).path
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self._too_large(resp, method, path, limit, f"{int(declared)} bytes declared")
+        body = bytearray()
+        deadline = self.monotonic() + 2 * read_timeout
+        for chunk in resp.iter_content(CHUNK):
+            body += chunk
+            if len(body) > limit:
+                self._too_large(resp, method, path, limit, f"more than {limit} bytes sent")
+            if self.monotonic() > deadline:
+                resp.close()
+                raise Unreachable(f"{method} {path}: the answer took too long")
+        return bytes(body)
+
+    @staticmethod
+    def _too_large(resp: requests.Response, method: str, path: str, limit: int, what: str):
+        resp.close()
+        log.error(
+            "cloud answer to %s %s refused: %s, the limit is %d; nothing of it is used",
+            method, path, what, limit,
+        )  # fmt: skip
+        raise Refused(resp.status_code, f"{method} {path}: answer larger than {limit} bytes")
 
     def _signed(
         self,
@@ -333,6 +374,7 @@ class Uplink:
         headers: dict[str, str] | None = None,
         read_timeout: float = READ_TIMEOUT,
         retry_skew: bool = True,
+        limit: int = ANSWER_LIMIT,
     ) -> requests.Response:
         """One signed request to `API + path` (path may carry a query string). Refused for
         clock skew, it is signed again once with the cloud's time from the answer's Date."""
@@ -345,10 +387,12 @@ class Uplink:
         signed.update(headers or {})
         if body is not None:
             signed["Content-Type"] = "application/json"
-        resp = self._send(method, base + API + path, data, signed, (CONNECT_TIMEOUT, read_timeout))
+        resp = self._send(
+            method, base + API + path, data, signed, (CONNECT_TIMEOUT, read_timeout), limit
+        )
         skewed = retry_skew and resp.status_code == 401 and "clock skew" in _error(resp)
         if skewed and self._learn_time(_http_date(resp.headers.get("Date"))):
-            return self._signed(method, path, body, headers, read_timeout, retry_skew=False)
+            return self._signed(method, path, body, headers, read_timeout, False, limit)
         return resp
 
     def now(self) -> float:
@@ -486,7 +530,7 @@ class Uplink:
             headers = {}
             if self.config_version is not None:
                 headers["If-None-Match"] = f'"{self.config_version}"'
-            resp = self._signed("GET", "/device/config", headers=headers)
+            resp = self._signed("GET", "/device/config", headers=headers, limit=CONFIG_LIMIT)
             if resp.status_code == 304:
                 return False
             if resp.status_code != 200:
@@ -496,9 +540,12 @@ class Uplink:
                 version, config = document["version"], document["config"]
                 if not isinstance(version, int) or not isinstance(config, dict):
                     raise TypeError("version must be an integer and config an object")
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise Refused(200, f"config answer not understood: {exc}") from None
             data = json.dumps({"version": version, "config": config}, indent=1, sort_keys=True)
+            if len(data.encode()) > CONFIG_LIMIT:  # the readers would refuse the file
+                log.error("venue config version %d is too large to keep; not applied", version)
+                raise Refused(200, f"config of more than {CONFIG_LIMIT} bytes")
             # Readable by the portal, which may run as another user; it holds nothing secret.
             write_atomic(self.state_dir / CONFIG_FILE, data.encode() + b"\n", 0o644)
             self._config_version, self._config_version_read = version, True
@@ -608,14 +655,16 @@ class Uplink:
 
     def poll_commands(self, wait: int = LONG_POLL) -> list[dict[str, Any] | None]:
         """One long poll; every command it brings is handled. Returns the results posted."""
-        resp = self._signed("GET", f"/device/commands?wait={wait}", read_timeout=wait + 15)
+        resp = self._signed(
+            "GET", f"/device/commands?wait={wait}", read_timeout=wait + 15, limit=COMMANDS_LIMIT
+        )
         if resp.status_code != 200:
             raise Refused(resp.status_code, f"command poll refused: {_error(resp)}")
         try:
             commands = resp.json()["commands"]
             if not isinstance(commands, list):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise Refused(200, "command poll answer not understood") from None
         return [self.handle_command(c) for c in commands]
 
