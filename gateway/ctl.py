@@ -1,4 +1,10 @@
-"""`plaza-ctl`: the operator's view of the gateway through its control socket."""
+"""`plaza-ctl`: the operator's view of the gateway through its control socket.
+
+What it prints comes partly from the stations (a DHCP host name is whatever bytes a phone
+sent): text output shows every character that is not printable as an escape (`\\x1b`), so no
+station can move the operator's cursor, clear the screen or retitle the terminal. JSON output
+is escaped by json itself (ASCII only), and DEL, the one control character json leaves, too.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,18 @@ import time
 from gateway.control_client import ControlClient, ControlError
 
 DEFAULT_SOCKET = "/run/plaza/control.sock"
+
+
+def _safe(value: object) -> str:
+    """`value` as text with every non-printable character escaped (a terminal obeys ESC)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, indent=2).replace("\x7f", "\\u007f")
 
 
 def _size(n: int | None) -> str:
@@ -34,8 +52,8 @@ def _print_clients(clients: list[dict]) -> None:
         down, up = _size(c.get("bytes_down")), _size(c.get("bytes_up"))
         quota = _size(c.get("bytes_remaining"))
         print(
-            f"{c['mac']:17}  {c['ip'] or '-':15}  {c['state']:10}  {left_s:>7}  {down:>8}  "
-            f"{up:>8}  {quota:>10}  {c['hostname']}"
+            f"{_safe(c['mac']):17}  {_safe(c['ip'] or '-'):15}  {_safe(c['state']):10}  "
+            f"{left_s:>7}  {down:>8}  {up:>8}  {quota:>10}  {_safe(c['hostname'])}"
         )
 
 
@@ -101,28 +119,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "clients":
             found = ctl.clients()
             if args.json:
-                print(json.dumps(found, indent=2))
+                print(_json(found))
             else:
                 _print_clients(found)
         elif args.command == "client":
-            print(json.dumps(ctl.client(args.client), indent=2))
+            print(_json(ctl.client(args.client)))
         elif args.command == "auth":
             c = ctl.call("auth", client=args.client, **_overrides(args))["client"]
             if c["expires_at"] is None:
                 until = "further notice (trusted MAC)"
             else:
                 until = time.strftime("%H:%M:%S", time.localtime(c["expires_at"]))
-            print(f"authorized {c['mac']} ({c['ip']}) until {until}")
+            print(f"authorized {_safe(c['mac'])} ({_safe(c['ip'])}) until {until}")
         elif args.command == "deauth":
             c = ctl.deauth(args.client)
-            print(f"deauthorized {c['mac']} ({c['ip']})")
+            print(f"deauthorized {_safe(c['mac'])} ({_safe(c['ip'])})")
         elif args.command in ("block", "unblock", "trust", "untrust"):
             ctl.call("access", action=args.command, mac=args.mac)
-            print(f"{args.command}ed {args.mac}")
+            print(f"{args.command}ed {_safe(args.mac)}")
         elif args.command == "access":
-            print(json.dumps(ctl.call("access-lists")["access"], indent=2))
+            print(_json(ctl.call("access-lists")["access"]))
     except ControlError as exc:
-        print(f"plaza-ctl: {exc}", file=sys.stderr)
+        print(f"plaza-ctl: {_safe(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -19,15 +19,16 @@ daemon killed in between writes their final records when it starts again.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from gateway import ruleset
+from gateway import hostnames, ruleset
 from gateway.access import RuntimeAccess
 from gateway.accounting import Meter, UsageRecord
 from gateway.config import Config
@@ -48,6 +49,8 @@ from gateway.sessions import (
     SessionError,
     SessionTable,
     State,
+    normalize_ip,
+    normalize_mac,
 )
 from gateway.store import Store
 from gateway.venue_policy import VenuePolicy
@@ -76,6 +79,11 @@ class Gateway:
         self.presence = PresenceOutbox(config.db_path)
         # Set by the daemon when the station detector runs (gateway/detect.py SeenSets).
         self.forget_seen: Callable[[list[tuple[str, str]]], None] | None = None
+        # Set by the neighbour watcher (gateway/neighbours.py Neighbours.confirm): a lease
+        # release is a claim anyone can forge, so it only starts a unicast re-probe of the
+        # address holder's MAC; the station leaves when that goes unanswered. None (no
+        # watcher): a release ends the station's presence at once.
+        self.confirm_departure: Callable[[str, str], None] | None = None
         self.table = SessionTable(
             default_minutes=config.session.default_minutes,
             max_minutes=config.session.max_minutes,
@@ -177,9 +185,30 @@ class Gateway:
         sessions want: the thorough reconcile's check of the gateway's own bookkeeping."""
         return {g.session: g for g in self._desired_grants()} == self.granted
 
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One session-table event and the `apply` of its operations, all or nothing.
+
+        The table changes in memory first (it is pure: events in, operations out) and the
+        database may then refuse the writes (a full disk, a value SQLite cannot store). Left
+        as it was, memory would say a session ended that the database and the kernel still
+        hold, and the ended session's final usage would never be written. So the table keeps
+        a journal of what the event changed and puts it back when the writes fail; the kernel
+        is only touched after the database, so it has nothing to undo, and the batch's usage
+        records are carried by the next record (`_unrecord`)."""
+        self.table.begin()
+        try:
+            yield
+        except BaseException:
+            self.table.rollback()
+            raise
+        finally:
+            self.table.commit()
+
     def apply(self, ops: list[Op], records: Iterable[UsageRecord] = ()) -> None:
         """Database first (clients, ended sessions, usage records in one transaction), then
-        the kernel (the touched sessions' grants, in one transaction)."""
+        the kernel (the touched sessions' grants, in one transaction). Within `atomic()`, a
+        failed write rolls the table back to what the database holds."""
         saves = [op.client for op in ops if isinstance(op, Save)]
         ended = [op for op in ops if isinstance(op, EndSession)]
         records = list(records)
@@ -191,7 +220,9 @@ class Gateway:
             self.store.write(saves, ended, records, closing)
         except Exception:
             self._unrecord(records)  # not written: the next record carries this usage again
+            self.table.rollback()
             raise
+        self.table.checkpoint()  # the database holds this: a later failure goes back to here
         self.records_written += len(records)
         for meter in closing:
             self.meters.pop(meter.session_id, None)
@@ -274,7 +305,8 @@ class Gateway:
         if defaults is not None:
             self.table.defaults = defaults
             self.table.default_minutes = defaults.session_minutes
-        self.apply(self.table.tick(self.clock()))
+        with self.atomic():
+            self.apply(self.table.tick(self.clock()))
         self.finalize(FINALIZE_PER_TICK)
 
     def poll(self) -> None:
@@ -292,19 +324,20 @@ class Gateway:
         ops: list[Op] = []
         records: list[UsageRecord] = []
         interval = self.config.accounting.interim_seconds
-        for client in self.table.authorized():
-            meter = self.meters.get(client.session_id or "")
-            if meter is None:
-                continue
-            idle = client.policy.idle_seconds if client.policy else 0
-            if meter.exhausted():
-                ops += self.table.end(client.mac, now, Reason.QUOTA)
-            elif meter.idle(idle, now):
-                ops += self.table.end(client.mac, now, Reason.IDLE_TIMEOUT)
-            elif meter.interim_due(interval, now):
-                records.append(meter.record(now))
-        if ops or records:
-            self.apply(ops, records)
+        with self.atomic():
+            for client in self.table.authorized():
+                meter = self.meters.get(client.session_id or "")
+                if meter is None:
+                    continue
+                idle = client.policy.idle_seconds if client.policy else 0
+                if meter.exhausted():
+                    ops += self.table.end(client.mac, now, Reason.QUOTA)
+                elif meter.idle(idle, now):
+                    ops += self.table.end(client.mac, now, Reason.IDLE_TIMEOUT)
+                elif meter.interim_due(interval, now):
+                    records.append(meter.record(now))
+            if ops or records:
+                self.apply(ops, records)
         self.finalize()
 
     # -- kernel bookkeeping ----------------------------------------------------------------
@@ -493,7 +526,8 @@ class Gateway:
         who = self._str(request, "client")
         overrides = overrides_from(request, self.config.session.max_minutes)
         now = self.clock()
-        self.apply(self.table.authorize(who, now, overrides=overrides))
+        with self.atomic():
+            self.apply(self.table.authorize(who, now, overrides=overrides))
         client = self.table.find(who)
         log.info("authorized %s (%s) with %s", client.mac, client.ip, client.policy)
         return {"client": self.view(client, now)}
@@ -504,7 +538,8 @@ class Gateway:
         if reason not in (Reason.ADMIN, Reason.LOGOUT):
             raise SessionError("'reason' must be 'admin' or 'logout'")
         now = self.clock()
-        self.apply(self.table.deauthorize(who, now, reason))
+        with self.atomic():
+            self.apply(self.table.deauthorize(who, now, reason))
         return {"client": self.view(self.table.find(who), now)}
 
     def op_access(self, request: dict) -> dict:
@@ -514,7 +549,8 @@ class Gateway:
         configured = self.config.policy.access()
         self.runtime_access.change(action, mac, configured)
         self.table.access = self.runtime_access.effective(configured)
-        self.apply(self.table.tick(self.clock()))
+        with self.atomic():
+            self.apply(self.table.tick(self.clock()))
         log.info("access: %s %s", action, mac)
         return {"access": self.runtime_access.view(configured)}
 
@@ -528,7 +564,7 @@ class Gateway:
         try:
             event = login_event(
                 client.mac, self.clock(), request.get("wallet_user"), request.get("opt_in"),
-                request.get("connect_url"),
+                request.get("connect_url"), request.get("consent"),
             )  # fmt: skip
         except ValueError as exc:
             raise SessionError(str(exc)) from None
@@ -536,21 +572,41 @@ class Gateway:
         return {}
 
     def op_lease(self, request: dict) -> dict:
-        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del."""
+        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del. A host
+        name that is not printable UTF-8 is dropped (gateway/hostnames.py), the event kept."""
         action = self._str(request, "action")
         mac = self._str(request, "mac")
         ip = self._str(request, "ip")
         hostname = request.get("hostname") or ""
         if not isinstance(hostname, str):
             raise SessionError("'hostname' must be a string")
+        hostname = hostnames.clean(hostname)
         now = self.clock()
         if action in ("add", "old"):
-            self.apply(self.table.seen(mac, ip, now, hostname))
+            with self.atomic():
+                self.apply(self.table.seen(mac, ip, now, hostname))
         elif action == "del":
-            self.apply(self.table.leave(mac, now, ip))
+            self._released(mac, ip, now)
         else:
             raise SessionError(f"unknown lease action: {action!r}")
         return {}
+
+    def _released(self, mac: str, ip: str, now: float) -> None:
+        """dnsmasq dropped a lease: a DHCPRELEASE (or the lease ran out). A release names the
+        lease by MAC and client-id, both public on an open network, so any station can send
+        one for another: treated like a neighbour failure, it is confirmed first. The
+        neighbour watcher points the address back at its holder's MAC and has the kernel
+        probe it unicast; only no answer ends the station's presence (reason `left`). A
+        release for an address the station does not hold is stale and ignored."""
+        client = self.table.clients.get(normalize_mac(mac))
+        if client is None or client.ip is None or client.ip != normalize_ip(ip):
+            return
+        if self.confirm_departure is None:
+            with self.atomic():
+                self.apply(self.table.leave(client.mac, now, client.ip))
+            return
+        log.info("lease of %s at %s released: probing it before it counts", client.mac, ip)
+        self.confirm_departure(client.ip, client.mac)
 
     def neighbour(self, mac: str | None, ip: str, failed: bool = False) -> None:
         """A station's address seen on the LAN (a netlink neighbour entry that became
@@ -558,9 +614,10 @@ class Gateway:
         `failed`, one the router could no longer reach."""
         now = self.clock()
         try:
-            if failed:
-                self.apply(self.table.lost(ip, now, mac))
-            elif mac:
-                self.apply(self.table.seen(mac, ip, now, authoritative=False))
+            with self.atomic():
+                if failed:
+                    self.apply(self.table.lost(ip, now, mac))
+                elif mac:
+                    self.apply(self.table.seen(mac, ip, now, authoritative=False))
         except SessionError as exc:
             log.debug("ignored neighbour %s %s: %s", ip, mac, exc)

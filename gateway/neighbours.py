@@ -9,6 +9,10 @@ the kernel's word alone is not enough to log someone out:
 So a failure is confirmed first: the entry is set back to the address holder's MAC in state
 PROBE, and the kernel probes that MAC unicast. An answer (REACHABLE) clears it; a second
 failure within CONFIRM_SECONDS ends the station's IPv4 presence or drops the IPv6 address.
+
+A DHCP release is the same kind of claim (any station can send one for another: the MAC and
+client-id it names are public on an open network), so it goes the same way (`confirm`): the
+gateway hands it here, the holder's MAC is probed, and only the probe's failure is a departure.
 """
 
 from __future__ import annotations
@@ -84,6 +88,19 @@ class Neighbours:
         elif state & NUD_FAILED and probes:
             self._failed(ip, now)
 
+    def confirm(self, ip: str, mac: str) -> None:
+        """Probe `mac` at `ip` now (a released lease): as after a first failure, an answer
+        clears it and the probe's failure is the station's departure."""
+        now = self.clock()
+        self._expire(now)
+        self.confirming[ip] = (mac, now)
+        self.reprobe(ip, mac)
+
+    def _expire(self, now: float) -> None:
+        self.confirming = {
+            a: v for a, v in self.confirming.items() if now - v[1] <= CONFIRM_SECONDS
+        }
+
     def _failed(self, ip: str, now: float) -> None:
         holder = self.gateway.table.by_ip.get(ip)
         if holder is None:
@@ -94,9 +111,7 @@ class Neighbours:
             self.departures += 1
             self.gateway.neighbour(holder, ip, failed=True)
             return
-        self.confirming = {
-            a: v for a, v in self.confirming.items() if now - v[1] <= CONFIRM_SECONDS
-        }
+        self._expire(now)
         self.confirming[ip] = (holder, now)
         self.reprobe(ip, holder)
 
@@ -155,6 +170,7 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
 
     neighbours = Neighbours(gateway, ifindex, reprobe)
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    gateway.confirm_departure = neighbours.confirm
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((0, RTMGRP_NEIGH))
@@ -174,6 +190,7 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
             for message in parse(data):
                 neighbours.message(*message)
     finally:
+        gateway.confirm_departure = None
         sock.close()
 
 

@@ -207,6 +207,53 @@ class SessionTable:
     # Authorized clients, kept as sessions open and end (`ping` asks often; counting 10,000
     # clients each time is not free). Only `authorize` and `_end` change a client's state.
     authorized_count: int = 0
+    # Clients as they were before the running event changed them (None: added by it), while
+    # the gateway applies the event (`begin` ... `commit`/`rollback`); None outside one.
+    _journal: dict[str, Client | None] | None = field(default=None, repr=False)
+    _counts: tuple[int, int] = field(default=(0, 0), repr=False)
+
+    # -- transactions ----------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start a journal: every client an event changes is copied before its first change,
+        so `rollback()` can put the table back if the database refuses the event's writes.
+        A copy costs what the event touches (one or two clients), never the whole table."""
+        self._journal = {}
+        self._counts = (self.authorized_count, self.evicted)
+
+    def checkpoint(self) -> None:
+        """What the journal covers has been written: changes from here on are a new batch."""
+        if self._journal is not None:
+            self.begin()
+
+    def commit(self) -> None:
+        self._journal = None
+
+    def rollback(self) -> None:
+        """Undo the changes since `begin` (or the last `checkpoint`): clients, their address
+        index, the counts. Without a journal, nothing."""
+        journal, self._journal = self._journal, None
+        if journal is None:
+            return
+        for mac in journal:
+            current = self.clients.get(mac)
+            for address in current.addresses() if current else ():
+                if self.by_ip.get(address) == mac:
+                    del self.by_ip[address]
+        for mac, before in journal.items():
+            if before is None:
+                self.clients.pop(mac, None)
+            else:
+                self.clients[mac] = before
+        for mac, before in journal.items():
+            for address in before.addresses() if before else ():
+                self.by_ip[address] = mac
+        self.authorized_count, self.evicted = self._counts
+
+    def _keep(self, mac: str) -> None:
+        """Journal `mac`'s client as it is now, before the event's first change to it."""
+        if self._journal is not None and mac not in self._journal:
+            client = self.clients.get(mac)
+            self._journal[mac] = replace(client) if client is not None else None
 
     # -- queries ---------------------------------------------------------------------------
     def find(self, who: str) -> Client:
@@ -258,6 +305,7 @@ class SessionTable:
             holder = self.by_ip.get(ip)
             if (holder and holder != mac) or (client and client.ip and client.ip != ip):
                 return []
+        self._keep(mac)
         had = bool(client and client.addresses())
         dirty = client is None or bool(hostname and hostname[:63] != client.hostname)
         dirty = dirty or bool(ip and ip != client.ip)
@@ -267,6 +315,7 @@ class SessionTable:
             # The address now belongs to this station: whoever held it loses its binding.
             holder = self.by_ip.get(ip)
             if holder and holder != mac:
+                self._keep(holder)
                 ops += self._end(self.clients[holder], Event.LEAVE, Reason.ADDRESS_TAKEN, now)
                 other = self.clients[holder]
                 other.ip = None
@@ -309,6 +358,7 @@ class SessionTable:
             key=lambda c: c.last_seen,
         )
         for client in captive[: max(1, MAX_STATIONS // 10)]:
+            self._keep(client.mac)
             for address in client.addresses():
                 if self.by_ip.get(address) == client.mac:
                     del self.by_ip[address]
@@ -325,6 +375,7 @@ class SessionTable:
         holder = self.by_ip.get(ip)
         if holder and holder != mac:
             return []
+        self._keep(mac)
         client = self.clients.get(mac) or self._new(mac, now)
         had = bool(client.addresses())
         client.last_seen = now
@@ -361,6 +412,7 @@ class SessionTable:
         holder = self.by_ip.get(ip)
         if holder is None or (mac is not None and normalize_mac(mac) != holder):
             return []
+        self._keep(holder)
         client = self.clients[holder]
         if ip in client.ip6:
             client.ip6 = tuple(a for a in client.ip6 if a != ip)
@@ -406,6 +458,7 @@ class SessionTable:
         client = self.find(who)
         if not client.addresses():
             raise SessionError(f"client {client.mac} has no known address yet")
+        self._keep(client.mac)
         was = client.state
         count = self.online() if self.access.max_clients and was is State.CAPTIVE else 0
         refused = self.access.refuse(client.mac, count, was is State.AUTHORIZED)
@@ -460,6 +513,7 @@ class SessionTable:
         client = self.clients.get(normalize_mac(mac))
         if client is None or (ip is not None and normalize_ip(ip) != client.ip):
             return []
+        self._keep(client.mac)
         ops = self._end(client, Event.LEAVE, Reason.LEFT, now)
         if client.addresses():
             ops.append(Presence("leave", client.mac, now))
@@ -504,6 +558,7 @@ class SessionTable:
             if event is Event.DEAUTHORIZE:
                 raise SessionError(f"client {client.mac} is not authorized")
             return []
+        self._keep(client.mac)
         client.state = transition(client.state, event)
         self.authorized_count -= 1
         ops: list[Op] = [Revoke(element) for element in client.elements()]

@@ -94,6 +94,48 @@ def test_stale_confirmation_does_not_count(gw: Gateway, clock: FakeClock) -> Non
     assert state(gw) == "authorized" and len(probes.asked) == 2
 
 
+def release(gw: Gateway, mac: str = MAC, ip: str = IP) -> dict:
+    return gw.handle({"op": "lease", "action": "del", "mac": mac, "ip": ip})
+
+
+def test_a_forged_release_is_refuted_by_the_holder(gw: Gateway, clock: FakeClock) -> None:
+    """A DHCPRELEASE with the victim's MAC, client-id and address, sent by anyone: only a
+    probe of the holder's MAC; the holder answers and stays online."""
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    assert release(gw) == {"ok": True}
+    assert probes.asked == [(IP, MAC)]
+    assert state(gw) == "authorized" and gw.firewall.allowed() == {(IP, MAC)}
+    n.message(LAN, NUD_PROBE, IP, MAC, 0)  # the probe under way
+    n.message(LAN, NUD_REACHABLE, IP, MAC, 1)  # the holder answers
+    clock.advance(3)
+    n.message(LAN, NUD_FAILED, IP, None, 3)  # a later failure starts over, it is no departure
+    assert state(gw) == "authorized" and n.departures == 0 and len(probes.asked) == 2
+
+
+def test_a_release_nobody_answers_for_is_a_departure(gw: Gateway, clock: FakeClock) -> None:
+    n, probes = watcher(gw, clock)
+    assert probes.asked == []
+    gw.confirm_departure = n.confirm
+    release(gw)
+    assert probes.asked == [(IP, MAC)]
+    clock.advance(3)
+    n.message(LAN, NUD_FAILED, IP, None, 3)  # the probe of the holder's MAC went unanswered
+    assert state(gw) == "captive" and gw.table.clients[MAC].last_end_reason == "left"
+    assert gw.table.clients[MAC].ip is None and gw.firewall.allowed() == set()
+    assert n.departures == 1 and [s.reason for s in gw.store.ended_sessions()] == ["left"]
+
+
+def test_a_release_of_an_address_the_station_does_not_hold_probes_nothing(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    assert release(gw, ip="198.19.0.9") == {"ok": True}  # stale: not its address
+    assert release(gw, mac=EVIL) == {"ok": True}  # a MAC that holds nothing
+    assert probes.asked == [] and state(gw) == "authorized"
+
+
 def test_failed_ipv6_address_is_dropped_not_the_station(gw: Gateway, clock: FakeClock) -> None:
     n, _ = watcher(gw, clock)
     n.message(LAN, NUD_STALE, V6, MAC, 0)
