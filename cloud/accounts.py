@@ -14,6 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from cloud.models import Merchant, Venue
 from cloud.venue_config import DEFAULT_CONFIG, validate_config
+from gateway.config import HOSTNAME_RE
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 MIN_PASSWORD = 8
@@ -45,7 +46,33 @@ def check_password(merchant: Merchant, password: str) -> bool:
     return check_password_hash(merchant.password_hash, password)
 
 
-def create_venue(db: Session, merchant_id: str, name: str, now: float) -> Venue:
+def portal_host(value: str) -> str:
+    """A venue's portal host as registered: a DNS name (the portal certificate's), with a
+    port only if not 443, lower-case; AccountError otherwise. Shoppers' consent proofs and
+    every link pushed for the venue must name exactly this (cloud/presence.py)."""
+    host, _, port = value.strip().lower().partition(":")
+    host = host.rstrip(".")
+    if (
+        not HOSTNAME_RE.match(host)
+        or "." not in host
+        or host.replace(".", "").isdigit()
+        or (port and (not port.isdigit() or not 0 < int(port) < 65536))
+    ):
+        raise AccountError(f"portal host must be a DNS name[:port], got {value!r}")
+    return host if port in ("", "443") else f"{host}:{int(port)}"
+
+
+def set_portal_host(db: Session, venue_id: str, host: str | None) -> Venue:
+    venue = db.get(Venue, venue_id)
+    if venue is None:
+        raise AccountError(f"no venue {venue_id}")
+    venue.portal_host = portal_host(host) if host else None
+    return venue
+
+
+def create_venue(
+    db: Session, merchant_id: str, name: str, now: float, portal: str | None = None
+) -> Venue:
     if db.get(Merchant, merchant_id) is None:
         raise AccountError(f"no merchant {merchant_id}")
     name = name.strip()
@@ -55,8 +82,9 @@ def create_venue(db: Session, merchant_id: str, name: str, now: float) -> Venue:
         {**DEFAULT_CONFIG, "branding": {**DEFAULT_CONFIG["branding"], "name": name}}
     )
     venue = Venue(
-        merchant_id=merchant_id, name=name, config=config, config_version=1, created_at=now
-    )
+        merchant_id=merchant_id, name=name, config=config, config_version=1, created_at=now,
+        portal_host=portal_host(portal) if portal else None,
+    )  # fmt: skip
     db.add(venue)
     db.flush()
     return venue

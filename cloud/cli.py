@@ -123,9 +123,18 @@ def cmd_create_venue(args: argparse.Namespace) -> int:
     from cloud.accounts import create_venue
 
     venue = _in_session(
-        args, lambda db, _: create_venue(db, args.merchant_id, args.name, time.time())
+        args,
+        lambda db, _: create_venue(db, args.merchant_id, args.name, time.time(), args.portal_host),
     )
     print(venue.id)
+    return 0
+
+
+def cmd_set_portal_host(args: argparse.Namespace) -> int:
+    from cloud.accounts import set_portal_host
+
+    venue = _in_session(args, lambda db, _: set_portal_host(db, args.venue_id, args.host))
+    print(venue.portal_host or "none")
     return 0
 
 
@@ -210,7 +219,17 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("create-venue", help="add a venue; prints its id")
     v.add_argument("merchant_id")
     v.add_argument("name")
+    v.add_argument(
+        "--portal-host",
+        help="the routers' portal host name (its certificate's); shoppers' consent must name it",
+    )
     v.set_defaults(func=cmd_create_venue)
+    h = sub.add_parser(
+        "set-portal-host", help="register (or, with '', clear) a venue's portal host"
+    )
+    h.add_argument("venue_id")
+    h.add_argument("host")
+    h.set_defaults(func=cmd_set_portal_host)
     c = sub.add_parser("create-claim", help="a one-time enrolment code; printed once")
     c.add_argument("venue_id")
     c.add_argument("--days", type=float, default=7)

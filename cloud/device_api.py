@@ -131,5 +131,6 @@ def post_presence() -> ResponseReturnValue:
         events = presence.validate_events(json_object(g.body))
     except presence.PresenceError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    accepted, duplicates = presence.store_events(get_db(), g.device, events, now())
-    return jsonify(accepted=accepted, duplicates=duplicates)
+    check = presence.consent_check(current_app)
+    accepted, duplicates, refused = presence.store_events(get_db(), g.device, events, now(), check)
+    return jsonify(accepted=accepted, duplicates=duplicates, refused=refused)

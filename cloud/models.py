@@ -71,6 +71,9 @@ class Venue(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     config_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[float] = mapped_column(Float)
+    # The portal's host name, as the merchant registered it (never as a router says it): a
+    # shopper's consent proof must name it, and so must every link pushed for this venue.
+    portal_host: Mapped[str | None] = mapped_column(String(253))
 
 
 class ClaimCode(Base):
@@ -99,6 +102,11 @@ class Device(Base):
     last_heartbeat_at: Mapped[float | None] = mapped_column(Float)
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Presence this router sent without the wallet's proof (cloud/presence.py): refused, and
+    # counted for the merchant's dashboard, as a rooted or misconfigured router would.
+    presence_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    presence_refused_reason: Mapped[str | None] = mapped_column(String(200))
+    presence_refused_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Nonce(Base):
@@ -201,6 +209,23 @@ class ShopperLink(Base):
     # The shopper's one-tap reconnect link as the router reported it with the login
     # (`https://<portal host>/reconnect/<token>`): what a push on a later join links to.
     connect_url: Mapped[str | None] = mapped_column(String(1024))
+    # The wallet's consent proof this link stands on (consent_proofs.jti); links made before
+    # proofs existed have none and are never pushed to.
+    consent_jti: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConsentProof(Base):
+    """A wallet consent proof the cloud has accepted: each is used once, so a router cannot
+    replay an old one to opt a shopper back in after they withdrew."""
+
+    __tablename__ = "consent_proofs"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id"))
+    wallet_user: Mapped[str] = mapped_column(String(128))
+    issued_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    used_at: Mapped[float] = mapped_column(Float)
 
 
 class PushJob(Base):

@@ -3,7 +3,13 @@
 Events are stored once per (device, key) like usage. Only events new to the cloud have
 effects, so a resent batch neither re-links nor re-pushes:
 - `login` with `opt_in: true` links the MAC to the wallet user at the venue (upsert), with
-  the shopper's one-tap reconnect link if the router sent one (`connect_url`);
+  the shopper's one-tap reconnect link (`connect_url`), but only on the wallet's evidence: a
+  consent proof (portal/wallet/consent.py) signed by the wallet's key, for this wallet user,
+  for the venue's registered portal host, for exactly this link, made at this login, and never
+  used before. A router is the merchant's box; a rooted one could otherwise put any wallet
+  user's name on a login and have the cloud message them with a link of its choosing. An
+  opt-in without such a proof is refused (stored as a plain login without the user), and
+  counted on the router (`devices.presence_refused`), for the dashboard;
   `login` with `opt_in: false` withdraws an existing link (consent can be taken back);
 - `join` of a MAC with an opted-in link calls every hook in JOIN_HOOKS with (venue, link),
   after the events are committed, so a failing hook cannot lose events.
@@ -14,23 +20,30 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.db import dialect_insert
-from cloud.models import Device, PresenceEvent, ShopperLink, Venue
+from cloud.models import ConsentProof, Device, PresenceEvent, ShopperLink, Venue
 from cloud.usage import KEY_RE, MAC_RE
 from gateway.config import HOSTNAME_RE
 from gateway.presence import CONNECT_URL_RE, MAX_CONNECT_URL  # one definition, both ends
+from portal.wallet import consent
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 KINDS = ("join", "leave", "login")
 FIELDS = {"key", "kind", "mac", "at"}
-OPTIONAL = {"wallet_user", "opt_in", "connect_url"}
+OPTIONAL = {"wallet_user", "opt_in", "connect_url", "consent"}
+LOGIN_SKEW = 900.0  # a consent proof is made within this long of the login it comes with
+MAX_REASON = 200
 
 JoinHook = Callable[[Venue, ShopperLink], None]
 JOIN_HOOKS: list[JoinHook] = []
@@ -87,7 +100,50 @@ def _check(event: Any) -> str | None:
             return "connect_url only comes with a login with opt_in"
         if normal_connect_url(event["connect_url"]) is None:
             return "connect_url must be https://<portal host>/reconnect/<token>"
+    if "consent" in event:
+        proof = event["consent"]
+        if "connect_url" not in event:
+            return "consent only comes with a connect_url"
+        if not isinstance(proof, str) or not 1 <= len(proof) <= consent.MAX_PROOF:
+            return f"consent must be a string of at most {consent.MAX_PROOF} characters"
     return None
+
+
+@dataclass(frozen=True)
+class ConsentCheck:
+    """What the cloud checks consent proofs with: the wallet's public key (PEM), or None when
+    the cloud has no wallet configured, and then no opt-in is ever believed."""
+
+    wallet_public_key: bytes | None
+
+    @classmethod
+    def from_app(cls, app: Flask) -> ConsentCheck:
+        path = app.config.get("WALLET_PUBLIC_KEY_FILE") or os.environ.get(
+            "PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE"
+        )
+        return cls(Path(path).read_bytes() if path else None)
+
+    def verify(self, event: dict[str, Any], venue: Venue, now: float) -> consent.Consent:
+        """The consent behind an opt-in `event` at `venue`, or ConsentError saying why not."""
+        if self.wallet_public_key is None:
+            raise consent.ConsentError("the cloud has no wallet key to check consent with")
+        if not venue.portal_host:
+            raise consent.ConsentError("the venue has no registered portal host")
+        if event.get("consent") is None:
+            raise consent.ConsentError("opt-in without the wallet's consent proof")
+        proof = consent.verify(event["consent"], self.wallet_public_key, None, now)
+        if proof.wallet_user != event["wallet_user"]:
+            raise consent.ConsentError("consent proof is for another wallet user")
+        if proof.origin != f"https://{venue.portal_host}":
+            raise consent.ConsentError("consent proof is for another venue's portal")
+        link = normal_connect_url(event.get("connect_url"))
+        if link is None or not link.startswith(f"https://{venue.portal_host}/"):
+            raise consent.ConsentError("connect_url is not on the venue's portal host")
+        if consent.link_digest(event["connect_url"]) != proof.link_digest:
+            raise consent.ConsentError("consent proof is for another link")
+        if abs(float(event["at"]) - proof.issued_at) > LOGIN_SKEW:
+            raise consent.ConsentError("consent proof is not from this login")
+        return proof
 
 
 def normal_connect_url(url: Any) -> str | None:
@@ -108,6 +164,15 @@ def normal_connect_url(url: Any) -> str | None:
     return f"https://{netloc}/reconnect/{match['token']}"
 
 
+def consent_check(app: Flask) -> ConsentCheck:
+    """The app's ConsentCheck, read from its settings once (a missing key file is an error at
+    the first presence batch, naming the file)."""
+    found = app.extensions.get("plaza_consent")
+    if found is None:
+        found = app.extensions["plaza_consent"] = ConsentCheck.from_app(app)
+    return found
+
+
 def validate_events(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict) or set(body) != {"events"}:
         raise PresenceError('body must be {"events": [...]}')
@@ -123,35 +188,62 @@ def validate_events(body: Any) -> list[dict[str, Any]]:
 
 
 def store_events(
-    db: Session, device: Device, events: list[dict[str, Any]], now: float
-) -> tuple[int, int]:
-    """Store new events and apply their effects; returns (accepted, duplicates). Commits,
-    then runs the join hooks."""
+    db: Session,
+    device: Device,
+    events: list[dict[str, Any]],
+    now: float,
+    check: ConsentCheck | None = None,
+) -> tuple[int, int, int]:
+    """Store new events and apply their effects; returns (accepted, duplicates, refused): an
+    opt-in whose consent does not hold is stored as a plain login without its wallet user,
+    has no effect, and is counted on the device. Commits, then runs the join hooks."""
     if not events:
-        return 0, 0
+        return 0, 0, 0
+    check = check or ConsentCheck(None)
     rows: dict[str, dict[str, Any]] = {}
     for event in events:
         rows.setdefault(event["key"], {
             "device_id": device.id, "venue_id": device.venue_id, "key": event["key"],
             "kind": event["kind"], "mac": event["mac"].lower(), "at": float(event["at"]),
             "wallet_user": event.get("wallet_user"), "opt_in": event.get("opt_in"),
-            "connect_url": normal_connect_url(event.get("connect_url")),
+            "connect_url": normal_connect_url(event.get("connect_url")), "event": event,
         })  # fmt: skip
+    venue = db.get(Venue, device.venue_id)
+    assert venue is not None
+    refusals: dict[str, str] = {}
+    for key, row in rows.items():
+        if row["kind"] == "login" and row["opt_in"]:
+            try:
+                row["proof"] = check.verify(row["event"], venue, now)
+            except consent.ConsentError as exc:
+                refusals[key] = str(exc)
+                row["wallet_user"] = row["opt_in"] = row["connect_url"] = None
     stmt = (
         dialect_insert(db, PresenceEvent)
         .on_conflict_do_nothing(index_elements=["device_id", "key"])
         .returning(PresenceEvent.key)
     )
     # connect_url lives on the link, not the event row (a bearer link, kept once, in one place).
-    event_rows = [{k: v for k, v in r.items() if k != "connect_url"} for r in rows.values()]
+    skip = {"connect_url", "event", "proof"}
+    event_rows = [{k: v for k, v in r.items() if k not in skip} for r in rows.values()]
     new = {row[0] for row in db.execute(stmt, event_rows)}
     links: list[ShopperLink] = []
-    for row in sorted((r for k, r in rows.items() if k in new), key=lambda r: r["at"]):
+    for key, row in sorted(
+        ((k, r) for k, r in rows.items() if k in new), key=lambda kr: kr[1]["at"]
+    ):
         if row["kind"] == "login" and row["opt_in"]:
-            # Each login replaces the link, connect_url included (absent: none), so one
-            # wallet user's reconnect link is never pushed to the next user of this MAC.
-            linked = {"wallet_user": row["wallet_user"], "opted_in": True, "updated_at": now,
-                      "connect_url": row["connect_url"]}  # fmt: skip
+            if not _use_once(db, row["proof"], venue.id, now):
+                refusals[key] = "consent proof already used"
+                continue
+            # Each login replaces the link, connect_url included, so one wallet user's
+            # reconnect link is never pushed to the next user of this MAC.
+            linked = {
+                "wallet_user": row["wallet_user"],
+                "opted_in": True,
+                "updated_at": now,
+                "connect_url": row["connect_url"],
+                "consent_jti": row["proof"].jti,
+            }
             upsert = dialect_insert(db, ShopperLink).values(
                 venue_id=device.venue_id, mac=row["mac"], **linked
             )
@@ -172,14 +264,51 @@ def store_events(
                     ShopperLink.venue_id == device.venue_id,
                     ShopperLink.mac == row["mac"],
                     ShopperLink.opted_in.is_(True),
+                    ShopperLink.consent_jti.is_not(None),
                 )
                 .execution_options(populate_existing=True)
             )
             if link is not None and link not in links:
                 links.append(link)
-    venue = db.get(Venue, device.venue_id)
+    refused = [reason for key, reason in refusals.items() if key in new]
+    if refused:
+        _count_refused(db, device, refused, now)
     db.commit()
     for link in links:
-        assert venue is not None
         on_join(venue, link)
-    return len(new), len(events) - len(new)
+    return len(new), len(events) - len(new), len(refused)
+
+
+def _use_once(db: Session, proof: consent.Consent, venue_id: str, now: float) -> bool:
+    """Record `proof` as used; False if it was used before (a replay)."""
+    stmt = (
+        dialect_insert(db, ConsentProof)
+        .values(
+            jti=proof.jti,
+            venue_id=venue_id,
+            wallet_user=proof.wallet_user,
+            issued_at=proof.issued_at,
+            expires_at=proof.expires_at,
+            used_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["jti"])
+        .returning(ConsentProof.jti)
+    )
+    return db.execute(stmt).first() is not None
+
+
+def _count_refused(db: Session, device: Device, reasons: list[str], now: float) -> None:
+    """Count refused opt-ins on the router, in one statement (routers post concurrently)."""
+    log.warning(
+        "router %s sent %d opt-in(s) without valid consent (%s)",
+        device.id, len(reasons), reasons[-1],
+    )  # fmt: skip
+    db.execute(
+        update(Device)
+        .where(Device.id == device.id)
+        .values(
+            presence_refused=Device.presence_refused + len(reasons),
+            presence_refused_reason=reasons[-1][:MAX_REASON],
+            presence_refused_at=now,
+        )
+    )

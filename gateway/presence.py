@@ -9,8 +9,10 @@ the oldest go, as a stale presence is worth less than the usage records, which a
 dropped.
 
 A `login` event names the wallet user only when the shopper opted in on the portal, and
-carries the one-tap connect link they saved (portal/reconnect.py); opting out sends
-`opt_in: false` so the cloud forgets the link.
+carries the one-tap connect link they saved (portal/reconnect.py) and the wallet's signed
+consent proof (portal/wallet/consent.py), which the cloud checks before it believes any of it:
+this router is only the messenger. Opting out sends `opt_in: false` so the cloud forgets the
+link.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ CONNECT_URL_RE = re.compile(
 )
 MAX_CONNECT_URL = 1024  # what a wallet message's link may hold (lab/wallet/passes.MAX_LINK)
 MAX_WALLET_USER = 128
+MAX_CONSENT = 4096  # portal/wallet/consent.MAX_PROOF
+CONSENT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # a compact JWS
 
 
-def login_event(mac: str, at: float, wallet_user: Any, opt_in: Any, connect_url: Any) -> dict:
+def login_event(
+    mac: str, at: float, wallet_user: Any, opt_in: Any, connect_url: Any, consent: Any = None
+) -> dict:
     """A `login` event, checked as the cloud will check it; ValueError says what is wrong."""
     if not isinstance(opt_in, bool):
         raise ValueError("'opt_in' must be true or false")
@@ -58,6 +64,16 @@ def login_event(mac: str, at: float, wallet_user: Any, opt_in: Any, connect_url:
         ):
             raise ValueError("'connect_url' must be https://<portal host>/reconnect/<token>")
         event["connect_url"] = connect_url
+    if consent is not None:
+        if connect_url is None:
+            raise ValueError("'consent' only comes with a connect_url")
+        if (
+            not isinstance(consent, str)
+            or len(consent) > MAX_CONSENT
+            or not CONSENT_RE.fullmatch(consent)
+        ):
+            raise ValueError("'consent' must be the wallet's compact JWS")
+        event["consent"] = consent
     return event
 
 
@@ -71,7 +87,8 @@ CREATE TABLE IF NOT EXISTS presence_outbox (
     wallet_user VARCHAR(128),
     opt_in BOOLEAN,
     connect_url VARCHAR(1024),
-    sent_at FLOAT
+    sent_at FLOAT,
+    consent VARCHAR(4096)
 )
 """
 
@@ -84,6 +101,9 @@ class PresenceOutbox:
         self._local = threading.local()
         with self._db() as db:
             db.execute(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(presence_outbox)")}
+            if "consent" not in columns:  # a table made before consent proofs
+                db.execute("ALTER TABLE presence_outbox ADD COLUMN consent VARCHAR(4096)")
             db.execute(
                 "CREATE INDEX IF NOT EXISTS presence_unsent ON presence_outbox (sent_at, id)"
             )
@@ -114,6 +134,7 @@ class PresenceOutbox:
                     f"{event['kind'][0]}-{secrets.token_hex(12)}",
                     event["kind"], event["mac"], float(event["at"]),
                     event.get("wallet_user"), event.get("opt_in"), event.get("connect_url"),
+                    event.get("consent"),
                 )
             )  # fmt: skip
         if not rows:
@@ -121,7 +142,7 @@ class PresenceOutbox:
         with self._db() as db:
             db.executemany(
                 "INSERT INTO presence_outbox (key, kind, mac, at, wallet_user, opt_in, "
-                "connect_url) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "connect_url, consent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             (unsent,) = db.execute(
@@ -145,12 +166,12 @@ class PresenceOutbox:
         """The oldest unsent events as the protocol sends them."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT key, kind, mac, at, wallet_user, opt_in, connect_url FROM "
+                "SELECT key, kind, mac, at, wallet_user, opt_in, connect_url, consent FROM "
                 "presence_outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
         events = []
-        for key, kind, mac, at, user, opt_in, url in rows:
+        for key, kind, mac, at, user, opt_in, url, proof in rows:
             event: dict[str, Any] = {"key": key, "kind": kind, "mac": mac, "at": at}
             if kind == "login":
                 event["opt_in"] = bool(opt_in)
@@ -158,6 +179,8 @@ class PresenceOutbox:
                     event["wallet_user"] = user
                 if url:
                     event["connect_url"] = url
+                if proof:
+                    event["consent"] = proof
             events.append(event)
         return events
 

@@ -65,8 +65,9 @@ def push_command(run_dir: Path) -> list[str]:
     return [str(BIN / "plaza-cloud"), "--instance", str(instance_dir(run_dir)), "push-worker"]
 
 
-def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
-    """The demo merchant and its venue (idempotent: kept in `account.json`)."""
+def bootstrap(run_dir: Path, venue_name: str, portal_host: str) -> CloudAccount:
+    """The demo merchant and its venue, registered with the router's portal host name
+    (idempotent: kept in `account.json`)."""
     saved = instance_dir(run_dir) / "account.json"
     if saved.exists():
         return CloudAccount(**json.loads(saved.read_text()))
@@ -76,7 +77,9 @@ def bootstrap(run_dir: Path, venue_name: str) -> CloudAccount:
         run_dir, "create-merchant", "Plaza Demo Café", MERCHANT_EMAIL,
         "--password", MERCHANT_PASSWORD,
     ).split()[-1]  # fmt: skip
-    venue = cli(run_dir, "create-venue", merchant, venue_name).split()[-1]
+    venue = cli(
+        run_dir, "create-venue", merchant, venue_name, "--portal-host", portal_host
+    ).split()[-1]
     _demo_offers(run_dir, venue, venue_name)
     account = CloudAccount(merchant_id=merchant, venue_id=venue)
     saved.write_text(json.dumps(account.__dict__))

@@ -371,6 +371,7 @@ class Lab:
 
         made = keys.provision(self.wallet_dir, f"https://{PORTAL_HOST}")
         self._wallet_push = made["push"]
+        self._wallet_key = made["alipay"]["wallet_public_key_file"]  # also signs consent proofs
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self.spawn(
             "internet-wallet",
@@ -383,16 +384,17 @@ class Lab:
     def _start_cloud(self) -> None:
         """The Plaza cloud (API, dashboard) and its push worker on the fake internet, with
         the demo merchant and venue; the push worker sends through the sandbox wallet."""
-        labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        labcloud.bootstrap(self.run_dir, VENUE_NAME, PORTAL_HOST)
         cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
+        # The web instances check shoppers' consent proofs with the wallet's key.
+        consent_env = {"PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE": self._wallet_key}
         self.spawn("internet-cloud", self.state.internet,
-                   *labcloud.serve_command(self.run_dir, cert, key))  # fmt: skip
+                   *labcloud.serve_command(self.run_dir, cert, key), env=consent_env)  # fmt: skip
         push = self._wallet_push[self.state.wallet_dialect]
         env = {f"PLAZA_CLOUD_WALLET_{k.upper()}": str(v) for k, v in push.items()}
         env["PLAZA_CLOUD_WALLET_URL"] = env.pop("PLAZA_CLOUD_WALLET_BASE_URL")
-        if "PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE" in env:
-            key_file = env.pop("PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE")
-            env["PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE"] = key_file
+        env.pop("PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE", None)
+        env.update(consent_env)
         env["PLAZA_CLOUD_WALLET_CA_BUNDLE"] = str(self.ca.cert_path)
         self.spawn("internet-cloud-push", self.state.internet,
                    *labcloud.push_command(self.run_dir), env=env)  # fmt: skip
@@ -402,7 +404,7 @@ class Lab:
     def enrol_router(self) -> str:
         """Enrol the router with a fresh claim code, as a technician would; returns the
         device id. The daemon's uplink starts with its next start."""
-        account = labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        account = labcloud.bootstrap(self.run_dir, VENUE_NAME, PORTAL_HOST)
         code = labcloud.claim_code(self.run_dir, account.venue_id)
         proc = subprocess.run(
             ["ip", "netns", "exec", self.state.router, str(BIN / "plaza-gateway"), "--config",
@@ -658,7 +660,7 @@ class Lab:
     def _cloud_status(self) -> dict | None:
         if not self.state.cloud:
             return None
-        account = labcloud.bootstrap(self.run_dir, VENUE_NAME)
+        account = labcloud.bootstrap(self.run_dir, VENUE_NAME, PORTAL_HOST)
         enrolled = Path(self.gateway_config().gateway.state_dir) / "cloud.json"
         device = json.loads(enrolled.read_text())["device_id"] if enrolled.exists() else None
         return {

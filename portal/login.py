@@ -9,19 +9,20 @@ pages; no URL from the request is ever used as a redirect target.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, redirect, request, session
 from werkzeug.wrappers import Response
 
 from gateway.control_client import ControlError
+from portal import shopper
 from portal.control import control, unreachable
 
 log = logging.getLogger("plaza.portal.login")
 bp = Blueprint("login", __name__)
 
 TXN_KEY = "login_txn"
-USER_KEY = "wallet_user"
 CALLBACK = {"oidc": "login/callback", "alipay": "login/alipay/callback"}
 
 
@@ -80,11 +81,11 @@ def callback() -> Response:
         log.warning("wallet login refused for %s: %s", who, exc)
         return fail("wallet_unreachable" if "unreachable" in str(exc) else "login_failed")
     try:
-        control().auth(who)
+        client = control().auth(who)
     except ControlError as exc:
         log.warning("gateway refused to authorize %s after login: %s", who, exc)
         return fail("gateway_unreachable" if unreachable(exc) else "login_failed")
-    session[USER_KEY] = {"user_id": user.user_id, "name": user.display_name}
+    shopper.sign_in(user.user_id, user.display_name, client, at=time.time())
     log.info("%s signed in with the %s wallet", who, user.dialect)
     # A full-page navigation after authorization: iOS only shows "Done" after one.
     return redirect("/welcome", code=303)

@@ -8,18 +8,19 @@ template can `{% extends "base.html" %}` and use `t()`, `lang`, `brand` and `off
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, current_app, render_template, request, session, url_for
+from flask import Blueprint, current_app, render_template, request, url_for
 from werkzeug.routing import BuildError
 
 from gateway.config import Config, PortalConfig
 from gateway.control_client import ControlError
-from portal import i18n, push
+from portal import i18n, push, shopper
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
-from portal.status import WALLET_USER_KEY, data_left, minutes_left
+from portal.status import data_left, minutes_left
 from portal.venue import effective_config
 
 bp = Blueprint("pages", __name__)
@@ -138,19 +139,6 @@ def offers(lang: str | None = None) -> list[Offer]:
     ]
 
 
-def wallet_user() -> dict[str, str | None] | None:
-    """The signed-in wallet user from the session, or None if absent or malformed."""
-    user = session.get(WALLET_USER_KEY)
-    if not isinstance(user, dict):
-        return None
-    user_id = user.get("user_id")
-    if not isinstance(user_id, str) or not user_id:
-        return None
-    name = user.get("name")
-    name = " ".join(name.split())[:MAX_NAME] if isinstance(name, str) else ""
-    return {"user_id": user_id, "name": name or None}
-
-
 def venue_paragraphs(text: str) -> list[str]:
     """Blank lines separate paragraphs; single line breaks stay inside one (CSS pre-line)."""
     blocks = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n").strip())
@@ -210,14 +198,16 @@ def welcome() -> str | tuple[str, int]:
             return control_error_page(exc)
         client = None  # unknown to the gateway: not online, which the page says without fuss
     authorized = is_authorized(client)
-    user = wallet_user() if authorized else None
+    user = shopper.current(client) if authorized else None
+    if not authorized and client is not None:
+        shopper.sign_out()  # the session ended: its wallet user goes with it
     return render_template(
         "welcome.html",
         authorized=authorized,
         user=user,
         minutes=minutes_left(client.get("seconds_remaining")) if client and authorized else None,
         data=data_left(client) if client and authorized else None,
-        show_reconnect=bool(config.reconnect.enabled and user),
+        show_reconnect=bool(config.reconnect.enabled and shopper.recent_login(user, time.time())),
         push=push.offer(bool(user)),
         forgotten=request.args.get("forgotten") == "1",
     )

@@ -8,6 +8,13 @@ there and the wallet keeps the link. The portal holds no wallet credential and m
 the wallet for this, and the wallet is in the walled garden, so it works while still captive.
 Tapping the saved pass later (from any MAC) signs the phone in without the authorization round
 trip. A provider without `pass_url` falls back to showing the link on our own page.
+
+When the router is enrolled with a cloud, the wallet page also asks whether the venue may send
+its offers when the shopper is back; if they agree, the wallet returns the browser to
+`/reconnect/saved` with a consent proof it signed (portal/wallet/consent.py). Only then is the
+router told who the shopper is, proof attached, for the cloud to check: the cloud messages
+nobody on the router's word alone. A token is minted only within minutes of a wallet login
+(portal/shopper.py), never from a cookie or a tapped link.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from werkzeug.wrappers import Response
 
 from gateway.config import PortalConfig
 from gateway.control_client import ControlError
-from portal import i18n, push
-from portal.control import control, unreachable
-from portal.login import USER_KEY, fail, provider
+from portal import i18n, push, shopper
+from portal.control import control, control_error_page, unreachable
+from portal.login import fail, provider
 from portal.security import require_csrf
+from portal.wallet import consent
 
 log = logging.getLogger("plaza.portal.reconnect")
 bp = Blueprint("reconnect", __name__)
@@ -133,15 +141,25 @@ def _enabled() -> None:
         abort(404)
 
 
-def _wallet_user() -> dict[str, Any]:
-    user = session.get(USER_KEY)
-    if not isinstance(user, dict) or not user.get("user_id"):
+def _signed_in(*, fresh: bool) -> dict[str, Any] | tuple[str, int]:
+    """The wallet user of this browser in its running gateway session, or an error page; with
+    `fresh`, only one who logged in with the wallet within shopper.RECENT_LOGIN_SECONDS."""
+    try:
+        client = control().client(request.remote_addr or "")
+    except ControlError as exc:
+        if unreachable(exc):
+            return control_error_page(exc)
+        client = {}  # unknown to the gateway: no session, so no wallet user either
+    user = shopper.current(client)
+    if user is None:
         abort(403)
+    if fresh and not shopper.recent_login(user, time.time()):
+        return fail("session_expired")
     return user
 
 
 @bp.post("/reconnect")
-def opt_in() -> str | Response:
+def opt_in() -> str | Response | tuple[str, int]:
     """The shopper asked to be remembered: issue a token and send its link to the wallet.
 
     A 303 to the wallet's add-a-pass page is a full-page navigation away from the portal; the
@@ -149,30 +167,76 @@ def opt_in() -> str | Response:
     """
     _enabled()
     require_csrf()
-    user = _wallet_user()
+    user = _signed_in(fresh=True)
+    if not isinstance(user, dict):
+        return user
     if request.form.get("remember") != "yes":
         return redirect("/welcome", code=303)
     token = tokens().issue(user["user_id"])
     push.remember_token(token)
     config = current_app.config["PLAZA_CONFIG"]
     link = config.portal.url + "reconnect/" + token
-    _tell_gateway(user["user_id"], link)
-    target = _pass_url(link, pass_title(config.portal))
+    offers = push.target() is not None
+    target = _pass_url(link, pass_title(config.portal), offers)
     if target is not None:
+        if offers:
+            session_pending(link)
         log.info("reconnect token issued for a wallet user; sent to the wallet to save it")
         return redirect(target, code=303)
     log.info("reconnect token issued for a wallet user; shown on the page (no wallet passes)")
     return render_template("reconnect.html", link=link, saved=False)
 
 
-def _tell_gateway(user_id: str, link: str | None) -> None:
-    """Who this station's shopper is, for the venue's offers pushed to their wallet when they
-    come back (via the router's uplink to the cloud), or, with `link` None, that they want
-    that no more. Only ever after the shopper's own opt-in; a gateway that cannot be told
-    does not spoil the opt-in itself."""
-    args = {"client": request.remote_addr or "", "wallet_user": user_id, "opt_in": bool(link)}
-    if link and link.startswith("https://"):  # the cloud pushes only https links
+PENDING_KEY = "pending_link"  # the link sent to the wallet, until it returns with consent
+
+
+def session_pending(link: str | None) -> str | None:
+    """Set (or, with None, take) the link this browser sent to the wallet for consent."""
+    if link is not None:
+        session[PENDING_KEY] = link
+        return link
+    found = session.pop(PENDING_KEY, None)
+    return found if isinstance(found, str) else None
+
+
+@bp.get("/reconnect/saved")
+def saved() -> str | Response | tuple[str, int]:
+    """The wallet saved the link and the shopper agreed to the venue's offers: pass the
+    wallet's proof of that to the router, for the cloud. The portal checks only that the proof
+    names this shopper and this link (the cloud checks the signature); anything else, or a
+    visit without a pending link, changes nothing."""
+    _enabled()
+    user = _signed_in(fresh=False)
+    if not isinstance(user, dict):
+        return user
+    link = session_pending(None)
+    proof = request.args.get("proof", "")
+    claims = consent.peek(proof)
+    if (
+        link is None
+        or claims is None
+        or claims.get("sub") != user["user_id"]
+        or claims.get("link") != consent.link_digest(link)
+    ):
+        log.warning(
+            "wallet consent refused for %s: not for this shopper's link", request.remote_addr
+        )
+        return redirect("/welcome", code=303)
+    _tell_gateway(user["user_id"], link, proof)
+    return render_template("reconnect.html", link=link, saved=True)
+
+
+def _tell_gateway(user_id: str, link: str | None, proof: str | None = None) -> None:
+    """Who this station's shopper is, with the wallet's consent proof, for the venue's offers
+    pushed to their wallet when they come back (via the router's uplink to the cloud), or,
+    with `link` None, that they want that no more. A gateway that cannot be told does not
+    spoil the opt-in itself."""
+    args: dict[str, Any] = {
+        "client": request.remote_addr or "", "wallet_user": user_id, "opt_in": bool(link),
+    }  # fmt: skip
+    if link and proof:
         args["connect_url"] = link
+        args["consent"] = proof
     try:
         control().call("shopper", **args)
     except ControlError as exc:
@@ -185,8 +249,9 @@ def pass_title(portal: PortalConfig) -> str:
     return f"{name} Wi-Fi"
 
 
-def _pass_url(link: str, title: str) -> str | None:
-    """The wallet's add-a-pass URL for `link`, or None if this wallet cannot hold passes.
+def _pass_url(link: str, title: str, offers: bool) -> str | None:
+    """The wallet's add-a-pass URL for `link` (asking consent to the venue's offers too, with
+    `offers`), or None if this wallet cannot hold passes.
 
     A provider that cannot be built (say its key file went missing after a portal restart) must
     not turn an opt-in into an error page: the token is issued, so the shopper gets the link on
@@ -194,7 +259,7 @@ def _pass_url(link: str, title: str) -> str | None:
     """
     try:
         make = getattr(provider(), "pass_url", None)
-        target = make(link, title) if make is not None else None
+        target = make(link, title, offers=offers) if make is not None else None
     except (ValueError, OSError) as exc:
         log.warning("no wallet pass for the reconnect link: %s", type(exc).__name__)
         return None
@@ -214,23 +279,27 @@ def tap(token: str) -> Response:
         log.warning("reconnect refused for %s: %s", who, exc)
         return fail("login_failed")
     try:
-        control().auth(who)
+        client = control().auth(who)
     except ControlError as exc:
         log.warning("gateway refused reconnect for %s: %s", who, exc)
         return fail("gateway_unreachable" if unreachable(exc) else "login_failed")
-    session[USER_KEY] = {"user_id": user_id, "name": None}
+    shopper.sign_in(user_id, None, client, at=None)  # signed in, but no wallet login
     push.remember_token(token)
     return redirect("/welcome", code=303)
 
 
 @bp.post("/reconnect/forget")
-def forget() -> Response:
-    """Revoke every reconnect token of the signed-in wallet user."""
+def forget() -> Response | tuple[str, int]:
+    """Revoke every reconnect token of the signed-in wallet user, and forget them here."""
     _enabled()
     require_csrf()
-    user = _wallet_user()
+    user = _signed_in(fresh=False)
+    if not isinstance(user, dict):
+        return user
     count = tokens().revoke_user(user["user_id"])
     push.forget_token()
+    session_pending(None)
     _tell_gateway(user["user_id"], None)
+    shopper.sign_out()
     log.info("revoked %d reconnect token(s) on request", count)
     return redirect("/welcome?forgotten=1", code=303)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, session
+from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from gateway.control_client import ControlError
+from portal import shopper
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
 from portal.i18n import data_size
 from portal.security import require_csrf
 
 bp = Blueprint("status", __name__)
-
-# Set by the login blueprint once the wallet vouches for a shopper:
-# {"user_id": str, "name": str | None}
-WALLET_USER_KEY = "wallet_user"
 
 
 def minutes_left(seconds: int | None) -> int | None:
@@ -44,6 +41,7 @@ def show() -> str | tuple[str, int]:
             return control_error_page(exc)
         client = None  # the gateway does not know this client: so it is not signed in
     authorized = is_authorized(client)
+    shopper.current(client)  # a session that ended takes the wallet user with it
     seconds = client.get("seconds_remaining") if client else None
     return render_template(
         "status.html",
@@ -65,5 +63,5 @@ def logout() -> Response | tuple[str, int]:
         # A second tap, or a session that just expired: already logged out is what was asked.
         if unreachable(exc) or is_authorized(lookup(who)):
             return control_error_page(exc)
-    session.pop(WALLET_USER_KEY, None)  # logged out of the Wi-Fi is logged out of the portal
+    shopper.sign_out()  # logged out of the Wi-Fi is logged out of the portal
     return redirect("/?logged_out=1", code=303)

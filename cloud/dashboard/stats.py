@@ -297,6 +297,8 @@ class DeviceRow:
     clients_authorized: int | None
     clients_captive: int | None
     config_version: int | None
+    presence_refused: int = 0  # opt-ins sent without the wallet's consent (cloud/presence.py)
+    presence_refused_reason: str | None = None
 
 
 def devices(db: Session, venue_id: str, now: float) -> list[DeviceRow]:
@@ -325,6 +327,8 @@ def devices(db: Session, venue_id: str, now: float) -> list[DeviceRow]:
                 clients_authorized=clients.get("authorized"),
                 clients_captive=clients.get("captive"),
                 config_version=health.get("config_version"),
+                presence_refused=d.presence_refused or 0,
+                presence_refused_reason=d.presence_refused_reason,
             )
         )
     return out

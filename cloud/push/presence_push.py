@@ -5,6 +5,10 @@ This runs as a presence join hook, inside the router's request but after its eve
 committed: it only writes rows, so a slow or dead wallet never delays a router, and the
 worker (`plaza-cloud push-worker`, cloud/push/worker.py) does the sending.
 
+Only links made on the wallet's consent (cloud/presence.py) are pushed to, with a link on the
+venue's registered portal host, and at most `PUSH_VENUE_HOURLY_BUDGET` shoppers per venue per
+hour (default 500).
+
 One push per shopper per venue per `PUSH_INTERVAL_HOURS` (default 4): a phone flapping on
 and off the Wi-Fi, or walking past two routers, is not spammed. The shopper is the wallet
 user, not the MAC, so a phone that re-randomizes its MAC does not reset the limit either.
@@ -17,7 +21,7 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, distinct, func, select
 from sqlalchemy.orm import Session
 
 from cloud import db as cloud_db
@@ -76,8 +80,10 @@ def enqueue_join(
         .execution_options(populate_existing=True)
     )
     venue = db.get(Venue, venue_id)
-    if link is None or not link.opted_in or venue is None:
-        return []
+    if link is None or not link.opted_in or link.consent_jti is None or venue is None:
+        return []  # only a link the wallet's consent proof made (cloud/presence.py)
+    if link.connect_url and not link.connect_url.startswith(f"https://{venue.portal_host}/"):
+        return []  # the merchant moved the portal since: the old link is not theirs to push
     # A join the router reports long after it happened (its outbox replayed after an
     # outage) is no welcome any more: only a join within the push TTL counts.
     fresh = db.scalar(
@@ -102,6 +108,17 @@ def enqueue_join(
         .limit(1)
     )
     if recent is not None:
+        return []
+    pushed = db.scalar(
+        select(func.count(distinct(PushJob.shopper))).where(
+            PushJob.venue_id == venue_id, PushJob.created_at > at - 3600
+        )
+    )
+    if (pushed or 0) >= config.venue_hourly_budget:
+        log.warning(
+            "venue %s reached its push budget (%d shoppers this hour): not pushing",
+            venue_id, config.venue_hourly_budget,
+        )  # fmt: skip
         return []
     jobs = []
     message = wallet_message(venue.config, link.connect_url)

@@ -21,6 +21,9 @@ from cloud.push.webpush import load_or_create_vapid_key
 DEFAULT_INTERVAL_HOURS = 4.0  # at most one push per shopper per venue in this time
 DEFAULT_JOB_TTL = 3600.0  # an offer for a shopper who walked in is stale after an hour
 DEFAULT_SUBJECT = "mailto:push@plaza.invalid"
+# At most this many shoppers pushed to per venue per hour: even with every consent in order, a
+# venue (or a router replaying joins) cannot turn the cloud into a mass mailer.
+DEFAULT_VENUE_HOURLY_BUDGET = 500
 
 # config key -> environment variable
 NAMES = {
@@ -40,6 +43,7 @@ NAMES = {
     # Non-public networks a push endpoint may still be in (the lab's stand-in push service);
     # empty: public addresses only (cloud/push/endpoints.py).
     "PUSH_ALLOWED_NETWORKS": "PLAZA_CLOUD_PUSH_ALLOWED_NETWORKS",
+    "PUSH_VENUE_HOURLY_BUDGET": "PLAZA_CLOUD_PUSH_VENUE_HOURLY_BUDGET",
 }
 
 
@@ -78,6 +82,7 @@ class PushSettings:
     wallet_dialect: str
     wallet_ca_bundle: str
     wallet_credentials: dict[str, str]
+    venue_hourly_budget: int = DEFAULT_VENUE_HOURLY_BUDGET
     allowed_networks: tuple[Network, ...] = ()
     # Config only (`PUSH_RESOLVER`, never the environment): tests pass a table, not DNS.
     resolver: Resolver = system_resolver
@@ -103,6 +108,9 @@ class PushSettings:
             },
             allowed_networks=_networks(app),
             resolver=app.config.get("PUSH_RESOLVER") or system_resolver,
+            venue_hourly_budget=int(
+                _positive(app, "PUSH_VENUE_HOURLY_BUDGET", DEFAULT_VENUE_HOURLY_BUDGET)
+            ),
         )
 
     def endpoint_guard(self) -> EndpointGuard:

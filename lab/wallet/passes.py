@@ -1,8 +1,12 @@
 """Passes: links a merchant saves in the shopper's wallet, like "Add to Apple Wallet".
 
-The merchant's page sends the browser to `GET /passes/add?client_id=&title=&link=`; the wallet
-shows what would be saved and the shopper confirms on the wallet's own page (signing in there
-if needed), so no secret of the wallet ever passes through the merchant or its JavaScript. The
+The merchant's page sends the browser to `GET /passes/add?client_id=&title=&link=[&offers=1]`;
+the wallet shows what would be saved and the shopper confirms on the wallet's own page (signing
+in there if needed), so no secret of the wallet ever passes through the merchant or its
+JavaScript. With `offers=1` the page also asks whether the merchant may send its offers when
+the shopper is back; if they agree, the wallet sends the browser back to the merchant's
+`/reconnect/saved` with a consent proof it signed (portal/wallet/consent.py), the only evidence
+the Plaza cloud accepts before it messages anyone. The
 wallet only keeps links to the merchant's own site: the link's origin must be the origin of one
 of the client's registered redirect URIs, and every way back to the merchant is built from that
 registered origin, never from a request parameter, so /passes/add cannot be used as an open
@@ -20,8 +24,9 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -37,11 +42,14 @@ from flask import request as flask_request
 from lab.wallet import consent
 from lab.wallet.settings import WalletAccount, WalletSettings
 from lab.wallet.store import PassBook, PassLimitError, WalletPass
+from portal.wallet import consent as consent_jwt
 
 MAX_TITLE = 80
 MAX_LINK = 1024
 MAX_PASSES = 20
 PARAMS = ("client_id", "title", "link")
+OPTIONAL_PARAMS = ("offers",)
+SAVED_PATH = "/reconnect/saved"  # where a pass with consent returns, on the registered origin
 DEFAULT_PORTS = {"https": 443, "http": 80}
 PLAIN_URL = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a merchant link needs
 
@@ -53,6 +61,8 @@ CONFIRM_PAGE = (
     + """<p><strong>{{ app_name }}</strong> wants to add a pass to your wallet:</p>
 <p class="pass-title">{{ title }}</p>
 <p class="hint">It opens {{ origin }}.</p>
+{% if offers %}<p class="consent">{{ app_name }} may also send its offers to your wallet when
+you are back there. You can take this back with "Forget me" on its page.</p>{% endif %}
 """
     + consent.FORM
     + consent.ACCOUNT
@@ -134,6 +144,7 @@ class PassRequest:
     title: str
     link: str
     origin: str  # the registered origin the link belongs to
+    offers: bool = False  # the merchant also asks to send its offers (a consent proof)
 
     @property
     def welcome(self) -> str:
@@ -236,15 +247,18 @@ def check_link(link: str, shop: Merchant) -> str:
 
 def parse(settings: WalletSettings, args: Mapping[str, list[str]]) -> PassRequest:
     """Check a /passes/add request: the same checks on every GET and POST."""
-    for name in PARAMS:
+    for name in PARAMS + OPTIONAL_PARAMS:
         if len(args.get(name, [])) > 1:
             raise Refused(f"{name} is given more than once.")
     client_id, title, link = (args.get(name, [""])[0] for name in PARAMS)
+    offers = args.get("offers", [""])[0]
+    if offers not in ("", "1"):
+        raise Refused("offers must be 1 or absent.")
     shop = merchant(settings, client_id) if client_id else None
     if shop is None:
         raise Refused("Unknown merchant (client_id): this wallet has no such app registered.")
     title = check_text(title)
-    return PassRequest(shop, title, link, check_link(link, shop))
+    return PassRequest(shop, title, link, check_link(link, shop), offers == "1")
 
 
 def confirm_page(
@@ -256,6 +270,7 @@ def confirm_page(
         app_name=wanted.merchant.name,
         title=wanted.title,
         origin=wanted.origin,
+        offers=wanted.offers,
         account=account,
         error=error,
         action=flask_request.full_path,
@@ -338,10 +353,19 @@ def add() -> Response:
             "Remove one in your passes, then try again.",
             status=409,
         )
+    if wanted.offers:
+        proof = consent_proof(st.settings, decision.account.user_id, wanted, st.clock())
+        return _see_other(wanted.origin + SAVED_PATH + "?" + urlencode({"proof": proof}))
     body = render_template_string(
         SAVED_PAGE, title=item.title, app_name=item.client, back=wanted.welcome
     )
     return _html(body, 200)
+
+
+def consent_proof(settings: WalletSettings, user_id: str, wanted: PassRequest, now: float) -> str:
+    """Signed with the wallet's own key, for the user who just confirmed on this page."""
+    pem = Path(settings.wallet_private_key_file).read_bytes()
+    return consent_jwt.issue(pem, settings.issuer, user_id, wanted.origin, wanted.link, now)
 
 
 @bp.get("/passes")

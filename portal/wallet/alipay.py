@@ -125,9 +125,9 @@ class AlipayProvider:
             claims=claims,
         )
 
-    def pass_url(self, link: str, title: str) -> str:
+    def pass_url(self, link: str, title: str, offers: bool = False) -> str:
         """The add-a-pass page on the authorize page's origin; the wallet knows us by app_id."""
-        return pass_add_url(self.authorize_url, self.app_id, link, title)
+        return pass_add_url(self.authorize_url, self.app_id, link, title, offers)
 
     # -- the gateway ------------------------------------------------------------------------
 

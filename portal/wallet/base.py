@@ -59,7 +59,7 @@ class WalletProvider(Protocol):
         """Check the callback's query args against the transaction; raises LoginError."""
         ...
 
-    def pass_url(self, link: str, title: str) -> str:
+    def pass_url(self, link: str, title: str, offers: bool = False) -> str:
         """Where to send the browser so the shopper can save `link` in their wallet.
 
         "Add to wallet" is browser-mediated: the shopper confirms on the wallet's own page, so
@@ -126,8 +126,15 @@ def origin_of(url: str) -> str:
     return f"https://{parts.netloc}"
 
 
-def pass_add_url(wallet_url: str, client_id: str, link: str, title: str) -> str:
-    """The wallet's add-a-pass page for `link`, on the origin of `wallet_url`."""
+def pass_add_url(
+    wallet_url: str, client_id: str, link: str, title: str, offers: bool = False
+) -> str:
+    """The wallet's add-a-pass page for `link`, on the origin of `wallet_url`; with `offers`
+    the wallet also asks the shopper to let the venue send its offers, and returns a consent
+    proof (portal/wallet/consent.py)."""
     title = " ".join(title.split())[:MAX_PASS_TITLE]
-    query = urlencode({"client_id": client_id, "title": title, "link": link})
+    params = {"client_id": client_id, "title": title, "link": link}
+    if offers:
+        params["offers"] = "1"
+    query = urlencode(params)
     return f"{origin_of(wallet_url)}{PASSES_ADD_PATH}?{query}"

@@ -110,9 +110,9 @@ class OidcProvider:
             claims=merged,
         )
 
-    def pass_url(self, link: str, title: str) -> str:
+    def pass_url(self, link: str, title: str, offers: bool = False) -> str:
         """The issuer's add-a-pass page; the wallet knows us by client_id."""
-        return pass_add_url(self.issuer, self.client_id, link, title)
+        return pass_add_url(self.issuer, self.client_id, link, title, offers)
 
     # -- discovery and keys -----------------------------------------------------------------
 

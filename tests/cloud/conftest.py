@@ -30,6 +30,9 @@ from cloud.models import Venue
 from gateway import signing
 from lab.postgres import PostgresCluster, PostgresUnavailable
 from tests.conftest import FakeClock
+from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
+
+__all__ = ["PORTAL_HOST", "consent_proof"]  # the cloud tests' consent helpers, from one place
 
 BACKENDS = ["sqlite", "postgresql"]
 CLOUD_KEY = signing.new_key()
@@ -112,10 +115,29 @@ def app(db_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Flask]:
             "CLOCK": clock,
             "COMMAND_POLL_SECONDS": 0.05,
             "TESTING": True,
+            "WALLET_PUBLIC_KEY_FILE": str(write_public_key(tmp_path)),
         }
     )
     yield app
     cloud_db.engine(app).dispose()
+
+
+def opt_in_event(
+    key: str,
+    at: float,
+    user: str,
+    mac: str = "02:00:00:00:00:0b",
+    token: str | None = None,
+    **override: Any,
+) -> dict[str, Any]:
+    """A `login` with opt-in as an honest router sends it: the shopper's link and the wallet's
+    consent proof for it (override any field to forge)."""
+    link = f"https://{PORTAL_HOST}/reconnect/{token or 'tok-' + key}"
+    proof = consent_proof(user, link, at)
+    event = {"key": key, "kind": "login", "mac": mac, "at": at, "wallet_user": user,
+             "opt_in": True, "connect_url": link, "consent": proof}  # fmt: skip
+    event.update(override)
+    return event
 
 
 @pytest.fixture
@@ -127,7 +149,7 @@ def client(app: Flask) -> FlaskClient:
 def venue(app: Flask, clock: FakeClock) -> Venue:
     with cloud_db.session(app) as db:
         merchant = create_merchant(db, "Cafe Uno", "owner@cafe.example", "hunter2hunter2", clock())
-        venue = create_venue(db, merchant.id, "Cafe Uno Main St", clock())
+        venue = create_venue(db, merchant.id, "Cafe Uno Main St", clock(), PORTAL_HOST)
         db.commit()
         return venue
 

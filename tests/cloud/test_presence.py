@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from cloud import db as cloud_db
 from cloud import presence
 from cloud.models import PresenceEvent, ShopperLink, Venue
-from tests.cloud.conftest import Router
+from tests.cloud.conftest import Router, opt_in_event
 
 PRESENCE = "/api/v1/device/presence"
 MAC = "02:00:00:00:00:0b"
@@ -41,15 +41,15 @@ def links(app: Flask) -> list[tuple[str, str, bool]]:
 
 def test_events_are_stored_once(app: Flask, router: Router, clock):
     batch = {"events": [event("e1", "join", clock()), event("e2", "leave", clock() + 60)]}
-    assert router.post(PRESENCE, batch).get_json() == {"accepted": 2, "duplicates": 0}
-    assert router.post(PRESENCE, batch).get_json() == {"accepted": 0, "duplicates": 2}
+    assert router.post(PRESENCE, batch).get_json() == {"accepted": 2, "duplicates": 0, "refused": 0}
+    assert router.post(PRESENCE, batch).get_json() == {"accepted": 0, "duplicates": 2, "refused": 0}
     with cloud_db.session(app) as db:
         assert db.scalar(select(func.count()).select_from(PresenceEvent)) == 2
 
 
 def test_login_with_opt_in_links_and_a_later_join_fires_the_hook(app, router, clock, joins):
     t = clock()
-    login = event("e1", "login", t, wallet_user="wallet|alice", opt_in=True)
+    login = opt_in_event("e1", t, "wallet|alice")
     assert router.post(PRESENCE, {"events": [login]}).status_code == 200
     assert links(app) == [(MAC, "wallet|alice", True)]
     assert joins == []
@@ -62,8 +62,8 @@ def test_login_with_opt_in_links_and_a_later_join_fires_the_hook(app, router, cl
 
 def test_login_upserts_the_link(app: Flask, router: Router, clock):
     t = clock()
-    router.post(PRESENCE, {"events": [event("e1", "login", t, wallet_user="u1", opt_in=True)]})
-    router.post(PRESENCE, {"events": [event("e2", "login", t + 1, wallet_user="u2", opt_in=True)]})
+    router.post(PRESENCE, {"events": [opt_in_event("e1", t, "u1")]})
+    router.post(PRESENCE, {"events": [opt_in_event("e2", t + 1, "u2")]})
     assert links(app) == [(MAC, "u2", True)]
 
 
@@ -71,7 +71,7 @@ def test_login_without_opt_in_links_nothing_and_withdraws(app, router, clock, jo
     t = clock()
     router.post(PRESENCE, {"events": [event("e0", "login", t, wallet_user="u1", opt_in=False)]})
     assert links(app) == []
-    router.post(PRESENCE, {"events": [event("e1", "login", t, wallet_user="u1", opt_in=True)]})
+    router.post(PRESENCE, {"events": [opt_in_event("e1", t, "u1")]})
     router.post(PRESENCE, {"events": [event("e2", "login", t + 5, wallet_user="u1", opt_in=False)]})
     assert links(app) == [(MAC, "u1", False)]
     router.post(PRESENCE, {"events": [event("e3", "join", t + 99)]})
@@ -85,7 +85,7 @@ def test_join_of_unlinked_mac_fires_nothing(router: Router, clock, joins):
 
 def test_join_before_login_in_one_batch_is_not_a_return(router: Router, clock, joins):
     t = clock()
-    batch = [event("e1", "join", t), event("e2", "login", t + 5, wallet_user="u", opt_in=True)]
+    batch = [event("e1", "join", t), opt_in_event("e2", t + 5, "u")]
     router.post(PRESENCE, {"events": batch})
     assert joins == []
 
@@ -97,7 +97,7 @@ def test_failing_hook_loses_no_event(app: Flask, router: Router, clock, joins):
     presence.JOIN_HOOKS.insert(0, broken)
     try:
         t = clock()
-        router.post(PRESENCE, {"events": [event("e1", "login", t, wallet_user="u", opt_in=True)]})
+        router.post(PRESENCE, {"events": [opt_in_event("e1", t, "u")]})
         response = router.post(PRESENCE, {"events": [event("e2", "join", t + 10)]})
     finally:
         presence.JOIN_HOOKS.remove(broken)

@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from cloud import cli
+from cloud import cli, presence
 from cloud import db as cloud_db
 from cloud.models import PushJob, PushSubscription, ShopperLink
 from cloud.push import presence_push, worker
@@ -34,7 +34,7 @@ from lab.wallet.https import TLSServer, make_server
 from lab.wallet.keys import provision
 from lab.wallet.server import create_app as wallet_server
 from portal.reconnect import Tokens
-from tests.cloud.conftest import Router
+from tests.cloud.conftest import Router, consent_proof
 from tests.conftest import FakeClock
 from tests.unit.test_wallet_harness import Browser
 
@@ -174,7 +174,8 @@ def event(key: str, kind: str, at: float, mac: str = MAC, **extra: Any) -> dict[
 
 
 def login(router: Router, key: str, at: float, user: str, url: str | None, mac: str = MAC) -> Any:
-    extra = {"connect_url": url} if url is not None else {}
+    """An opt-in as an honest router sends it: the link with the wallet's consent proof."""
+    extra = {"connect_url": url, "consent": consent_proof(user, url, at)} if url else {}
     batch = [event(key, "login", at, mac, wallet_user=user, opt_in=True, **extra)]
     response = router.post(PRESENCE, {"events": batch})
     assert response.status_code == 200, response.get_json()
@@ -250,18 +251,17 @@ def test_one_push_per_shopper_per_venue_per_interval(
     assert len(jobs(push_app)) == 1
     # A new random MAC is still the same shopper (the wallet user) for the limit.
     clock.now = t + 3 * 3600
-    login(router, "l2", clock(), ALICE, None, mac="02:00:00:00:00:0c")
+    login(router, "l2", clock(), ALICE, f"{PORTAL}/reconnect/a2", mac="02:00:00:00:00:0c")
     join(router, "j9", clock(), mac="02:00:00:00:00:0c")
     assert len(jobs(push_app)) == 1
     clock.now = t + 600 + 4 * 3600 + 1
     join(router, "j10", clock())
     assert len(jobs(push_app)) == 2
     # Another shopper is not limited by Alice.
-    login(router, "l3", clock(), BOB, None, mac="02:00:00:00:00:0d")
+    login(router, "l3", clock(), BOB, f"{PORTAL}/reconnect/b1", mac="02:00:00:00:00:0d")
     join(router, "j11", clock(), mac="02:00:00:00:00:0d")
     assert [j.shopper for j in jobs(push_app)] == [ALICE, ALICE, BOB]
-    # Without a connect link the message links to the first offer that has one.
-    assert jobs(push_app)[2].payload["link"] == "https://cafe.example/cake"
+    assert jobs(push_app)[2].payload["link"] == f"{PORTAL}/reconnect/b1"
 
     configure(push_app, PUSH_INTERVAL_HOURS=0.5)  # the interval is a setting
     clock.advance(1801)
@@ -273,7 +273,7 @@ def test_a_join_reported_long_after_the_fact_pushes_nothing(
     push_app: Flask, router: Router, clock: FakeClock, shop: str, tokens: Tokens
 ) -> None:
     """A router's outbox replayed after an outage: yesterday's join is no welcome now."""
-    login(router, "l1", clock() - 86400, ALICE, f"{PORTAL}/reconnect/{tokens.issue(ALICE)}")
+    login(router, "l1", clock() - 3 * 3600, ALICE, f"{PORTAL}/reconnect/{tokens.issue(ALICE)}")
     join(router, "j1", clock() - 2 * 3600)
     assert jobs(push_app) == []
     join(router, "j2", clock() - 60)
@@ -342,14 +342,14 @@ def test_a_wallet_user_who_is_gone_loses_the_link(
     push_app: Flask, router: Router, clock: FakeClock, shop: str, tokens: Tokens
 ) -> None:
     login(router, "l1", clock(), UNKNOWN, f"{PORTAL}/reconnect/{tokens.issue(UNKNOWN)}")
-    login(router, "l2", clock(), ALICE, None, mac="02:00:00:00:00:0c")
+    login(router, "l2", clock(), ALICE, f"{PORTAL}/reconnect/a2", mac="02:00:00:00:00:0c")
     join(router, "j1", clock() + 60)
     clock.advance(60)
     assert worker.run_once(push_app) == 0
     [job] = jobs(push_app)
     assert job.next_attempt_at is None and job.sent_at is None
     assert (job.error or "").startswith("recipient gone: the wallet has no such user")
-    assert link_rows(push_app) == [("02:00:00:00:00:0c", ALICE, None)]  # only Alice's is left
+    assert link_rows(push_app) == [("02:00:00:00:00:0c", ALICE, f"{PORTAL}/reconnect/a2")]
     clock.advance(5 * 3600)
     join(router, "j2", clock())
     assert len(jobs(push_app)) == 1  # no link, no push
@@ -361,8 +361,10 @@ def test_the_alipay_dialect_is_configured_the_same_way(
 ) -> None:  # fmt: skip
     """And from the environment, as `plaza-cloud push-worker` reads it."""
     alipay = wallet.material["push"]["alipay"]
+    presence.consent_check(push_app)  # consent keeps the test wallet's key (read once)
     for name in ("WALLET_DIALECT", "WALLET_CLIENT_ID", "WALLET_CLIENT_SECRET_FILE"):
         push_app.config.pop(name)
+    push_app.config.pop("WALLET_PUBLIC_KEY_FILE")
     monkeypatch.setenv("PLAZA_CLOUD_WALLET_DIALECT", "alipay")
     monkeypatch.setenv("PLAZA_CLOUD_WALLET_APP_ID", alipay["app_id"])
     monkeypatch.setenv("PLAZA_CLOUD_WALLET_APP_PRIVATE_KEY_FILE", alipay["app_private_key_file"])
@@ -429,11 +431,13 @@ def test_connect_url_is_kept_canonical_and_replaced_by_each_login(
 ) -> None:
     login(router, "l1", clock(), ALICE, "https://Portal.Plaza.Test:443/reconnect/tok.en-1_x")
     assert link_rows(app) == [(MAC, ALICE, f"{PORTAL}/reconnect/tok.en-1_x")]
-    login(router, "l2", clock() + 1, ALICE, "https://portal.plaza.test:8443/reconnect/t2")
-    assert link_rows(app) == [(MAC, ALICE, "https://portal.plaza.test:8443/reconnect/t2")]
+    # Another port is another origin than the venue's registered portal host: refused.
+    r = login(router, "l2", clock() + 1, ALICE, "https://portal.plaza.test:8443/reconnect/t2")
+    assert r.get_json()["refused"] == 1
+    assert link_rows(app) == [(MAC, ALICE, f"{PORTAL}/reconnect/tok.en-1_x")]
     # Someone else on this MAC: the previous user's link must not survive into their pushes.
-    login(router, "l3", clock() + 2, BOB, None)
-    assert link_rows(app) == [(MAC, BOB, None)]
+    login(router, "l3", clock() + 2, BOB, f"{PORTAL}/reconnect/bob-1")
+    assert link_rows(app) == [(MAC, BOB, f"{PORTAL}/reconnect/bob-1")]
     withdraw = event("l4", "login", clock() + 3, wallet_user=BOB, opt_in=False)
     login(router, "l5", clock() + 2.5, BOB, f"{PORTAL}/reconnect/t3")
     router.post(PRESENCE, {"events": [withdraw]})

@@ -28,6 +28,7 @@ class FakeControl:
         self.reasons: list[str] = []
         self.fail: ControlError | None = None
         self.args: list[tuple[str, dict[str, Any]]] = []
+        self.sessions = 0
 
     def _get(self, who: str) -> dict[str, Any]:
         if self.fail:
@@ -43,6 +44,11 @@ class FakeControl:
     def auth(self, who: str, minutes: int | None = None) -> dict[str, Any]:
         self.calls.append(("auth", who))
         client = self._get(who)
+        if (
+            client.get("state") != "authorized"
+        ):  # a running session is extended, as the gateway does
+            self.sessions += 1
+            client["session_id"] = f"s{self.sessions}"
         client.update(state="authorized", seconds_remaining=(minutes or 60) * 60)
         return dict(client)
 
@@ -52,7 +58,7 @@ class FakeControl:
         client = self._get(who)
         if client["state"] != "authorized":
             raise ControlError("client is captive; cannot deauthorize")
-        client.update(state="captive", seconds_remaining=None)
+        client.update(state="captive", seconds_remaining=None, session_id=None)
         return dict(client)
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:

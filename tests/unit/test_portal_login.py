@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway import signing
 from gateway.config import CloudConfig, Config, GatewayConfig, PortalConfig, ReconnectConfig
 from gateway.control_client import ControlError
-from portal import create_app
+from portal import create_app, shopper
 from portal.reconnect import TokenError, Tokens
+from portal.wallet import consent, rsa2
 from tests.unit.test_portal import FakeControl
 
 PHONE = "198.19.0.100"
@@ -54,9 +57,10 @@ class FakeWallet:
 
         return User()
 
-    def pass_url(self, link: str, title: str) -> str:
+    def pass_url(self, link: str, title: str, offers: bool = False) -> str:
+        extra = {"offers": "1"} if offers else {}
         return "https://wallet.test/passes/add?" + urlencode(
-            {"client_id": "plaza-portal", "title": title, "link": link}
+            {"client_id": "plaza-portal", "title": title, "link": link, **extra}
         )
 
 
@@ -153,7 +157,11 @@ def test_wallet_login_authorizes_and_lands_on_welcome(
     assert r.status_code == 303 and r.headers["Location"] == "/welcome"
     assert control.ops("auth") == [PHONE]
     with client.session_transaction(base_url=BASE) as s:
-        assert s["wallet_user"] == {"user_id": "2088000000000001", "name": "Alice Wang"}
+        user = s["wallet_user"]
+        assert (user["user_id"], user["name"]) == ("2088000000000001", "Alice Wang")
+        # Bound to the gateway session the login opened, and stamped as a wallet login.
+        assert user["session_id"] == control.clients[PHONE]["session_id"] == "s1"
+        assert abs(user["login_at"] - time.time()) < 60
         assert "login_txn" not in s  # single use
 
 
@@ -232,10 +240,8 @@ def test_reconnect_opt_in_then_one_tap_from_a_new_address(
     assert query["title"] == ["Plaza Demo Café Wi-Fi"]
     [link] = query["link"]
     assert link.startswith(PORTAL + "reconnect/")
-    # The gateway is told who opted in (for the cloud's offers when they come back).
-    [(op, args)] = control.args
-    assert op == "shopper" and args["opt_in"] is True and args["connect_url"] == link
-    assert args["client"] == ENV["REMOTE_ADDR"] and args["wallet_user"]
+    # Not enrolled with a cloud: no offers to consent to, and the gateway is told nothing.
+    assert "offers" not in query and control.args == []
     # Later, a new MAC and a new address, a fresh browser: one tap.
     control.clients["198.19.0.150"] = {"mac": "02:aa:00:00:00:09", "ip": "198.19.0.150",
                                         "state": "captive", "seconds_remaining": None}  # fmt: skip
@@ -339,6 +345,114 @@ def test_forget_revokes_tokens_and_withdraws_the_opt_in(
     assert r.status_code == 303 and r.headers["Location"] == "/welcome?forgotten=1"
     op, args = control.args[-1]
     assert op == "shopper" and args["opt_in"] is False and "connect_url" not in args
+    with client.session_transaction(base_url=BASE) as s:
+        assert "wallet_user" not in s  # forgotten here too
+
+
+# -- reconnect tokens need a recent wallet login (issue 10, finding 6) --------------------------
+def forget(client: FlaskClient) -> Any:
+    with client.session_transaction(base_url=BASE) as s:
+        s["csrf"] = "T" * 32
+    return client.post(
+        "/reconnect/forget", data={"csrf_token": "T" * 32}, environ_overrides=ENV, base_url=BASE
+    )
+
+
+def issued(app: Flask, user: str = "2088000000000001") -> int:
+    return (
+        app.extensions["reconnect_tokens"].active(user)
+        if "reconnect_tokens" in (app.extensions)
+        else 0
+    )
+
+
+def test_an_old_cookie_cannot_mint_a_token_even_when_minting_renewed_it(
+    app: Flask, client: FlaskClient
+) -> None:
+    """The attack: keep the portal cookie from a login long ago and POST /reconnect for a
+    fresh token (each mint re-signs the cookie, so it never aged out)."""
+    login(client)
+    assert opt_in(client).status_code == 303  # right after the wallet login: fine
+    with client.session_transaction(base_url=BASE) as s:
+        old = s["wallet_user"]["login_at"] - shopper.RECENT_LOGIN_SECONDS - 1
+        s["wallet_user"] = {**s["wallet_user"], "login_at": old}
+    r = opt_in(client)
+    assert r.status_code == 303 and r.headers["Location"] == "/?error=session_expired"
+    assert issued(app) == 1  # only the first
+
+
+def test_a_tapped_link_signs_in_but_cannot_mint_another_token(
+    app: Flask, client: FlaskClient, control: FakeControl
+) -> None:
+    login(client)
+    link = parse_qs(urlsplit(opt_in(client).headers["Location"]).query)["link"][0]
+    fresh = app.test_client()
+    assert fresh.get(link.removeprefix(PORTAL[:-1]), environ_overrides=ENV,
+                     base_url=BASE).status_code == 303  # fmt: skip
+    with fresh.session_transaction(base_url=BASE) as s:
+        assert s["wallet_user"]["login_at"] is None  # signed in by the tap, not the wallet
+        s["csrf"] = "T" * 32
+    r = fresh.post("/reconnect", data={"csrf_token": "T" * 32, "remember": "yes"},
+                   environ_overrides=ENV, base_url=BASE)  # fmt: skip
+    assert r.headers["Location"] == "/?error=session_expired"
+    assert issued(app) == 1
+
+
+def test_after_forget_or_session_end_the_cookie_mints_nothing(
+    app: Flask, client: FlaskClient, control: FakeControl
+) -> None:
+    login(client)
+    assert forget(client).status_code == 303
+    assert opt_in(client).status_code == 403  # no wallet user left in this browser
+    login(client)
+    control.deauth(PHONE, reason="session-timeout")  # the gateway ended the session
+    control.auth(PHONE)  # and the phone got online again some other way (a new session)
+    assert opt_in(client).status_code == 403
+    assert issued(app) == 0
+
+
+# -- the wallet's consent proof (issue 10, finding 1) -------------------------------------------
+WALLET_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def proof(user: str, link: str, origin: str = PORTAL[:-1]) -> str:
+    return consent.issue(rsa2.private_pem(WALLET_KEY), "https://wallet.test", user, origin,
+                         link, time.time())  # fmt: skip
+
+
+def saved(client: FlaskClient, token: str) -> Any:
+    return client.get(f"/reconnect/saved?proof={token}", environ_overrides=ENV, base_url=BASE)
+
+
+def test_an_enrolled_portal_asks_consent_and_tells_the_gateway_only_with_the_proof(
+    client: FlaskClient, control: FakeControl, enrolled: Path
+) -> None:
+    login(client)
+    r = opt_in(client)
+    query = parse_qs(urlsplit(r.headers["Location"]).query)
+    assert query["offers"] == ["1"]
+    [link] = query["link"]
+    assert control.args == []  # nothing for the cloud before the wallet's say-so
+    # A proof for someone else, or for another link, is not passed on.
+    assert saved(client, proof("2088000000000099", link)).headers["Location"] == "/welcome"
+    assert control.args == []
+    opt_in(client)
+    [link] = parse_qs(urlsplit(opt_in(client).headers["Location"]).query)["link"]
+    assert saved(client, proof("2088000000000001", link + "x")).status_code == 303
+    assert saved(client, "not-a-jwt").status_code == 303
+    assert control.args == []
+    # The wallet's proof for this shopper and this link: passed on, with the link.
+    opt_in(client)
+    [link] = parse_qs(urlsplit(opt_in(client).headers["Location"]).query)["link"]
+    good = proof("2088000000000001", link)
+    page = saved(client, good)
+    assert page.status_code == 200 and "We saved a reconnect link" in page.get_data(as_text=True)
+    [(op, args)] = control.args
+    assert op == "shopper" and args["opt_in"] is True
+    assert (args["connect_url"], args["consent"]) == (link, good)
+    # The pending link is used once: the same return again tells nobody anything.
+    assert saved(client, good).status_code == 303
+    assert len(control.args) == 1
 
 
 # -- the push card (portal/push.py) -------------------------------------------------------------
@@ -413,7 +527,12 @@ def test_no_card_without_opt_in_enrolment_or_tls(
     assert not plain_app.config["SESSION_COOKIE_SECURE"]
     with plain_app.test_client() as browser:
         with browser.session_transaction() as s:
-            s.update(wallet_user={"user_id": "u1", "name": "A"}, connect_token="t0k")
+            user = {
+                "user_id": "u1",
+                "name": "A",
+                "session_id": control.clients[PHONE]["session_id"],
+            }
+            s.update(wallet_user=user, connect_token="t0k")
         page = browser.get("/welcome", environ_overrides={"REMOTE_ADDR": PHONE}).text
         assert 'id="push"' not in page and "t0k" not in page
 

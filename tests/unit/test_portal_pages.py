@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import string
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from flask.testing import FlaskClient
 
 from gateway.config import Config, OfferConfig, PortalConfig, ReconnectConfig
 from gateway.control_client import ControlError
-from portal import create_app, i18n
+from portal import create_app, i18n, shopper
 from portal.pages import Brand, contrast, readable_on, venue_paragraphs
 from tests.unit.test_portal import PHONE, PORTAL, FakeControl
 
@@ -79,9 +80,12 @@ def online(control: FakeControl, seconds: int | None = 3000, data: int | None = 
     )
 
 
-def sign_in(client: FlaskClient, user: dict[str, Any] | None = None) -> None:
+def sign_in(
+    client: FlaskClient, user: dict[str, Any] | None = None, login_at: float | None = None
+) -> None:
+    """As a wallet login leaves the session (portal/shopper.py): by default, just now."""
     with client.session_transaction(base_url=PORTAL) as session:
-        session["wallet_user"] = user or ALICE
+        session["wallet_user"] = {"login_at": login_at or time.time(), **(user or ALICE)}
 
 
 def html_lang(text: str) -> str:
@@ -434,6 +438,37 @@ def test_welcome_no_reconnect_form_without_wallet_user(
     assert 'action="/reconnect"' not in page
     sign_in(client, {"user_id": "", "name": "x"})  # malformed: not a user
     assert 'action="/reconnect"' not in get(client, "/welcome").text
+
+
+def test_welcome_no_reconnect_form_long_after_the_wallet_login(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    """A token is minted only right after a wallet login (portal/shopper.py), so the form
+    is not offered later in the session either."""
+    online(control)
+    sign_in(client, login_at=time.time() - shopper.RECENT_LOGIN_SECONDS - 5)
+    page = get(client, "/welcome").text
+    assert "Signed in" in page and 'action="/reconnect"' not in page
+
+
+def test_a_session_that_ended_takes_the_wallet_user_with_it(
+    client: FlaskClient, control: FakeControl
+) -> None:
+    online(control)
+    control.clients[PHONE]["session_id"] = "s1"
+    sign_in(client, {**ALICE, "session_id": "s1"})
+    assert "Signed in" in get(client, "/welcome").text
+    # The gateway ended it (timeout, quota, a kick) and the phone is in a new session now.
+    control.clients[PHONE]["session_id"] = "s2"
+    assert "Signed in" not in get(client, "/welcome").text
+    with client.session_transaction(base_url=PORTAL) as session:
+        assert "wallet_user" not in session
+    # Captive again: the same.
+    sign_in(client, {**ALICE, "session_id": "s2"})
+    control.clients[PHONE].update(state="captive", session_id=None)
+    get(client, "/welcome")
+    with client.session_transaction(base_url=PORTAL) as session:
+        assert "wallet_user" not in session
 
 
 def test_welcome_no_reconnect_form_when_disabled(control: FakeControl) -> None:

@@ -34,6 +34,7 @@ from gateway.store import Store
 from gateway.uplink import Backoff, CommandRefused, Refused, Unreachable, Uplink
 from portal import create_app
 from portal.venue import VenueOverlay
+from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
 from tests.unit.test_portal import PHONE, PORTAL, FakeControl
 
 MAC = "02:50:4c:00:00:01"
@@ -86,7 +87,7 @@ class Cloud:
             merchant = accounts.create_merchant(
                 db, "M", f"m{n}@shop.test", "password-123", time.time()
             )
-            venue = accounts.create_venue(db, merchant.id, venue_name, time.time())
+            venue = accounts.create_venue(db, merchant.id, venue_name, time.time(), PORTAL_HOST)
             code = enrol.create_claim(db, venue.id, time.time())
             db.commit()
             return code, venue.id
@@ -170,6 +171,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
             "SECRET_KEY": "test",
             "TESTING": True,
             "COMMAND_POLL_SECONDS": 0.05,
+            "WALLET_PUBLIC_KEY_FILE": str(write_public_key(tmp_path)),
         }
     )
     server = Cloud(app, 0)
@@ -941,9 +943,13 @@ def test_presence_from_the_gateway_reaches_the_cloud_once(
     gw.start()
     gw.handle({"op": "lease", "action": "add", "mac": MAC, "ip": "198.19.0.100"})
     link = "https://portal.plaza.test/reconnect/abc.DEF_123-x"
+    proof = consent_proof("2088000000000001", link, time.time())
     ok = gw.handle({"op": "shopper", "client": MAC, "wallet_user": "2088000000000001",
-                    "opt_in": True, "connect_url": link})  # fmt: skip
+                    "opt_in": True, "connect_url": link, "consent": proof})  # fmt: skip
     assert ok["ok"]
+    junk = gw.handle({"op": "shopper", "client": MAC, "wallet_user": "2088000000000001",
+                      "opt_in": True, "connect_url": link, "consent": "x\n"})  # fmt: skip
+    assert not junk["ok"] and "consent" in junk["error"]
     bad = gw.handle({"op": "shopper", "client": MAC, "wallet_user": "2088000000000001",
                      "opt_in": True, "connect_url": "http://evil.test/x"})  # fmt: skip
     assert not bad["ok"] and "connect_url" in bad["error"]
