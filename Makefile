@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
-	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump
+	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
