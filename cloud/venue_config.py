@@ -9,16 +9,14 @@ routers pull the new config.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 from typing import Any
 
-from publicsuffixlist import PublicSuffixList
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue
-from gateway.config import MAX_GARDEN_DOMAINS, garden_name
+from gateway.config import MAX_GARDEN_DOMAINS, garden_name, public_suffix_wildcards
 from gateway.policy import MAX_KBIT, MAX_MB
 
 MAX_OFFERS = 20
@@ -48,15 +46,6 @@ POLICY_RANGES: dict[str, tuple[int, int]] = {
     "rate_down_kbit": (0, MAX_KBIT),
     "rate_up_kbit": (0, MAX_KBIT),
 }
-
-
-@functools.cache
-def _public_suffixes() -> PublicSuffixList:
-    """The public suffix list (publicsuffixlist bundles a recent copy; never fetched here):
-    `*.co.uk` or `*.github.io` would open thousands of unrelated sites before login. The
-    router checks only for a whole top-level domain (gateway.config.garden_name) and relies
-    on the cloud for this finer check, which needs the list in memory."""
-    return PublicSuffixList()
 
 
 class ConfigError(ValueError):
@@ -147,13 +136,14 @@ def validate_config(config: Any) -> dict[str, Any]:
         name = garden_name(domain.strip() if isinstance(domain, str) else domain)
         if name is None:
             raise ConfigError(f"garden.domains: not a host name: {domain!r}")
-        if name.startswith("*.") and _public_suffixes().is_public(name[2:]):
-            raise ConfigError(
-                f"garden.domains: {name} would open every site under the public suffix "
-                f"{name[2:]}; list the venue's own domain instead"
-            )
         if name not in domains:
             domains.append(name)
+    opened = public_suffix_wildcards(domains)  # the router checks this again
+    if opened:
+        raise ConfigError(
+            f"garden.domains: {opened[0]} would open every site under the public suffix "
+            f"{opened[0][2:]}; list the venue's own domain instead"
+        )
     return {
         "branding": branding,
         "offers": offers,

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,43 @@ def garden_name(raw: object) -> str | None:
     if not HOSTNAME_RE.match(base) or (base != name and "." not in base):
         return None
     return name.lower()
+
+
+def public_suffix_wildcards(names: Iterable[str]) -> list[str]:
+    """The entries of `names` (garden names as garden_name gives them) that are `*.` and a
+    public suffix: `*.co.uk`, `*.com.cn`, `*.github.io` would open thousands of unrelated
+    sites before login. The one check for the cloud (refused at the merchant's save) and the
+    router (refused again when the cloud's list arrives: a compromised cloud must not open
+    them either).
+
+    The public suffix list is the publicsuffixlist package's bundled copy, never fetched.
+    Only its rules that could match these names are parsed (one pass over the file, ~15 ms),
+    so the router does not keep the whole list's ~2 MB in memory for a rare check; the
+    package's own matcher then decides, wildcard and exception rules included.
+    """
+    wildcards = [name for name in names if name.startswith("*.")]
+    if not wildcards:
+        return []
+    from publicsuffixlist import PSLFILE, PublicSuffixList
+
+    # A domain is a public suffix by a rule naming it, or `*.` its parent (unless `!` it).
+    wanted = {d for name in wildcards for d in (name[2:], name[2:].partition(".")[2])}
+    rules = []
+    with open(PSLFILE, encoding="utf-8") as source:
+        for line in source:
+            rule = line.split()[0] if line.strip() else ""
+            if not rule or rule.startswith("//"):
+                continue
+            if not rule.isascii():  # garden names are ASCII: IDNs come as xn-- labels
+                try:
+                    rule = rule.encode("idna").decode("ascii")
+                except UnicodeError:
+                    continue
+            rule = rule.lower()
+            if rule.lstrip("!").removeprefix("*.") in wanted:
+                rules.append(rule)
+    suffixes = PublicSuffixList("\n".join(rules))
+    return [name for name in wildcards if suffixes.is_public(name[2:])]
 
 
 class ConfigError(ValueError):

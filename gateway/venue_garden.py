@@ -16,9 +16,11 @@ leave the sets as their elements time out (ruleset.GARDEN_TIMEOUT), and with the
 failing, nothing reaches them meanwhile.
 
 The cloud chooses names, never configuration lines: every name is checked again here (the
-pattern that refuses newlines, slashes and the rest), and a list that fails the check is
-refused whole and logged, leaving the router's own garden in force, as venue_policy does
-with a bad policy.
+pattern that refuses newlines, slashes and the rest, and the public suffix list, which
+refuses `*.co.uk` or `*.github.io` as the cloud's editor does), and a list that fails the
+check is refused whole and logged, leaving the router's own garden in force, as venue_policy
+does with a bad policy. Whole, not the one entry: a cloud that sends such a name is broken or
+not the cloud, and its other names deserve no more trust.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from gateway import dnsmasq
 from gateway.cloud_config import FILE, CloudConfigFile
-from gateway.config import MAX_GARDEN_DOMAINS, Config, garden_name
+from gateway.config import MAX_GARDEN_DOMAINS, Config, garden_name, public_suffix_wildcards
 from gateway.files import write_atomic
 from gateway.garden import Garden
 
@@ -58,6 +60,10 @@ def cloud_domains(section: object) -> list[str]:
             raise GardenListError(f"garden.domains: not a host name: {raw!r}")
         if name not in out:
             out.append(name)
+    opened = public_suffix_wildcards(out)
+    if opened:
+        name = opened[0]
+        raise GardenListError(f"garden.domains: {name} opens the public suffix {name[2:]}")
     return out
 
 

@@ -140,3 +140,28 @@ def test_dnsmasq_reads_the_generated_config_with_the_cloud_fragment(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "syntax check OK" in done.stderr
+
+
+@pytest.mark.parametrize("opener", ["*.co.uk", "*.github.io", "*.com.cn", "*.CO.UK."])
+def test_a_wildcard_over_a_public_suffix_from_the_cloud_is_refused_whole(
+    tmp_path: Path, opener: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compromised cloud cannot open thousands of sites before login: the router checks
+    the public suffix list itself and refuses the cloud's whole list (logged), keeping its
+    own names; a venue's own wildcard under such a suffix is fine."""
+    config = make_config(tmp_path)
+    venue = VenueGarden(config)
+    write_cloud(config, ["shop.test", "*.cafe-uno.co.uk"])
+    garden = venue.check()
+    assert garden is not None and garden.allows("img.cafe-uno.co.uk")
+    write_cloud(config, ["shop.test", opener, "*.cafe-uno.co.uk"], version=2)
+    with caplog.at_level(logging.ERROR, "plaza.garden"):
+        garden = venue.check()
+    assert garden is not None
+    assert not garden.allows("anything.co.uk") and not garden.allows("evil.github.io")
+    assert not garden.allows("shop.test") and not garden.allows("img.cafe-uno.co.uk")
+    assert garden.allows("bank.test") and garden.allows("wallet.test")  # the router's own
+    assert venue.cloud == []
+    assert "nftset=" not in fragment(config)
+    [record] = [r for r in caplog.records if "not used" in r.getMessage()]
+    assert "public suffix" in record.getMessage()
