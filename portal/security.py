@@ -67,6 +67,12 @@ def require_csrf() -> None:
         raise CsrfError()
 
 
+# HTTPS responses only (RFC 6797 7.2: a browser ignores it over plain HTTP, and the plain
+# ports only redirect). No includeSubDomains: the portal's name is a venue's, and the venue's
+# other hosts are none of the router's business; no preload for the same reason.
+HSTS = "max-age=31536000"
+
+
 def register(app: Flask) -> None:
     from portal import push
 
@@ -78,6 +84,10 @@ def register(app: Flask) -> None:
         response.headers.update(SECURITY_HEADERS)
         # connect-src per response: the router may be enrolled with its cloud while we run.
         response.headers["Content-Security-Policy"] = f"{policy}; {push.connect_src()}"
+        if request.is_secure:
+            # A shopper who has been here once goes straight to HTTPS next time: a neighbour
+            # on the open Wi-Fi cannot answer their typed http://portal/ with a fake page.
+            response.headers["Strict-Transport-Security"] = HSTS
         return response
 
     app.after_request(add_headers)
