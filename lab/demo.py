@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from lab import cloud as labcloud
 from lab import probes
 from lab.phone import CSRF_RE, Phone
+from lab.shopper import wallet_saved
 from lab.topology import Lab
 from lab.wallet.app import WalletAppError, approve, messages, passes, save_pass, sign_in, tap
 
@@ -175,12 +176,17 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         expect(token is not None, "the welcome page has no reconnect form")
         r = phone.post(portal + "reconnect", {"csrf_token": token.group(1), "remember": "yes"})
         expect(r.status == 303 and r.location.startswith(status["wallet_url"]), "no wallet pass")
-        saved = save_pass(phone, r.location)
+        saved = wallet_saved(phone, portal, save_pass(phone, r.location))
         [(title, link)] = passes(phone)
         say(
             "Shopper opts in to one-tap reconnect",
             f"the portal hands a signed, revocable link to the wallet ({saved.status}); "
-            f"the wallet app now holds the pass {title!r}",
+            f"the wallet app now holds the pass {title!r}"
+            + (
+                "; the wallet's signed consent to the venue's offers goes to the cloud"
+                if cloud
+                else ""
+            ),
         )
 
         if cloud:

@@ -52,7 +52,19 @@ def opt_in_and_save(
     check(r.status == 303 and r.location.startswith(wallet + "/passes/add?"), r.location)
     [link] = parse_qs(urlsplit(r.location).query)["link"]
     check(link.startswith(portal + "reconnect/"), f"not a reconnect link: {link}")
-    saved = save_pass(phone, r.location, user=user, pin=pin)
-    check(saved.status == 200 and "Saved to your wallet" in saved.body, f"save: {saved.status}")
-    check(f'href="{portal}welcome"' in saved.body, "the wallet offers no way back to the portal")
+    saved = wallet_saved(phone, portal, save_pass(phone, r.location, user=user, pin=pin))
+    check(f'href="{portal}welcome"' in saved.body, "no way back to the portal's offers")
     return link
+
+
+def wallet_saved(phone: Phone, portal: str, saved: Response) -> Response:
+    """The page after "Add to wallet": the wallet's own (a router without a cloud asks for the
+    pass alone), or, when the portal also asked consent to the venue's offers, the portal's
+    `/reconnect/saved` that the wallet returns to with its signed consent proof."""
+    if saved.status == 303:
+        check(saved.location.startswith(portal + "reconnect/saved?proof="), saved.location)
+        saved = phone.get(saved.location)
+        check(saved.status == 200, f"portal after the wallet's consent: {saved.status}")
+        return saved
+    check(saved.status == 200 and "Saved to your wallet" in saved.body, f"save: {saved.status}")
+    return saved

@@ -44,6 +44,7 @@ from portal import create_app as portal_app
 from portal.reconnect import tokens
 from tests.browser.test_dashboard_browser import ARGS, ARTIFACTS, CHROMIUM
 from tests.cloud.conftest import Router, enrol
+from tests.consent_wallet import consent_proof, write_public_key
 from tests.unit.test_portal import FakeControl
 
 HOST = "portal.plaza.test"
@@ -91,11 +92,13 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "VAPID_KEY_FILE": str(tmp / "vapid.pem"), "VAPID_SUBJECT": "mailto:ops@plaza.test",
         "WEBPUSH_CA_BUNDLE": str(ca.cert_path),
         "PUSH_ALLOWED_NETWORKS": "127.0.0.0/8",  # the local push service; refused by default
+        "WALLET_PUBLIC_KEY_FILE": str(write_public_key(tmp)),  # checks shoppers' consent
     })  # fmt: skip
     now = time.time()
+    port = free_port()
     with cloud_db.session(cloud) as db:
         merchant = create_merchant(db, "Cafe Uno", "owner@cafe.example", "flat white please", now)
-        place = create_venue(db, merchant.id, "Cafe Uno Main St", now)
+        place = create_venue(db, merchant.id, "Cafe Uno Main St", now, f"{HOST}:{port}")
         code = create_claim(db, place.id, now)
         config = default_config()
         config["branding"]["name"] = "Cafe Uno"
@@ -115,7 +118,6 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "cloud_public_key": router.cloud_public_key,
     }))  # fmt: skip
     cert, key = ca.issue("portal", [HOST])
-    port = free_port()
     settings = Config(
         gateway=GatewayConfig(state_dir=str(state)),
         portal=PortalConfig(hostname=HOST, https_port=port, cert_file=str(cert), key_file=str(key)),
@@ -130,9 +132,13 @@ def venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with portal.app_context():
         token = tokens().issue(ALICE)
     link = f"{settings.portal.url}reconnect/{token}"
-    login = {"key": "l1", "kind": "login", "mac": "02:50:4c:00:00:01", "at": time.time() - 7200,
-             "wallet_user": ALICE, "opt_in": True, "connect_url": link}  # fmt: skip
-    assert router.post("/api/v1/device/presence", {"events": [login]}).status_code == 200
+    at = time.time() - 7200
+    proof = consent_proof(ALICE, link, at, origin=f"https://{HOST}:{port}")  # the wallet's
+    login = {"key": "l1", "kind": "login", "mac": "02:50:4c:00:00:01", "at": at,
+             "wallet_user": ALICE, "opt_in": True, "connect_url": link,
+             "consent": proof}  # fmt: skip
+    answer = router.post("/api/v1/device/presence", {"events": [login]})
+    assert answer.status_code == 200 and answer.get_json()["refused"] == 0
     push_cert, push_key = ca.issue("push", ["127.0.0.1"])
     try:
         with PushReceiver(str(push_cert), str(push_key)).running() as receiver:

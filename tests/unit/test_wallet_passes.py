@@ -7,14 +7,16 @@ providers, so both sides of the contract (`pass_url` and `/passes/add`) are exer
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
 from lab.wallet import app as wallet_app
 from lab.wallet.passes import MAX_PASSES
-from portal.wallet import make_provider, wallet_origin
+from portal.wallet import consent, make_provider, wallet_origin
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     OIDC_CALLBACK,
     PORTAL,
@@ -279,3 +281,36 @@ def test_sign_out(wallet: Sandbox, browser: Browser) -> None:
     assert answer.status == 303
     with pytest.raises(wallet_app.WalletAppError, match="nobody is signed in"):
         wallet_app.passes(browser, wallet.issuer)
+
+
+# -- consent to the venue's offers (issue 10, finding 1) -------------------------------------
+
+
+def test_with_offers_the_wallet_asks_and_returns_a_signed_consent_proof(
+    wallet: Sandbox, browser: Browser
+) -> None:
+    url = make_provider(wallet.oidc_config()).pass_url(LINK, TITLE, offers=True)
+    assert parse_qs(urlsplit(url).query)["offers"] == ["1"]
+    page = browser.get(url)
+    assert "may also send its offers to your wallet" in page.body
+    saved = wallet_app.save_pass(browser, url)
+    # Back to the merchant's registered origin (never a parameter), with the proof.
+    assert saved.status == 303
+    back = urlsplit(saved.location)
+    assert f"{back.scheme}://{back.netloc}{back.path}" == PORTAL + "/reconnect/saved"
+    [proof] = parse_qs(back.query)["proof"]
+    key = Path(wallet.material["alipay"]["wallet_public_key_file"]).read_bytes()
+    made = consent.verify(proof, key, wallet.issuer, time.time())
+    assert (made.wallet_user, made.origin) == ("2088000000000001", PORTAL)
+    assert made.link_digest == consent.link_digest(LINK)
+    assert wallet_app.passes(browser, wallet.issuer) == [(TITLE, LINK)]
+
+
+def test_without_offers_or_on_cancel_there_is_no_proof(wallet: Sandbox, browser: Browser) -> None:
+    url = make_provider(wallet.oidc_config()).pass_url(LINK, TITLE, offers=True)
+    cancelled = wallet_app.save_pass(browser, url, deny=True)
+    assert cancelled.status == 303 and "proof" not in cancelled.location
+    plain = wallet_app.save_pass(browser, oidc_pass_url(wallet))
+    assert plain.status == 200 and "proof" not in plain.body
+    assert "may also send" not in browser.get(oidc_pass_url(wallet)).body
+    assert browser.get(add_url(wallet, offers="yes")).status == 400
