@@ -15,9 +15,15 @@ ACK; a neighbour entry appears only once the router talks back) and the only one
 SLAAC addresses the router has not needed yet. Its claims are as weak as a neighbour's: they
 introduce stations and addresses but never take an address from another station.
 
-A MAC flood is bounded three times over: the kernel set's size, the queue's length (the
-kernel drops beyond it) and `MAX_PER_SECOND` new stations learned per second; the rest are
-passed unlearned (but remembered as seen, so they stop coming) and counted, logged once.
+A MAC flood is bounded three times over: the kernel set's size, the queue's length (beyond
+it the kernel passes packets on unlearned: the queue fails open, gateway/nfqueue.py) and
+`MAX_PER_SECOND` new stations learned per second; the rest are passed unlearned (but
+remembered as seen, so they stop coming) and counted, logged once.
+
+A hung daemon (alive but stopped) holds at most QUEUE_MAXLEN packets here; every other packet
+of an unseen pair fails open into the ruleset, where a captive station's packet meets the
+captive rules like any other. Authorized stations' known (address, MAC) pairs never come here
+(`lan_antispoof` lets them by before the mark), so a hung daemon cannot hold their traffic.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from gateway.nfqueue import LoopQueue
 
 log = logging.getLogger("plaza.detect")
 
-QUEUE_MAXLEN = 4096
+# Packets waiting for the daemon at once. Small on purpose: learning takes ~1 ms, so a busy
+# moment fills it only with a burst of new stations, and what overflows is not lost but passed
+# unlearned (fail-open); while the daemon hangs, only this many packets wait for it.
+QUEUE_MAXLEN = 64
 COPY_RANGE = 40  # an IPv6 header is all it needs
 MAX_PER_SECOND = 500
 

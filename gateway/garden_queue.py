@@ -8,7 +8,9 @@ probed once at start with `nft --check`; the xt rules are then put in iptables-n
 FORWARD chain (after `garden_classify`) and PREROUTING chain (after `lan_antispoof`) for both
 families. All carry `bypass`: with no reader, packets go on without a verdict; the garden's
 are then refused by lan_forward, so a stopped inspector fails closed and fast (a reset),
-never hangs, and undetected stations are still learned from DHCP and neighbours.
+never hangs, and undetected stations are still learned from DHCP and neighbours. The queues
+also fail open (gateway/nfqueue.py): a reader that is there but hung (SIGSTOP) holds at most
+its queue's length; beyond that packets go on as if nobody were bound, with the same result.
 
 The reader runs on the daemon's asyncio loop (add_reader on the queue's netlink socket): one
 thread, no locks, and a verdict costs a parse of a few hundred bytes.
@@ -31,7 +33,10 @@ from gateway.nfqueue import LoopQueue
 
 log = logging.getLogger("plaza.garden")
 
-QUEUE_MAXLEN = 1024  # packets waiting in the kernel for a verdict; beyond, the kernel drops
+# Packets waiting in the kernel for a verdict; beyond, they fail open, which for a garden
+# packet means refused (no MARK_ALLOW). First data packets of captive TLS to the garden only:
+# a few per login.
+QUEUE_MAXLEN = 256
 COPY_RANGE = 4016  # bytes of each packet copied to us (netfilterqueue's own ceiling)
 CHECK_SECONDS = 30.0  # how often the hook is checked and put back if someone removed it
 COMMENT = "plaza-garden"

@@ -13,7 +13,9 @@ through for its handshake; its first packet with payload is marked MARK_QUEUE by
 `inet plaza_queue`, whichever the kernel has), and comes back with MARK_ALLOW or not.
 `lan_forward` (priority filter) turns that into the connection's ct mark: allowed connections
 then pass at kernel speed, refused ones get a TCP reset. A packet marked for the queue that
-comes back without a verdict (no inspector: `bypass`) is refused: the garden fails closed.
+comes back without a verdict (no inspector: `bypass`; a hung one: the queue fails open when
+full, gateway/nfqueue.py) is refused: the garden fails closed. A station's first packet that
+skips the detection queue the same way meets the captive rules below like any other.
 
 Per-client policy and accounting (see gateway/policy.py and gateway/accounting.py). Every
 session owns named objects: counters `up_<session>` and `down_<session>`, quotas
@@ -294,6 +296,10 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\tip6 saddr :: return",
         "\t\tfib saddr . iif oif missing drop",
         "\t\tip6 saddr fe80::/10 return",
+        # An authorized station's known pair needs no detecting: it must not wait on the
+        # daemon (a hung daemon would hold its packets in the queue, gateway/detect.py).
+        f"\t\tip saddr . ether saddr @{SET4} return",
+        f"\t\tip6 saddr . ether saddr @{SET6} return",
         f"\t\tip saddr . ether saddr @{DETECT4} return",
         f"\t\tip6 saddr . ether saddr @{DETECT6} return",
         # not seen yet: to the detector, which learns the pair and adds it to the set
@@ -441,7 +447,8 @@ def garden_elements(listing_json: str) -> list[GardenElement]:
 def queue_table(num: int = QUEUE_NUM) -> str:
     """The queue hook for kernels with a native nft `queue`: its own table, so that the
     `inet plaza` table (and its golden copy) is the same whichever hook the kernel takes.
-    `bypass`: with no inspector listening, packets go on unjudged and lan_forward refuses them.
+    `bypass`: with no inspector listening, packets go on unjudged and lan_forward refuses them
+    (as it does those the kernel lets go past a full queue: the queues fail open).
     """
     mark, detect = _hex(MARK_QUEUE), _hex(MARK_DETECT)
     return (
