@@ -8,7 +8,10 @@ the environment, overridable by the `config` mapping (tests):
 - `PLAZA_CLOUD_KEY` (CLOUD_KEY): the command-signing key, PEM; default `cloud.key` in the
   instance dir, generated on first use (mode 0600).
 - `PLAZA_CLOUD_SECRET_KEY` (SECRET_KEY): default `secret_key` in the instance dir.
-- `PLAZA_CLOUD_INSTANCE` (or config INSTANCE_PATH): the instance dir itself.
+- `PLAZA_CLOUD_INSTANCE` (or config INSTANCE_PATH): the instance dir itself, created 0700
+  (it holds the keys and the SQLite database; an existing one is tightened to 0700).
+- `PLAZA_CLOUD_TRUSTED_PROXIES` (TRUSTED_PROXIES): proxies in front whose X-Forwarded-For
+  and -Proto are believed; default 0 (cloud/transport.py).
 
 The schema is Alembic's job (`plaza-cloud migrate`); the app never creates tables itself, so
 several instances starting together cannot race on it.
@@ -27,12 +30,13 @@ MAX_BODY = 1024 * 1024  # docs/cloud-protocol.md: a usage batch is at most 1 MiB
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    from cloud import api, dashboard, db, device_api, enrol, keys
+    from cloud import api, dashboard, db, device_api, enrol, keys, transport
 
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None) or os.environ.get("PLAZA_CLOUD_INSTANCE")
     app = Flask(__name__, instance_path=str(Path(instance).resolve()) if instance else None)
     instance_dir = Path(app.instance_path)
+    private_dir(instance_dir)
     app.config.from_mapping(
         DATABASE_URL=os.environ.get("PLAZA_CLOUD_DATABASE_URL")
         or f"sqlite:///{instance_dir / 'cloud.db'}",
@@ -54,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             instance_dir, pem or os.environ.get("PLAZA_CLOUD_KEY")
         )
     db.init_app(app, app.config["DATABASE_URL"])
+    transport.install(app)
     api.register(app)
     app.register_blueprint(enrol.bp)
     app.register_blueprint(device_api.bp)
@@ -62,3 +67,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     presence_push.init_app(app)
     return app
+
+
+def private_dir(path: Path) -> None:
+    """`path` as a directory only its owner can enter: created 0700, tightened if it exists
+    (the keys inside are 0600, but the SQLite database and its WAL follow the umask)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)

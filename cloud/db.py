@@ -9,10 +9,12 @@ SQLite (the embedded default) gets WAL, so readers never wait for the writer, fo
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,11 +33,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_engine(url: str) -> Engine:
     """An engine with the settings this app relies on, for either database."""
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pool_pre_ping: a load balancer's database failover must not fail the first request.
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def private_sqlite_file(url: str) -> None:
+    """The SQLite file created 0600 before SQLite opens it (it would follow the umask, and
+    SQLite gives its -wal and -shm files the database file's mode), or tightened to 0600.
+    It holds merchants' password hashes and shoppers' links."""
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.parent.is_dir():
+        return  # SQLite will say so, in its own words
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def init_app(app: Flask, url: str) -> None:

@@ -9,7 +9,7 @@ not exist.
 | module | holds |
 |---|---|
 | `security.py` | cookie flags, CSRF, the `next` check, response headers |
-| `ratelimit.py` | the in-memory sign-in throttle |
+| `ratelimit.py` | the sign-in throttle (client, client + e-mail, account), before any hash |
 | `auth.py` | sign-in, sign-out, `login_required`, the signed-in merchant |
 | `tenancy.py` | `own_venue`: the one place a venue id from a URL becomes a row |
 | `stats.py` | the SQL aggregates behind every figure |

@@ -22,7 +22,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from cloud.accounts import check_password
 from cloud.api import now
 from cloud.dashboard import bp
-from cloud.dashboard.ratelimit import LoginLimiter
+from cloud.dashboard.ratelimit import LoginLimiter, client_of
 from cloud.dashboard.security import require_csrf, safe_next
 from cloud.db import get_db
 from cloud.models import Merchant
@@ -84,31 +84,34 @@ def login() -> ResponseReturnValue:
     email = request.form.get("email", "").strip().lower()[:254]
     password = request.form.get("password", "")[:1024]
     limiter, db = _limiter(), get_db()
-    key = limiter.key(request.remote_addr or "", email)
+    client = client_of(request.remote_addr)
     t = now()
-    wait = limiter.retry_after(db, key, t)
+    merchant = db.scalar(select(Merchant).where(Merchant.email == email)) if email else None
+    merchant_id = merchant.id if merchant is not None else None
+    # Throttled attempts end here, before any password hash (an scrypt) is computed.
+    wait = limiter.retry_after(db, client, email, merchant_id, t)
     if wait:
+        when = f"{wait} s" if wait < 60 else f"{(wait + 59) // 60} min"
         response = current_app.make_response(
             (
                 render_template(
                     "dashboard/login.html",
                     next=target,
                     email=email,
-                    error=f"Too many attempts. Try again in {(wait + 59) // 60} min.",
+                    error=f"Too many attempts. Try again in {when}.",
                 ),
                 429,
             )
         )
         response.headers["Retry-After"] = str(wait)
         return response
-    merchant = db.scalar(select(Merchant).where(Merchant.email == email)) if email else None
     if merchant is None:
         check_password_hash(_dummy_hash(), password)  # same time as a wrong password
         ok = False
     else:
         ok = check_password(merchant, password)
     if not ok or merchant is None:
-        limiter.failed(db, key, t)
+        limiter.failed(db, client, email, merchant_id, t)
         db.commit()
         return (
             render_template(
@@ -119,12 +122,23 @@ def login() -> ResponseReturnValue:
             ),
             401,
         )
-    limiter.succeeded(db, key)
+    tried = limiter.succeeded(db, client, email, merchant, t)
     db.commit()
     session.clear()  # a fresh session (and CSRF token) for the signed-in merchant
     session[MERCHANT_KEY] = merchant.id
     session[SINCE_KEY] = t
+    if tried:
+        flash(failed_notice(tried))
     return redirect(target, 303)
+
+
+def failed_notice(count: int) -> str:
+    """What the merchant is told at sign-in when someone tried their account in between."""
+    plural = "s" if count != 1 else ""
+    return (
+        f"{count} failed sign-in{plural} to your account since your last visit. If that was not "
+        "you, someone may be guessing your password: choose a long one."
+    )
 
 
 @bp.post("/logout")
