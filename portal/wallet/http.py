@@ -76,7 +76,7 @@ def get_json(session: requests.Session, url: str, what: str, **kw: Any) -> dict:
         raise LoginError(f"the wallet's {what} answered HTTP {response.status_code}", "invalid")
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the recursion limit
         data = None
     if not isinstance(data, dict):
         raise LoginError(f"the wallet's {what} is not a JSON object", "invalid")

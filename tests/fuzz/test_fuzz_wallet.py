@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from portal.wallet import rsa2
+from portal.wallet import http, rsa2
 from portal.wallet.alipay import TOKEN_METHOD, parse_response, response_key
 from portal.wallet.base import LoginError
 from portal.wallet.rawjson import raw_members
@@ -144,3 +145,26 @@ def test_key_material_is_a_key_or_a_key_file_error(data: bytes) -> None:
         except rsa2.KeyFileError:
             continue
         assert isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey) and key.key_size >= 2048
+
+
+# -- the OpenID Connect side's JSON (portal/wallet/http.py) ---------------------------------------
+class Session:
+    """A requests session whose every GET answers 200 with `body`."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def get(self, url: str, **kw: object) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = 200, self.body
+        return response
+
+
+@given(st.one_of(st.binary(max_size=300), objects.map(lambda o: json.dumps(o).encode())))
+@example(deep().encode())  # regression: RecursionError escaped get_json
+def test_any_json_answer_is_an_object_or_a_login_error(body: bytes) -> None:
+    try:
+        data = http.get_json(Session(body), "https://wallet.test/x", "discovery")  # type: ignore[arg-type]
+    except LoginError:
+        return
+    assert isinstance(data, dict)
