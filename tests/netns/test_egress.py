@@ -1619,7 +1619,8 @@ def test_address_reused_by_another_device_starts_captive(fresh: Env, fam: Family
     address = victim.ipv4
     lab.stop("phone1-dhcp")  # udhcpc -R: release, then deconfig
     lab.stop("phone3-dhcp")
-    wait_until(lambda: lab.control().client(victim.mac)["ip"] is None, "phone1's release")
+    # a release counts once the re-probe of phone1's MAC goes unanswered (~3 s)
+    wait_until(lambda: lab.control().client(victim.mac)["ip"] is None, "phone1's release", 15)
     cmd, dhcp_env = lab.dhcp_command(newcomer, once=True)
     subprocess.run(["ip", "netns", "exec", newcomer.netns, *cmd, "-r", address],
                    env={**os.environ, **dhcp_env}, capture_output=True, timeout=30)  # fmt: skip

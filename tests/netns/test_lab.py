@@ -55,10 +55,12 @@ def test_neighbour_events_learn_a_station_without_dhcp() -> None:
     try:
         old_ip = lab.state.phones[0].ipv4
         lab.stop("phone1-dhcp")  # udhcpc -R releases its lease: the gateway forgets the IP
-        # The release reaches the daemon through dnsmasq's script, asynchronously. Until it
-        # has, the station still holds its old address, and a neighbour entry (a claim
-        # anyone can forge) never moves a station's address: wait for the release first.
-        _wait_forgotten(lab, old_ip)
+        # The release reaches the daemon through dnsmasq's script, asynchronously, and counts
+        # only once a re-probe of the phone's MAC at that address has gone unanswered (~3 s:
+        # anyone can forge a release). Until then the station still holds its old address,
+        # and a neighbour entry (a claim anyone can forge) never moves a station's address:
+        # wait for the release first.
+        _wait_forgotten(lab, old_ip, seconds=15)
         ns = lab.netns_of("phone1")
         nsexec(ns, "ip", "addr", "flush", "dev", "eth0")
         nsexec(ns, "ip", "addr", "add", "198.19.0.60/24", "dev", "eth0")
