@@ -24,6 +24,11 @@ CLOUD_URL = f"https://{CLOUD_HOST}"
 MERCHANT_EMAIL = "owner@plaza.test"
 MERCHANT_PASSWORD = "plaza-demo-password"  # lab only; the dashboard's sign-in in the demo
 BIN = Path(sys.executable).parent
+# The lab's push services live on the fake internet's documentation and benchmark ranges,
+# which the cloud refuses as push endpoints by default (cloud/push/endpoints.py): allowed here,
+# explicitly, in the environment of the web instance and of the push worker.
+PUSH_ALLOWED_NETWORKS = "192.0.2.0/24 198.18.0.0/15 2001:db8::/32"
+ENV = {"PLAZA_CLOUD_PUSH_ALLOWED_NETWORKS": PUSH_ALLOWED_NETWORKS}
 
 
 class CloudLabError(RuntimeError):

@@ -386,8 +386,9 @@ class Lab:
         the demo merchant and venue; the push worker sends through the sandbox wallet."""
         labcloud.bootstrap(self.run_dir, VENUE_NAME, PORTAL_HOST)
         cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
-        # The web instances check shoppers' consent proofs with the wallet's key.
-        consent_env = {"PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE": self._wallet_key}
+        # The web instances check shoppers' consent proofs with the wallet's key; both
+        # processes let the lab's own push services in (labcloud.ENV).
+        consent_env = {**labcloud.ENV, "PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE": self._wallet_key}
         self.spawn("internet-cloud", self.state.internet,
                    *labcloud.serve_command(self.run_dir, cert, key), env=consent_env)  # fmt: skip
         push = self._wallet_push[self.state.wallet_dialect]

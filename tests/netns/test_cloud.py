@@ -323,7 +323,9 @@ def subscribe_this_browser(lab: Lab, browser: Phone, portal: str, link: str, mac
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
-    subscription = {"endpoint": "https://push.example.test/s/1", "expirationTime": None,
+    # A name the fake internet's DNS answers, on a range the lab allows (lab/cloud.py): the
+    # cloud resolves and checks a push endpoint before it stores it.
+    subscription = {"endpoint": "https://www.example.test/s/1", "expirationTime": None,
                     "keys": {"p256dh": b64(point), "auth": b64(os.urandom(16))}}  # fmt: skip
     body = {"venue_id": data["venue"], "subscription": subscription,
             "connect_token": data["token"]}  # fmt: skip
