@@ -53,7 +53,8 @@ def opt_in_and_save(
     [link] = parse_qs(urlsplit(r.location).query)["link"]
     check(link.startswith(portal + "reconnect/"), f"not a reconnect link: {link}")
     saved = wallet_saved(phone, portal, save_pass(phone, r.location, user=user, pin=pin))
-    check(f'href="{portal}welcome"' in saved.body, "no way back to the portal's offers")
+    back = (f'href="{portal}welcome"', 'href="/welcome"')  # from the wallet, or on the portal
+    check(any(b in saved.body for b in back), "no way back to the portal's offers")
     return link
 
 

@@ -371,7 +371,6 @@ class Lab:
 
         made = keys.provision(self.wallet_dir, f"https://{PORTAL_HOST}")
         self._wallet_push = made["push"]
-        self._wallet_key = made["alipay"]["wallet_public_key_file"]  # also signs consent proofs
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self.spawn(
             "internet-wallet",
@@ -385,12 +384,8 @@ class Lab:
         """The Plaza cloud (API, dashboard) and its push worker on the fake internet, with
         the demo merchant and venue; the push worker sends through the sandbox wallet."""
         labcloud.bootstrap(self.run_dir, VENUE_NAME, PORTAL_HOST)
-        cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
-        # The web instances check shoppers' consent proofs with the wallet's key; both
-        # processes let the lab's own push services in (labcloud.ENV).
-        consent_env = {**labcloud.ENV, "PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE": self._wallet_key}
-        self.spawn("internet-cloud", self.state.internet,
-                   *labcloud.serve_command(self.run_dir, cert, key), env=consent_env)  # fmt: skip
+        self.serve_cloud()
+        consent_env = self._cloud_env()
         push = self._wallet_push[self.state.wallet_dialect]
         env = {f"PLAZA_CLOUD_WALLET_{k.upper()}": str(v) for k, v in push.items()}
         env["PLAZA_CLOUD_WALLET_URL"] = env.pop("PLAZA_CLOUD_WALLET_BASE_URL")
@@ -401,6 +396,18 @@ class Lab:
                    *labcloud.push_command(self.run_dir), env=env)  # fmt: skip
         _wait_for(lambda: _tcp_open(self.state.internet, labcloud.CLOUD_IP, 443), 20,
                   "the cloud to listen")  # fmt: skip
+
+    def _cloud_env(self) -> dict[str, str]:
+        """The web instances check shoppers' consent proofs with the wallet's key; both cloud
+        processes let the lab's own push services in (labcloud.ENV)."""
+        key = self.wallet_dir / "wallet-rsa2.pub"  # lab.wallet.keys.provision's
+        return {**labcloud.ENV, "PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE": str(key)}
+
+    def serve_cloud(self) -> None:
+        """The cloud's web instance on the fake internet (again, after a test stopped it)."""
+        cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
+        serve = labcloud.serve_command(self.run_dir, cert, key)
+        self.spawn("internet-cloud", self.state.internet, *serve, env=self._cloud_env())
 
     def enrol_router(self) -> str:
         """Enrol the router with a fresh claim code, as a technician would; returns the

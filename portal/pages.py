@@ -208,6 +208,7 @@ def welcome() -> str | tuple[str, int]:
         minutes=minutes_left(client.get("seconds_remaining")) if client and authorized else None,
         data=data_left(client) if client and authorized else None,
         show_reconnect=bool(config.reconnect.enabled and shopper.recent_login(user, time.time())),
+        show_forget=bool(config.reconnect.enabled and user),
         push=push.offer(bool(user)),
         forgotten=request.args.get("forgotten") == "1",
     )

@@ -233,8 +233,7 @@ def test_usage_survives_a_cloud_outage_and_a_killed_gateway(lab: Lab) -> None:
             "SELECT key, seq, final, sent_at, period_start, period_end, bytes_down"
             " FROM usage_outbox WHERE session_id = ?", (session,))]  # fmt: skip
     assert held >= 2, rows  # records written while the cloud was away, across the kill
-    lab.spawn("internet-cloud", lab.state.internet, *labcloud.serve_command(
-        lab.run_dir, *lab.ca.issue("cloud", [labcloud.CLOUD_HOST])))  # fmt: skip
+    lab.serve_cloud()
 
     def drained() -> bool:
         with gateway_db(lab) as db:
