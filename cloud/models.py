@@ -277,8 +277,9 @@ class PushSubscription(Base):
 
 class SignInFailure(Base):
     """Failed dashboard sign-ins in the current window, per (client, e-mail) and per client
-    (an IPv4 address or an IPv6 /64; cloud/dashboard/ratelimit.py). In the database so that every instance behind the load
-    balancer counts the same guesses; the key is a hash, so the table holds no addresses."""
+    (an IPv4 address or an IPv6 /64; cloud/dashboard/ratelimit.py). In the database so that
+    every instance behind the load balancer counts the same guesses; the key is a hash, so
+    the table holds no addresses."""
 
     __tablename__ = "sign_in_failures"
 
