@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import random
-import ssl
 
 import pytest
 
 from gateway.sni import MAX_HELLO, MAX_RECORD, Kind, parse_client_hello
+from tests.fuzz.hellos import real_client_hello
 
 
 def client_hello(server_name: str | None = "wallet.test", max_tls: str = "") -> bytes:
-    """The first flight of a real TLS client, taken from a MemoryBIO: exactly what goes on
-    the wire as the first TCP payload of a connection."""
-    ctx = ssl.create_default_context()
-    if server_name is None:
-        ctx.check_hostname = False
-    if max_tls == "1.2":
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    conn = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        conn.do_handshake()
-    return outgoing.read()
+    """The first flight of a real TLS client: exactly what goes on the wire as the first TCP
+    payload of a connection (one recipe for these tests and the fuzz properties)."""
+    return real_client_hello(server_name, max_tls)
 
 
 def records(handshake: bytes, *sizes: int) -> bytes:
