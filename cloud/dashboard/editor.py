@@ -23,6 +23,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
+from cloud.accounts import AccountError, set_portal_host
 from cloud.api import now
 from cloud.commands import CommandError, issue
 from cloud.dashboard import bp, stats
@@ -343,6 +344,27 @@ def push(venue_id: str) -> ResponseReturnValue:
         else "This venue has no routers yet: enrol one with a claim code."
     )
     return redirect(url_for("dashboard.editor", venue_id=venue.id), 303)
+
+
+@bp.post("/venues/<venue_id>/portal-host")
+@login_required
+def portal_host(venue_id: str) -> ResponseReturnValue:
+    """Register the host name of the venue's portal: shoppers' consent proofs must name it,
+    and only links on it are pushed (cloud/presence.py). The merchant's word, never a
+    router's: a rooted router cannot move it."""
+    venue = own_venue(venue_id)
+    require_csrf()
+    db = get_db()
+    value = request.form.get("portal_host", "").strip()
+    try:
+        set_portal_host(db, venue.id, value or None)
+    except AccountError as exc:
+        db.rollback()
+        form = EditorForm.from_config(venue.config, venue.config_version)
+        return _editor_page(venue, form, FieldError("portal_host", f"Portal address: {exc}"), 400)
+    db.commit()
+    flash(f"Portal address saved: {venue.portal_host}." if value else "Portal address cleared.")
+    return redirect(url_for("dashboard.editor", venue_id=venue.id) + "#portal", 303)
 
 
 @bp.post("/venues/<venue_id>/claims")

@@ -10,6 +10,7 @@ another link, an expired one, a replayed one. Refused opt-ins are counted on the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -223,3 +224,41 @@ def test_portal_host_is_kept_in_one_spelling() -> None:
 
 def test_venue_fixture_has_its_portal_host(app: Flask, venue: Venue) -> None:
     assert venue.portal_host == PORTAL_HOST
+
+
+def test_the_merchant_registers_the_portal_host_in_the_dashboard(
+    app: Flask, client: FlaskClient, venue: Venue
+) -> None:
+    sign_in(client)
+    editor = f"/dashboard/venues/{venue.id}/editor"
+    page = client.get(editor).get_data(as_text=True)
+    assert f'value="{PORTAL_HOST}"' in page and 'action="/dashboard/venues/' in page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    url = f"/dashboard/venues/{venue.id}/portal-host"
+    bad = client.post(url, data={"csrf_token": token.group(1), "portal_host": "10.0.0.1"})
+    assert bad.status_code == 400 and "Portal address: portal host must be" in bad.text
+    good = client.post(url, data={"csrf_token": token.group(1), "portal_host": "WiFi.Cafe.Example"})
+    assert good.status_code == 303
+    with cloud_db.session(app) as db:
+        assert db.get(Venue, venue.id).portal_host == "wifi.cafe.example"
+    assert client.post(url, data={"portal_host": "x.example"}).status_code == 400  # no CSRF
+
+
+def test_another_merchant_cannot_move_a_venues_portal_host(
+    app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock
+) -> None:
+    from cloud.accounts import create_merchant
+
+    with cloud_db.session(app) as db:
+        create_merchant(db, "Rival", "rival@shop.example", "rival-password-1", clock())
+        db.commit()
+    sign_in(client, "rival@shop.example", "rival-password-1")
+    page = client.get("/dashboard/").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None  # the sign-out form's
+    data = {"csrf_token": token.group(1), "portal_host": "evil.example"}
+    answer = client.post(f"/dashboard/venues/{venue.id}/portal-host", data=data)
+    assert answer.status_code == 404
+    with cloud_db.session(app) as db:
+        assert db.get(Venue, venue.id).portal_host == PORTAL_HOST
