@@ -30,7 +30,7 @@ MAX_BODY = 1024 * 1024  # docs/cloud-protocol.md: a usage batch is at most 1 MiB
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    from cloud import api, dashboard, db, device_api, enrol, keys, transport
+    from cloud import api, dashboard, db, device_api, enrol, keys, presence, transport
 
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None) or os.environ.get("PLAZA_CLOUD_INSTANCE")
@@ -66,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from cloud.push import presence_push  # presence push: join hook, subscriptions
 
     presence_push.init_app(app)
+    presence.consent_check(app)  # the wallet's key, read now: a missing file stops the start
     return app
 
 

@@ -121,7 +121,12 @@ class ConsentCheck:
         path = app.config.get("WALLET_PUBLIC_KEY_FILE") or os.environ.get(
             "PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE"
         )
-        return cls(Path(path).read_bytes() if path else None)
+        if not path:
+            return cls(None)
+        try:
+            return cls(Path(path).read_bytes())
+        except OSError as exc:
+            raise ValueError(f"PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE: {exc}") from None
 
     def verify(self, event: dict[str, Any], venue: Venue, now: float) -> consent.Consent:
         """The consent behind an opt-in `event` at `venue`, or ConsentError saying why not."""
@@ -165,8 +170,8 @@ def normal_connect_url(url: Any) -> str | None:
 
 
 def consent_check(app: Flask) -> ConsentCheck:
-    """The app's ConsentCheck, read from its settings once (a missing key file is an error at
-    the first presence batch, naming the file)."""
+    """The app's ConsentCheck, read from its settings once (create_app reads it, so a
+    missing key file stops the start, naming the setting)."""
     found = app.extensions.get("plaza_consent")
     if found is None:
         found = app.extensions["plaza_consent"] = ConsentCheck.from_app(app)

@@ -11,6 +11,7 @@ another link, an expired one, a replayed one. Refused opt-ins are counted on the
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,12 @@ def test_another_merchant_cannot_move_a_venues_portal_host(
     assert answer.status_code == 404
     with cloud_db.session(app) as db:
         assert db.get(Venue, venue.id).portal_host == PORTAL_HOST
+
+
+def test_a_missing_wallet_key_file_stops_the_start(tmp_path: Path) -> None:
+    from cloud import create_app
+
+    with pytest.raises(ValueError, match="PLAZA_CLOUD_WALLET_PUBLIC_KEY_FILE"):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "SECRET_KEY": "k",
+                    "INSTANCE_PATH": str(tmp_path / "i"),
+                    "WALLET_PUBLIC_KEY_FILE": str(tmp_path / "missing.pub")})  # fmt: skip
