@@ -331,10 +331,17 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         f"\t\ttcp dport {config.portal.intercept_port} ct status dnat "
         f"ip6 saddr . ether saddr @{SET6} reject with tcp reset",
         "\t\tct state established,related accept",
-        "\t\tudp dport { 53, 67 } accept",
+        # The intercept listener is for redirected captive HTTP only: a direct connection to
+        # it (a second copy of port 80 a port scan would find) is refused.
+        f"\t\ttcp dport {config.portal.intercept_port} ct status ! dnat reject with tcp reset",
+        "\t\tudp dport 53 accept",
+        # DHCP per family: v4's server port 67, v6's 547. The other family's port is dropped
+        # without an answer, not passed to a closed socket that says "port unreachable".
+        "\t\tmeta nfproto ipv4 udp dport 67 accept",
+        "\t\tmeta nfproto ipv6 udp dport 547 accept",
+        "\t\tudp dport { 67, 547 } drop",
         f"\t\ttcp dport {{ 53, {ports} }} accept",
         "\t\tmeta l4proto { icmp, ipv6-icmp } accept",
-        "\t\tudp dport 547 accept",
         "\t\tmeta l4proto tcp reject with tcp reset",
         "\t\treject with icmpx admin-prohibited",
         "\t}",

@@ -1248,28 +1248,36 @@ def test_router_itself_offers_only_dhcp_dns_portal_and_icmp(
     fresh: Env, fam: Family, state: str
 ) -> None:
     """Throwaway listeners on the router (SSH's port among them) stay unreachable from the
-    LAN, by either of the router's addresses, whether or not the phone is logged in."""
+    LAN, by either of the router's addresses, whether or not the phone is logged in. The
+    portal's intercept port (8080) is refused to a direct connection: only redirected HTTP
+    reaches it. The other family's DHCP port (547 over IPv4, 67 over IPv6) gets no answer at
+    all, not the closed socket's "port unreachable" a port scan would list."""
     if state == "authorized":
         auth(fresh, "phone3")
     ns = captive_ns(fresh)
     addresses = (("lan", fam.router), ("wan", fam.router_wan))
     closed = [Probe(f"tcp{port}-{n}", "tcp", ip, port)
-              for port in (22, 23, 2222, 8443, 9100) for n, ip in addresses]  # fmt: skip
+              for port in (22, 23, 2222, 8443, 9100, 8080) for n, ip in addresses]  # fmt: skip
     closed_udp = [Probe(f"udp{port}", "udp", fam.router, port, "udp", timeout=0.5)
                   for port in (161, 5000)]  # fmt: skip
+    other_dhcp = 547 if fam.name == "ipv4" else 67
+    silent = [Probe(f"dhcp-other-family-{other_dhcp}", "udp", fam.router, other_dhcp, "udp",
+                    send="\x01plaza-scan", timeout=1.5)]  # fmt: skip
     mark = fresh.router.mark()
-    got = run_probes(ns, closed + closed_udp, "r")
+    got = run_probes(ns, closed + closed_udp + silent, "r")
     assert fresh.router.since(mark) == [], "a router listener was reached"
     for p in closed:
         assert got[p.id]["result"] == "refused" and got[p.id]["seconds"] < FAST, (p.id, got[p.id])
     assert all(got[p.id]["result"] in ("unreachable", "timeout") for p in closed_udp), got
+    for p in silent:
+        assert got[p.id]["result"] == "timeout", (p.id, got[p.id])  # dropped: no ICMP answer
     # Loopback-only services (dnsmasq on 127.0.0.1:53, the metrics port) stay unreachable
     # with a crafted destination: the router drops martians.
     router_mac = nsexec(fresh.lab.state.router, "cat", "/sys/class/net/br-lan/address").strip()
     me = address(fresh, fam, "phone3")
     assert run_in(ns, MARTIAN, router_mac, me, fam.router) == ["answer", "none", "none"]
     open_ = [Probe(f"tcp{port}", "tcp", fam.router, port, send="\r\n", timeout=0.5)
-             for port in (80, 443, 8080)]  # fmt: skip
+             for port in (80, 443)]  # fmt: skip
     open_ += [Probe(kind, kind, fam.router, 53, name="www.example.test", qtype=fam.qtype,
                     timeout=3) for kind in ("dns-udp", "dns-tcp")]  # fmt: skip
     open_.append(Probe("ping", "ping", fam.router, proto=fam.icmp))
@@ -1277,6 +1285,11 @@ def test_router_itself_offers_only_dhcp_dns_portal_and_icmp(
     for p in open_:
         assert got[p.id]["result"] in ("reply", "connected", "answer"), (p.id, got[p.id])
     assert all(lease.exists() for lease in fresh.lab.run_dir.glob("phone*.lease"))  # DHCP
+    if state == "captive":  # interception still reaches the intercept port, by redirection
+        get = f"GET / HTTP/1.1\r\nHost: {fam.host(fam.web)}\r\nConnection: close\r\n\r\n"
+        got = run_probes(ns, [Probe("intercepted", "tcp", fam.web, 80, send=get, timeout=3)], "r")
+        assert got["intercepted"]["result"] == "reply", got
+        assert got["intercepted"]["data"].lower().startswith("http/1.1 302"), got
 
 
 MARTIAN = r"""
