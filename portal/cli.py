@@ -15,11 +15,11 @@ import sys
 import threading
 
 from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from gateway import logs
 from gateway.config import Config, ConfigError, load
 from portal import create_app
+from portal.tls import server_adapter
 
 log = logging.getLogger("plaza.portal")
 THREADS = 16  # per listener; each request is short (no upstream call but the control socket)
@@ -54,7 +54,7 @@ def build_servers(config: Config, host: str, app) -> list[wsgi.Server]:
         server.max_request_header_size = MAX_HEADER_BYTES
         server.max_request_body_size = MAX_BODY_BYTES
         if tls:
-            server.ssl_adapter = BuiltinSSLAdapter(config.portal.cert_file, config.portal.key_file)
+            server.ssl_adapter = server_adapter(config.portal.cert_file, config.portal.key_file)
         servers.append(server)
     return servers
 
