@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exec", help="run a command in a lab host: exec NAME -- CMD...")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ctl = sub.add_parser(
+        "ctl", help="plaza-ctl against the lab's gateway: ctl clients, ctl auth phone1's-MAC ..."
+    )
+    ctl.add_argument("ctl_args", nargs=argparse.REMAINDER, metavar="ARGS")
     sub.add_parser("down", help="remove everything the lab made (idempotent)")
     demo = sub.add_parser("demo", help="up, a narrated shopper journey, down")
     demo.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
@@ -55,13 +59,20 @@ def main(argv: list[str] | None = None) -> int:
                 for p in status["phones"]:
                     print(f"{p['name']:8} {p['netns']}  {p['mac']}  {p['ipv4']}")
                 print(f"portal   {status['portal_url']}")
+                print(f"control  {status['router']['control_socket']}  (plaza-lab ctl clients)")
             return 0 if status["up"] else 1
         elif args.command == "exec":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:
                 raise LabError("exec needs a command: plaza-lab exec phone1 -- curl ...")
             ns = lab.netns_of(args.host)
-            os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+            os.execvpe("ip", ["ip", "netns", "exec", ns, *cmd], _exec_env(lab, args.host))
+        elif args.command == "ctl":
+            if not lab.is_up():
+                raise LabError(f"lab {args.name!r} is down: plaza-lab up first")
+            ctl_args = args.ctl_args[1:] if args.ctl_args[:1] == ["--"] else args.ctl_args
+            ctl_cmd = [sys.executable, "-m", "gateway.ctl", "--socket", lab.control_socket]
+            os.execvp("ip", ["ip", "netns", "exec", lab.state.router, *ctl_cmd, *ctl_args])
         elif args.command == "down":
             removed = lab.down()
             print(f"lab {args.name!r} down; removed {len(removed)} namespace(s)")
@@ -73,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plaza-lab: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _exec_env(lab: Lab, host: str) -> dict[str, str]:
+    """The caller's environment, with Plaza's commands on PATH (plaza-lab may have been run by
+    its full path from a virtualenv) and, on the router, plaza-ctl pointed at this lab's daemon
+    (over any PLAZA_CONTROL_SOCKET of the caller's: the lab's router has one daemon, this one)."""
+    env = dict(os.environ)
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    if lab.netns_of(host) == lab.state.router:
+        env["PLAZA_CONTROL_SOCKET"] = lab.control_socket
+    return env
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.control_client import ControlError
 from lab.topology import Lab, nsexec
-from tests.netns.conftest import _need_root, unique_name
+from tests.netns.conftest import _need_root, running_lab, unique_name
 
 BIN = Path(sys.executable).parent
 
@@ -101,3 +101,27 @@ def test_demo_runs_and_exits_zero() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Demo passed" in r.stdout
     assert name not in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
+
+
+def test_plaza_ctl_reaches_the_lab_gateway_without_settings() -> None:
+    """A tester's `plaza-lab ctl ...` and `plaza-lab exec router -- plaza-ctl ...` reach the
+    lab's daemon with no PLAZA_CONTROL_SOCKET and no virtualenv on PATH; status names the
+    socket."""
+    with running_lab("c", phones=2) as lab:
+        macs = [p.mac for p in lab.state.phones]
+        env = {k: v for k, v in os.environ.items() if k != "PLAZA_CONTROL_SOCKET"}
+        env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # as a tester's root shell has it
+
+        def lab_cli(*args: str) -> str:
+            r = subprocess.run([str(BIN / "plaza-lab"), "--name", lab.name, *args],
+                               capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+            assert r.returncode == 0, (args, r.stdout, r.stderr)
+            return r.stdout
+
+        assert f"control  {lab.control_socket}" in lab_cli("status")
+        listed = lab_cli("ctl", "clients")
+        assert all(mac in listed for mac in macs), listed
+        via_exec = lab_cli("exec", "router", "--", "plaza-ctl", "clients")
+        assert all(mac in via_exec for mac in macs), via_exec
+        assert "authorized" in lab_cli("ctl", "auth", macs[0], "--minutes", "5")
+        assert lab.control().client(macs[0])["state"] == "authorized"
