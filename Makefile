@@ -6,9 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
-	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils
+	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
+# axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
 
 .PHONY: all setup demo test lint bench fuzz clean lab-down
 
@@ -33,7 +35,14 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 demo: setup
 	$(VENV)/bin/plaza-lab demo
 
-test: setup
+# node/npm: Debian's packages only when no node is installed (a NodeSource node brings its own
+# npm and conflicts with Debian's npm package).
+$(AXE):
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	npm install --prefix .cache/axe --no-audit --no-fund --silent axe-core@4
+	@test -f $@ && touch $@
+
+test: setup $(AXE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests

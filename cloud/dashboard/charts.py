@@ -14,8 +14,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 8, 10, 26  # plot margins, in viewBox units
+# A phone-sized viewBox: on a 390 px phone the chart is drawn about 1:1 (323 px for 360
+# units), so the 14-unit axis labels (dashboard.css) stay above 12 px. A wider geometry shrank
+# them to ~7 px there. Desktop columns scale it up ~1.5x, and the stylesheet sets 9 units.
+# Labels of several words go on two lines (the template splits at the last space).
+WIDTH, HEIGHT = 360, 190
+LEFT, RIGHT, TOP, BOTTOM = 52, 6, 10, 40  # plot margins, in viewBox units
 GAP = 0.2  # the share of each slot left empty between bars
 
 

@@ -90,7 +90,7 @@ class VenueFigures:
             [self.visitors],
             ["visitors"],
             charts.count,
-            label_every=3,
+            label_every=6,  # 4 labels: room for 14-unit text on a phone
         )
         data = charts.bar_chart(
             "data",
@@ -101,7 +101,7 @@ class VenueFigures:
             [self.bytes_down, self.bytes_up],
             ["down", "up"],
             charts.data_size,
-            label_every=3,
+            label_every=6,  # 4 labels: room for 14-unit text on a phone
         )
         d = self.dwell
         dwell = charts.bar_chart(
