@@ -24,6 +24,7 @@ import pytest
 from cheroot import wsgi
 from flask import Flask, render_template
 
+from gateway.config import OfferConfig
 from tests.browser.test_dashboard_browser import (  # noqa: F401 (fixtures)
     ARTIFACTS,
     EMAIL,
@@ -33,7 +34,7 @@ from tests.browser.test_dashboard_browser import (  # noqa: F401 (fixtures)
 )
 from tests.conftest import ROOT
 from tests.unit.test_portal import PHONE, PORTAL, FakeControl
-from tests.unit.test_portal_pages import ALICE, make_app
+from tests.unit.test_portal_pages import OFFERS, make_app
 
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
@@ -109,7 +110,12 @@ def portal() -> Iterator[dict[str, Any]]:
     control = FakeControl()
     control.clients[PHONE] = {"mac": "02:00:00:00:00:64", "ip": PHONE, "state": "captive",
                               "seconds_remaining": None, "bytes_remaining": None}  # fmt: skip
-    app = make_app(control, venue_info="Open 8:00-20:00. Toilets on the first floor.")
+    offers = (
+        OFFERS[0],
+        OfferConfig(title="10th cup free", text="Collect stamps.", title_zh="第十杯免费",
+                    text_zh="集章换咖啡。"),
+    )  # fmt: skip
+    app = make_app(control, offers=offers, venue_info="Open 8:00-20:00. Toilets upstairs.")
 
     # The reconnect page is only reached through a wallet round trip; this test-only route
     # renders the real template with what the portal passes it (portal/reconnect.py).
@@ -120,7 +126,15 @@ def portal() -> Iterator[dict[str, Any]]:
     app.add_url_rule("/test-only/reconnect/<saved>", view_func=reconnect_page)
     with app.test_request_context():
         serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
-        cookie = serializer.dumps({"wallet_user": {"login_at": time.time(), **ALICE}})
+        cookie = serializer.dumps(
+            {
+                "wallet_user": {
+                    "login_at": time.time(),
+                    "user_id": "2088000000000001",
+                    "name": "Alice Wang",
+                }
+            }
+        )
     server = wsgi.Server(("127.0.0.1", 0), PhoneOnPortal(app), numthreads=4)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
@@ -249,3 +263,26 @@ def test_axe_finds_a_serious_violation(browser: Any) -> None:  # noqa: F811
     finally:
         context.close()
     assert any("color-contrast" in b for b in bad) and any("label" in b for b in bad), bad
+
+
+def test_chinese_glyphs_render(browser: Any) -> None:  # noqa: F811
+    """A CJK font is installed (fonts-noto-cjk), so Chinese screenshots show characters, not
+    boxes: two different characters draw different pixels (missing glyphs draw one box)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_content('<html lang="zh-CN"><body></body></html>')
+    try:
+        pixels = page.evaluate(
+            """chars => chars.map(ch => {
+                 const c = document.createElement('canvas');
+                 c.width = c.height = 40;
+                 const g = c.getContext('2d');
+                 g.font = '32px sans-serif';
+                 g.fillText(ch, 2, 34);
+                 return Array.from(g.getImageData(0, 0, 40, 40).data).join(',');
+               })""",
+            ["使", "用", "钱"],
+        )
+    finally:
+        context.close()
+    assert len(set(pixels)) == 3
