@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import g, render_template, request
+from flask import abort, g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from cloud.api import now
@@ -147,6 +147,14 @@ def venue_figures(db: Any, venue_id: str, window: stats.Window) -> VenueFigures:
 def home() -> ResponseReturnValue:
     venues = stats.venues(get_db(), g.merchant.id, now())
     return render_template("dashboard/venues.html", venues=venues)
+
+
+@bp.route("/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def not_found(_rest: str) -> ResponseReturnValue:
+    """A mistyped dashboard address gets the dashboard's error page (HTML, with a way back),
+    not the API's JSON: unmatched URLs belong to no blueprint, so without this rule the
+    app-wide JSON handler (cloud/api.py) answered them."""
+    abort(404)
 
 
 @bp.get("/venues/<venue_id>")

@@ -243,6 +243,9 @@ def test_dashboard_pages_pass_axe(cloud: dict, browser: Any, size: str) -> None:
         check("claim")
         page.goto(f"{base}/dashboard/venues/nope")  # the dashboard's own error page
         check("not-found")
+        page.goto(f"{base}/dashboard/nope")  # a mistyped address: the same page, not JSON
+        assert page.locator("h1").count() == 1
+        check("mistyped")
     finally:
         context.close()
     assert bad == []
