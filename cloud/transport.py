@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from portal import compress  # as cloud/dashboard/security.py shares the portal's CSRF
+
 if TYPE_CHECKING:
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -54,6 +56,7 @@ def install(app: Flask) -> None:
     if count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
     app.after_request(_hsts)
+    compress.install(app)  # gzip for pages with no secret in them (BREACH): portal/compress.py
 
 
 def _hsts(response: Response) -> Response:

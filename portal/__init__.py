@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.control_client import ControlClient
 from portal import (
     capport,
+    compress,
     errors,
     login,
     pages,
@@ -70,6 +71,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(push.bp)
     errors.register(app)
     security.register(app)
+    compress.install(app)  # gzip for pages with no secret in them (BREACH)
 
     # Wrapping the WSGI callable, not a before_request hook, so that a phone's stream of
     # probes and app traffic is answered before Flask routes, opens a session or renders.

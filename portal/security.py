@@ -13,6 +13,7 @@ from flask import Flask, Response, request, session
 from werkzeug.exceptions import BadRequest
 
 from gateway.config import Config
+from portal.compress import mark_secret
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -48,7 +49,9 @@ class CsrfError(BadRequest):
 
 
 def csrf_token() -> str:
-    """The browser session's token, created the first time a form needs it."""
+    """The browser session's token, created the first time a form needs it. The page that
+    carries it is not compressed (portal/compress.py: BREACH)."""
+    mark_secret()
     token = session.get(CSRF_KEY)
     if not isinstance(token, str) or not token:
         token = secrets.token_urlsafe(32)
