@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cloud.models import Venue
 from gateway.config import MAX_GARDEN_DOMAINS, garden_name, public_suffix_wildcards
 from gateway.policy import MAX_KBIT, MAX_MB
+from gateway.texts import DEFAULT_LANGUAGE, LANGUAGES, canonical_tag
 
 MAX_OFFERS = 20
 OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
@@ -25,6 +26,7 @@ COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}\Z")
 URL_RE = re.compile(r"^https://[^\s\"'<>]{1,2040}\Z")
 
 DEFAULT_CONFIG: dict[str, Any] = {
+    "default_language": DEFAULT_LANGUAGE,
     "branding": {"name": "Free Wi-Fi", "logo_url": "", "colour": "#0a7d5a", "terms": ""},
     "offers": [],
     "policy": {
@@ -74,6 +76,34 @@ def _text(where: str, value: Any, max_len: int, min_len: int = 0) -> str:
     return value.strip()
 
 
+def _texts(where: str, value: Any, max_len: int, min_len: int = 0) -> str | dict[str, str]:
+    """A shopper-visible text: a plain string (the older form, every language's text) or a
+    map of allowed language tag to text (gateway/texts.py). Each language has the plain
+    form's limits; blank languages are dropped; a required text (min_len > 0) needs at least
+    one language. Errors name the language (`offers[0].title.zh-CN: ...`)."""
+    if isinstance(value, str):
+        return _text(where, value, max_len, min_len)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be text, or an object of language to text")
+    texts: dict[str, str] = {}
+    for tag, text in value.items():
+        lang = canonical_tag(tag)
+        if lang is None:
+            shown = tag if isinstance(tag, str) and len(tag) <= 20 else "?"
+            raise ConfigError(
+                f"{where}: unknown language {shown!r}; expected one of {', '.join(LANGUAGES)}"
+            )
+        if lang in texts:
+            raise ConfigError(f"{where}: language {lang} given twice")
+        texts[lang] = _text(f"{where}.{lang}", text, max_len)
+    kept = {lang: texts[lang] for lang in LANGUAGES if texts.get(lang)}
+    if min_len and not kept:
+        raise ConfigError(
+            f"{where}: must be text of 1 to {max_len} characters in at least one language"
+        )
+    return kept or ""
+
+
 def _url(where: str, value: Any, allow_empty: bool = True) -> str:
     if allow_empty and value in ("", None):
         return ""
@@ -84,16 +114,24 @@ def _url(where: str, value: Any, allow_empty: bool = True) -> str:
 
 def validate_config(config: Any) -> dict[str, Any]:
     """The config, checked and normalised (text stripped, domains lower-cased)."""
-    top = _keys("config", config, {"branding", "offers", "policy", "garden"})
+    top = _keys(
+        "config",
+        config,
+        {"branding", "offers", "policy", "garden"},
+        frozenset({"default_language"}),
+    )
+    default_language = canonical_tag(top.get("default_language", DEFAULT_LANGUAGE))
+    if default_language is None:
+        raise ConfigError(f"default_language: must be one of {', '.join(LANGUAGES)}")
     b = _keys("branding", top["branding"], {"name"}, frozenset({"logo_url", "colour", "terms"}))
     colour = b.get("colour", DEFAULT_CONFIG["branding"]["colour"])
     if not isinstance(colour, str) or not COLOUR_RE.match(colour):
         raise ConfigError("branding.colour: must be #rrggbb")
     branding = {
-        "name": _text("branding.name", b["name"], 80, 1),
+        "name": _texts("branding.name", b["name"], 80, 1),
         "logo_url": _url("branding.logo_url", b.get("logo_url", "")),
         "colour": colour.lower(),
-        "terms": _text("branding.terms", b.get("terms", ""), 10_000),
+        "terms": _texts("branding.terms", b.get("terms", ""), 10_000),
     }
     if not isinstance(top["offers"], list) or len(top["offers"]) > MAX_OFFERS:
         raise ConfigError(f"offers: must be a list of at most {MAX_OFFERS}")
@@ -109,8 +147,8 @@ def validate_config(config: Any) -> dict[str, Any]:
         offers.append(
             {
                 "id": o["id"],
-                "title": _text(f"{where}.title", o["title"], 120, 1),
-                "body": _text(f"{where}.body", o.get("body", ""), 2000),
+                "title": _texts(f"{where}.title", o["title"], 120, 1),
+                "body": _texts(f"{where}.body", o.get("body", ""), 2000),
                 "url": _url(f"{where}.url", o.get("url", "")),
             }
         )
@@ -145,6 +183,7 @@ def validate_config(config: Any) -> dict[str, Any]:
             f"{opened[0][2:]}; list the venue's own domain instead"
         )
     return {
+        "default_language": default_language,
         "branding": branding,
         "offers": offers,
         "policy": policy,

@@ -7,10 +7,14 @@ page costs at most one stat() a second: the file is re-read only when its identi
 size, mtime) changes. A file that is not what the protocol says is logged once and ignored as a
 whole, so the TOML's branding and offers stay on screen rather than half of each.
 
-What the cloud sets replaces the TOML's value; what it leaves empty (or out) keeps it. The cloud
-has no Chinese variants, so a cloud name, terms or offer list also drops the TOML's `_zh` ones
-(a stale translation of an old name is worse than the new name in English). An `offers` list,
-even an empty one, is the cloud's list: a merchant who removed every offer sees none.
+What the cloud sets replaces the TOML's value; what it leaves empty (or out) keeps it. A cloud
+text is a map of language to text (gateway/texts.py) or, from an older cloud, one plain string.
+The portal's two languages each get the cloud's text by the fallback order there (the exact
+language, its primary subtag, the venue's `default_language`, any the venue wrote), so a zh-CN
+phone reads the merchant's Chinese and a language the merchant left out still shows text,
+never "". A plain string is every language's text: it replaces the TOML's `_zh` variant too
+(a stale translation of an old name is worse than the new name in English). An `offers`
+list, even an empty one, is the cloud's list: a merchant who removed every offer sees none.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from flask import Flask, current_app
 
 from gateway.cloud_config import FILE, CloudConfigFile
 from gateway.config import Config, OfferConfig
+from gateway.texts import DEFAULT_LANGUAGE, EN, ZH, canonical_tag, pick
 
 log = logging.getLogger("plaza.portal")
 
@@ -35,6 +40,7 @@ EXTENSION = "plaza_venue"
 CHECK_SECONDS = 1.0
 MAX_TEXT = 4000
 MAX_OFFERS = 50
+MAX_LANGUAGES = 16  # a later cloud may write more languages than the portal shows
 HEX_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 URL = re.compile(r"(https://|/static/)[^\s\"'<>\\]+")
 
@@ -51,6 +57,23 @@ def _text(value: Any, where: str, limit: int = MAX_TEXT) -> str:
     return value.strip()
 
 
+def _texts(value: Any, where: str, default: str, limit: int = MAX_TEXT) -> tuple[str, str]:
+    """A cloud text as (English, Chinese) for the portal's two languages. A plain string is
+    the English one with no Chinese variant (`localized` then shows it in both); a map is
+    picked from by the fallback order. Tags the portal does not show are allowed (a later
+    cloud may write more languages) but must hold strings within limits."""
+    if value is None or isinstance(value, str):
+        return _text(value, where, limit), ""  # "" : `localized` shows the one text
+    if not isinstance(value, dict) or len(value) > MAX_LANGUAGES:
+        raise Malformed(f"{where}: expected a string or an object of language to string")
+    texts = {}
+    for tag, text in value.items():
+        if not isinstance(tag, str) or len(tag) > 35:
+            raise Malformed(f"{where}: expected language tags as keys")
+        texts[tag] = _text(text, f"{where}.{tag}", limit)
+    return pick(texts, EN, default).strip(), pick(texts, ZH, default).strip()
+
+
 def overlay(base: Config, document: Any) -> Config:
     """`base` with the cloud document's branding and offers; Malformed if the document is not
     {"version": n, "config": {"branding": {...}, "offers": [...], ...}}."""
@@ -60,9 +83,13 @@ def overlay(base: Config, document: Any) -> Config:
     branding = cloud.get("branding") or {}
     if not isinstance(branding, dict):
         raise Malformed("branding: expected an object")
+    default = cloud.get("default_language", DEFAULT_LANGUAGE)
+    if not isinstance(default, str) or len(default) > 35:
+        raise Malformed("default_language: expected a language tag")
+    default = canonical_tag(default) or DEFAULT_LANGUAGE
     portal = base.portal
-    name = _text(branding.get("name"), "branding.name", 100)
-    terms = _text(branding.get("terms"), "branding.terms")
+    name, name_zh = _texts(branding.get("name"), "branding.name", default, 100)
+    terms, terms_zh = _texts(branding.get("terms"), "branding.terms", default)
     logo = _text(branding.get("logo_url"), "branding.logo_url", 2000)
     colour = _text(branding.get("colour"), "branding.colour", 7)
     if logo and not URL.fullmatch(logo):
@@ -70,9 +97,9 @@ def overlay(base: Config, document: Any) -> Config:
     if colour and not HEX_COLOR.fullmatch(colour):
         raise Malformed("branding.colour: expected #rrggbb")
     if name:
-        portal = replace(portal, merchant_name=name, merchant_name_zh="")
+        portal = replace(portal, merchant_name=name, merchant_name_zh=name_zh)
     if terms:
-        portal = replace(portal, terms=terms, terms_zh="")
+        portal = replace(portal, terms=terms, terms_zh=terms_zh)
     if logo:
         portal = replace(portal, logo_url=logo)
     if colour:
@@ -86,14 +113,15 @@ def overlay(base: Config, document: Any) -> Config:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise Malformed(f"offers[{i}]: expected an object")
-            title = _text(item.get("title"), f"offers[{i}].title", 200)
+            title, title_zh = _texts(item.get("title"), f"offers[{i}].title", default, 200)
+            text, text_zh = _texts(item.get("body"), f"offers[{i}].body", default)
             url = _text(item.get("url"), f"offers[{i}].url", 2000)
             if not title:
                 raise Malformed(f"offers[{i}].title: must not be empty")
             if url and not (url.startswith("https://") and URL.fullmatch(url)):
                 raise Malformed(f"offers[{i}].url: expected an https:// URL")
             built.append(
-                OfferConfig(title=title, text=_text(item.get("body"), f"offers[{i}].body"), url=url)
+                OfferConfig(title=title, text=text, url=url, title_zh=title_zh, text_zh=text_zh)
             )
         offers = tuple(built)
     return replace(base, portal=portal, offers=offers)

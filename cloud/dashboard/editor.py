@@ -8,6 +8,11 @@ lines) refuses what it cannot read with a `ConfigError` naming the field, like v
 so every refusal reaches the merchant the same way: at the field, with their input kept. A
 save based on an older version than the stored one is refused with the merchant's input kept,
 rather than silently overwriting a colleague's change.
+
+Every shopper-visible text (name, terms, each offer's title and text) has an English and a
+Chinese field, saved as a map of language to text (gateway/texts.py); either may be left
+empty, the portal then falls back to the other. A text stored in the older plain form shows
+in the English field and is saved in the new form.
 """
 
 from __future__ import annotations
@@ -41,9 +46,14 @@ from cloud.venue_config import (
     set_venue_config,
 )
 from gateway.config import garden_name
+from gateway.texts import DEFAULT_LANGUAGE, EN, LANGUAGES, ZH
 
-OFFER_FIELDS = ("title", "body", "url")
+OFFER_FIELDS = ("title", "body", "url", "title_zh", "body_zh")
+# The editor's language columns: the form field suffix and the label's addition for each.
+LANGUAGE_FIELDS = {EN: ("", ""), ZH: ("_zh", " (Chinese)")}
+LANGUAGE_NAMES = {EN: "English", ZH: "中文 (Chinese)"}  # the main-language choices
 BRANDING_LABELS = {
+    "default_language": "Main language",
     "branding.name": "Venue name",
     "branding.colour": "Colour",
     "branding.logo_url": "Logo URL",
@@ -88,6 +98,8 @@ class OfferRow:
     title: str = ""
     body: str = ""
     url: str = ""
+    title_zh: str = ""
+    body_zh: str = ""
     remove: bool = False
 
 
@@ -102,6 +114,9 @@ class EditorForm:
     offers: list[OfferRow]
     new: OfferRow = field(default_factory=lambda: OfferRow("new"))
     base_version: int = 0
+    name_zh: str = ""
+    terms_zh: str = ""
+    default_language: str | None = DEFAULT_LANGUAGE  # None: not in the form, keep the stored
     # As typed (None: not in the form): shown again as they were if the save is refused.
     policy: dict[str, str | None] = field(default_factory=dict)
     garden: str | None = ""
@@ -109,14 +124,18 @@ class EditorForm:
     @classmethod
     def from_config(cls, config: dict[str, Any], version: int) -> EditorForm:
         b = config["branding"]
-        offers = [
-            OfferRow(f"offer-{i}", o["id"], o["title"], o.get("body", ""), o.get("url", ""))
-            for i, o in enumerate(config["offers"])
-        ]
-        return cls(b["name"], b["colour"], b.get("logo_url", ""), b.get("terms", ""), offers,
+        name, terms = split_text(b["name"]), split_text(b.get("terms", ""))
+        offers = []
+        for i, o in enumerate(config["offers"]):
+            title, body = split_text(o["title"]), split_text(o.get("body", ""))
+            offers.append(OfferRow(f"offer-{i}", o["id"], title[EN], body[EN], o.get("url", ""),
+                                   title[ZH], body[ZH]))  # fmt: skip
+        return cls(name[EN], b["colour"], b.get("logo_url", ""), terms[EN], offers,
                    base_version=version,
                    policy={f.name: str(config["policy"][f.name]) for f in POLICY_FIELDS},
-                   garden="\n".join(config["garden"]["domains"]))  # fmt: skip
+                   garden="\n".join(config["garden"]["domains"]),
+                   name_zh=name[ZH], terms_zh=terms[ZH],
+                   default_language=config.get("default_language", DEFAULT_LANGUAGE))  # fmt: skip
 
     @classmethod
     def from_form(cls, form: MultiDict[str, str]) -> EditorForm:
@@ -143,6 +162,8 @@ class EditorForm:
             form.get("terms", ""), offers, new, base,
             policy={f.name: form.get(f.name) for f in POLICY_FIELDS},
             garden=form.get("garden"),
+            name_zh=form.get("name_zh", ""), terms_zh=form.get("terms_zh", ""),
+            default_language=form.get("default_language"),
         )  # fmt: skip
 
     def to_config(self, current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -150,25 +171,27 @@ class EditorForm:
         point an error at the right row). The empty row becomes an offer only if any of its
         fields was filled in; a half-filled one is then refused by validation, visibly."""
         config = copy.deepcopy(current)
+        if self.default_language is not None:
+            config["default_language"] = self.default_language
         config["branding"] = {
-            "name": self.name,
+            "name": both(self.name, self.name_zh),
             "colour": self.colour.strip().lower(),
             "logo_url": self.logo_url.strip(),
-            "terms": self.terms.replace("\r\n", "\n"),
+            "terms": both(self.terms, self.terms_zh),
         }
         offers, rows = [], []
         for o in self.offers:
             if o.remove:
                 continue
-            offers.append({"id": o.id, "title": o.title, "body": o.body.replace("\r\n", "\n"),
-                           "url": o.url.strip()})  # fmt: skip
+            offers.append({"id": o.id, "title": both(o.title, o.title_zh),
+                           "body": both(o.body, o.body_zh), "url": o.url.strip()})  # fmt: skip
             rows.append(o.row)
         if any(getattr(self.new, name).strip() for name in OFFER_FIELDS):
             offers.append(
                 {
                     "id": new_offer_id({o["id"] for o in offers}),
-                    "title": self.new.title,
-                    "body": self.new.body.replace("\r\n", "\n"),
+                    "title": both(self.new.title, self.new.title_zh),
+                    "body": both(self.new.body, self.new.body_zh),
                     "url": self.new.url.strip(),
                 }
             )
@@ -177,6 +200,20 @@ class EditorForm:
         config["policy"] = {f.name: parse_number(f, self.policy.get(f.name)) for f in POLICY_FIELDS}
         config["garden"] = {"domains": parse_garden(self.garden)}
         return config, rows
+
+
+def split_text(text: Any) -> dict[str, str]:
+    """A stored text as the editor's fields, one per language: a map's own entries (no
+    fallback filled in: an empty field is one the merchant did not write), a plain string
+    from before languages in the English field."""
+    if isinstance(text, dict):
+        return {lang: str(text.get(lang) or "") for lang in LANGUAGES}
+    return {lang: (str(text or "") if lang == EN else "") for lang in LANGUAGES}
+
+
+def both(english: str, chinese: str) -> dict[str, str]:
+    """The form's two fields as the config's language map (validation drops empty ones)."""
+    return {EN: english.replace("\r\n", "\n"), ZH: chinese.replace("\r\n", "\n")}
 
 
 def parse_number(spec: PolicyField, raw: str | None) -> int:
@@ -238,8 +275,13 @@ class FieldError:
 def explain(error: ConfigError, rows: list[str]) -> FieldError:
     """A validation message in the merchant's words, and the field it is about."""
     where, _, what = str(error).partition(": ")
+    suffix, label_more = "", ""
+    for lang, (field_suffix, label) in LANGUAGE_FIELDS.items():
+        if where.endswith(f".{lang}"):
+            where, suffix, label_more = where[: -len(lang) - 1], field_suffix, label
     if where in BRANDING_LABELS:
-        return FieldError(where.split(".")[1], f"{BRANDING_LABELS[where]}: {what}")
+        name = where.split(".")[-1]
+        return FieldError(name + suffix, f"{BRANDING_LABELS[where]}{label_more}: {what}")
     if where in POLICY_LABELS:
         return FieldError(where.split(".")[1], f"{POLICY_LABELS[where]}: {what}")
     if where == "garden.domains":
@@ -249,7 +291,7 @@ def explain(error: ConfigError, rows: list[str]) -> FieldError:
         row, name = rows[int(match.group(1))], match.group(2) or "title"
         label = "New offer" if row == "new" else f"Offer {int(row.split('-')[1]) + 1}"
         shown = {"url": "link", "id": "id"}.get(name, name)
-        return FieldError(f"{row}-{name}", f"{label} {shown}: {what}")
+        return FieldError(f"{row}-{name}{suffix}", f"{label} {shown}{label_more}: {what}")
     return FieldError("", str(error))
 
 
@@ -267,6 +309,7 @@ def _editor_page(venue: Venue, form: EditorForm, error: FieldError | None = None
             on_colour=on_colour(form.colour),
             policy_fields=POLICY_FIELDS,
             max_garden=MAX_GARDEN_DOMAINS,
+            language_names=LANGUAGE_NAMES,
         ),
         status,
     )

@@ -30,6 +30,7 @@ from cloud.api import now
 from cloud.models import PresenceEvent, PushJob, PushSubscription, ShopperLink, Venue
 from cloud.push.settings import PushSettings
 from cloud.push.webpush import MAX_PAYLOAD
+from gateway.texts import DEFAULT_LANGUAGE, ZH, canonical_tag, pick
 
 log = logging.getLogger("plaza.cloud.push")
 
@@ -37,6 +38,14 @@ EXTENSION = "plaza_push"
 MAX_TITLE = 80  # what the wallet takes (lab/wallet/passes.MAX_TITLE)
 MAX_BODY = 500  # lab/wallet/messages.MAX_BODY
 CONNECT_LINE = "Tap to connect to the Wi-Fi."
+# The cloud does not know a returning shopper's language (the wallet message has no browser
+# behind it), so a push is written in the venue's default language: its own sentences from
+# here (English for any language not listed), the merchant's texts by gateway/texts.py's
+# fallback order from that language.
+SENTENCES: dict[str, tuple[str, str]] = {  # language: (title with {name}, connect line)
+    DEFAULT_LANGUAGE: ("Welcome back to {name}", CONNECT_LINE),
+    ZH: ("欢迎再次光临{name}", "轻点即可连接 Wi-Fi。"),
+}
 
 
 def init_app(app: Flask) -> None:
@@ -150,16 +159,28 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def venue_language(config: dict[str, Any]) -> str:
+    """The venue's default language (a config from before languages: English)."""
+    return canonical_tag(config.get("default_language")) or DEFAULT_LANGUAGE
+
+
+def localized_offer(offer: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The offer with its title and body as plain text in `lang` (or its fallback)."""
+    return {**offer, "title": pick(offer.get("title"), lang), "body": pick(offer.get("body"), lang)}
+
+
 def wallet_message(config: dict[str, Any], connect_url: str | None) -> dict[str, Any] | None:
     """Title, body and link of the wallet message: the venue's current offers, one a line,
     and the one-tap link. Without a connect link, the first offer's own link; with neither
     a link nor an offer there is nothing worth a push (None)."""
-    name = str(config.get("branding", {}).get("name") or "our venue")
-    offers = [o for o in config.get("offers", []) if isinstance(o, dict)]
+    lang = venue_language(config)
+    welcome, connect_line = SENTENCES.get(lang, SENTENCES[DEFAULT_LANGUAGE])
+    name = pick(config.get("branding", {}).get("name"), lang) or "our venue"
+    offers = [localized_offer(o, lang) for o in config.get("offers", []) if isinstance(o, dict)]
     link = connect_url or next((o["url"] for o in offers if o.get("url")), None)
     if link is None or not (offers or connect_url):
         return None
-    footer = CONNECT_LINE if connect_url else ""
+    footer = connect_line if connect_url else ""
     lines: list[str] = []
     room = MAX_BODY - len(footer) - 1
     for offer in offers:
@@ -169,7 +190,7 @@ def wallet_message(config: dict[str, Any], connect_url: str | None) -> dict[str,
         lines.append(line)
     body = "\n".join([*lines, footer] if footer else lines) or footer
     return {
-        "title": _cut(f"Welcome back to {name}", MAX_TITLE),
+        "title": _cut(welcome.format(name=name), MAX_TITLE),
         "body": body,
         "link": link,
         "offers": [o["id"] for o in offers],
@@ -179,10 +200,12 @@ def wallet_message(config: dict[str, Any], connect_url: str | None) -> dict[str,
 def webpush_payload(venue: Venue, message: dict[str, Any]) -> dict[str, Any]:
     """What the browser's service worker gets: the message plus the offers themselves, as
     many as fit the encrypted 4 KiB a push service must accept."""
+    lang = venue_language(venue.config)
     offers = [
         {k: o.get(k, "") for k in ("id", "title", "body", "url")}
-        for o in venue.config.get("offers", [])
-        if isinstance(o, dict)
+        for o in (
+            localized_offer(o, lang) for o in venue.config.get("offers", []) if isinstance(o, dict)
+        )
     ]
     data = {
         "title": message["title"],

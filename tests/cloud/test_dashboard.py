@@ -610,16 +610,16 @@ def test_editor_save_bumps_the_version_and_reaches_the_router(
     assert "Saved as version 2" in page
     config = router.get("/api/v1/device/config").get_json()
     assert config["version"] == 2
-    assert config["config"]["branding"] == {
-        "name": "Cafe Uno",
+    assert config["config"]["branding"] == {  # the editor writes language maps
+        "name": {"en": "Cafe Uno"},
         "logo_url": "",
         "colour": "#aa3300",
-        "terms": "Be nice.",
+        "terms": {"en": "Be nice."},
     }
     [offer] = config["config"]["offers"]
     assert (offer["title"], offer["body"], offer["url"]) == (
-        "Two for one",
-        "Until noon",
+        {"en": "Two for one"},
+        {"en": "Until noon"},
         "https://cafe.example/offer",
     )
     assert config["config"]["policy"]["session_minutes"] == 60  # untouched by the editor
@@ -631,7 +631,7 @@ def test_editor_save_bumps_the_version_and_reaches_the_router(
     config = router.get("/api/v1/device/config").get_json()
     assert config["version"] == 3
     assert [(o["id"], o["title"]) for o in config["config"]["offers"]] == [
-        (offer["id"], "Three for two")
+        (offer["id"], {"en": "Three for two"})
     ]
     form = editor_form(signed_in, venue.id)
     form["offer-0-remove"] = "1"
@@ -695,7 +695,7 @@ def test_editor_refuses_a_save_based_on_an_old_version(
     assert "changed elsewhere" in text(response) and "My stale edit" in text(response)
     assert 'name="base_version" value="2"' in text(response)  # saving again now works
     with cloud_db.session(app) as db:
-        assert db.get(Venue, venue.id).config["branding"]["name"] == "Saved elsewhere"
+        assert db.get(Venue, venue.id).config["branding"]["name"] == {"en": "Saved elsewhere"}
 
 
 def test_editor_saves_session_policy_and_walled_garden(
@@ -732,7 +732,7 @@ def test_editor_saves_session_policy_and_walled_garden(
     }
     assert config["config"]["garden"] == {"domains": ["menu.cafe.example", "*.pay.example"]}
     assert cloud_domains(config["config"]["garden"]) == ["menu.cafe.example", "*.pay.example"]
-    assert config["config"]["branding"]["name"] == "Cafe Uno Main St"  # the rest untouched
+    assert config["config"]["branding"]["name"] == {"en": "Cafe Uno Main St"}  # the rest kept
     # The editor shows what was stored, and saving it unchanged stores the same again.
     form = editor_form(signed_in, venue.id)
     assert (form["session_minutes"], form["quota_total_mb"]) == ("45", "500")
