@@ -23,6 +23,7 @@ CLOUD_IP = "192.0.2.40"
 CLOUD_URL = f"https://{CLOUD_HOST}"
 MERCHANT_EMAIL = "owner@plaza.test"
 MERCHANT_PASSWORD = "plaza-demo-password"  # lab only; the dashboard's sign-in in the demo
+DEMO_NAME_ZH = "广场示范咖啡"  # the demo venue's Chinese name, as in the lab router's TOML
 BIN = Path(sys.executable).parent
 # The lab's push services live on the fake internet's documentation and benchmark ranges,
 # which the cloud refuses as push endpoints by default (cloud/push/endpoints.py): allowed here,
@@ -92,14 +93,19 @@ def bootstrap(run_dir: Path, venue_name: str, portal_host: str) -> CloudAccount:
 
 
 def _demo_offers(run_dir: Path, venue_id: str, venue_name: str) -> None:
-    """The demo venue's branding and offers, as a merchant would set them in the dashboard."""
+    """The demo venue's branding and offers in English and Chinese, as a merchant would set
+    them in the dashboard (the same texts as the lab router's own TOML)."""
 
     def change(config: dict) -> None:
-        config["branding"]["name"] = venue_name
+        config["branding"]["name"] = {"en": venue_name, "zh-CN": DEMO_NAME_ZH}
         config["offers"] = [
-            {"id": "flat-white", "title": "Flat white ¥12 until noon",
-             "body": "Show this screen at the counter.", "url": ""},
-            {"id": "pastry", "title": "Free pastry with any large drink", "body": "", "url": ""},
+            {"id": "flat-white",
+             "title": {"en": "Flat white ¥12 until noon", "zh-CN": "中午前馥芮白 12 元"},
+             "body": {"en": "Show this screen at the counter.", "zh-CN": "在柜台出示此页面即可。"},
+             "url": ""},
+            {"id": "pastry",
+             "title": {"en": "Free pastry with any large drink", "zh-CN": "大杯饮品送糕点"},
+             "body": "", "url": ""},
         ]  # fmt: skip
 
     edit_venue(run_dir, venue_id, change)

@@ -97,6 +97,48 @@ def test_router_is_enrolled_and_heartbeats(lab: Lab) -> None:
     assert row["venue_id"] == lab.status()["cloud"]["venue_id"]
 
 
+def test_a_zh_cn_phone_reads_the_venues_chinese_texts_from_the_cloud(lab: Lab) -> None:
+    """The demo venue carries both languages; the merchant's Chinese name and offers (not
+    the router's own TOML translations) reach a phone asking for zh-CN, English ones an
+    English phone."""
+    status = lab.status()
+    venue_id, device = status["cloud"]["venue_id"], status["cloud"]["device_id"]
+    [row] = query(lab, "SELECT config FROM venues WHERE id = ?", venue_id)
+    demo = json.loads(row["config"])
+    assert demo["branding"]["name"] == {"en": "Plaza Demo Café", "zh-CN": "广场示范咖啡"}
+    assert [o["title"]["zh-CN"] for o in demo["offers"]] == ["中午前馥芮白 12 元", "大杯饮品送糕点"]
+
+    def bilingual(config: dict) -> None:
+        config["branding"]["name"] = {"en": "Cloud Harbour Café", "zh-CN": "云港咖啡"}
+        title = {"en": "Two lattes for one", "zh-CN": "拿铁买一送一"}
+        config["offers"] = [{"id": "zh1", "title": title, "url": ""}]
+
+    def restore(config: dict) -> None:
+        config["branding"]["name"], config["offers"] = demo["branding"]["name"], demo["offers"]
+
+    labcloud.edit_venue(lab.run_dir, venue_id, bilingual)
+    cloud_cli(lab, "command", device, "refresh-config")
+    browser = Phone(lab.netns_of("phone2"))
+    chinese = ("-H", "Accept-Language: zh-CN,zh;q=0.9")
+    try:
+
+        def shown() -> bool:
+            page = browser.get(status["portal_url"] + "venue", extra=chinese)
+            return page.status == 200 and "拿铁买一送一" in page.body
+
+        wait_for(shown, 20, "the cloud's Chinese offer on the portal")
+        splash = browser.get(status["portal_url"], extra=chinese)
+        assert splash.status == 200 and "云港咖啡" in splash.body
+        assert "Cloud Harbour Café" not in splash.body and "广场示范咖啡" not in splash.body
+        english = browser.get(status["portal_url"] + "venue", extra=("-H", "Accept-Language: en"))
+        assert "Two lattes for one" in english.body and "拿铁买一送一" not in english.body
+        assert "Cloud Harbour Café" in english.body
+    finally:
+        browser.close()
+        labcloud.edit_venue(lab.run_dir, venue_id, restore)
+        cloud_cli(lab, "command", device, "refresh-config")
+
+
 def test_venue_config_from_the_cloud_reaches_the_portal(lab: Lab) -> None:
     status = lab.status()
     venue_id, device = status["cloud"]["venue_id"], status["cloud"]["device_id"]
