@@ -195,6 +195,7 @@ def test_merchant_signs_in_reads_the_venue_and_edits_an_offer(cloud: dict, brows
     page.click("text=Venue settings")
     page.wait_for_url(f"{base}/dashboard/venues/{venue_id}/editor")
     page.fill("#new-title", "Two coffees for one")
+    page.fill("#new-title_zh", "咖啡买一送一")
     page.fill("#new-body", "Weekdays until noon.")
     page.fill("#new-url", "http://cafe.example/offer")  # not https: refused, input kept
     page.click("#editor button[type=submit]")
@@ -216,7 +217,7 @@ def test_merchant_signs_in_reads_the_venue_and_edits_an_offer(cloud: dict, brows
     config = router.get("/api/v1/device/config").get_json()
     assert config["version"] == 2
     assert [(o["title"], o["url"]) for o in config["config"]["offers"]] == [
-        ("Two coffees for one", "https://cafe.example/offer")
+        ({"en": "Two coffees for one", "zh-CN": "咖啡买一送一"}, "https://cafe.example/offer")
     ]
     [command] = router.get("/api/v1/device/commands?wait=0").get_json()["commands"]
     assert command["op"] == "refresh-config"
