@@ -249,7 +249,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+CLOUD_MODULES = ("sqlalchemy", "alembic", "psycopg", "pywebpush")
+
+
+def missing_cloud_install() -> str | None:
+    """The first of the cloud's own dependencies this install lacks, or None: a router
+    install (`pip install .`) has none of them and says so in one line, not a traceback."""
+    import importlib.util
+
+    return next((m for m in CLOUD_MODULES if importlib.util.find_spec(m) is None), None)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if (missing := missing_cloud_install()) is not None:
+        print(
+            f"plaza-cloud: this is a router install ({missing} is missing); "
+            "the cloud needs: pip install 'plaza[cloud]'",
+            file=sys.stderr,
+        )
+        return 2
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from cloud.accounts import AccountError

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import Float, String, create_engine, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from werkzeug.wrappers import Response
 
 from gateway.config import PortalConfig
@@ -45,18 +45,15 @@ bp = Blueprint("reconnect", __name__)
 SALT = "plaza-reconnect-v1"
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class ReconnectToken(Base):
-    __tablename__ = "reconnect_tokens"
-
-    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float] = mapped_column(Float)
-    revoked_at: Mapped[float | None] = mapped_column(Float)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reconnect_tokens (
+    jti VARCHAR(32) PRIMARY KEY,
+    user_id VARCHAR(64) NOT NULL,
+    created_at FLOAT NOT NULL,
+    expires_at FLOAT NOT NULL,
+    revoked_at FLOAT
+)
+"""
 
 
 class TokenError(ValueError):
@@ -64,22 +61,36 @@ class TokenError(ValueError):
 
 
 class Tokens:
-    """Issue, check and revoke tokens; the signing key is the portal's secret key."""
+    """Issue, check and revoke tokens; the signing key is the portal's secret key. Rows live
+    in the portal's SQLite file through the standard library (as gateway/store.py does): the
+    router install carries no ORM. One connection, serialized, for the portal's threads."""
 
     def __init__(self, db_path: Path | str, secret: str | bytes, venue: str, days: int) -> None:
-        url = "sqlite://" if str(db_path) == ":memory:" else f"sqlite:///{db_path}"
-        self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute(SCHEMA)
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS ix_reconnect_tokens_user_id "
+                "ON reconnect_tokens (user_id)"
+            )
         self.signer = URLSafeSerializer(secret, salt=SALT)
         self.venue = venue
         self.days = days
+
+    def _run(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, args)
 
     def issue(self, user_id: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
         jti = secrets.token_hex(16)
         expires = now + self.days * 86400
-        with Session(self.engine) as db, db.begin():
-            db.add(ReconnectToken(jti=jti, user_id=user_id, created_at=now, expires_at=expires))
+        self._run(
+            "INSERT INTO reconnect_tokens (jti, user_id, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (jti, user_id, now, expires),
+        )
         return self.signer.dumps({"v": self.venue, "jti": jti, "sub": user_id, "exp": expires})
 
     def check(self, token: str, now: float | None = None) -> str:
@@ -93,34 +104,32 @@ class Tokens:
             raise TokenError("bad signature") from None
         if not isinstance(claims, dict) or claims.get("v") != self.venue:
             raise TokenError("token for another venue")
-        with Session(self.engine) as db:
-            row = db.get(ReconnectToken, str(claims.get("jti")))
-        if row is None or row.user_id != claims.get("sub"):
+        row = self._run(
+            "SELECT user_id, expires_at, revoked_at FROM reconnect_tokens WHERE jti = ?",
+            (str(claims.get("jti")),),
+        ).fetchone()
+        if row is None or row[0] != claims.get("sub"):
             raise TokenError("unknown token")
-        if row.revoked_at is not None:
+        user_id, expires_at, revoked_at = row
+        if revoked_at is not None:
             raise TokenError("revoked")
-        if row.expires_at <= now:
+        if expires_at <= now:
             raise TokenError("expired")
-        return row.user_id
+        return user_id
 
     def revoke_user(self, user_id: str, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        with Session(self.engine) as db, db.begin():
-            result = db.execute(
-                update(ReconnectToken)
-                .where(ReconnectToken.user_id == user_id, ReconnectToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            return result.rowcount
+        return self._run(
+            "UPDATE reconnect_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            (now, user_id),
+        ).rowcount
 
     def active(self, user_id: str) -> int:
-        with Session(self.engine) as db:
-            rows = db.scalars(
-                select(ReconnectToken).where(
-                    ReconnectToken.user_id == user_id, ReconnectToken.revoked_at.is_(None)
-                )
-            ).all()
-            return len(rows)
+        (count,) = self._run(
+            "SELECT count(*) FROM reconnect_tokens WHERE user_id = ? AND revoked_at IS NULL",
+            (user_id,),
+        ).fetchone()
+        return count
 
 
 def tokens() -> Tokens:
