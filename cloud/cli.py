@@ -52,7 +52,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from cheroot import wsgi
 
-    from cloud import migrations, transport
+    from cloud import migrations
+    from portal import tls
 
     app = _app(args)
     url = app.config["DATABASE_URL"]
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together")
     if args.cert:
-        server.ssl_adapter = transport.server_adapter(args.cert, args.key)
+        server.ssl_adapter = tls.server_adapter(args.cert, args.key)
     server.prepare()
     host, port = server.bind_addr[:2]
     scheme = "https" if args.cert else "http"

@@ -11,28 +11,21 @@ HSTS (`Strict-Transport-Security: max-age=31536000`) goes on every answer that w
 TLS: the request came over https, or a trusted proxy said so. Over plain http it would be
 ignored by browsers anyway (RFC 6797 §8.1), and the embedded default on 127.0.0.1 is http.
 
-`plaza-cloud run --cert` speaks TLS 1.2 with AEAD suites only (ECDHE with AES-GCM or
-ChaCha20-Poly1305) and TLS 1.3; CBC suites and TLS 1.0/1.1 are refused. The same settings as
-the portal's (portal/tls.py), kept as a copy because the cloud never imports the router's
-packages; tests/unit/test_tls.py checks that the two agree.
+`plaza-cloud run --cert` speaks TLS with the portal's settings (portal/tls.py: TLS 1.2 with
+AEAD suites only, and TLS 1.3), called from there like the portal's CSRF and gzip rules until
+the shared bottom floor of issue 12 holds all three.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
-from typing import TYPE_CHECKING
 
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import compress  # as cloud/dashboard/security.py shares the portal's CSRF
 
-if TYPE_CHECKING:
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
-
 HSTS = "max-age=31536000"
-AEAD_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 ENV = "PLAZA_CLOUD_TRUSTED_PROXIES"
 
 
@@ -63,20 +56,3 @@ def _hsts(response: Response) -> Response:
     if request.is_secure:
         response.headers["Strict-Transport-Security"] = HSTS
     return response
-
-
-def harden(context: ssl.SSLContext) -> ssl.SSLContext:
-    """TLS 1.2 minimum, AEAD suites only, and the server's order of preference."""
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(AEAD_CIPHERS)  # TLS 1.2 only; TLS 1.3's suites are all AEAD already
-    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
-    return context
-
-
-def server_adapter(cert_file: str, key_file: str) -> BuiltinSSLAdapter:
-    """cheroot's adapter for `run --cert`, with the context hardened as above."""
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-    adapter = BuiltinSSLAdapter(cert_file, key_file)
-    harden(adapter.context)
-    return adapter

@@ -4,8 +4,7 @@ ChaCha20-Poly1305), and TLS 1.3 as OpenSSL has it.
 CBC suites (ECDHE-*-AES128-SHA256 and friends) are refused: their MAC-then-encrypt design is
 what Lucky Thirteen and the padding-oracle family attack, and every phone that can show the
 sign-in sheet (Android 5+, iOS 9+) offers an AEAD suite. TLS 1.0 and 1.1 are refused too.
-The cloud applies the same settings to `plaza-cloud run --cert` (cloud/transport.py keeps its
-own copy: the router and the cloud share no module; tests/unit/test_tls.py checks the two agree).
+`plaza-cloud run --cert` uses this same recipe (cloud/cli.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from socket import create_connection
 import pytest
 from cheroot import wsgi
 
-from cloud import transport
 from gateway.config import Config, PortalConfig
 from lab.pki import LabCA
 from portal import cli as portal_cli
@@ -43,7 +42,7 @@ def _portal_server(cert: Path, key: Path) -> wsgi.Server:
 
 def _cloud_server(cert: Path, key: Path) -> wsgi.Server:
     server = wsgi.Server(("127.0.0.1", 0), hello)
-    server.ssl_adapter = transport.server_adapter(str(cert), str(key))
+    server.ssl_adapter = portal_tls.server_adapter(str(cert), str(key))  # as cloud/cli.py
     return server
 
 
@@ -93,14 +92,3 @@ def test_tls11_is_refused(port: int, pki: tuple[Path, ...]) -> None:
 
 def test_tls13_as_is(port: int, pki: tuple[Path, ...]) -> None:
     assert handshake(port, pki[0], version=ssl.TLSVersion.TLSv1_3).startswith("TLS_")
-
-
-def test_portal_and_cloud_agree() -> None:
-    """Two copies (the router and the cloud share no module): they must not drift."""
-    assert portal_tls.AEAD_CIPHERS == transport.AEAD_CIPHERS
-    contexts = [
-        harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-        for harden in (portal_tls.harden, transport.harden)
-    ]
-    assert contexts[0].get_ciphers() == contexts[1].get_ciphers()
-    assert all(c.minimum_version is ssl.TLSVersion.TLSv1_2 for c in contexts)
