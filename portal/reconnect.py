@@ -43,6 +43,7 @@ log = logging.getLogger("plaza.portal.reconnect")
 bp = Blueprint("reconnect", __name__)
 
 SALT = "plaza-reconnect-v1"
+PENDING_KEY = "pending_link"  # the link sent to the wallet, until it returns with consent
 
 
 SCHEMA = """
@@ -189,23 +190,11 @@ def opt_in() -> str | Response | tuple[str, int]:
     target = _pass_url(link, pass_title(config.portal), offers)
     if target is not None:
         if offers:
-            session_pending(link)
+            session[PENDING_KEY] = link
         log.info("reconnect token issued for a wallet user; sent to the wallet to save it")
         return redirect(target, code=303)
     log.info("reconnect token issued for a wallet user; shown on the page (no wallet passes)")
     return render_template("reconnect.html", link=link, saved=False)
-
-
-PENDING_KEY = "pending_link"  # the link sent to the wallet, until it returns with consent
-
-
-def session_pending(link: str | None) -> str | None:
-    """Set (or, with None, take) the link this browser sent to the wallet for consent."""
-    if link is not None:
-        session[PENDING_KEY] = link
-        return link
-    found = session.pop(PENDING_KEY, None)
-    return found if isinstance(found, str) else None
 
 
 @bp.get("/reconnect/saved")
@@ -218,11 +207,11 @@ def saved() -> str | Response | tuple[str, int]:
     user = _signed_in(fresh=False)
     if not isinstance(user, dict):
         return user
-    link = session_pending(None)
+    link = session.pop(PENDING_KEY, None)
     proof = request.args.get("proof", "")
     claims = consent.peek(proof)
     if (
-        link is None
+        not isinstance(link, str)
         or claims is None
         or claims.get("sub") != user["user_id"]
         or claims.get("link") != consent.link_digest(link)
@@ -307,7 +296,7 @@ def forget() -> Response | tuple[str, int]:
         return user
     count = tokens().revoke_user(user["user_id"])
     push.forget_token()
-    session_pending(None)
+    session.pop(PENDING_KEY, None)
     _tell_gateway(user["user_id"], None)
     shopper.sign_out()
     log.info("revoked %d reconnect token(s) on request", count)
