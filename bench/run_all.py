@@ -26,6 +26,7 @@ import detection
 import forwarding
 import join_storm
 import redirect_latency
+import router_install
 import scale
 from benchlib import HERE, LAB_NAME, Result, log, netns_names
 
@@ -41,6 +42,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),
+    (router_install.NAME, router_install.run),
 ]
 # join_storm, scale, churn and detection bring up labs of their own
 LAB_PREFIXES = (
