@@ -125,7 +125,7 @@ def run(cycles: int = 100_000, clients: int = 10_000) -> Result:
     # After the first 20,000 cycles (~30 s) interim records and batches of final records
     # have run; the first full comparison during churn (every 60 s) comes at ~40,000. Growth
     # from 20,000 on is what would add up over days, so a comparison's step counts against
-    # the bar (it did, until gateway/memory.py fixed glibc's mmap threshold).
+    # the bar (it did, until gateway/ops/memory.py fixed glibc's mmap threshold).
     settled = series[min(2, len(series) - 1)]
     creep = series[-1] - settled
     log(f"RSS series (MB, every {SAMPLE_EVERY:,} cycles): {', '.join(f'{v:.1f}' for v in series)}")

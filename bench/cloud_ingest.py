@@ -34,8 +34,8 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.enrol import create_claim
 from cloud.models import UsageRecord
-from gateway import signing
 from lab.postgres import running_cluster
+from plaza import signing
 
 NAME = "cloud_ingest"
 TARGET_PG = 10_000  # records/s, issue 5

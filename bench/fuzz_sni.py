@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the SNI parser (gateway/sni.py) with atheris (libFuzzer).
+"""Coverage-guided fuzzing of the SNI parser (gateway/garden/sni.py) with atheris (libFuzzer).
 
 The parser reads the first bytes of every captive TLS connection, from any phone on the open
 Wi-Fi, inside the daemon's NFQUEUE handler: it must never raise, never hang and never report a
@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "corpus" / "sni"
 WORK = HERE / "results" / "fuzz-sni"
-MAX_LEN = 20000  # a hello is at most ~16 KiB plus record headers (gateway.sni.MAX_STREAM)
+MAX_LEN = 20000  # a hello is at most ~16 KiB plus record headers (gateway.garden.sni.MAX_STREAM)
 MAX_RESTARTS = 50  # children started after findings; a bug found at once should not spin
 STRICT_NAME = re.compile(
     r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -59,8 +59,8 @@ def child(argv: list[str]) -> None:
     """Run libFuzzer in this process (started by `fuzz` with libFuzzer's own flags)."""
     import atheris
 
-    with atheris.instrument_imports(include=["gateway.sni"]):
-        from gateway.sni import parse_client_hello
+    with atheris.instrument_imports(include=["gateway.garden.sni"]):
+        from gateway.garden.sni import parse_client_hello
 
     def one_input(data: bytes) -> None:
         check(parse_client_hello, data)
@@ -149,9 +149,9 @@ def fuzz(seconds: float | None, runs: int | None, timeout: int, seed: int | None
 
 
 def line_coverage(inputs: list[Path]) -> tuple[int, int]:
-    """Lines of gateway/sni.py run by replaying `inputs`, of all its executable lines (a
+    """Lines of gateway/garden/sni.py run by replaying `inputs`, of all its executable lines (a
     figure anyone can read, unlike libFuzzer's edge count)."""
-    import gateway.sni as sni
+    import gateway.garden.sni as sni
 
     path = sni.__file__
     code = compile(Path(path).read_text(), path, "exec")
@@ -182,7 +182,7 @@ def line_coverage(inputs: list[Path]) -> tuple[int, int]:
 
 
 def replay(path: Path) -> int:
-    from gateway.sni import parse_client_hello
+    from gateway.garden.sni import parse_client_hello
 
     data = path.read_bytes()
     print(f"{path}: {len(data)} bytes -> {parse_client_hello(data)}")
@@ -327,7 +327,7 @@ def main() -> int:
             f"fuzz_sni: {result['execs']:,} executions in {result['seconds']} s "
             f"({result['execs_per_second']:,}/s); corpus {result['corpus']} inputs "
             f"({result['seeds']} seeds, {result['new_units']} new); coverage "
-            f"{result['edges']} edges / {result['features']} features, gateway/sni.py lines "
+            f"{result['edges']} edges / {result['features']} features, gateway/garden/sni.py lines "
             f"{result['sni_py_lines']} ({result['sni_py_line_coverage']}%); "
             f"crashes {result['crashes']}, hangs {result['hangs']}"
         )

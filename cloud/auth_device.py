@@ -2,7 +2,7 @@
 
 Checks in the order docs/cloud-protocol.md gives: headers present, device known and not
 revoked, timestamp within the window, signature (over method, path, timestamp, nonce and the
-body's hash, verified by gateway.signing against the key stored at enrolment, so a router
+body's hash, verified by plaza.signing against the key stored at enrolment, so a router
 naming another router's id fails here), and last the nonce. The nonce goes into a table with a
 UNIQUE (device_id, nonce): a replay loses the insert on whichever instance it reaches, with no
 shared memory between instances. Nonces outlive the time window by a second and are then
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from cloud.api import ApiError, now
 from cloud.db import get_db
 from cloud.models import Device, Nonce
-from gateway import signing
+from plaza import signing
 
 F = TypeVar("F", bound=Callable[..., Any])
 PURGE_KEY = "plaza_cloud_nonce_purged_at"

@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cheroot import wsgi
 
     from cloud import migrations
-    from portal import tls
+    from plaza import tls
 
     app = _app(args)
     url = app.config["DATABASE_URL"]

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.models import Command, Device, new_id
-from gateway import signing
-from gateway.sessions import MAC_RE
+from gateway.stations.sessions import MAC_RE
+from plaza import signing
 
 OPS = ("authorize", "kick", "refresh-config")
 MAX_MINUTES = 7 * 1440

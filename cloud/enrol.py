@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from cloud.api import ApiError, json_object, now
 from cloud.db import get_db
 from cloud.models import ClaimCode, Device, Venue
-from gateway import signing
+from plaza import signing
 
 bp = Blueprint("enrol", __name__, url_prefix="/api/v1")
 

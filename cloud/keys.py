@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway import signing
+from plaza import signing
 
 
 def _create_once(path: Path, content: bytes) -> bytes:

@@ -142,7 +142,7 @@ class Command(Base):
 
 
 class UsageRecord(Base):
-    """One outbox record as the router sent it (gateway/outbox.py FIELDS), stored once per
+    """One outbox record as the router sent it (gateway/stations/outbox.py FIELDS), stored once per
     (device, key). `venue_id` is copied from the device at ingestion so per-venue time
     queries need no join, and stay right if the device later moves to another venue."""
 

@@ -4,7 +4,7 @@ Events are stored once per (device, key) like usage. Only events new to the clou
 effects, so a resent batch neither re-links nor re-pushes:
 - `login` with `opt_in: true` links the MAC to the wallet user at the venue (upsert), with
   the shopper's one-tap reconnect link (`connect_url`), but only on the wallet's evidence: a
-  consent proof (portal/wallet/consent.py) signed by the wallet's key, for this wallet user,
+  consent proof (plaza/wallet/consent.py) signed by the wallet's key, for this wallet user,
   for the venue's registered portal host, for exactly this link, made at this login, and never
   used before. A router is the merchant's box; a rooted one could otherwise put any wallet
   user's name on a login and have the cloud message them with a link of its choosing. An
@@ -33,8 +33,8 @@ from cloud.db import dialect_insert
 from cloud.models import ConsentProof, Device, PresenceEvent, ShopperLink, Venue
 from cloud.usage import KEY_RE, MAC_RE
 from gateway.config import HOSTNAME_RE
-from gateway.presence import CONNECT_URL_RE, MAX_CONNECT_URL  # one definition, both ends
-from portal.wallet import consent
+from gateway.stations.presence import CONNECT_URL_RE, MAX_CONNECT_URL  # one definition, both ends
+from plaza.wallet import consent
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 1000

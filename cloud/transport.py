@@ -11,7 +11,7 @@ HSTS (`Strict-Transport-Security: max-age=31536000`) goes on every answer that w
 TLS: the request came over https, or a trusted proxy said so. Over plain http it would be
 ignored by browsers anyway (RFC 6797 §8.1), and the embedded default on 127.0.0.1 is http.
 
-`plaza-cloud run --cert` speaks TLS with the portal's settings (portal/tls.py: TLS 1.2 with
+`plaza-cloud run --cert` speaks TLS with the portal's settings (plaza/tls.py: TLS 1.2 with
 AEAD suites only, and TLS 1.3), called from there like the portal's CSRF and gzip rules until
 the shared bottom floor of issue 12 holds all three.
 """
@@ -23,7 +23,7 @@ import os
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import compress  # as cloud/dashboard/security.py shares the portal's CSRF
+from plaza import compress  # as cloud/dashboard/security.py shares the portal's CSRF
 
 HSTS = "max-age=31536000"
 ENV = "PLAZA_CLOUD_TRUSTED_PROXIES"
@@ -49,7 +49,7 @@ def install(app: Flask) -> None:
     if count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)  # type: ignore[method-assign]
     app.after_request(_hsts)
-    compress.install(app)  # gzip for pages with no secret in them (BREACH): portal/compress.py
+    compress.install(app)  # gzip for pages with no secret in them (BREACH): plaza/compress.py
 
 
 def _hsts(response: Response) -> Response:

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from cloud.db import dialect_insert
 from cloud.models import Device, UsageRecord
-from gateway.outbox import FIELDS
-from gateway.sessions import MAC_RE
+from gateway.stations.outbox import FIELDS
+from gateway.stations.sessions import MAC_RE
 
 MAX_RECORDS = 1000
 MAX_INT = 2**63 - 1

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from cloud.models import Venue
 from gateway.config import MAX_GARDEN_DOMAINS, garden_name, public_suffix_wildcards
-from gateway.policy import MAX_KBIT, MAX_MB
-from gateway.texts import DEFAULT_LANGUAGE, LANGUAGES, canonical_tag
+from gateway.stations.policy import MAX_KBIT, MAX_MB
+from plaza.texts import DEFAULT_LANGUAGE, LANGUAGES, canonical_tag
 
 MAX_OFFERS = 20
 OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
@@ -40,7 +40,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 # (minimum, maximum) for each policy field; 0 means "no limit" as on the router
-# (gateway/policy.py), except for the session time, which a venue must bound.
+# (gateway/stations/policy.py), except for the session time, which a venue must bound.
 POLICY_RANGES: dict[str, tuple[int, int]] = {
     "session_minutes": (1, 7 * 1440),
     "idle_minutes": (0, 7 * 1440),
@@ -78,7 +78,7 @@ def _text(where: str, value: Any, max_len: int, min_len: int = 0) -> str:
 
 def _texts(where: str, value: Any, max_len: int, min_len: int = 0) -> str | dict[str, str]:
     """A shopper-visible text: a plain string (the older form, every language's text) or a
-    map of allowed language tag to text (gateway/texts.py). Each language has the plain
+    map of allowed language tag to text (plaza/texts.py). Each language has the plain
     form's limits; blank languages are dropped; a required text (min_len > 0) needs at least
     one language. Errors name the language (`offers[0].title.zh-CN: ...`)."""
     if isinstance(value, str):
@@ -159,7 +159,7 @@ def validate_config(config: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(f"policy.{name}: must be an integer from {low} to {high}")
         policy[name] = value
-    # The router refuses a policy whose idle timeout could never fire (gateway/policy.py
+    # The router refuses a policy whose idle timeout could never fire (gateway/stations/policy.py
     # `verify`) and falls back to its own defaults: refuse it here, where the merchant sees why.
     if policy["idle_minutes"] and policy["idle_minutes"] >= policy["session_minutes"]:
         raise ConfigError(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.policy import MAX_KBIT, MAX_MB, Access, Policy, PolicyError
-from gateway.policy import verify as verify_policy
+from gateway.stations.policy import MAX_KBIT, MAX_MB, Access, Policy, PolicyError
+from gateway.stations.policy import verify as verify_policy
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
 HOSTNAME_RE = re.compile(
@@ -184,7 +184,7 @@ class GardenConfig:
     # addresses passes unredirected. Dedicated hosts only: plain HTTP cannot be checked by name.
     http_domains: tuple[str, ...] = ()
     # The command (an argv, run without a shell) that restarts the router's dnsmasq so it
-    # reads the cloud's garden names (gateway/venue_garden.py). OpenWrt:
+    # reads the cloud's garden names (gateway/garden/venue.py). OpenWrt:
     # ["/etc/init.d/dnsmasq", "restart"]; systemd: ["systemctl", "restart", "dnsmasq"].
     # Empty: the names take effect at dnsmasq's next start.
     dnsmasq_restart: tuple[str, ...] = ()
@@ -250,7 +250,7 @@ class AccountingConfig:
     interim_seconds: int = 300  # an interim usage record per session this often; 0: none
 
 
-# -- [cloud]: the uplink to the Plaza cloud (gateway/uplink.py, docs/cloud-protocol.md) -------
+# -- [cloud]: the uplink to the Plaza cloud (gateway/uplink/channel.py, docs/cloud-protocol.md) --
 # https only; plain http to the loopback address alone, for tests and a cloud on the same box.
 CLOUD_URL_RE = re.compile(
     r"(https://[A-Za-z0-9.-]+(:\d{1,5})?|http://(127\.0\.0\.1|\[::1\])(:\d{1,5})?)"
@@ -495,7 +495,7 @@ def verify(config: Config) -> None:
         raise ConfigError(
             f"[gateway] control_socket: must be an absolute path: {gw.control_socket!r}"
         )
-    from gateway.metrics import parse_listen
+    from gateway.ops.metrics import parse_listen
 
     try:
         parse_listen(gw.metrics_listen)

@@ -4,7 +4,8 @@ One asyncio loop, one thread: requests and events are handled one at a time, so 
 table needs no locks, and each handler is short (a SQLite write and a netlink batch). The only
 other threads read the kernel for the accounting poll and the reconciler (every counter, every
 client element: too slow for this thread at 10,000 clients); what they read is handed back to
-this thread, which alone touches the session table and changes the kernel (gateway/nft.py).
+this thread, which alone touches the session table and changes the kernel
+(gateway/dataplane/nft.py).
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
+from gateway.dataplane.nft import NftError
+from gateway.garden.venue import VenueGarden
 from gateway.gateway import Gateway
-from gateway.metrics import Family, GatewayMetrics
-from gateway.nft import NftError
-from gateway.venue_garden import VenueGarden
+from gateway.ops.metrics import Family, GatewayMetrics
 
 if TYPE_CHECKING:
-    from gateway.detect import DetectQueue
-    from gateway.garden_queue import GardenInspector
-    from gateway.guard import Guard
+    from gateway.dataplane.guard import Guard
+    from gateway.garden.queue import GardenInspector
+    from gateway.stations.detect import DetectQueue
 
 log = logging.getLogger("plaza.daemon")
 
@@ -157,17 +158,18 @@ class Daemon:
         return server
 
     async def watch_neighbours(self) -> None:
-        """Learn stations from the kernel's neighbour table (gateway/neighbours.py)."""
-        from gateway import neighbours
+        """Learn stations from the kernel's neighbour table (gateway/stations/neighbours.py)."""
+        from gateway.stations import neighbours
 
         assert self.lan_ifindex is not None
         await neighbours.watch(self.gateway, self.lan_ifindex, self.config.lan.interface)
 
     def start_guard(self) -> None:
-        """The LAN bridge's guard table (gateway/guard.py), with its drops in the metrics."""
-        from gateway.guard import Guard
-        from gateway.metrics import Family
-        from gateway.nft import NftError
+        """The LAN bridge's guard table (gateway/dataplane/guard.py), with its drops in the
+        metrics."""
+        from gateway.dataplane.guard import Guard
+        from gateway.dataplane.nft import NftError
+        from gateway.ops.metrics import Family
 
         try:
             own = getattr(self.gateway.firewall, "own_commit", None)  # a fake firewall: none
@@ -191,14 +193,14 @@ class Daemon:
         self.metrics.register_collector(families)
 
     def start_uplink(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The cloud uplink (gateway/uplink.py), if this router is enrolled: its own threads,
-        blocking HTTP; requests from the cloud run on this loop, like the control socket's.
+        """The cloud uplink (gateway/uplink/channel.py), if this router is enrolled: its own
+        threads, blocking HTTP; requests from the cloud run on this loop, like the control socket's.
         Not enrolled: nothing is imported (requests alone costs the daemon ~10 MB)."""
         if not (Path(self.config.gateway.state_dir) / "cloud.json").exists():
             log.info("cloud uplink off: not enrolled (plaza-gateway enrol)")
             return
-        from gateway import uplink
-        from gateway.outbox import Outbox
+        from gateway.stations.outbox import Outbox
+        from gateway.uplink import channel as uplink
 
         self.uplink_threads = uplink.start_uplink(
             self.config,
@@ -384,15 +386,15 @@ class Daemon:
         server = await self.serve_control()
         metrics = await self.serve_metrics()
         garden = None
-        if self.lan_ifindex is not None:  # the walled-garden SNI inspector (gateway/garden.py)
-            from gateway import garden_queue
+        if self.lan_ifindex is not None:  # the walled-garden SNI inspector (garden/inspector.py)
+            from gateway.garden import queue as garden_queue
 
             garden = self.garden = garden_queue.start(self.config, loop)
             if garden is not None:  # its repairs commit too: not someone else's change
                 garden.committed = getattr(self.gateway.firewall, "own_commit", None)
         detector = None
-        if self.lan_ifindex is not None:  # first packets of unseen stations (gateway/detect.py)
-            from gateway import detect
+        if self.lan_ifindex is not None:  # first packets of unseen stations (stations/detect.py)
+            from gateway.stations import detect
 
             seen = None
             try:

@@ -5,9 +5,9 @@ repairs the kernel, so a daemon killed at any point converges on restart without
 out (the kernel table survives the process).
 
 Each authorized client is a `Grant` in the kernel: set and map elements plus named objects
-(gateway/ruleset.py). An operation touches only the grants of the sessions it names, as one
-transaction of element and object changes, so a login costs the same at ten clients as at ten
-thousand. `poll()` reads the sessions' counters and quotas (gateway/accounting.py): it ends
+(gateway/dataplane/ruleset.py). An operation touches only the grants of the sessions it names, as
+one transaction of element and object changes, so a login costs the same at ten clients as at ten
+thousand. `poll()` reads the sessions' counters and quotas (gateway/stations/accounting.py): it ends
 sessions whose quota is used up or that went idle, and writes interim usage records.
 
 A session that ends loses its elements at once (its traffic stops, its counters freeze) but
@@ -28,15 +28,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from gateway import hostnames, ruleset
-from gateway.access import RuntimeAccess
-from gateway.accounting import Meter, UsageRecord
 from gateway.config import Config
-from gateway.nft import Firewall, NftError
-from gateway.policy import PolicyError, overrides_from
-from gateway.presence import PresenceOutbox, login_event
-from gateway.ruleset import Grant, Start
-from gateway.sessions import (
+from gateway.dataplane import ruleset
+from gateway.dataplane.nft import Firewall, NftError
+from gateway.dataplane.ruleset import Grant, Start
+from gateway.stations import hostnames
+from gateway.stations.access import RuntimeAccess
+from gateway.stations.accounting import Meter, UsageRecord
+from gateway.stations.policy import PolicyError, overrides_from
+from gateway.stations.presence import PresenceOutbox, login_event
+from gateway.stations.sessions import (
     Allow,
     Client,
     EndSession,
@@ -52,8 +53,8 @@ from gateway.sessions import (
     normalize_ip,
     normalize_mac,
 )
-from gateway.store import Store
-from gateway.venue_policy import VenuePolicy
+from gateway.stations.store import Store
+from gateway.stations.venue_policy import VenuePolicy
 
 log = logging.getLogger("plaza.gateway")
 
@@ -77,9 +78,9 @@ class Gateway:
         self.clock = clock
         self.runtime_access = RuntimeAccess.load(config.gateway.state_dir)
         self.presence = PresenceOutbox(config.db_path)
-        # Set by the daemon when the station detector runs (gateway/detect.py SeenSets).
+        # Set by the daemon when the station detector runs (gateway/stations/detect.py SeenSets).
         self.forget_seen: Callable[[list[tuple[str, str]]], None] | None = None
-        # Set by the neighbour watcher (gateway/neighbours.py Neighbours.confirm): a lease
+        # Set by the neighbour watcher (gateway/stations/neighbours.py Neighbours.confirm): a lease
         # release is a claim anyone can forge, so it only starts a unicast re-probe of the
         # address holder's MAC; the station leaves when that goes unanswered. None (no
         # watcher): a release ends the station's presence at once.
@@ -300,7 +301,7 @@ class Gateway:
         burst of thousands of records, objects and a full counter dump every poll, whose
         freed memory the allocator could not give back while newer sessions' objects sat
         among it (resident memory crept up under churn). The venue's default policy follows
-        the cloud's config (gateway/venue_policy.py)."""
+        the cloud's config (gateway/stations/venue_policy.py)."""
         defaults = self.venue_policy.check()
         if defaults is not None:
             self.table.defaults = defaults
@@ -543,7 +544,7 @@ class Gateway:
         return {"client": self.view(self.table.find(who), now)}
 
     def op_access(self, request: dict) -> dict:
-        """Block, unblock, trust or untrust a MAC at run time (gateway/access.py); takes
+        """Block, unblock, trust or untrust a MAC at run time (gateway/stations/access.py); takes
         effect at once: a blocked station's session ends, a trusted one is let in."""
         action, mac = self._str(request, "action"), self._str(request, "mac")
         configured = self.config.policy.access()
@@ -559,7 +560,7 @@ class Gateway:
 
     def op_shopper(self, request: dict) -> dict:
         """The portal's word on who a station's shopper is, after their opt-in (or that they
-        withdrew it): a `login` presence event for the cloud (gateway/presence.py)."""
+        withdrew it): a `login` presence event for the cloud (gateway/stations/presence.py)."""
         client = self.table.find(self._str(request, "client"))
         try:
             event = login_event(
@@ -572,8 +573,8 @@ class Gateway:
         return {}
 
     def op_lease(self, request: dict) -> dict:
-        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del. A host
-        name that is not printable UTF-8 is dropped (gateway/hostnames.py), the event kept."""
+        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del. A host name
+        that is not printable UTF-8 is dropped (gateway/stations/hostnames.py), the event kept."""
         action = self._str(request, "action")
         mac = self._str(request, "mac")
         ip = self._str(request, "ip")

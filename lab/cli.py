@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             if not lab.is_up():
                 raise LabError(f"lab {args.name!r} is down: plaza-lab up first")
             ctl_args = args.ctl_args[1:] if args.ctl_args[:1] == ["--"] else args.ctl_args
-            ctl_cmd = [sys.executable, "-m", "gateway.ctl", "--socket", lab.control_socket]
+            ctl_cmd = [sys.executable, "-m", "gateway.ops.ctl", "--socket", lab.control_socket]
             os.execvp("ip", ["ip", "netns", "exec", lab.state.router, *ctl_cmd, *ctl_args])
         elif args.command == "down":
             removed = lab.down()

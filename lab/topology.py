@@ -470,7 +470,7 @@ class Lab:
             self.enrol_router()
         self.start_gateway()
         # Respawned when it ends, as procd respawns OpenWrt's dnsmasq: the gateway restarts
-        # it to make it read the cloud's walled-garden names (gateway/venue_garden.py).
+        # it to make it read the cloud's walled-garden names (gateway/garden/venue.py).
         self.spawn(
             "router-dnsmasq",
             r,
@@ -820,6 +820,6 @@ RESPAWN = (
 
 
 def _dnsmasq_files(lab: Lab, cfg: gwconfig.Config) -> tuple[Path, Path]:
-    from gateway import dnsmasq
+    from gateway.stations import dnsmasq
 
     return dnsmasq.write(cfg, lab.router_dir)

@@ -16,9 +16,9 @@ from flask import Flask
 
 from gateway.config import Config
 from gateway.control_client import ControlClient
+from plaza import compress
 from portal import (
     capport,
-    compress,
     errors,
     login,
     pages,

@@ -16,10 +16,10 @@ import threading
 
 from cheroot import wsgi
 
-from gateway import logs
 from gateway.config import Config, ConfigError, load
+from plaza import logs
+from plaza.tls import server_adapter
 from portal import create_app
-from portal.tls import server_adapter
 
 log = logging.getLogger("plaza.portal")
 THREADS = 16  # per listener; each request is short (no upstream call but the control socket)

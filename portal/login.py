@@ -30,14 +30,14 @@ def provider() -> Any:
     """One provider per app: it caches the wallet's discovery document and keys."""
     ext = current_app.extensions
     if "wallet_provider" not in ext:
-        from portal.wallet import make_provider  # only the login path pays for Authlib
+        from plaza.wallet import make_provider  # only the login path pays for Authlib
 
         ext["wallet_provider"] = make_provider(current_app.config["PLAZA_CONFIG"].wallet)
     return ext["wallet_provider"]
 
 
 def login_error() -> type[Exception]:
-    from portal.wallet import LoginError
+    from plaza.wallet import LoginError
 
     return LoginError
 

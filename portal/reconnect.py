@@ -11,7 +11,7 @@ trip. A provider without `pass_url` falls back to showing the link on our own pa
 
 When the router is enrolled with a cloud, the wallet page also asks whether the venue may send
 its offers when the shopper is back; if they agree, the wallet returns the browser to
-`/reconnect/saved` with a consent proof it signed (portal/wallet/consent.py). Only then is the
+`/reconnect/saved` with a consent proof it signed (plaza/wallet/consent.py). Only then is the
 router told who the shopper is, proof attached, for the cloud to check: the cloud messages
 nobody on the router's word alone. A token is minted only within minutes of a wallet login
 (portal/shopper.py), never from a cookie or a tapped link.
@@ -33,11 +33,11 @@ from werkzeug.wrappers import Response
 
 from gateway.config import PortalConfig
 from gateway.control_client import ControlError
+from plaza.wallet import consent
 from portal import i18n, push, shopper
 from portal.control import control, control_error_page, unreachable
 from portal.login import fail, provider
 from portal.security import require_csrf
-from portal.wallet import consent
 
 log = logging.getLogger("plaza.portal.reconnect")
 bp = Blueprint("reconnect", __name__)
@@ -62,8 +62,8 @@ class TokenError(ValueError):
 
 
 class Tokens:
-    """Issue, check and revoke tokens; the signing key is the portal's secret key. Rows live
-    in the portal's SQLite file through the standard library (as gateway/store.py does): the
+    """Issue, check and revoke tokens; the signing key is the portal's secret key. Rows live in the
+    portal's SQLite file through the standard library (as gateway/stations/store.py does): the
     router install carries no ORM. One connection, serialized, for the portal's threads."""
 
     def __init__(self, db_path: Path | str, secret: str | bytes, venue: str, days: int) -> None:

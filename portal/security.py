@@ -13,7 +13,7 @@ from flask import Flask, Response, request, session
 from werkzeug.exceptions import BadRequest
 
 from gateway.config import Config
-from portal.compress import mark_secret
+from plaza.compress import mark_secret
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -32,7 +32,7 @@ def content_policy(config: Config) -> str:
     wallet's add-a-pass page), so the wallet's origin must be listed."""
     policy = SECURITY_HEADERS["Content-Security-Policy"]
     if config.reconnect.enabled:
-        from portal.wallet import wallet_origin
+        from plaza.wallet import wallet_origin
 
         wallet = wallet_origin(config.wallet)  # an https origin: the config was verified
         policy = policy.replace("form-action 'self'", f"form-action 'self' {wallet}")
@@ -50,7 +50,7 @@ class CsrfError(BadRequest):
 
 def csrf_token() -> str:
     """The browser session's token, created the first time a form needs it. The page that
-    carries it is not compressed (portal/compress.py: BREACH)."""
+    carries it is not compressed (plaza/compress.py: BREACH)."""
     mark_secret()
     token = session.get(CSRF_KEY)
     if not isinstance(token, str) or not token:

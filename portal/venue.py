@@ -1,14 +1,14 @@
 """The venue's cloud-managed look: branding and offers from `<state_dir>/cloud-config.json`
 laid over the TOML config's.
 
-The uplink (gateway/uplink.py) writes that file atomically whenever the merchant changes the
+The uplink (gateway/uplink/channel.py) writes that file atomically whenever the merchant changes the
 venue in the dashboard; the portal picks the change up on the next page without a restart. A
 page costs at most one stat() a second: the file is re-read only when its identity (inode,
 size, mtime) changes. A file that is not what the protocol says is logged once and ignored as a
 whole, so the TOML's branding and offers stay on screen rather than half of each.
 
 What the cloud sets replaces the TOML's value; what it leaves empty (or out) keeps it. A cloud
-text is a map of language to text (gateway/texts.py) or, from an older cloud, one plain string.
+text is a map of language to text (plaza/texts.py) or, from an older cloud, one plain string.
 The portal's two languages each get the cloud's text by the fallback order there (the exact
 language, its primary subtag, the venue's `default_language`, any the venue wrote), so a zh-CN
 phone reads the merchant's Chinese and a language the merchant left out still shows text,
@@ -30,9 +30,9 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from gateway.cloud_config import FILE, CloudConfigFile
 from gateway.config import Config, OfferConfig
-from gateway.texts import DEFAULT_LANGUAGE, EN, ZH, canonical_tag, pick
+from gateway.uplink.cloud_config import FILE, CloudConfigFile
+from plaza.texts import DEFAULT_LANGUAGE, EN, ZH, canonical_tag, pick
 
 log = logging.getLogger("plaza.portal")
 

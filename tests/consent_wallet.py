@@ -1,4 +1,4 @@
-"""A stand-in for the wallet's signing of consent proofs (portal/wallet/consent.py), shared by
+"""A stand-in for the wallet's signing of consent proofs (plaza/wallet/consent.py), shared by
 the cloud tests and the router's uplink tests: one key per test run, and the proof an honest
 wallet hands the portal when a shopper saves their link and agrees to the venue's offers."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from portal.wallet import consent, rsa2
+from plaza.wallet import consent, rsa2
 
 WALLET_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 WALLET_ISSUER = "https://wallet.example"

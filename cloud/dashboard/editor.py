@@ -10,7 +10,7 @@ save based on an older version than the stored one is refused with the merchant'
 rather than silently overwriting a colleague's change.
 
 Every shopper-visible text (name, terms, each offer's title and text) has an English and a
-Chinese field, saved as a map of language to text (gateway/texts.py); either may be left
+Chinese field, saved as a map of language to text (plaza/texts.py); either may be left
 empty, the portal then falls back to the other. A text stored in the older plain form shows
 in the English field and is saved in the new form.
 """
@@ -46,7 +46,7 @@ from cloud.venue_config import (
     set_venue_config,
 )
 from gateway.config import garden_name
-from gateway.texts import DEFAULT_LANGUAGE, EN, LANGUAGES, ZH
+from plaza.texts import DEFAULT_LANGUAGE, EN, LANGUAGES, ZH
 
 OFFER_FIELDS = ("title", "body", "url", "title_zh", "body_zh")
 # The editor's language columns: the form field suffix and the label's addition for each.

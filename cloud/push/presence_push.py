@@ -30,7 +30,7 @@ from cloud.api import now
 from cloud.models import PresenceEvent, PushJob, PushSubscription, ShopperLink, Venue
 from cloud.push.settings import PushSettings
 from cloud.push.webpush import MAX_PAYLOAD
-from gateway.texts import DEFAULT_LANGUAGE, ZH, canonical_tag, pick
+from plaza.texts import DEFAULT_LANGUAGE, ZH, canonical_tag, pick
 
 log = logging.getLogger("plaza.cloud.push")
 
@@ -40,7 +40,7 @@ MAX_BODY = 500  # lab/wallet/messages.MAX_BODY
 CONNECT_LINE = "Tap to connect to the Wi-Fi."
 # The cloud does not know a returning shopper's language (the wallet message has no browser
 # behind it), so a push is written in the venue's default language: its own sentences from
-# here (English for any language not listed), the merchant's texts by gateway/texts.py's
+# here (English for any language not listed), the merchant's texts by plaza/texts.py's
 # fallback order from that language.
 SENTENCES: dict[str, tuple[str, str]] = {  # language: (title with {name}, connect line)
     DEFAULT_LANGUAGE: ("Welcome back to {name}", CONNECT_LINE),

@@ -11,7 +11,7 @@ credential that can message every shopper. Each dialect authenticates as its app
 
 An Alipay answer is believed only with the wallet's signature, refusals included: an unsigned
 "no such user" would otherwise let anyone on the path make us delete a shopper's opt-in. The
-HTTP rules are the portal's (portal.wallet.http): our own trust anchors, no environment
+HTTP rules are the portal's (plaza.wallet.http): our own trust anchors, no environment
 proxies, no redirects. Nothing is retried here; PushError.retry tells the caller whether to.
 """
 
@@ -29,10 +29,10 @@ import requests
 
 from cloud.push import PushError, RecipientGone, retry_after_seconds
 from gateway.config import WalletConfig
-from portal.wallet import http, rsa2
-from portal.wallet.alipay import SUCCESS, AlipayProvider, response_key
-from portal.wallet.oidc import read_secret
-from portal.wallet.rawjson import raw_members
+from plaza.wallet import http, rsa2
+from plaza.wallet.alipay import SUCCESS, AlipayProvider, response_key
+from plaza.wallet.oidc import read_secret
+from plaza.wallet.rawjson import raw_members
 
 log = logging.getLogger("plaza.cloud.push")
 

@@ -24,8 +24,8 @@ from flask import Blueprint, Flask, Response, current_app, redirect, request
 from lab.wallet import consent
 from lab.wallet.settings import AlipayApp, WalletSettings
 from lab.wallet.store import Expiring
-from portal.wallet import rsa2
-from portal.wallet.alipay import SHANGHAI, SUCCESS, TIMESTAMP_FORMAT, response_key
+from plaza.wallet import rsa2
+from plaza.wallet.alipay import SHANGHAI, SUCCESS, TIMESTAMP_FORMAT, response_key
 
 SCOPES = ("auth_base", "auth_user")
 

@@ -26,7 +26,7 @@ from lab.wallet.settings import (
     check,
     settings_to_dict,
 )
-from portal.wallet import rsa2
+from plaza.wallet import rsa2
 
 ISSUER = "https://wallet.test"
 HOSTS = ("wallet.test",)

@@ -5,7 +5,7 @@ the wallet shows what would be saved and the shopper confirms on the wallet's ow
 in there if needed), so no secret of the wallet ever passes through the merchant or its
 JavaScript. With `offers=1` the page also asks whether the merchant may send its offers when
 the shopper is back; if they agree, the wallet sends the browser back to the merchant's
-`/reconnect/saved` with a consent proof it signed (portal/wallet/consent.py), the only evidence
+`/reconnect/saved` with a consent proof it signed (plaza/wallet/consent.py), the only evidence
 the Plaza cloud accepts before it messages anyone. The
 wallet only keeps links to the merchant's own site: the link's origin must be the origin of one
 of the client's registered redirect URIs, and every way back to the merchant is built from that
@@ -42,7 +42,7 @@ from flask import request as flask_request
 from lab.wallet import consent
 from lab.wallet.settings import WalletAccount, WalletSettings
 from lab.wallet.store import PassBook, PassLimitError, WalletPass
-from portal.wallet import consent as consent_jwt
+from plaza.wallet import consent as consent_jwt
 
 MAX_TITLE = 80
 MAX_LINK = 1024

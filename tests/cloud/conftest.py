@@ -27,8 +27,8 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.enrol import create_claim
 from cloud.models import Venue
-from gateway import signing
 from lab.postgres import PostgresCluster, PostgresUnavailable
+from plaza import signing
 from tests.conftest import FakeClock
 from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
 

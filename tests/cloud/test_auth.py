@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from cloud import create_app
 from cloud import db as cloud_db
 from cloud.models import Device, Nonce
-from gateway import signing
+from plaza import signing
 from tests.cloud.conftest import Router, enrol, new_claim
 
 HB = "/api/v1/device/heartbeat"

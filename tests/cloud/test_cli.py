@@ -20,7 +20,7 @@ from cloud import db as cloud_db
 from cloud.accounts import check_password
 from cloud.enrol import code_hash
 from cloud.models import ClaimCode, Command, Device, Merchant, Venue
-from gateway import signing
+from plaza import signing
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from flask import Flask
 from cloud import commands
 from cloud import db as cloud_db
 from cloud.models import Command
-from gateway import signing
+from plaza import signing
 from tests.cloud.conftest import CLOUD_KEY, Router, enrol, new_claim
 
 POLL = "/api/v1/device/commands"

@@ -26,8 +26,8 @@ from cloud.dashboard.security import safe_next
 from cloud.dashboard.views import mask_mac
 from cloud.models import ClaimCode, Command, PresenceEvent, SignInFailure, UsageRecord, Venue
 from cloud.venue_config import DEFAULT_CONFIG, MAX_GARDEN_DOMAINS, ConfigError, validate_config
-from gateway.policy import Policy, PolicyError, verify
-from gateway.venue_garden import cloud_domains
+from gateway.garden.venue import cloud_domains
+from gateway.stations.policy import Policy, PolicyError, verify
 from tests.cloud.conftest import Router, enrol, new_claim
 from tests.conftest import FakeClock
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from cloud import db as cloud_db
 from cloud.models import ClaimCode, Device, Venue
-from gateway import signing
+from plaza import signing
 from tests.cloud.conftest import CLOUD_KEY, enrol, new_claim
 from tests.conftest import FakeClock
 

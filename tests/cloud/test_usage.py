@@ -11,14 +11,14 @@ from sqlalchemy import func, select
 
 from cloud import db as cloud_db
 from cloud.models import UsageRecord
-from gateway.outbox import FIELDS
+from gateway.stations.outbox import FIELDS
 from tests.cloud.conftest import Router, enrol, new_claim
 
 USAGE = "/api/v1/device/usage"
 
 
 def record(i: int, session: str = "s1", **changes: Any) -> dict[str, Any]:
-    """A record shaped exactly like gateway/outbox.py as_dict()."""
+    """A record shaped exactly like gateway/stations/outbox.py as_dict()."""
     rec = {
         "key": f"{session}-{i}", "session_id": session, "seq": i, "mac": "02:00:00:00:00:0a",
         "ip": "192.168.50.10", "started_at": 1_800_000_000.0,

@@ -1,5 +1,5 @@
 """Properties of the control socket (gateway/daemon.py, gateway/gateway.py) and of the DHCP
-lease hook that feeds it (gateway/lease_hook.py).
+lease hook that feeds it (gateway/stations/lease_hook.py).
 
 The socket is root-only, but what comes through it is not all the root's own: the lease hook
 carries a phone's DHCP host name, the portal a shopper's form. So whatever bytes arrive, the
@@ -22,12 +22,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway import lease_hook
 from gateway.config import Config, GatewayConfig
 from gateway.daemon import MAX_REQUEST, Daemon
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations import lease_hook
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
 

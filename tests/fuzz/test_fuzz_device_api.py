@@ -1,4 +1,4 @@
-"""Properties of the cloud's device API: request signatures (gateway/signing.py, checked by
+"""Properties of the cloud's device API: request signatures (plaza/signing.py, checked by
 cloud/auth_device.py) and the usage, presence and heartbeat bodies a router sends.
 
 A router is a box in a shop: it may be rooted, and its requests are outside bytes until its
@@ -24,7 +24,7 @@ from cloud import create_app, migrations, presence, usage
 from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.enrol import create_claim
-from gateway import signing
+from plaza import signing
 from tests.conftest import FakeClock
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
 

@@ -1,4 +1,5 @@
-"""Properties of the SNI parser (gateway/sni.py), the first code to read a captive phone's bytes.
+"""Properties of the SNI parser (gateway/garden/sni.py), the first code to read a captive phone's
+bytes.
 
 Whatever arrives, `parse_client_hello` answers with a kind and never raises (its catch-all
 `parser error` branch is never reached); a name it reports is a strict DNS name; a well-formed
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from gateway.sni import MAX_STREAM, Kind, parse_client_hello
+from gateway.garden.sni import MAX_STREAM, Kind, parse_client_hello
 from tests.conftest import ROOT
 from tests.fuzz.hellos import (
     Hello,

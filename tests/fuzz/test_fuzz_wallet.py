@@ -1,4 +1,4 @@
-"""Properties of the Alipay response parser (portal/wallet/alipay.py, rawjson.py, rsa2.py).
+"""Properties of the Alipay response parser (plaza/wallet/alipay.py, rawjson.py, rsa2.py).
 
 The wallet's gateway answers over HTTPS, but what it sends is believed only once the wallet's
 key signed it; until then the body is outside bytes. Whatever the body holds, parsing ends in
@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from portal.wallet import http, rsa2
-from portal.wallet.alipay import TOKEN_METHOD, parse_response, response_key
-from portal.wallet.base import LoginError
-from portal.wallet.rawjson import raw_members
+from plaza.wallet import http, rsa2
+from plaza.wallet.alipay import TOKEN_METHOD, parse_response, response_key
+from plaza.wallet.base import LoginError
+from plaza.wallet.rawjson import raw_members
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
 
 WALLET_KEY = rsa.generate_private_key(65537, 2048)
@@ -147,7 +147,7 @@ def test_key_material_is_a_key_or_a_key_file_error(data: bytes) -> None:
         assert isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey) and key.key_size >= 2048
 
 
-# -- the OpenID Connect side's JSON (portal/wallet/http.py) ---------------------------------------
+# -- the OpenID Connect side's JSON (plaza/wallet/http.py) ---------------------------------------
 class Session:
     """A requests session whose every GET answers 200 with `body`."""
 

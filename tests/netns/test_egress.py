@@ -22,8 +22,8 @@ Spoofing (RFC 8952: client identifiers must be hard to spoof). The gateway keys 
 (address, MAC). What it can and cannot do without Wi-Fi-layer protection is written in the
 docstrings of the spoofing tests; the leaks this suite found (forged ARP claims moving sessions,
 a MAC clone inheriting a session, forged internet sources answered) are fixed in
-gateway/sessions.py (neighbour claims never move or take addresses; a move ends the session)
-and gateway/ruleset.py (lan_antispoof: reverse-path check on the LAN).
+gateway/stations/sessions.py (neighbour claims never move or take addresses; a move ends the
+session) and gateway/dataplane/ruleset.py (lan_antispoof: reverse-path check on the LAN).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway import ruleset
-from gateway.garden_queue import xt_rule
+from gateway.dataplane import ruleset
+from gateway.garden.queue import xt_rule
 from lab.phone import Phone
 from lab.topology import (
     WALLET_IP,

@@ -1,5 +1,5 @@
-"""A phone acting as the network's DHCP server or router (gateway/guard.py): its offers and
-router advertisements never reach the other phones, and each drop is counted."""
+"""A phone acting as the network's DHCP server or router (gateway/dataplane/guard.py): its offers
+and router advertisements never reach the other phones, and each drop is counted."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_rogue_router_advertisement_is_dropped(lab: Lab) -> None:
 def test_a_restarted_daemon_keeps_the_guard_and_its_counts(lab: Lab) -> None:
     """kill -9 and a new daemon: the table it finds is this version's (its comment), so it
     is kept, with the drops counted so far, rather than reloaded."""
-    from gateway import guard
+    from gateway.dataplane import guard
 
     before = drops(lab)
     assert before["rogue_dhcp"] + before["rogue_ra"] > 0  # the tests above dropped frames

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import detect, ruleset
 from gateway.control_client import ControlError
+from gateway.dataplane import ruleset
+from gateway.stations import detect
 from lab.phone import Phone, Response
 from lab.topology import WEB_IP, Lab, nsexec
 from tests.netns.conftest import running_lab, wait_for

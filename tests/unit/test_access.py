@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, GatewayConfig, PolicyConfig
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 
 MAC = "02:50:4c:00:00:01"

@@ -1,6 +1,6 @@
 """Accounting as pure bookkeeping: deltas, counter resets, crash-safe records, decisions."""
 
-from gateway.accounting import Meter, Quota, Reading, Usage
+from gateway.stations.accounting import Meter, Quota, Reading, Usage
 
 T0 = 1_800_000_000.0
 

@@ -8,10 +8,10 @@ from sqlite3 import IntegrityError
 import pytest
 
 from gateway.config import AccountingConfig, Config, GatewayConfig
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.outbox import Outbox
-from gateway.store import Store
+from gateway.stations.outbox import Outbox
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 
 MAC, IP = "02:50:4c:00:00:01", "198.19.0.100"
@@ -251,7 +251,7 @@ def test_poll_skips_while_the_table_is_gone(config: Config, clock: FakeClock) ->
     gw.firewall.flush()
 
     def gone(sessions=None):
-        from gateway.nft import NftError
+        from gateway.dataplane.nft import NftError
 
         raise NftError("Error: No such file or directory")
 

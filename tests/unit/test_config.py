@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from gateway import config as cfg
-from gateway.cli import main as gateway_main
+from gateway.ops.cli import main as gateway_main
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""The consent proof's own checks (portal/wallet/consent.py): only the wallet's key makes one,
+"""The consent proof's own checks (plaza/wallet/consent.py): only the wallet's key makes one,
 and no trick of the JOSE header or claims gets a forged one past `verify`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from portal.wallet import consent, rsa2
+from plaza.wallet import consent, rsa2
 from tests.consent_wallet import WALLET_ISSUER, WALLET_KEY, consent_proof
 
 PUBLIC = rsa2.public_pem(WALLET_KEY.public_key())

@@ -10,9 +10,9 @@ import pytest
 from gateway.config import Config, GatewayConfig
 from gateway.control_client import ControlClient, ControlError
 from gateway.daemon import AlreadyRunning, Daemon, acquire_lock, check_socket_free
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations.store import Store
 
 MAC = "02:50:4c:00:00:01"
 IP = "198.19.0.100"

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway import detect
 from gateway.config import Config, GatewayConfig
-from gateway.detect import Detector
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.neighbours import NUD_FAILED, NUD_PROBE, NUD_REACHABLE, NUD_STALE, Neighbours
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations import detect
+from gateway.stations.detect import Detector
+from gateway.stations.neighbours import NUD_FAILED, NUD_PROBE, NUD_REACHABLE, NUD_STALE, Neighbours
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 
 MAC = "02:50:4c:00:00:01"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway import nft, ruleset
-from gateway.nft import (
+from gateway.dataplane import nft, ruleset
+from gateway.dataplane.nft import (
     ELEM_LIST_SET,
     MSG_GETOBJ,
     MSG_GETSETELEM,
@@ -20,7 +20,7 @@ from gateway.nft import (
     _attrs,
     _cstr,
 )
-from gateway.ruleset import Grant, KernelState, Start
+from gateway.dataplane.ruleset import Grant, KernelState, Start
 
 A = Grant("aaaa000000000001", "02:00:00:00:00:01", ("198.19.0.11",))
 B = Grant("bbbb000000000002", "02:00:00:00:00:02", ("198.19.0.12", "2001:db8:19::12"),

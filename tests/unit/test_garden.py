@@ -9,9 +9,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.packet import Raw
 
-from gateway import garden as gardenmod
 from gateway.config import Config, GardenConfig, WalletConfig
-from gateway.garden import Garden, Inspector, RateLimitedLog, Verdict, dissect
+from gateway.garden import inspector as gardenmod
+from gateway.garden.inspector import Garden, Inspector, RateLimitedLog, Verdict, dissect
 from tests.conftest import FakeClock
 from tests.unit.test_garden_sni import client_hello
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway import dnsmasq
 from gateway.config import Config, GardenConfig, PortalConfig, WalletConfig
+from gateway.stations import dnsmasq
 
 SETS = "4#inet#plaza#garden4,6#inet#plaza#garden6"
 
@@ -47,7 +47,7 @@ def test_cache_forgets_before_garden_addresses_time_out() -> None:
 
 
 def test_plain_http_garden_gets_its_own_sets() -> None:
-    from gateway.dnsmasq import garden_lines
+    from gateway.stations.dnsmasq import garden_lines
 
     lines = garden_lines(Config(garden=GardenConfig(http_domains=("ocsp.example",))))
     assert "nftset=/ocsp.example/4#inet#plaza#garden_http4,6#inet#plaza#garden_http6" in lines

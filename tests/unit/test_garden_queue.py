@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from gateway import garden_queue, ruleset
-from gateway.garden import RateLimitedLog, Verdict, log
-from gateway.garden_queue import QueueHook, apply_verdicts, native_queue_supported
+from gateway.dataplane import ruleset
+from gateway.garden import queue as garden_queue
+from gateway.garden.inspector import RateLimitedLog, Verdict, log
+from gateway.garden.queue import QueueHook, apply_verdicts, native_queue_supported
 
 
 class FakeRun:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gateway.sni import MAX_HELLO, MAX_RECORD, Kind, parse_client_hello
+from gateway.garden.sni import MAX_HELLO, MAX_RECORD, Kind, parse_client_hello
 from tests.fuzz.hellos import real_client_hello
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import AccountingConfig, Config, GatewayConfig
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.outbox import Outbox
-from gateway.store import Store
+from gateway.stations.outbox import Outbox
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 
 A_MAC, A_IP = "02:50:4c:00:00:0a", "198.19.0.110"

@@ -1,12 +1,12 @@
 """The LAN guard table's loading: kept when this version is there, loaded by `nft -f`
-otherwise (gateway/guard.py). The kernel side is in tests/netns/test_guard.py."""
+otherwise (gateway/dataplane/guard.py). The kernel side is in tests/netns/test_guard.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway import guard
-from gateway.nft import NFPROTO_BRIDGE, NftError
+from gateway.dataplane import guard
+from gateway.dataplane.nft import NFPROTO_BRIDGE, NftError
 
 
 class FakeNetlink:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import ctl, dnsmasq, hostnames
 from gateway.config import Config, GatewayConfig
 from gateway.control_client import ControlClient
 from gateway.gateway import Gateway
+from gateway.ops import ctl
+from gateway.stations import dnsmasq, hostnames
 from tests.unit.test_control_socket import run_daemon
 
 MAC = "02:50:4c:00:00:01"

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTER_PACKAGES = ("gateway", "portal")
+ROUTER_PACKAGES = ("plaza", "gateway", "portal")
 CLOUD_ONLY = ("sqlalchemy", "alembic", "psycopg", "gunicorn", "pywebpush", "http_ece", "py_vapid")
 IMPORT_NAME = {"psycopg[binary]": "psycopg"}  # distribution -> module, where they differ
 
@@ -45,7 +45,7 @@ def test_the_router_install_declares_exactly_what_the_router_imports() -> None:
     modules = {IMPORT_NAME.get(d, d).replace("-", "_").lower() for d in declared}
     unused = sorted(m for m in modules if m not in imported_by_router())
     assert unused == [], (
-        f"declared for the router but imported by neither gateway nor portal: {unused}"
+        f"declared for the router but imported by no router package: {unused}"
     )
 
 
@@ -70,11 +70,12 @@ sys.meta_path.insert(0, Block())
 for name in list(sys.modules):
     if name.split(".")[0] in BLOCKED:
         del sys.modules[name]
-import gateway, portal
-for package in (gateway, portal):
+import plaza, gateway, portal
+for package in (plaza, gateway, portal):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(info.name)
-from gateway import cli, config
+from gateway.ops import cli
+from gateway import config
 import portal as portal_package
 portal_package.create_app({"PLAZA_CONFIG": config.load(sys.argv[2]), "SECRET_KEY": "k" * 32})
 sys.exit(cli.main(["--config", sys.argv[2], "check-config"]))

@@ -1,4 +1,4 @@
-"""gateway/logs.py: one line per event, secrets masked, the rate limiter on an injected clock."""
+"""plaza/logs.py: one line per event, secrets masked, the rate limiter on an injected clock."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import logs
-from gateway.logs import (
+from plaza import logs
+from plaza.logs import (
     LogfmtFormatter,
     RateLimitedLog,
     SecretFilter,

@@ -1,4 +1,4 @@
-"""gateway/memory.py on this machine's glibc: a freed big block must not pull the next ones
+"""gateway/ops/memory.py on this machine's glibc: a freed big block must not pull the next ones
 into the heap (the dynamic mmap threshold that made the daemon's memory creep under churn)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import ctypes, sys
-from gateway import memory
+from gateway.ops import memory
 if sys.argv[1] == "configure":
     assert memory.configure()
 size = 1 << 20

@@ -1,4 +1,5 @@
-"""gateway/metrics.py: the exposition format, the histogram, the gateway's metrics, the endpoint."""
+"""gateway/ops/metrics.py: the exposition format, the histogram, the gateway's metrics, the
+endpoint."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway import metrics
 from gateway.config import Config, GatewayConfig
-from gateway.garden_queue import kernel_queue_stats
+from gateway.dataplane.nft import FakeFirewall
+from gateway.garden.queue import kernel_queue_stats
 from gateway.gateway import Gateway
-from gateway.metrics import (
+from gateway.ops import metrics
+from gateway.ops.metrics import (
     AUTH_BUCKETS,
     Counter,
     Family,
@@ -25,8 +27,7 @@ from gateway.metrics import (
     parse_listen,
     render,
 )
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations.store import Store
 from tests.promtext import buckets, parse
 
 MAC = "02:50:4c:00:00:01"
@@ -201,7 +202,7 @@ def test_garden_verdicts_and_kernel_queue_drops(
     proc = tmp_path / "nfnetlink_queue"
     proc.write_text("    0  99     0 2  4016     0     0        5  1\n"
                     "    1  12345     3 2  4016    11     2      900  1\n")  # fmt: skip
-    monkeypatch.setattr("gateway.garden_queue.QUEUE_PROC", str(proc))
+    monkeypatch.setattr("gateway.garden.queue.QUEUE_PROC", str(proc))
     stats = TallyCounter(
         {"packets": 20, "allowed": 5, "passed": 9, "duplicates": 1, "refused:not-garden": 4,
          "refused:not-tls": 1, "held": 2}

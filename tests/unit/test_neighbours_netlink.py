@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from gateway import neighbours
-from gateway.neighbours import (
+from gateway.stations import neighbours
+from gateway.stations.neighbours import (
     NDA_DST,
     NDA_LLADDR,
     NDA_PROBES,

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from gateway import nfqueue
+from gateway.dataplane import nfqueue
 
 
 def test_config_message_is_what_nfnetlink_queue_expects() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.policy import (
+from gateway.stations.policy import (
     MIN_BURST_BYTES,
     UNLIMITED,
     Access,
@@ -92,7 +92,7 @@ def test_access_rules() -> None:
 def test_ctl_auth_options_become_overrides() -> None:
     import argparse
 
-    from gateway.ctl import _overrides
+    from gateway.ops.ctl import _overrides
 
     names = ("minutes", "idle", "quota_mb", "quota_up_mb", "quota_down_mb", "rate_kbit",
              "rate_up_kbit", "rate_down_kbit")  # fmt: skip

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import AccountingConfig, Config, GatewayConfig, PolicyConfig
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.store import Store
+from gateway.stations.store import Store
 from tests.conftest import FakeClock
 
 MAC, IP = "02:50:4c:00:00:01", "198.19.0.100"
@@ -273,6 +273,6 @@ def test_a_failed_kernel_change_falls_back_to_reconciling(config: Config, clock)
 
 
 def gw_records(gw: Gateway) -> list[dict]:
-    from gateway.outbox import Outbox
+    from gateway.stations.outbox import Outbox
 
     return Outbox(gw.store).all()

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway import signing
 from gateway.config import CloudConfig, Config, GatewayConfig, PortalConfig, ReconnectConfig
 from gateway.control_client import ControlError
+from plaza import signing
+from plaza.wallet import consent, rsa2
 from portal import create_app, shopper
 from portal.reconnect import TokenError, Tokens
-from portal.wallet import consent, rsa2
 from tests.unit.test_portal import FakeControl
 
 PHONE = "198.19.0.100"
@@ -35,7 +35,7 @@ class LoginError(Exception):
 
 
 class FakeWallet:
-    """Stands in for portal.wallet providers: checks state like they do, remembers calls."""
+    """Stands in for plaza.wallet providers: checks state like they do, remembers calls."""
 
     def __init__(self) -> None:
         self.finished: list[Mapping[str, str]] = []

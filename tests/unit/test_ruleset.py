@@ -1,6 +1,6 @@
-from gateway import ruleset
-from gateway.accounting import Usage
 from gateway.config import Config, LanConfig, PortalConfig
+from gateway.dataplane import ruleset
+from gateway.stations.accounting import Usage
 from tests.conftest import ROOT
 
 GOLDEN = ROOT / "tests" / "golden" / "plaza.nft"

@@ -2,8 +2,8 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.policy import UNLIMITED, Access, Policy
-from gateway.sessions import (
+from gateway.stations.policy import UNLIMITED, Access, Policy
+from gateway.stations.sessions import (
     TRANSITIONS,
     Allow,
     EndSession,

@@ -2,8 +2,16 @@
 
 import pytest
 
-from gateway import sessions
-from gateway.sessions import Allow, EndSession, Presence, Reason, Revoke, SessionTable, State
+from gateway.stations import sessions
+from gateway.stations.sessions import (
+    Allow,
+    EndSession,
+    Presence,
+    Reason,
+    Revoke,
+    SessionTable,
+    State,
+)
 from tests.conftest import FakeClock
 
 MAC = "02:50:4c:00:00:01"
@@ -124,7 +132,7 @@ def test_presence_join_and_leave_once_per_visit(clock: FakeClock) -> None:
 def test_leaving_and_lost_addresses_are_forgotten_by_the_detector(
     table: SessionTable, clock: FakeClock
 ) -> None:
-    from gateway.sessions import Forget
+    from gateway.stations.sessions import Forget
 
     [lost] = [op for op in table.lost(V6, clock(), MAC) if isinstance(op, Forget)]
     assert lost.elements == ((V6, MAC),)

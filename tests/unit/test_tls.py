@@ -14,8 +14,8 @@ from cheroot import wsgi
 
 from gateway.config import Config, PortalConfig
 from lab.pki import LabCA
+from plaza import tls as portal_tls
 from portal import cli as portal_cli
-from portal import tls as portal_tls
 
 CBC_TLS12 = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA"
 GCM_TLS12 = "ECDHE-ECDSA-AES128-GCM-SHA256"

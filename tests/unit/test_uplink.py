@@ -1,4 +1,4 @@
-"""The router's uplink (gateway/uplink.py) against the real cloud app (cloud/), served by
+"""The router's uplink (gateway/uplink/channel.py) against the real cloud app (cloud/), served by
 cheroot on 127.0.0.1 in a thread with SQLite in tmp_path; plus what needs no cloud: backoff,
 atomic files, command checks with a key made here, and the portal's venue overlay."""
 
@@ -23,15 +23,17 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from sqlalchemy import func, select
 
-from gateway import files, signing, uplink
-from gateway.accounting import Usage, UsageRecord
-from gateway.cli import main as gateway_main
+from gateway import files
 from gateway.config import CloudConfig, Config, GatewayConfig, OfferConfig, PortalConfig
+from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.nft import FakeFirewall
-from gateway.outbox import Outbox
-from gateway.store import Store
-from gateway.uplink import Backoff, CommandRefused, Refused, Unreachable, Uplink
+from gateway.ops.cli import main as gateway_main
+from gateway.stations.accounting import Usage, UsageRecord
+from gateway.stations.outbox import Outbox
+from gateway.stations.store import Store
+from gateway.uplink import channel as uplink
+from gateway.uplink.channel import Backoff, CommandRefused, Refused, Unreachable, Uplink
+from plaza import signing
 from portal import create_app
 from portal.venue import VenueOverlay
 from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
@@ -934,9 +936,9 @@ def test_presence_from_the_gateway_reaches_the_cloud_once(
     order; a resend after a lost answer is stored once; a bad link never leaves the router."""
     from cloud.models import PresenceEvent, ShopperLink
     from gateway.config import Config, GatewayConfig
+    from gateway.dataplane.nft import FakeFirewall
     from gateway.gateway import Gateway
-    from gateway.nft import FakeFirewall
-    from gateway.presence import PresenceOutbox
+    from gateway.stations.presence import PresenceOutbox
 
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
     gw = Gateway(config, FakeFirewall(), Store(config.db_path))

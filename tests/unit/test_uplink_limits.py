@@ -1,4 +1,4 @@
-"""The uplink reads at most so much of any cloud answer (gateway/uplink.py, issue 10).
+"""The uplink reads at most so much of any cloud answer (gateway/uplink/channel.py, issue 10).
 
 A fake cloud on loopback (a bare WSGI app under cheroot, as tests/unit/test_uplink.py serves
 the real one) sends answers past the limits: declared in Content-Length, streamed without
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from gateway import signing, uplink
-from gateway.uplink import Refused, Uplink
+from gateway.uplink import channel as uplink
+from gateway.uplink.channel import Refused, Uplink
+from plaza import signing
 from tests.unit.test_uplink import Cloud
 
 GOOD = {"version": 1, "config": {"branding": {"name": "Harbour Café"}}}

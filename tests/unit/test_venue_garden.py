@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway import dnsmasq
 from gateway.config import MAX_GARDEN_DOMAINS, Config, GardenConfig, GatewayConfig
-from gateway.venue_garden import VenueGarden
+from gateway.garden.venue import VenueGarden
+from gateway.stations import dnsmasq
 
 
 def make_config(tmp_path: Path, restart: tuple[str, ...] = ()) -> Config:

@@ -1,4 +1,4 @@
-"""Venue texts in both languages from the cloud: the fallback order (gateway/texts.py) and the
+"""Venue texts in both languages from the cloud: the fallback order (plaza/texts.py) and the
 portal's overlay of the cloud's language maps (portal/venue.py), seen on the shopper's pages."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config, OfferConfig, PortalConfig
-from gateway.texts import pick
+from plaza.texts import pick
 from portal import create_app
 from portal.venue import Malformed, overlay
 from tests.unit.test_portal import PHONE, PORTAL, FakeControl

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from lab.wallet.app import approve
-from portal.wallet import LoginError, WalletUser, make_provider, rsa2
-from portal.wallet.alipay import AlipayProvider, parse_response, timestamp
-from portal.wallet.http import new_session
-from portal.wallet.rawjson import raw_members
+from plaza.wallet import LoginError, WalletUser, make_provider, rsa2
+from plaza.wallet.alipay import AlipayProvider, parse_response, timestamp
+from plaza.wallet.http import new_session
+from plaza.wallet.rawjson import raw_members
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     ALIPAY_CALLBACK,
     Answer,

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from lab.wallet.app import WalletAppError, approve
-from portal.wallet import make_provider
+from plaza.wallet import make_provider
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     OIDC_CALLBACK,
     Browser,

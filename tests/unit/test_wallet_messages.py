@@ -29,7 +29,7 @@ from lab.wallet.alipay import open_id
 from lab.wallet.keys import APP_ID, CLOUD_CLIENT_ID, provision
 from lab.wallet.messages import MAX_BODY, MAX_MESSAGES, MAX_REQUEST, MAX_TITLE
 from lab.wallet.server import create_app
-from portal.wallet.alipay import AlipayProvider
+from plaza.wallet.alipay import AlipayProvider
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     Answer,
     Browser,

@@ -18,8 +18,8 @@ import requests
 from joserfc.jwk import KeySet, RSAKey
 
 from lab.wallet.app import approve
-from portal.wallet import LoginError, WalletUser, make_provider
-from portal.wallet.oidc import OidcProvider
+from plaza.wallet import LoginError, WalletUser, make_provider
+from plaza.wallet.oidc import OidcProvider
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     CONFIDENTIAL,
     OIDC_CALLBACK,

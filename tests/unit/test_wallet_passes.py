@@ -16,7 +16,7 @@ import pytest
 
 from lab.wallet import app as wallet_app
 from lab.wallet.passes import MAX_PASSES
-from portal.wallet import consent, make_provider, wallet_origin
+from plaza.wallet import consent, make_provider, wallet_origin
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     OIDC_CALLBACK,
     PORTAL,

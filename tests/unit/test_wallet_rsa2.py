@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from portal.wallet import rsa2
-from portal.wallet.rawjson import raw_members
+from plaza.wallet import rsa2
+from plaza.wallet.rawjson import raw_members
 
 
 @pytest.fixture(scope="module")

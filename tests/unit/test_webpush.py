@@ -27,7 +27,7 @@ from cloud.push import webpush as wp
 from cloud.push.endpoints import EndpointGuard, guarded_session, parse_networks
 from lab.pki import LabCA
 from lab.push_receiver import PushReceiver
-from portal.wallet.http import new_session
+from plaza.wallet.http import new_session
 
 # The receiver runs on 127.0.0.1, which the cloud refuses by default: allowed explicitly, as
 # the lab and the tests do with PUSH_ALLOWED_NETWORKS.

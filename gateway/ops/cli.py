@@ -1,0 +1,163 @@
+"""`plaza-gateway`: run the daemon, check a config, render the ruleset or dnsmasq fragment,
+enrol with the cloud."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+from gateway import config as configmod
+from plaza import logs
+
+DEFAULT_CONFIG = "/etc/plaza/gateway.toml"
+
+
+def _interface_index(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise configmod.ConfigError(f"[lan] interface: no such interface: {name!r}") from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = configmod.load(args.config)
+    if not args.offline:
+        _interface_index(config.lan.interface)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_ruleset(args: argparse.Namespace) -> int:
+    from gateway.dataplane import ruleset
+
+    sys.stdout.write(ruleset.render(configmod.load(args.config)))
+    return 0
+
+
+def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
+    from gateway.stations import dnsmasq
+
+    conf, hook = dnsmasq.write(configmod.load(args.config), Path(args.dir))
+    print(conf)
+    print(hook)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import gc
+
+    from gateway.ops import memory, metrics
+
+    memory.configure()  # before any thread: see gateway/ops/memory.py
+
+    config = configmod.load(args.config)
+    logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
+    try:
+        listen = metrics.parse_listen(args.metrics or config.gateway.metrics_listen)
+    except ValueError as exc:
+        raise configmod.ConfigError(f"--metrics: {exc}") from None
+    ifindex = _interface_index(config.lan.interface)
+
+    from gateway.daemon import Daemon, acquire_lock
+    from gateway.dataplane.nft import NftFirewall
+    from gateway.gateway import Gateway
+    from gateway.stations.store import Store
+
+    lock = acquire_lock(config)
+    try:
+        gateway = Gateway(config, NftFirewall(), Store(config.db_path))
+        gateway.start()
+        # What exists now (modules, config, restored sessions) lives as long as the daemon:
+        # out of the collector's way, so a full collection walks only what came after.
+        gc.collect()
+        gc.freeze()
+        memory.trim()
+        asyncio.run(Daemon(config, gateway, ifindex, metrics_listen=listen).run())
+    finally:
+        os.close(lock)
+    return 0
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    """Enrol this router with the cloud. The claim code is a secret: read from stdin unless
+    given, so it need not appear in shell history or the process list."""
+    from gateway.uplink.channel import Uplink, UplinkError
+
+    config = configmod.load(args.config)
+    url = args.cloud or config.cloud.url
+    if not url:
+        raise configmod.ConfigError("--cloud URL is needed ([cloud] url is not set)")
+    claim = args.claim
+    if claim in (None, "-"):
+        if sys.stdin.isatty():
+            import getpass
+
+            claim = getpass.getpass("claim code: ")
+        else:
+            claim = sys.stdin.readline()
+    uplink = Uplink(config.gateway.state_dir, ca_bundle=args.ca_bundle or config.cloud.ca_bundle)
+    try:
+        identity = uplink.enrol(url, claim, force=args.force)
+    except UplinkError as exc:
+        print(f"plaza-gateway: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"plaza-gateway: enrolled for venue {identity.venue_id} at {identity.cloud_url}",
+        file=sys.stderr,
+    )
+    print(identity.device_id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plaza-gateway", description=__doc__)
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="gateway TOML config")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, or 'off' "
+        "(default: [gateway] metrics_listen)",
+    )
+    logs.add_arguments(run)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate the config and exit")
+    check.add_argument("--offline", action="store_true", help="skip checks of this machine")
+    check.set_defaults(func=cmd_check_config)
+    sub.add_parser("ruleset", help="print the nftables table").set_defaults(func=cmd_ruleset)
+    dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment and lease hook")
+    dm.add_argument("--dir", required=True)
+    dm.set_defaults(func=cmd_dnsmasq_config)
+    enrol = sub.add_parser("enrol", help="enrol this router with the cloud; prints its device id")
+    enrol.add_argument("--cloud", metavar="URL", help="the cloud's base URL (default: [cloud] url)")
+    enrol.add_argument(
+        "--claim",
+        metavar="CODE",
+        help="the venue's one-time claim code; omitted or '-': read from stdin (keeps it out "
+        "of shell history and ps)",
+    )
+    enrol.add_argument(
+        "--ca-bundle", metavar="PATH", help="PEM trust anchors for the cloud's TLS certificate"
+    )
+    enrol.add_argument("--force", action="store_true", help="replace an existing enrolment")
+    enrol.set_defaults(func=cmd_enrol)
+    args = parser.parse_args(argv)
+    from gateway.daemon import AlreadyRunning
+    from gateway.dataplane.nft import NftError
+
+    try:
+        return args.func(args)
+    except (configmod.ConfigError, AlreadyRunning, NftError) as exc:
+        print(f"plaza-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
