@@ -14,7 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from cloud.models import Merchant, Venue
 from cloud.venue_config import DEFAULT_CONFIG, validate_config
-from gateway.config import HOSTNAME_RE
+from plaza.validators import HOSTNAME_RE
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 MIN_PASSWORD = 8

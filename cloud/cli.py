@@ -177,11 +177,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_push_worker(args: argparse.Namespace) -> int:
-    from cloud.push import presence_push, worker
+    from cloud.push import worker
+    from cloud.push.settings import PushSettings
 
     app = _app(args)
     try:
-        messenger = presence_push.settings(app).messenger()  # refuse a bad wallet setting now
+        messenger = PushSettings.of(app).messenger()  # refuse a bad wallet setting now
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if messenger is None:

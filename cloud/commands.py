@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.models import Command, Device, new_id
-from gateway.stations.sessions import MAC_RE
 from plaza import signing
+from plaza.validators import MAC_RE
 
 OPS = ("authorize", "kick", "refresh-config")
 MAX_MINUTES = 7 * 1440

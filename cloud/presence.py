@@ -32,13 +32,12 @@ from sqlalchemy.orm import Session
 from cloud.db import dialect_insert
 from cloud.models import ConsentProof, Device, PresenceEvent, ShopperLink, Venue
 from cloud.usage import KEY_RE, MAC_RE
-from gateway.config import HOSTNAME_RE
-from gateway.stations.presence import CONNECT_URL_RE, MAX_CONNECT_URL  # one definition, both ends
+from plaza.records import CONNECT_URL_RE, MAX_CONNECT_URL, PRESENCE_KINDS
+from plaza.validators import HOSTNAME_RE
 from plaza.wallet import consent
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
-KINDS = ("join", "leave", "login")
 FIELDS = {"key", "kind", "mac", "at"}
 OPTIONAL = {"wallet_user", "opt_in", "connect_url", "consent"}
 LOGIN_SKEW = 900.0  # a consent proof is made within this long of the login it comes with
@@ -78,8 +77,8 @@ def _check(event: Any) -> str | None:
         return f"unknown field {sorted(unknown)[0]!r}"
     if not isinstance(event["key"], str) or not KEY_RE.match(event["key"]):
         return "bad key"
-    if event["kind"] not in KINDS:
-        return f"kind must be one of {', '.join(KINDS)}"
+    if event["kind"] not in PRESENCE_KINDS:
+        return f"kind must be one of {', '.join(PRESENCE_KINDS)}"
     if not isinstance(event["mac"], str) or not MAC_RE.match(event["mac"].lower()):
         return "bad mac"
     at = event["at"]

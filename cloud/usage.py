@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from cloud.db import dialect_insert
 from cloud.models import Device, UsageRecord
-from gateway.stations.outbox import FIELDS
-from gateway.stations.sessions import MAC_RE
+from plaza.records import USAGE_FIELDS
+from plaza.validators import MAC_RE
 
 MAX_RECORDS = 1000
 MAX_INT = 2**63 - 1
@@ -67,10 +67,10 @@ def check_record(record: Any) -> str | None:
     """What is wrong with one record, or None."""
     if not isinstance(record, dict):
         return "not an object"
-    missing = [f for f in FIELDS if f not in record]
+    missing = [f for f in USAGE_FIELDS if f not in record]
     if missing:
         return f"missing field {missing[0]!r}"
-    unknown = sorted(set(record) - set(FIELDS))
+    unknown = sorted(set(record) - set(USAGE_FIELDS))
     if unknown:
         return f"unknown field {unknown[0]!r}"
     checks: list[tuple[str, bool]] = [

@@ -16,9 +16,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue
-from gateway.config import MAX_GARDEN_DOMAINS, garden_name, public_suffix_wildcards
-from gateway.stations.policy import MAX_KBIT, MAX_MB
 from plaza.texts import DEFAULT_LANGUAGE, LANGUAGES, canonical_tag
+from plaza.validators import (
+    MAX_GARDEN_DOMAINS,
+    MAX_KBIT,
+    MAX_MB,
+    garden_name,
+    public_suffix_wildcards,
+)
 
 MAX_OFFERS = 20
 OFFER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")

@@ -10,73 +10,16 @@ import ipaddress
 import json
 import re
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.stations.policy import MAX_KBIT, MAX_MB, Access, Policy, PolicyError
+from gateway.stations.policy import Access, Policy, PolicyError
 from gateway.stations.policy import verify as verify_policy
+from plaza.validators import HOSTNAME_RE, MAX_KBIT, MAX_MB, garden_name
+from plaza.wallet.config import WalletConfig
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z"
-)
-
-
-MAX_GARDEN_DOMAINS = 200  # names the cloud may add to a venue's walled garden
-
-
-def garden_name(raw: object) -> str | None:
-    """A walled-garden entry normalised (lower case, no trailing dot), or None if it is not
-    one: a host name, or `*.` and a domain of two labels or more (`*.com` would open a whole
-    top-level domain before login). Checked before lower-casing, which maps a few non-ASCII
-    letters to ASCII. The one check for the TOML, the cloud, its editor and the router."""
-    if not isinstance(raw, str):
-        return None
-    name = raw.rstrip(".")  # whitespace is refused, not stripped: it is not part of a name
-    base = name.removeprefix("*.")
-    if not HOSTNAME_RE.match(base) or (base != name and "." not in base):
-        return None
-    return name.lower()
-
-
-def public_suffix_wildcards(names: Iterable[str]) -> list[str]:
-    """The entries of `names` (garden names as garden_name gives them) that are `*.` and a
-    public suffix: `*.co.uk`, `*.com.cn`, `*.github.io` would open thousands of unrelated
-    sites before login. The one check for the cloud (refused at the merchant's save) and the
-    router (refused again when the cloud's list arrives: a compromised cloud must not open
-    them either).
-
-    The public suffix list is the publicsuffixlist package's bundled copy, never fetched.
-    Only its rules that could match these names are parsed (one pass over the file, ~15 ms),
-    so the router does not keep the whole list's ~2 MB in memory for a rare check; the
-    package's own matcher then decides, wildcard and exception rules included.
-    """
-    wildcards = [name for name in names if name.startswith("*.")]
-    if not wildcards:
-        return []
-    from publicsuffixlist import PSLFILE, PublicSuffixList
-
-    # A domain is a public suffix by a rule naming it, or `*.` its parent (unless `!` it).
-    wanted = {d for name in wildcards for d in (name[2:], name[2:].partition(".")[2])}
-    rules = []
-    with open(PSLFILE, encoding="utf-8") as source:
-        for line in source:
-            rule = line.split()[0] if line.strip() else ""
-            if not rule or rule.startswith("//"):
-                continue
-            if not rule.isascii():  # garden names are ASCII: IDNs come as xn-- labels
-                try:
-                    rule = rule.encode("idna").decode("ascii")
-                except UnicodeError:
-                    continue
-            rule = rule.lower()
-            if rule.lstrip("!").removeprefix("*.") in wanted:
-                rules.append(rule)
-    suffixes = PublicSuffixList("\n".join(rules))
-    return [name for name in wildcards if suffixes.is_public(name[2:])]
 
 
 class ConfigError(ValueError):
@@ -153,26 +96,6 @@ class OfferConfig:
     title_zh: str = ""
     text_zh: str = ""
     url: str = ""  # https link for "see the offer"; shown, never redirected to
-
-
-@dataclass(frozen=True)
-class WalletConfig:
-    """Which wallet signs shoppers in, and how to reach it."""
-
-    dialect: str = "oidc"  # "oidc" (OAuth 2.0 / OpenID Connect) or "alipay"
-    # OpenID Connect: discovery at <issuer>/.well-known/openid-configuration
-    issuer: str = "https://wallet.test"
-    client_id: str = "plaza-portal"
-    client_secret_file: str = ""  # empty: a public client (PKCE only)
-    scope: str = "openid profile"
-    # Alipay open-platform dialect
-    app_id: str = ""
-    authorize_url: str = "https://wallet.test/oauth2/publicAppAuthorize.htm"
-    gateway_url: str = "https://wallet.test/gateway.do"
-    alipay_scope: str = "auth_user"  # auth_base (silent, user_id only) or auth_user
-    app_private_key_file: str = ""
-    wallet_public_key_file: str = ""
-    ca_file: str = ""  # trust anchors for the wallet's TLS; empty: the system store
 
 
 @dataclass(frozen=True)

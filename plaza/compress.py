@@ -4,7 +4,7 @@ BREACH recovers a secret from the compressed size of a page that holds both the 
 text the attacker chooses (a reflected query string, a form value). The attacker here is easy
 to find: any other shopper on the open Wi-Fi sees the sizes of the portal's TLS records. So a
 page whose body holds a secret is never compressed: every page that rendered a CSRF token
-(`portal.security.csrf_token` calls `mark_secret`), which covers the reconnect page (its link
+(`plaza.csrf.csrf_token` calls `mark_secret`), which covers the reconnect page (its link
 holds the reconnect token), the welcome page and every dashboard page a merchant is signed
 in to (the sign-out form), hence the claim code too. Anything else may be compressed: static
 files (CSS, SVG, script) and pages with nothing to steal, such as the splash and error pages.

@@ -33,11 +33,11 @@ from werkzeug.wrappers import Response
 
 from gateway.config import PortalConfig
 from gateway.control_client import ControlError
+from plaza.csrf import require_csrf
 from plaza.wallet import consent
 from portal import i18n, push, shopper
 from portal.control import control, control_error_page, unreachable
 from portal.login import fail, provider
-from portal.security import require_csrf
 
 log = logging.getLogger("plaza.portal.reconnect")
 bp = Blueprint("reconnect", __name__)

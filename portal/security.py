@@ -1,4 +1,4 @@
-"""Response headers and CSRF tokens shared by every portal page.
+"""Response headers shared by every portal page, and the CSRF token in its templates.
 
 The portal runs on an open network where any other shopper can reach it, so forms carry a
 per-browser token kept in the signed session cookie, and pages may not be framed or cached.
@@ -6,14 +6,10 @@ per-browser token kept in the signed session cookie, and pages may not be framed
 
 from __future__ import annotations
 
-import hmac
-import secrets
-
-from flask import Flask, Response, request, session
-from werkzeug.exceptions import BadRequest
+from flask import Flask, Response, request
 
 from gateway.config import Config
-from plaza.compress import mark_secret
+from plaza.csrf import CSRF_FIELD, csrf_token
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -37,37 +33,6 @@ def content_policy(config: Config) -> str:
         wallet = wallet_origin(config.wallet)  # an https origin: the config was verified
         policy = policy.replace("form-action 'self'", f"form-action 'self' {wallet}")
     return policy
-
-
-CSRF_KEY = "csrf"
-CSRF_FIELD = "csrf_token"
-
-
-class CsrfError(BadRequest):
-    name = "Form expired"
-    description = "This form has expired or was not sent from this page. Please start again."
-
-
-def csrf_token() -> str:
-    """The browser session's token, created the first time a form needs it. The page that
-    carries it is not compressed (plaza/compress.py: BREACH)."""
-    mark_secret()
-    token = session.get(CSRF_KEY)
-    if not isinstance(token, str) or not token:
-        token = secrets.token_urlsafe(32)
-        session[CSRF_KEY] = token
-    return token
-
-
-def require_csrf() -> None:
-    """Refuse (400) a form whose token does not match the session's."""
-    expected = session.get(CSRF_KEY)
-    sent = request.form.get(CSRF_FIELD, "")
-    if not isinstance(expected, str) or not expected or not sent:
-        raise CsrfError()
-    # Bytes, because compare_digest refuses non-ASCII str and a form field can hold anything.
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfError()
 
 
 # HTTPS responses only (RFC 6797 7.2: a browser ignores it over plain HTTP, and the plain

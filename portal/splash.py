@@ -7,10 +7,10 @@ from werkzeug.wrappers import Response
 
 from gateway.config import Config
 from gateway.control_client import ControlError
+from plaza.csrf import require_csrf
 from portal import i18n
 from portal.control import control, control_error_page, is_authorized, lookup
 from portal.errors import error_page
-from portal.security import require_csrf
 
 bp = Blueprint("splash", __name__)
 

@@ -8,10 +8,10 @@ from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from gateway.control_client import ControlError
+from plaza.csrf import require_csrf
 from portal import shopper
 from portal.control import control, control_error_page, is_authorized, lookup, unreachable
 from portal.i18n import data_size
-from portal.security import require_csrf
 
 bp = Blueprint("status", __name__)
 

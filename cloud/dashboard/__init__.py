@@ -8,6 +8,7 @@ not exist.
 
 | module | holds |
 |---|---|
+| `blueprint.py` | the blueprint, its session settings, template globals and headers |
 | `security.py` | cookie flags, CSRF, the `next` check, response headers |
 | `ratelimit.py` | the sign-in throttle (client, client + e-mail, account), before any hash |
 | `auth.py` | sign-in, sign-out, `login_required`, the signed-in merchant |
@@ -20,37 +21,7 @@ not exist.
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask.blueprints import BlueprintSetupState
-
-from cloud.dashboard import security
-
-bp = Blueprint(
-    "dashboard",
-    __name__,
-    url_prefix="/dashboard",
-    template_folder="templates",
-    static_folder="static",
-)
-
-
-@bp.record_once
-def _install(state: BlueprintSetupState) -> None:
-    """The dashboard is the app's only cookie user, so it brings its own session settings."""
-    from cloud.dashboard.ratelimit import LoginLimiter
-
-    app = state.app
-    app.session_interface = security.DashboardSessionInterface()
-    app.extensions["plaza_login_limiter"] = LoginLimiter()
-
-
-@bp.context_processor
-def _template_globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD}
-
-
-bp.after_request(security.add_headers)
-
-from cloud.dashboard import auth, editor, views  # noqa: E402  (routes register on bp)
+from cloud.dashboard import auth, editor, views  # the page modules register their routes on bp
+from cloud.dashboard.blueprint import bp
 
 __all__ = ["auth", "bp", "editor", "views"]

@@ -21,7 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from cloud.accounts import check_password
 from cloud.api import now
-from cloud.dashboard import bp
+from cloud.dashboard.blueprint import bp
 from cloud.dashboard.ratelimit import LoginLimiter, client_of
 from cloud.dashboard.security import require_csrf, safe_next
 from cloud.db import get_db

@@ -31,8 +31,9 @@ from werkzeug.datastructures import MultiDict
 from cloud.accounts import AccountError, set_portal_host
 from cloud.api import now
 from cloud.commands import CommandError, issue
-from cloud.dashboard import bp, stats
+from cloud.dashboard import stats
 from cloud.dashboard.auth import login_required
+from cloud.dashboard.blueprint import bp
 from cloud.dashboard.security import require_csrf
 from cloud.dashboard.tenancy import own_venue
 from cloud.db import get_db
@@ -45,8 +46,8 @@ from cloud.venue_config import (
     ConfigError,
     set_venue_config,
 )
-from gateway.config import garden_name
 from plaza.texts import DEFAULT_LANGUAGE, EN, LANGUAGES, ZH
+from plaza.validators import garden_name
 
 OFFER_FIELDS = ("title", "body", "url", "title_zh", "body_zh")
 # The editor's language columns: the form field suffix and the label's addition for each.

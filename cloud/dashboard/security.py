@@ -13,7 +13,7 @@ from flask import Flask, Response, request
 from flask.sessions import SecureCookieSessionInterface
 
 # CSRF tokens work as on the captive portal: one implementation for both sites.
-from portal.security import CSRF_FIELD, CSRF_KEY, CsrfError, csrf_token, require_csrf
+from plaza.csrf import CSRF_FIELD, CSRF_KEY, CsrfError, csrf_token, require_csrf
 
 __all__ = ["CSRF_FIELD", "CSRF_KEY", "CsrfError", "csrf_token", "require_csrf", "safe_next"]
 

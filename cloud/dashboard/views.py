@@ -16,8 +16,9 @@ from flask import abort, g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from cloud.api import now
-from cloud.dashboard import bp, charts, stats
+from cloud.dashboard import charts, stats
 from cloud.dashboard.auth import login_required
+from cloud.dashboard.blueprint import bp
 from cloud.dashboard.tenancy import own_venue
 from cloud.db import get_db
 

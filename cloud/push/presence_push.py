@@ -28,13 +28,13 @@ from cloud import db as cloud_db
 from cloud import presence
 from cloud.api import now
 from cloud.models import PresenceEvent, PushJob, PushSubscription, ShopperLink, Venue
-from cloud.push.settings import PushSettings
+from cloud.push import subscribe
+from cloud.push.settings import EXTENSION, PushSettings
 from cloud.push.webpush import MAX_PAYLOAD
 from plaza.texts import DEFAULT_LANGUAGE, ZH, canonical_tag, pick
 
 log = logging.getLogger("plaza.cloud.push")
 
-EXTENSION = "plaza_push"
 MAX_TITLE = 80  # what the wallet takes (lab/wallet/passes.MAX_TITLE)
 MAX_BODY = 500  # lab/wallet/messages.MAX_BODY
 CONNECT_LINE = "Tap to connect to the Wi-Fi."
@@ -52,23 +52,16 @@ def init_app(app: Flask) -> None:
     """Check the push settings (a bad one stops the app at start), serve the subscription
     endpoints and hook into presence. The hook is process-wide and idempotent: every app in
     the process shares it, and it finds its app's settings through `current_app`."""
-    from cloud.push import subscribe
-
     app.extensions[EXTENSION] = PushSettings.from_app(app)
     app.register_blueprint(subscribe.bp)
     if join_hook not in presence.JOIN_HOOKS:
         presence.register_join_hook(join_hook)
 
 
-def settings(app: Flask) -> PushSettings:
-    found = app.extensions.get(EXTENSION)
-    return found if found is not None else PushSettings.from_app(app)
-
-
 def join_hook(venue: Venue, link: ShopperLink) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with cloud_db.session(app) as db:
-        jobs = enqueue_join(db, venue.id, link.id, now(), settings(app))
+        jobs = enqueue_join(db, venue.id, link.id, now(), PushSettings.of(app))
         db.commit()
     if jobs:
         log.info("queued %d push(es) for a returning shopper at %s", len(jobs), venue.id)

@@ -71,6 +71,9 @@ def _networks(app: Flask) -> tuple[Network, ...]:
         raise ValueError(f"{NAMES['PUSH_ALLOWED_NETWORKS']}: {exc}") from None
 
 
+EXTENSION = "plaza_push"  # app.extensions key: the settings init_app checked at start
+
+
 @dataclass(frozen=True)
 class PushSettings:
     interval_seconds: float
@@ -86,6 +89,12 @@ class PushSettings:
     allowed_networks: tuple[Network, ...] = ()
     # Config only (`PUSH_RESOLVER`, never the environment): tests pass a table, not DNS.
     resolver: Resolver = system_resolver
+
+    @classmethod
+    def of(cls, app: Flask) -> PushSettings:
+        """The settings init_app checked and kept for `app`; read now for an app without."""
+        found = app.extensions.get(EXTENSION)
+        return found if found is not None else cls.from_app(app)
 
     @classmethod
     def from_app(cls, app: Flask) -> PushSettings:

@@ -32,8 +32,8 @@ from sqlalchemy import select
 from cloud.api import ApiError, json_object, now
 from cloud.db import dialect_insert, get_db
 from cloud.models import PushSubscription, ShopperLink, new_id
-from cloud.push import presence_push
 from cloud.push.endpoints import EndpointRefused
+from cloud.push.settings import PushSettings
 from cloud.push.webpush import application_server_key, check_subscription
 
 bp = Blueprint("push", __name__, url_prefix="/api/v1/push")
@@ -49,7 +49,7 @@ def vapid_key() -> Any:
     """The VAPID key (PLAZA_CLOUD_VAPID_KEY_FILE), read once per app."""
     ext = current_app.extensions
     if VAPID_KEY not in ext:
-        ext[VAPID_KEY] = presence_push.settings(current_app).vapid_key()  # type: ignore[arg-type]
+        ext[VAPID_KEY] = PushSettings.of(current_app).vapid_key()  # type: ignore[arg-type]
     return ext[VAPID_KEY]
 
 
@@ -116,7 +116,7 @@ def subscribe() -> ResponseReturnValue:
         raise ApiError(403, "no opted-in shopper of this venue holds that link")
     # Only now, for a proven shopper, does the cloud look the endpoint's host up: nobody
     # else gets to make it resolve names. Checked again at every send (DNS can change).
-    guard = presence_push.settings(current_app).endpoint_guard()  # type: ignore[arg-type]
+    guard = PushSettings.of(current_app).endpoint_guard()  # type: ignore[arg-type]
     try:
         guard.check(checked["endpoint"])
     except EndpointRefused as exc:

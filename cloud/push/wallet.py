@@ -28,9 +28,9 @@ from urllib.parse import quote_plus
 import requests
 
 from cloud.push import PushError, RecipientGone, retry_after_seconds
-from gateway.config import WalletConfig
 from plaza.wallet import http, rsa2
 from plaza.wallet.alipay import SUCCESS, AlipayProvider, response_key
+from plaza.wallet.config import WalletConfig
 from plaza.wallet.oidc import read_secret
 from plaza.wallet.rawjson import raw_members
 

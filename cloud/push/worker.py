@@ -167,7 +167,7 @@ def _settle(db: Session, job: PushJob, exc: Exception | None, at: float, ttl: fl
 def run_once(app: Flask, *, limit: int = BATCH, channels: Channels | None = None) -> int:
     """Claim and send one batch of due jobs; the number sent."""
     clock: Callable[[], float] = app.config["CLOCK"]
-    config = presence_push.settings(app)
+    config = PushSettings.of(app)
     own = channels is None
     channels = Channels(config) if channels is None else channels
     sent = 0
@@ -208,7 +208,7 @@ def serve(app: Flask, *, interval: float = 1.0, stop: threading.Event | None = N
     if threading.current_thread() is threading.main_thread():
         for signo in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signo, lambda *_: stop.set())
-    channels = Channels(presence_push.settings(app))
+    channels = Channels(PushSettings.of(app))
     try:
         while not stop.is_set():
             try:

@@ -29,11 +29,12 @@ import logging
 import subprocess
 from pathlib import Path
 
-from gateway.config import MAX_GARDEN_DOMAINS, Config, garden_name, public_suffix_wildcards
+from gateway.config import Config
 from gateway.files import write_atomic
 from gateway.garden.inspector import Garden
 from gateway.stations import dnsmasq
 from gateway.uplink.cloud_config import FILE, CloudConfigFile
+from plaza.validators import MAX_GARDEN_DOMAINS, garden_name, public_suffix_wildcards
 
 log = logging.getLogger("plaza.garden")
 

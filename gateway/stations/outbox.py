@@ -16,21 +16,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.stations.store import Store
+from plaza.records import USAGE_FIELDS
 
-FIELDS = (
-    "key", "session_id", "seq", "mac", "ip", "started_at", "period_start", "period_end",
-    "final", "reason", "bytes_up", "packets_up", "bytes_down", "packets_down",
-    "total_bytes_up", "total_bytes_down",
-)  # fmt: skip
-_SELECT = (
-    "SELECT " + ", ".join(f'"{f}"' if f == "key" else f for f in FIELDS) + " FROM usage_outbox"
-)
+_COLUMNS = ", ".join(f'"{f}"' if f == "key" else f for f in USAGE_FIELDS)  # key is SQL's
+_SELECT = f"SELECT {_COLUMNS} FROM usage_outbox"
 KEYS_PER_STATEMENT = 500  # well under SQLite's limit on bound parameters
 
 
 def as_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     """A record as the uplink sends it (JSON-ready)."""
-    record = {name: row[name] for name in FIELDS}
+    record = {name: row[name] for name in USAGE_FIELDS}
     record["final"] = bool(record["final"])
     return record
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from plaza.validators import MAX_KBIT, MAX_MB
+
 MB = 1_000_000
-MAX_MB = 10_000_000  # 10 TB: far beyond any plan, small enough to catch a unit mistake
-MAX_KBIT = 100_000_000  # 100 Gbit/s
 MAX_IDLE_SECONDS = 7 * 86400
 # A policer needs room for a burst or TCP never reaches the rate: 100 ms worth of the rate,
 # and never less than ten full-size Ethernet frames (measured: see gateway/dataplane/ruleset.py).

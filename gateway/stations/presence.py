@@ -26,15 +26,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from plaza.records import CONNECT_URL_RE, MAX_CONNECT_URL, PRESENCE_KINDS
+
 MAX_BACKLOG = 100_000
-KINDS = ("join", "leave", "login")
-# portal/reconnect.py's link: https://<portal host>[:port]/reconnect/<itsdangerous token>; the
-# cloud (cloud/presence.py) refuses a whole batch holding anything else, so both check this.
-CONNECT_URL_RE = re.compile(
-    r"https://(?P<host>[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?"
-    r"/reconnect/(?P<token>[A-Za-z0-9_.-]{1,512})"
-)
-MAX_CONNECT_URL = 1024  # what a wallet message's link may hold (lab/wallet/passes.MAX_LINK)
 MAX_WALLET_USER = 128
 MAX_CONSENT = 4096  # plaza/wallet/consent.MAX_PROOF
 CONSENT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")  # a compact JWS
@@ -127,7 +121,7 @@ class PresenceOutbox:
     def add(self, events: Iterable[dict[str, Any]]) -> int:
         rows = []
         for event in events:
-            if event["kind"] not in KINDS:
+            if event["kind"] not in PRESENCE_KINDS:
                 raise ValueError(f"unknown presence kind {event['kind']!r}")
             rows.append(
                 (

@@ -8,15 +8,14 @@ who may pass is testable with an injected clock and no root.
 from __future__ import annotations
 
 import ipaddress
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from gateway.stations.policy import UNLIMITED, Access, Policy, PolicyError, effective, intern
+from plaza.validators import MAC_RE
 
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 # IPv6 addresses held per station: a phone has a stable and one or more temporary (privacy)
 # addresses, and makes new temporary ones over a long stay. Beyond this the oldest goes, so a
 # station inventing addresses cannot grow the kernel's sets.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from gateway.config import WalletConfig
 from plaza.wallet.base import LoginError, WalletProvider, WalletUser, origin_of
+from plaza.wallet.config import WalletConfig
 
 __all__ = ["LoginError", "WalletProvider", "WalletUser", "make_provider", "wallet_origin"]
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from cloud import db as cloud_db
 from cloud.models import UsageRecord
-from gateway.stations.outbox import FIELDS
+from plaza.records import USAGE_FIELDS
 from tests.cloud.conftest import Router, enrol, new_claim
 
 USAGE = "/api/v1/device/usage"
@@ -27,7 +27,7 @@ def record(i: int, session: str = "s1", **changes: Any) -> dict[str, Any]:
         "bytes_down": 5000 * i, "packets_down": 20 * i, "total_bytes_up": 1000 * i,
         "total_bytes_down": 5000 * i,
     }  # fmt: skip
-    assert tuple(rec) == FIELDS
+    assert tuple(rec) == USAGE_FIELDS
     return {**rec, **changes}
 
 
@@ -43,7 +43,7 @@ def test_batch_is_stored_with_every_field(app: Flask, router: Router, clock):
     assert response.get_json() == {"accepted": 6, "duplicates": 0}
     with cloud_db.session(app) as db:
         rows = db.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
-        assert [{f: getattr(r, f) for f in FIELDS} for r in rows] == records
+        assert [{f: getattr(r, f) for f in USAGE_FIELDS} for r in rows] == records
         assert {r.device_id for r in rows} == {router.device_id}
         assert {r.venue_id for r in rows} == {router.venue_id}
         assert rows[0].received_at == clock()

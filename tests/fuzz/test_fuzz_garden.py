@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from publicsuffixlist import PSLFILE, PublicSuffixList
 
-from gateway.config import garden_name, public_suffix_wildcards
+from plaza.validators import garden_name, public_suffix_wildcards
 
 
 @functools.cache

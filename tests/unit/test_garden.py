@@ -9,9 +9,10 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.packet import Raw
 
-from gateway.config import Config, GardenConfig, WalletConfig
+from gateway.config import Config, GardenConfig
 from gateway.garden import inspector as gardenmod
 from gateway.garden.inspector import Garden, Inspector, RateLimitedLog, Verdict, dissect
+from plaza.wallet.config import WalletConfig
 from tests.conftest import FakeClock
 from tests.unit.test_garden_sni import client_hello
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.config import Config, GardenConfig, PortalConfig, WalletConfig
+from gateway.config import Config, GardenConfig, PortalConfig
 from gateway.stations import dnsmasq
+from plaza.wallet.config import WalletConfig
 
 SETS = "4#inet#plaza#garden4,6#inet#plaza#garden6"
 

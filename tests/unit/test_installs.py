@@ -44,9 +44,7 @@ def test_the_router_install_declares_exactly_what_the_router_imports() -> None:
     assert not declared & set(CLOUD_ONLY), "a cloud library in the router install"
     modules = {IMPORT_NAME.get(d, d).replace("-", "_").lower() for d in declared}
     unused = sorted(m for m in modules if m not in imported_by_router())
-    assert unused == [], (
-        f"declared for the router but imported by no router package: {unused}"
-    )
+    assert unused == [], f"declared for the router but imported by no router package: {unused}"
 
 
 def test_the_cloud_extra_carries_the_cloud_libraries_and_dev_everything() -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import MAX_GARDEN_DOMAINS, Config, GardenConfig, GatewayConfig
+from gateway.config import Config, GardenConfig, GatewayConfig
 from gateway.garden.venue import VenueGarden
 from gateway.stations import dnsmasq
+from plaza.validators import MAX_GARDEN_DOMAINS
 
 
 def make_config(tmp_path: Path, restart: tuple[str, ...] = ()) -> Config:

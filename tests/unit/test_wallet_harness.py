@@ -19,11 +19,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from gateway.config import WalletConfig
 from lab.pki import LabCA
 from lab.wallet.https import make_server
 from lab.wallet.keys import provision
 from lab.wallet.server import create_app
+from plaza.wallet.config import WalletConfig
 
 PORTAL = "https://portal.plaza.test"
 OIDC_CALLBACK = PORTAL + "/login/callback"

@@ -23,13 +23,13 @@ from flask.testing import FlaskClient
 
 from cloud.push import PushError, RecipientGone
 from cloud.push.wallet import PUSH_METHOD, WalletMessenger, verified_answer
-from gateway.config import WalletConfig
 from lab.wallet import app as wallet_app
 from lab.wallet.alipay import open_id
 from lab.wallet.keys import APP_ID, CLOUD_CLIENT_ID, provision
 from lab.wallet.messages import MAX_BODY, MAX_MESSAGES, MAX_REQUEST, MAX_TITLE
 from lab.wallet.server import create_app
 from plaza.wallet.alipay import AlipayProvider
+from plaza.wallet.config import WalletConfig
 from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
     Answer,
     Browser,
