@@ -32,11 +32,10 @@ from gateway.config import Config
 from gateway.dataplane import ruleset
 from gateway.dataplane.nft import Firewall, NftError
 from gateway.dataplane.ruleset import Grant, Start
-from gateway.stations import hostnames
+from gateway.stations import control
 from gateway.stations.access import RuntimeAccess
 from gateway.stations.accounting import Meter, UsageRecord
-from gateway.stations.policy import PolicyError, overrides_from
-from gateway.stations.presence import PresenceOutbox, login_event
+from gateway.stations.presence import PresenceOutbox
 from gateway.stations.sessions import (
     Allow,
     Client,
@@ -50,17 +49,14 @@ from gateway.stations.sessions import (
     SessionError,
     SessionTable,
     State,
-    normalize_ip,
-    normalize_mac,
 )
 from gateway.stations.store import Store
 from gateway.stations.venue_policy import VenuePolicy
 
 log = logging.getLogger("plaza.gateway")
 
-MAX_PAGE = 5000  # stations per page of the `clients` listing
 # Ended sessions finalized per tick: at most five objects each, so their counters are read
-# with single gets (nft.NftFirewall.readings reads everything beyond 4,096 objects).
+# with single gets (kernel.NftFirewall.readings reads everything beyond 4,096 objects).
 FINALIZE_PER_TICK = 500
 
 
@@ -70,14 +66,21 @@ class Gateway:
         config: Config,
         firewall: Firewall,
         store: Store,
+        *,
+        presence: PresenceOutbox,
+        runtime_access: RuntimeAccess,
+        venue_policy: VenuePolicy,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """The collaborators that hold files and databases come in built (gateway/assemble.py
+        builds the real ones), so a test can hand in its own and nothing here opens a file."""
         self.config = config
         self.firewall = firewall
         self.store = store
         self.clock = clock
-        self.runtime_access = RuntimeAccess.load(config.gateway.state_dir)
-        self.presence = PresenceOutbox(config.db_path)
+        self.runtime_access = runtime_access
+        self.presence = presence
+        self.venue_policy = venue_policy
         # Set by the daemon when the station detector runs (gateway/stations/detect.py SeenSets).
         self.forget_seen: Callable[[list[tuple[str, str]]], None] | None = None
         # Set by the neighbour watcher (gateway/stations/neighbours.py Neighbours.confirm): a lease
@@ -92,9 +95,6 @@ class Gateway:
             defaults=config.policy.defaults(config.session.default_minutes),
             access=self.runtime_access.effective(config.policy.access()),
         )
-        self.venue_policy = VenuePolicy(
-            config.gateway.state_dir, self.table.defaults, config.session.max_minutes
-        )
         self.repairs = 0  # kernel elements, objects or whole tables the reconciler put right
         self.meters: dict[str, Meter] = {}  # accounting per running session
         self.closing: dict[str, Meter] = {}  # ended sessions whose final record is due
@@ -103,6 +103,7 @@ class Gateway:
         self.ended_by_reason: Counter[str] = Counter()
         self.records_written = 0  # usage records put in the outbox since start
         self.polls = 0
+        self.requests = control.ControlRequests(self)  # what the control socket may ask
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -437,177 +438,14 @@ class Gateway:
             log.warning("kernel change failed (%s); reconciling", exc)
             self.reconcile()
 
-    # -- views -----------------------------------------------------------------------------
+    # -- views and requests (control socket): gateway/stations/control.py --------------------
     def view(self, client: Client, now: float) -> dict[str, Any]:
         """A client as the control API shows it: session, policy, usage and what is left."""
-        out = client.view(now)
-        meter = self.meters.get(client.session_id or "")
-        usage = meter.total if meter else None
-        out.update(
-            {
-                "bytes_up": usage.bytes_up if usage else 0,
-                "packets_up": usage.packets_up if usage else 0,
-                "bytes_down": usage.bytes_down if usage else 0,
-                "packets_down": usage.packets_down if usage else 0,
-                "idle_seconds": int(meter.idle_for(now)) if meter else None,
-                "bytes_remaining": self._bytes_remaining(client, meter),
-            }
-        )
-        return out
+        return control.client_view(client, self.meters.get(client.session_id or ""), now)
 
-    @staticmethod
-    def _bytes_remaining(client: Client, meter: Meter | None) -> int | None:
-        policy = client.policy
-        if client.state is not State.AUTHORIZED or policy is None or not policy.has_quota:
-            return None
-        if meter is not None and meter.quotas:
-            return meter.bytes_remaining()
-        used = meter.total if meter else None  # before the first reading of the quotas
-        up, down = (used.bytes_up, used.bytes_down) if used else (0, 0)
-        left = [
-            size - spent
-            for size, spent in (
-                (policy.quota_up_bytes, up),
-                (policy.quota_down_bytes, down),
-                (policy.quota_total_bytes, up + down),
-            )
-            if size
-        ]
-        return max(0, min(left))
-
-    # -- requests (control socket) ---------------------------------------------------------
     def handle(self, request: Any) -> dict[str, Any]:
         """Answer one control request; every refusal is a one-line error, nothing raises."""
-        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
-            return {"ok": False, "error": "request must be a JSON object with an 'op'"}
-        op = request["op"]
-        handler = getattr(self, f"op_{op.replace('-', '_')}", None)
-        if handler is None:
-            return {"ok": False, "error": f"unknown op: {op!r}"}
-        try:
-            return {"ok": True, **handler(request)}
-        except (SessionError, PolicyError) as exc:
-            return {"ok": False, "error": str(exc)}
-        except (KeyError, TypeError, ValueError) as exc:
-            return {"ok": False, "error": f"bad request for {op}: {exc}"}
-
-    @staticmethod
-    def _str(request: dict, key: str) -> str:
-        value = request.get(key)
-        if not isinstance(value, str) or not value or len(value) > 64:
-            raise SessionError(f"'{key}' must be a non-empty string")
-        return value
-
-    def op_ping(self, request: dict) -> dict:
-        return {"clients": len(self.table.clients), "authorized": self.table.authorized_count}
-
-    def op_clients(self, request: dict) -> dict:
-        """Known stations with an address. With `limit` (and `offset`), one page of them and
-        `next`, the offset of the next page (None: that was the last): at 10,000 stations
-        the whole listing is ~5 MB of JSON, built at once in the daemon's memory."""
-        now = self.clock()
-        offset, limit = request.get("offset", 0), request.get("limit")
-        if not isinstance(offset, int) or offset < 0:
-            raise SessionError("'offset' must be a whole number, 0 or more")
-        if limit is None:
-            return {"clients": [self.view(c, now) for c in self.table.clients.values() if c.ip]}
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise SessionError(f"'limit' must be between 1 and {MAX_PAGE}")
-        listed = (c for c in self.table.clients.values() if c.ip)
-        page = [self.view(c, now) for c in itertools.islice(listed, offset, offset + limit + 1)]
-        more = len(page) > limit
-        return {"clients": page[:limit], "next": offset + limit if more else None}
-
-    def op_client(self, request: dict) -> dict:
-        return {"client": self.view(self.table.find(self._str(request, "client")), self.clock())}
-
-    def op_auth(self, request: dict) -> dict:
-        """Authorize a client; optional policy overrides (see policy.OVERRIDES): minutes,
-        idle_minutes or idle_seconds, quota_{up,down,total}_mb, rate_{up,down}_kbit."""
-        who = self._str(request, "client")
-        overrides = overrides_from(request, self.config.session.max_minutes)
-        now = self.clock()
-        with self.atomic():
-            self.apply(self.table.authorize(who, now, overrides=overrides))
-        client = self.table.find(who)
-        log.info("authorized %s (%s) with %s", client.mac, client.ip, client.policy)
-        return {"client": self.view(client, now)}
-
-    def op_deauth(self, request: dict) -> dict:
-        who = self._str(request, "client")
-        reason = Reason(request.get("reason", Reason.ADMIN.value))
-        if reason not in (Reason.ADMIN, Reason.LOGOUT):
-            raise SessionError("'reason' must be 'admin' or 'logout'")
-        now = self.clock()
-        with self.atomic():
-            self.apply(self.table.deauthorize(who, now, reason))
-        return {"client": self.view(self.table.find(who), now)}
-
-    def op_access(self, request: dict) -> dict:
-        """Block, unblock, trust or untrust a MAC at run time (gateway/stations/access.py); takes
-        effect at once: a blocked station's session ends, a trusted one is let in."""
-        action, mac = self._str(request, "action"), self._str(request, "mac")
-        configured = self.config.policy.access()
-        self.runtime_access.change(action, mac, configured)
-        self.table.access = self.runtime_access.effective(configured)
-        with self.atomic():
-            self.apply(self.table.tick(self.clock()))
-        log.info("access: %s %s", action, mac)
-        return {"access": self.runtime_access.view(configured)}
-
-    def op_access_lists(self, request: dict) -> dict:
-        return {"access": self.runtime_access.view(self.config.policy.access())}
-
-    def op_shopper(self, request: dict) -> dict:
-        """The portal's word on who a station's shopper is, after their opt-in (or that they
-        withdrew it): a `login` presence event for the cloud (gateway/stations/presence.py)."""
-        client = self.table.find(self._str(request, "client"))
-        try:
-            event = login_event(
-                client.mac, self.clock(), request.get("wallet_user"), request.get("opt_in"),
-                request.get("connect_url"), request.get("consent"),
-            )  # fmt: skip
-        except ValueError as exc:
-            raise SessionError(str(exc)) from None
-        self.presence.add([event])
-        return {}
-
-    def op_lease(self, request: dict) -> dict:
-        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del. A host name
-        that is not printable UTF-8 is dropped (gateway/stations/hostnames.py), the event kept."""
-        action = self._str(request, "action")
-        mac = self._str(request, "mac")
-        ip = self._str(request, "ip")
-        hostname = request.get("hostname") or ""
-        if not isinstance(hostname, str):
-            raise SessionError("'hostname' must be a string")
-        hostname = hostnames.clean(hostname)
-        now = self.clock()
-        if action in ("add", "old"):
-            with self.atomic():
-                self.apply(self.table.seen(mac, ip, now, hostname))
-        elif action == "del":
-            self._released(mac, ip, now)
-        else:
-            raise SessionError(f"unknown lease action: {action!r}")
-        return {}
-
-    def _released(self, mac: str, ip: str, now: float) -> None:
-        """dnsmasq dropped a lease: a DHCPRELEASE (or the lease ran out). A release names the
-        lease by MAC and client-id, both public on an open network, so any station can send
-        one for another: treated like a neighbour failure, it is confirmed first. The
-        neighbour watcher points the address back at its holder's MAC and has the kernel
-        probe it unicast; only no answer ends the station's presence (reason `left`). A
-        release for an address the station does not hold is stale and ignored."""
-        client = self.table.clients.get(normalize_mac(mac))
-        if client is None or client.ip is None or client.ip != normalize_ip(ip):
-            return
-        if self.confirm_departure is None:
-            with self.atomic():
-                self.apply(self.table.leave(client.mac, now, client.ip))
-            return
-        log.info("lease of %s at %s released: probing it before it counts", client.mac, ip)
-        self.confirm_departure(client.ip, client.mac)
+        return self.requests.handle(request)
 
     def neighbour(self, mac: str | None, ip: str, failed: bool = False) -> None:
         """A station's address seen on the LAN (a netlink neighbour entry that became

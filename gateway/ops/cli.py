@@ -62,14 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise configmod.ConfigError(f"--metrics: {exc}") from None
     ifindex = _interface_index(config.lan.interface)
 
+    from gateway.assemble import open_gateway
     from gateway.daemon import Daemon, acquire_lock
     from gateway.dataplane.nft import NftFirewall
-    from gateway.gateway import Gateway
-    from gateway.stations.store import Store
 
     lock = acquire_lock(config)
     try:
-        gateway = Gateway(config, NftFirewall(), Store(config.db_path))
+        gateway = open_gateway(config, NftFirewall())
         gateway.start()
         # What exists now (modules, config, restored sessions) lives as long as the daemon:
         # out of the collector's way, so a full collection walks only what came after.

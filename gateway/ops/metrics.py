@@ -279,12 +279,13 @@ class GatewayMetrics:
         registry: Registry | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        from gateway.stations import control
         from gateway.stations.sessions import Reason, State
 
         self.gateway, self.garden, self.clock = gateway, garden, clock
         self.registry = registry or Registry()
         self.register_collector = self.registry.register_collector
-        self.ops = {name[3:] for name in dir(type(gateway)) if name.startswith("op_")}
+        self.ops = control.OPS
         self.states = [s.value for s in State]
         self.requests = Counter(
             "plaza_control_requests_total",

@@ -22,13 +22,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from gateway.assemble import open_gateway
 from gateway.config import Config, GatewayConfig
 from gateway.daemon import MAX_REQUEST, Daemon
-from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
 from gateway.stations import lease_hook
-from gateway.stations.store import Store
 from tests.conftest import FakeClock
+from gateway.dataplane.nft import FakeFirewall
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
 
 OPS = ["ping", "clients", "client", "auth", "deauth", "access", "access-lists", "shopper", "lease"]
@@ -54,7 +54,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     config = Config(
         gateway=GatewayConfig(state_dir=str(state), control_socket=str(state / "ctl.sock"))
     )
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), FakeClock())
+    gw = open_gateway(config, FakeFirewall(), FakeClock())
     gw.start()
     yield gw
 
@@ -222,6 +222,6 @@ def test_deep_nesting_is_not_valid_json(tmp_path: Path) -> None:
     """Regression: `[[[[...` past the recursion limit escaped the JSON error handling and was
     answered "internal error", with a traceback in the log per request."""
     config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), FakeClock())
+    gw = open_gateway(config, FakeFirewall(), FakeClock())
     answer = exchange(Daemon(config, gw, lan_ifindex=None), deep(20_000).encode() + b"\n")
     assert answer == {"ok": False, "error": "request is not valid JSON"}

@@ -1,15 +1,14 @@
 """Run-time trusted and blocked MACs: take effect at once, survive a restart, never lift what
 the config lists, and an unreadable file loses nothing of the config's lists."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, GatewayConfig, PolicyConfig
-from gateway.dataplane.nft import FakeFirewall
-from gateway.gateway import Gateway
-from gateway.stations.store import Store
+from gateway.config import Config, PolicyConfig
 from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 MAC = "02:50:4c:00:00:01"
 TILL = "02:50:4c:00:00:99"
@@ -17,38 +16,31 @@ IP = "198.19.0.100"
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
-        policy=PolicyConfig(blocked_macs=("02:66:00:00:00:01",)),
-    )
-
-
-def make(config: Config, clock: FakeClock) -> Gateway:
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
-    return gw
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config(policy=PolicyConfig(blocked_macs=("02:66:00:00:00:01",)))
 
 
 def test_block_ends_the_session_now_and_survives_a_restart(
-    config: Config, clock: FakeClock
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     gw.handle({"op": "lease", "action": "add", "mac": MAC, "ip": IP})
     gw.handle({"op": "auth", "client": MAC})
     r = gw.handle({"op": "access", "action": "block", "mac": MAC.upper()})
     assert r["ok"] and MAC in r["access"]["blocked"]
     assert gw.firewall.allowed() == set()
     assert gw.table.clients[MAC].last_end_reason == "blocked"
-    gw2 = make(config, clock)
+    gw2 = make_gateway()
     refused = gw2.handle({"op": "auth", "client": MAC})
     assert not refused["ok"] and "blocked" in refused["error"]
     assert gw2.handle({"op": "access", "action": "unblock", "mac": MAC})["ok"]
     assert gw2.handle({"op": "auth", "client": MAC})["ok"]
 
 
-def test_trust_lets_a_station_in_at_once(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_trust_lets_a_station_in_at_once(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     gw.handle({"op": "lease", "action": "add", "mac": TILL, "ip": "198.19.0.99"})
     gw.handle({"op": "access", "action": "trust", "mac": TILL})
     assert ("198.19.0.99", TILL) in gw.firewall.allowed()
@@ -56,8 +48,10 @@ def test_trust_lets_a_station_in_at_once(config: Config, clock: FakeClock) -> No
     assert gw.firewall.allowed() == set()
 
 
-def test_config_lists_are_not_lifted_at_run_time(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_config_lists_are_not_lifted_at_run_time(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     r = gw.handle({"op": "access", "action": "unblock", "mac": "02:66:00:00:00:01"})
     assert not r["ok"] and "edit it there" in r["error"]
     for bad in ({"action": "shell", "mac": MAC}, {"action": "block", "mac": "nonsense"},
@@ -65,8 +59,10 @@ def test_config_lists_are_not_lifted_at_run_time(config: Config, clock: FakeCloc
         assert not gw.handle({"op": "access", **bad})["ok"]
 
 
-def test_unreadable_file_keeps_the_config_lists(config: Config, clock: FakeClock) -> None:
+def test_unreadable_file_keeps_the_config_lists(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
     (Path(config.gateway.state_dir) / "access.json").write_text("{not json")
-    gw = make(config, clock)
+    gw = make_gateway()
     lists = gw.handle({"op": "access-lists"})["access"]
     assert lists["blocked"] == ["02:66:00:00:00:01"] and lists["runtime_blocked"] == []

@@ -1,34 +1,26 @@
 """Accounting through the gateway: interim and final records in the outbox, exact across
 restarts, failed writes, table reloads and counter resets (fake firewall, injected clock)."""
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from sqlite3 import IntegrityError
 
 import pytest
 
-from gateway.config import AccountingConfig, Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
+from gateway.config import AccountingConfig, Config
 from gateway.gateway import Gateway
 from gateway.stations.outbox import Outbox
 from gateway.stations.store import Store
 from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 MAC, IP = "02:50:4c:00:00:01", "198.19.0.100"
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
-        accounting=AccountingConfig(poll_seconds=1, interim_seconds=60),
-    )
-
-
-def make(config: Config, clock: FakeClock, fw: FakeFirewall | None = None) -> Gateway:
-    gw = Gateway(config, fw or FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
-    return gw
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config(accounting=AccountingConfig(poll_seconds=1, interim_seconds=60))
 
 
 def online(gw: Gateway, **overrides) -> None:
@@ -46,8 +38,10 @@ def summed(recs: list[dict]) -> tuple[int, int, int, int]:
     )
 
 
-def test_interim_records_then_a_final_one(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_interim_records_then_a_final_one(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw)
     fw = gw.firewall
     for _ in range(150):  # 150 s of traffic, polled every second
@@ -67,9 +61,11 @@ def test_interim_records_then_a_final_one(config: Config, clock: FakeClock) -> N
     assert Outbox(gw.store).backlog() == 3
 
 
-def test_final_record_reads_the_frozen_counters(config: Config, clock: FakeClock) -> None:
+def test_final_record_reads_the_frozen_counters(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
     """Bytes since the last poll are in the final record; nothing after the end is."""
-    gw = make(config, clock)
+    gw = make_gateway()
     online(gw)
     fw = gw.firewall
     fw.traffic(IP, MAC, down=777)
@@ -85,23 +81,25 @@ def test_final_record_reads_the_frozen_counters(config: Config, clock: FakeClock
 
 
 def test_killed_before_the_final_record_writes_it_at_start(
-    config: Config, clock: FakeClock
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     online(gw)
     gw.firewall.traffic(IP, MAC, up=100, down=900)
     gw.handle({"op": "lease", "action": "del", "mac": MAC, "ip": IP})
     # killed here: the session is ended in the database, its final record not written
-    gw2 = make(config, clock, gw.firewall)
+    gw2 = make_gateway(firewall=gw.firewall)
     (final,) = records(gw2)
     assert (final["bytes_up"], final["bytes_down"], final["reason"]) == (100, 900, "left")
     assert gw2.firewall.objects == {} and gw2.closing == {}
-    gw3 = make(config, clock, gw.firewall)
+    gw3 = make_gateway(firewall=gw.firewall)
     assert len(records(gw3)) == 1  # and only once
 
 
-def test_restart_neither_loses_nor_double_counts(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_restart_neither_loses_nor_double_counts(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw)
     kernel = gw.firewall  # the kernel table outlives the daemon
     kernel.traffic(IP, MAC, down=5000)
@@ -109,7 +107,7 @@ def test_restart_neither_loses_nor_double_counts(config: Config, clock: FakeCloc
     gw.poll()  # interim record 1: 5000
     kernel.traffic(IP, MAC, down=3000)  # counted by the kernel, not yet by anyone else
     # killed here; a new daemon starts on the same database and the same kernel table
-    gw2 = make(config, clock, kernel)
+    gw2 = make_gateway(firewall=kernel)
     assert [c[0] for c in kernel.calls].count("apply") == 1  # the table was left running
     kernel.traffic(IP, MAC, down=2000)
     gw2.handle({"op": "deauth", "client": MAC})
@@ -120,9 +118,9 @@ def test_restart_neither_loses_nor_double_counts(config: Config, clock: FakeCloc
 
 
 def test_a_failed_write_is_written_once_later(
-    config: Config, clock: FakeClock, monkeypatch
+    make_gateway: MakeGateway, config: Config, clock: FakeClock, monkeypatch
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     online(gw)
     gw.firewall.traffic(IP, MAC, down=4000)
     clock.advance(60)
@@ -142,9 +140,11 @@ def test_a_failed_write_is_written_once_later(
     assert rec["key"].endswith("-1") and rec["bytes_down"] == 5000
 
 
-def test_killed_mid_transaction_commits_nothing(config: Config, clock: FakeClock) -> None:
+def test_killed_mid_transaction_commits_nothing(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
     """The record and the totals it accounts for go in one SQLite transaction."""
-    gw = make(config, clock)
+    gw = make_gateway()
     online(gw)
     gw.firewall.traffic(IP, MAC, down=4000)
     clock.advance(60)
@@ -157,15 +157,17 @@ def test_killed_mid_transaction_commits_nothing(config: Config, clock: FakeClock
     assert running[meter.session_id].seq == 0
 
 
-def test_table_reload_carries_counters_over(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_table_reload_carries_counters_over(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw, quota_total_mb=1)
     fw = gw.firewall
     fw.traffic(IP, MAC, up=1000, down=200_000)
     gw.poll()
     # a new structure (upgrade or config change) replaces the table at start
     changed = replace(config, portal=replace(config.portal, intercept_port=8081))
-    gw2 = make(changed, clock, fw)
+    gw2 = make_gateway(changed, fw)
     assert fw.calls[-1][0] == "apply" and fw.current(changed)
     assert list(fw.quota_used.values()) == [201_000]  # the quota did not start again
     fw.traffic(IP, MAC, down=100)
@@ -174,8 +176,10 @@ def test_table_reload_carries_counters_over(config: Config, clock: FakeClock) ->
     assert summed(records(gw2))[::2] == (1000, 200_100)
 
 
-def test_flushed_table_is_restored_with_totals(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_flushed_table_is_restored_with_totals(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw)
     fw = gw.firewall
     fw.traffic(IP, MAC, down=9000)
@@ -187,8 +191,10 @@ def test_flushed_table_is_restored_with_totals(config: Config, clock: FakeClock)
     assert gw.view(gw.table.find(MAC), clock())["bytes_down"] == 10_000
 
 
-def test_counter_reset_by_hand_is_not_a_negative_delta(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_counter_reset_by_hand_is_not_a_negative_delta(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw)
     fw = gw.firewall
     fw.traffic(IP, MAC, down=9000)
@@ -202,19 +208,21 @@ def test_counter_reset_by_hand_is_not_a_negative_delta(config: Config, clock: Fa
 
 
 def test_sessions_that_expired_while_down_get_their_final_record(
-    config: Config, clock: FakeClock
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     online(gw, minutes=1)
     gw.firewall.traffic(IP, MAC, up=300)
     clock.advance(120)
-    gw2 = make(config, clock, gw.firewall)
+    gw2 = make_gateway(firewall=gw.firewall)
     (final,) = records(gw2)
     assert final["reason"] == "session-timeout" and final["bytes_up"] == 300
 
 
-def test_outbox_pending_and_mark_sent(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_outbox_pending_and_mark_sent(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw)
     gw.handle({"op": "deauth", "client": MAC})
     gw.poll()
@@ -245,8 +253,10 @@ def test_an_older_database_gains_the_new_columns(tmp_path: Path) -> None:
     assert client.state == "authorized" and client.policy is None and client.trusted is False
 
 
-def test_poll_skips_while_the_table_is_gone(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_poll_skips_while_the_table_is_gone(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     online(gw, idle_seconds=5)
     gw.firewall.flush()
 

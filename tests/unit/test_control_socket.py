@@ -1,18 +1,16 @@
 """The control socket end to end, in-process with the fake firewall (no root needed)."""
 
-import asyncio
 import json
 import socket
 from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, GatewayConfig
+from gateway.config import Config
 from gateway.control_client import ControlClient, ControlError
-from gateway.daemon import AlreadyRunning, Daemon, acquire_lock, check_socket_free
-from gateway.dataplane.nft import FakeFirewall
+from gateway.daemon import AlreadyRunning, acquire_lock, check_socket_free
 from gateway.gateway import Gateway
-from gateway.stations.store import Store
+from tests.unit.conftest import RunDaemon
 
 MAC = "02:50:4c:00:00:01"
 IP = "198.19.0.100"
@@ -26,36 +24,7 @@ def raw(path: str, payload: bytes) -> dict:
         return json.loads(s.makefile("rb").read())
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path), control_socket=str(tmp_path / "ctl.sock"))
-    )
-
-
-def run_daemon(config: Config, script) -> None:
-    """Serve the control socket while `script(client)` runs in a worker thread."""
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path))
-    gw.start()
-    daemon = Daemon(config, gw, lan_ifindex=None)
-
-    async def main() -> None:
-        task = asyncio.create_task(daemon.run())
-        client = ControlClient(config.gateway.control_socket, timeout=2)
-        for _ in range(100):
-            if Path(config.gateway.control_socket).exists():
-                break
-            await asyncio.sleep(0.01)
-        try:
-            await asyncio.to_thread(script, client, gw)
-        finally:
-            daemon.stopping.set()
-            await task
-
-    asyncio.run(main())
-
-
-def test_requests_over_the_socket(config: Config) -> None:
+def test_requests_over_the_socket(run_daemon: RunDaemon, config: Config) -> None:
     def script(client: ControlClient, gw: Gateway) -> None:
         client.call("lease", action="add", mac=MAC, ip=IP, hostname="phone1")
         assert client.auth(IP, minutes=3)["state"] == "authorized"
@@ -75,7 +44,7 @@ def test_requests_over_the_socket(config: Config) -> None:
     assert not Path(config.gateway.control_socket).exists()  # cleaned up on stop
 
 
-def test_socket_is_not_world_accessible(config: Config) -> None:
+def test_socket_is_not_world_accessible(run_daemon: RunDaemon, config: Config) -> None:
     def script(client: ControlClient, gw: Gateway) -> None:
         mode = Path(config.gateway.control_socket).stat().st_mode & 0o777
         assert mode & 0o007 == 0
@@ -83,7 +52,7 @@ def test_socket_is_not_world_accessible(config: Config) -> None:
     run_daemon(config, script)
 
 
-def test_second_daemon_is_refused(config: Config) -> None:
+def test_second_daemon_is_refused(run_daemon: RunDaemon, config: Config) -> None:
     fd = acquire_lock(config)
     try:
         with pytest.raises(AlreadyRunning, match="another plaza-gateway"):

@@ -1,17 +1,13 @@
 """Station detection without a kernel: neighbour messages and queued first packets."""
 
-from pathlib import Path
-
 import pytest
 
-from gateway.config import Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
 from gateway.stations import detect
 from gateway.stations.detect import Detector
 from gateway.stations.neighbours import NUD_FAILED, NUD_PROBE, NUD_REACHABLE, NUD_STALE, Neighbours
-from gateway.stations.store import Store
 from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 MAC = "02:50:4c:00:00:01"
 EVIL = "02:66:00:00:00:66"
@@ -21,10 +17,8 @@ LAN = 7
 
 
 @pytest.fixture
-def gw(tmp_path: Path, clock: FakeClock) -> Gateway:
-    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
-    gateway = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    gateway.start()
+def gw(make_gateway: MakeGateway) -> Gateway:
+    gateway = make_gateway()
     gateway.handle({"op": "lease", "action": "add", "mac": MAC, "ip": IP})
     gateway.handle({"op": "auth", "client": MAC})
     return gateway

@@ -1,36 +1,25 @@
 """The gateway core with the fake firewall and a real SQLite file: restart, drift, bad requests."""
 
-from pathlib import Path
-
 import pytest
 
-from gateway.config import Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
+from gateway.config import Config
 from gateway.gateway import Gateway
-from gateway.stations.store import Store
 from tests.conftest import FakeClock
+from gateway.dataplane.nft import FakeFirewall
+from tests.unit.conftest import MakeGateway
 
 MAC = "02:50:4c:00:00:01"
 IP = "198.19.0.100"
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
-
-
-def make(config: Config, clock: FakeClock, fw: FakeFirewall | None = None) -> Gateway:
-    gw = Gateway(config, fw or FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
-    return gw
 
 
 def lease(gw: Gateway, mac: str = MAC, ip: str = IP, action: str = "add") -> dict:
     return gw.handle({"op": "lease", "action": action, "mac": mac, "ip": ip, "hostname": "p1"})
 
 
-def test_auth_adds_element_and_deauth_removes_it(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_auth_adds_element_and_deauth_removes_it(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     assert lease(gw)["ok"]
     r = gw.handle({"op": "auth", "client": IP, "minutes": 5})
     assert r["ok"] and r["client"]["state"] == "authorized"
@@ -41,30 +30,36 @@ def test_auth_adds_element_and_deauth_removes_it(config: Config, clock: FakeCloc
     assert [s.reason for s in gw.store.ended_sessions()] == ["logout"]
 
 
-def test_restart_restores_authorized_clients(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_restart_restores_authorized_clients(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     lease(gw)
     gw.handle({"op": "auth", "client": MAC})
     # A new process: fresh table, fresh (empty) kernel; state comes back from SQLite.
     fw = FakeFirewall()
-    gw2 = make(config, clock, fw)
+    gw2 = make_gateway(firewall=fw)
     assert fw.calls[0] == ("apply", ((IP, MAC),))
     assert fw.current(config) and fw.allowed() == {(IP, MAC)}
     assert gw2.handle({"op": "client", "client": IP})["client"]["state"] == "authorized"
 
 
-def test_sessions_that_expired_while_down_end_at_start(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_sessions_that_expired_while_down_end_at_start(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     lease(gw)
     gw.handle({"op": "auth", "client": MAC, "minutes": 1})
     clock.advance(120)
-    gw2 = make(config, clock)
+    gw2 = make_gateway()
     assert gw2.firewall.allowed() == set()
     assert [s.reason for s in gw2.store.ended_sessions()] == ["session-timeout"]
 
 
-def test_reconciler_repairs_drift(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_reconciler_repairs_drift(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     lease(gw)
     gw.handle({"op": "auth", "client": MAC})
     fw = gw.firewall
@@ -96,9 +91,9 @@ def test_reconciler_repairs_drift(config: Config, clock: FakeClock) -> None:
     ],
 )
 def test_bad_requests_get_one_line_errors_and_lose_nothing(
-    config: Config, clock: FakeClock, request_: object, message: str
+    make_gateway: MakeGateway, config: Config, clock: FakeClock, request_: object, message: str
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     lease(gw, mac="02:50:4c:00:00:05", ip="198.19.0.105")
     gw.handle({"op": "auth", "client": "198.19.0.105"})
     lease(gw)
@@ -108,8 +103,10 @@ def test_bad_requests_get_one_line_errors_and_lose_nothing(
     assert gw.firewall.allowed() == before == {("198.19.0.105", "02:50:4c:00:00:05")}
 
 
-def test_lease_release_ends_the_session(config: Config, clock: FakeClock) -> None:
-    gw = make(config, clock)
+def test_lease_release_ends_the_session(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     lease(gw)
     gw.handle({"op": "auth", "client": MAC})
     assert lease(gw, action="del")["ok"]
@@ -122,9 +119,9 @@ V6B = "2001:db8:19::1:b"
 
 
 def test_ipv6_addresses_follow_the_session_into_the_kernel_and_the_database(
-    config: Config, clock: FakeClock
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
 ) -> None:
-    gw = make(config, clock)
+    gw = make_gateway()
     lease(gw)
     gw.neighbour(MAC, V6)
     gw.handle({"op": "auth", "client": V6})
@@ -134,16 +131,17 @@ def test_ipv6_addresses_follow_the_session_into_the_kernel_and_the_database(
     gw.neighbour(MAC, V6, failed=True)
     assert gw.firewall.allowed() == {(IP, MAC), (V6B, MAC)}
     fw = FakeFirewall()  # restart: addresses come back from SQLite
-    gw2 = make(config, clock, fw)
+    gw2 = make_gateway(firewall=fw)
     assert fw.allowed() == {(IP, MAC), (V6B, MAC)}
     assert gw2.handle({"op": "client", "client": V6B})["client"]["ipv6"] == [V6B]
     gw2.handle({"op": "deauth", "client": V6B})
     assert fw.allowed() == set()
 
 
-def test_clients_listing_in_pages_and_ping_counts(config: Config, clock: FakeClock) -> None:
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
+def test_clients_listing_in_pages_and_ping_counts(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     for i in range(7):
         mac = f"02:00:00:00:01:{i:02x}"
         gw.handle({"op": "lease", "action": "add", "mac": mac, "ip": f"198.19.0.{10 + i}"})
@@ -162,20 +160,19 @@ def test_clients_listing_in_pages_and_ping_counts(config: Config, clock: FakeClo
     assert [mac for page in pages for mac in page] == whole
     assert not gw.handle({"op": "clients", "limit": 0})["ok"]
     assert not gw.handle({"op": "clients", "limit": 2, "offset": -1})["ok"]
-    restarted = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    restarted.start()
+    restarted = make_gateway()
     assert restarted.handle({"op": "ping"})["authorized"] == 3
 
 
-def test_sessions_with_the_same_limits_share_one_policy(config: Config, clock: FakeClock) -> None:
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
+def test_sessions_with_the_same_limits_share_one_policy(
+    make_gateway: MakeGateway, config: Config, clock: FakeClock
+) -> None:
+    gw = make_gateway()
     for i in range(3):
         mac = f"02:00:00:00:02:{i:02x}"
         gw.handle({"op": "lease", "action": "add", "mac": mac, "ip": f"198.19.0.{30 + i}"})
         gw.handle({"op": "auth", "client": mac, "quota_total_mb": 100})
     policies = {id(c.policy) for c in gw.table.authorized()}
     assert len(policies) == 1
-    restarted = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    restarted.start()
+    restarted = make_gateway()
     assert len({id(c.policy) for c in restarted.table.authorized()}) == 1

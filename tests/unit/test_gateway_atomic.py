@@ -5,16 +5,16 @@ batch is lost (issue 10, item 5)."""
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from gateway.config import AccountingConfig, Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
+from gateway.config import AccountingConfig, Config
 from gateway.gateway import Gateway
 from gateway.stations.outbox import Outbox
 from gateway.stations.store import Store
 from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 A_MAC, A_IP = "02:50:4c:00:00:0a", "198.19.0.110"
 B_MAC, B_IP = "02:50:4c:00:00:0b", "198.19.0.111"
@@ -34,18 +34,13 @@ class FailingStore(Store):
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
-        accounting=AccountingConfig(poll_seconds=1, interim_seconds=60),
-    )
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config(accounting=AccountingConfig(poll_seconds=1, interim_seconds=60))
 
 
 @pytest.fixture
-def gw(config: Config, clock: FakeClock) -> Gateway:
-    gateway = Gateway(config, FakeFirewall(), FailingStore(config.db_path), clock)
-    gateway.start()
-    return gateway
+def gw(config: Config, make_gateway: MakeGateway) -> Gateway:
+    return make_gateway(store=FailingStore(config.db_path))
 
 
 def lease(gw: Gateway, mac: str, ip: str, hostname: str = "") -> dict:

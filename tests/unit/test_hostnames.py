@@ -11,23 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, GatewayConfig
+from gateway.config import Config
 from gateway.control_client import ControlClient
 from gateway.gateway import Gateway
 from gateway.ops import ctl
 from gateway.stations import dnsmasq, hostnames
-from tests.unit.test_control_socket import run_daemon
+from tests.unit.conftest import RunDaemon
 
 MAC = "02:50:4c:00:00:01"
 IP = "198.19.0.100"
 CLEAR_SCREEN = b"\x1b[2J\x1b[H"
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path), control_socket=str(tmp_path / "ctl.sock"))
-    )
 
 
 @pytest.mark.parametrize(
@@ -61,7 +54,7 @@ def run_hook(config: Config, tmp_path: Path, args: list[bytes], env: dict[bytes,
 
 
 def test_escape_sequences_and_bad_bytes_through_the_real_lease_hook(
-    config: Config, tmp_path: Path
+    run_daemon: RunDaemon, config: Config, tmp_path: Path
 ) -> None:
     others = {"02:50:4c:00:00:02": "198.19.0.102", "02:50:4c:00:00:03": "198.19.0.103"}
 
@@ -85,7 +78,7 @@ def test_escape_sequences_and_bad_bytes_through_the_real_lease_hook(
 
 
 def test_ctl_escapes_what_an_older_database_holds(
-    config: Config, capsys: pytest.CaptureFixture[str]
+    run_daemon: RunDaemon, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     socket_path = config.gateway.control_socket
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter as TallyCounter
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from gateway.config import Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
+from gateway.config import Config
 from gateway.garden.queue import kernel_queue_stats
 from gateway.gateway import Gateway
 from gateway.ops import metrics
@@ -27,8 +26,8 @@ from gateway.ops.metrics import (
     parse_listen,
     render,
 )
-from gateway.stations.store import Store
 from tests.promtext import buckets, parse
+from tests.unit.conftest import MakeGateway
 
 MAC = "02:50:4c:00:00:01"
 MAC2 = "02:50:4c:00:00:02"
@@ -50,11 +49,8 @@ class FakeClock:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path), clock=lambda: 1000.0)
-    gw.start()
-    yield gw
+def gateway(make_gateway: MakeGateway) -> Gateway:
+    return make_gateway(clock=lambda: 1000.0)
 
 
 # -- the text format -------------------------------------------------------------------------
@@ -307,17 +303,15 @@ def test_http_endpoint_serves_get_metrics_only() -> None:
     assert big.startswith(b"HTTP/1.1 431")
 
 
-def test_the_daemon_counts_what_comes_over_the_control_socket(tmp_path: Path) -> None:
+def test_the_daemon_counts_what_comes_over_the_control_socket(
+    config: Config, make_gateway: MakeGateway
+) -> None:
     import socket
 
     from gateway.control_client import ControlClient
     from gateway.daemon import Daemon
 
-    config = Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path), control_socket=str(tmp_path / "c.sock"))
-    )
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path))
-    gw.start()
+    gw = make_gateway(clock=time.time)
     daemon = Daemon(config, gw, lan_ifindex=None)
 
     def script() -> None:

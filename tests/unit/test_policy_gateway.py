@@ -1,16 +1,14 @@
 """Per-client policy through the gateway, with the fake firewall and an injected clock:
 overrides, quota and idle endings, access lists, the limit on clients, and the kernel objects."""
 
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from gateway.config import AccountingConfig, Config, GatewayConfig, PolicyConfig
-from gateway.dataplane.nft import FakeFirewall
+from gateway.config import AccountingConfig, Config, PolicyConfig
 from gateway.gateway import Gateway
-from gateway.stations.store import Store
-from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 MAC, IP = "02:50:4c:00:00:01", "198.19.0.100"
 MAC2, IP2 = "02:50:4c:00:00:02", "198.19.0.101"
@@ -19,17 +17,8 @@ S = "bbbb"  # a session id stand-in in object names
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
-        accounting=AccountingConfig(poll_seconds=1, interim_seconds=0),
-    )
-
-
-def make(config: Config, clock: FakeClock, fw: FakeFirewall | None = None) -> Gateway:
-    gw = Gateway(config, fw or FakeFirewall(), Store(config.db_path), clock)
-    gw.start()
-    return gw
+def config(make_config: Callable[..., Config]) -> Config:
+    return make_config(accounting=AccountingConfig(poll_seconds=1, interim_seconds=0))
 
 
 def join(gw: Gateway, mac: str = MAC, ip: str = IP) -> None:
@@ -51,8 +40,10 @@ def reasons(gw: Gateway) -> list[str]:
     return [s.reason for s in gw.store.ended_sessions()]
 
 
-def test_an_unlimited_client_gets_counters_and_nothing_else(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_an_unlimited_client_gets_counters_and_nothing_else(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     r = auth(gw)
     assert r["ok"], r
@@ -64,8 +55,10 @@ def test_an_unlimited_client_gets_counters_and_nothing_else(config: Config, cloc
     assert client["bytes_remaining"] is None and client["bytes_up"] == 0
 
 
-def test_overrides_become_kernel_objects_and_are_stored(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_overrides_become_kernel_objects_and_are_stored(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     r = auth(gw, minutes=10, quota_total_mb=5, quota_down_mb=3, rate_down_kbit=8000)
     assert r["ok"], r
@@ -82,14 +75,16 @@ def test_overrides_become_kernel_objects_and_are_stored(config: Config, clock) -
     assert r["client"]["bytes_remaining"] == 3_000_000
     assert r["client"]["seconds_remaining"] == 600
     # a new process reads the session's policy back
-    gw2 = make(config, clock, gw.firewall)
+    gw2 = make_gateway(firewall=gw.firewall)
     assert gw2.table.find(MAC).policy == gw.table.find(MAC).policy
     assert gw2.reconcile() == 0
 
 
-def test_venue_defaults_apply_and_overrides_win(config: Config, clock) -> None:
+def test_venue_defaults_apply_and_overrides_win(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
     config = replace(config, policy=PolicyConfig(quota_total_mb=100, rate_up_kbit=1000))
-    gw = make(config, clock)
+    gw = make_gateway(config)
     join(gw)
     policy = auth(gw, rate_up_kbit=0)["client"]["policy"]
     assert policy["quota_total_mb"] == 100 and policy["rate_up_kbit"] == 0
@@ -97,8 +92,10 @@ def test_venue_defaults_apply_and_overrides_win(config: Config, clock) -> None:
     assert not r["ok"] and "larger than quota_total_mb" in r["error"]
 
 
-def test_quota_exhaustion_stops_traffic_and_ends_the_session(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_quota_exhaustion_stops_traffic_and_ends_the_session(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     auth(gw, quota_down_mb=1)
     fw = gw.firewall
@@ -115,8 +112,10 @@ def test_quota_exhaustion_stops_traffic_and_ends_the_session(config: Config, clo
     assert final["bytes_down"] + final["bytes_up"] == got
 
 
-def test_total_quota_counts_both_directions(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_total_quota_counts_both_directions(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     auth(gw, quota_total_mb=1)
     gw.firewall.traffic(IP, MAC, up=600_000)
@@ -127,8 +126,10 @@ def test_total_quota_counts_both_directions(config: Config, clock) -> None:
     assert reasons(gw) == ["quota"]
 
 
-def test_idle_timeout_ends_a_quiet_session_only(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_idle_timeout_ends_a_quiet_session_only(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     join(gw, MAC2, IP2)
     auth(gw, MAC, idle_seconds=60)
@@ -142,8 +143,8 @@ def test_idle_timeout_ends_a_quiet_session_only(config: Config, clock) -> None:
     assert gw.view(gw.table.find(MAC2), clock())["idle_seconds"] == 0
 
 
-def test_view_shows_usage_and_idle_time(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_view_shows_usage_and_idle_time(make_gateway: MakeGateway, config: Config, clock) -> None:
+    gw = make_gateway()
     join(gw)
     auth(gw, quota_total_mb=10)
     gw.firewall.traffic(IP, MAC, up=3000, down=7000, size=1000)
@@ -161,22 +162,26 @@ def test_view_shows_usage_and_idle_time(config: Config, clock) -> None:
     assert listed[0]["bytes_down"] == 7000
 
 
-def test_blocked_mac_is_refused_and_kicked_at_start(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_blocked_mac_is_refused_and_kicked_at_start(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     join(gw, MAC2, IP2)
     auth(gw, MAC2)
     blocked = replace(config, policy=PolicyConfig(blocked_macs=(MAC.upper(), MAC2)))
-    gw2 = make(blocked, clock, gw.firewall)  # the venue blocked both; phone 2 was online
+    gw2 = make_gateway(blocked, gw.firewall)  # the venue blocked both; phone 2 was online
     assert reasons(gw2) == ["blocked"] and gw2.firewall.allowed() == set()
     r = auth(gw2, MAC)
     assert r == {"ok": False, "error": f"{MAC} is blocked by the venue ([policy] blocked_macs)"}
 
 
-def test_trusted_mac_is_online_without_login_and_without_limits(config: Config, clock) -> None:
+def test_trusted_mac_is_online_without_login_and_without_limits(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
     trusted = replace(config, policy=PolicyConfig(trusted_macs=(MAC,), quota_total_mb=1,
                                                   max_clients=1))  # fmt: skip
-    gw = make(trusted, clock)
+    gw = make_gateway(trusted)
     join(gw)  # the till joins
     c = gw.table.find(MAC)
     assert c.state == "authorized" and c.trusted and c.expires_at is None
@@ -189,13 +194,15 @@ def test_trusted_mac_is_online_without_login_and_without_limits(config: Config, 
     gw.tick()
     assert gw.table.find(MAC).state == "authorized"
     # no longer trusted after a config change: its session ends at start
-    gw2 = make(config, clock, gw.firewall)
+    gw2 = make_gateway(firewall=gw.firewall)
     assert gw2.table.find(MAC).state == "captive"
     assert "admin" in reasons(gw2)
 
 
-def test_max_clients_refuses_one_more_but_lets_sessions_extend(config: Config, clock) -> None:
-    gw = make(replace(config, policy=PolicyConfig(max_clients=2)), clock)
+def test_max_clients_refuses_one_more_but_lets_sessions_extend(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway(replace(config, policy=PolicyConfig(max_clients=2)))
     for mac, ip in ((MAC, IP), (MAC2, IP2), (MAC3, IP3)):
         join(gw, mac, ip)
     assert auth(gw, MAC)["ok"] and auth(gw, MAC2)["ok"]
@@ -207,10 +214,12 @@ def test_max_clients_refuses_one_more_but_lets_sessions_extend(config: Config, c
     assert auth(gw, MAC3)["ok"]
 
 
-def test_mac_trust_readmission_respects_the_limit(config: Config, clock) -> None:
+def test_mac_trust_readmission_respects_the_limit(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
     config = replace(config, policy=PolicyConfig(max_clients=1))
     config = replace(config, reconnect=replace(config.reconnect, trust_mac=True))
-    gw = make(config, clock)
+    gw = make_gateway(config)
     join(gw)
     auth(gw, MAC, minutes=1)
     clock.advance(61)
@@ -221,10 +230,12 @@ def test_mac_trust_readmission_respects_the_limit(config: Config, clock) -> None
     assert gw.table.find(MAC).state == "captive"  # the venue is full
 
 
-def test_address_change_ends_the_session_and_keeps_its_usage(config: Config, clock) -> None:
+def test_address_change_ends_the_session_and_keeps_its_usage(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
     """A MAC at a new address is no proof of the same phone: its session ends (a MAC clone
     must not inherit it), and what the session used is still accounted for."""
-    gw = make(config, clock)
+    gw = make_gateway()
     join(gw)
     auth(gw, quota_total_mb=5)
     gw.firewall.traffic(IP, MAC, down=4000)
@@ -238,8 +249,10 @@ def test_address_change_ends_the_session_and_keeps_its_usage(config: Config, clo
     assert gw.reconcile() == 0
 
 
-def test_new_quota_on_extension_resizes_in_place(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_new_quota_on_extension_resizes_in_place(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     auth(gw, quota_total_mb=1, rate_up_kbit=100)
     gw.firewall.traffic(IP, MAC, down=400_000)
@@ -251,8 +264,10 @@ def test_new_quota_on_extension_resizes_in_place(config: Config, clock) -> None:
     assert gw.view(gw.table.find(MAC), clock())["bytes_remaining"] == 1_600_000
 
 
-def test_kernel_drift_in_policy_objects_is_repaired(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_kernel_drift_in_policy_objects_is_repaired(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     auth(gw, rate_down_kbit=800, quota_up_mb=2)
     fw = gw.firewall
@@ -264,8 +279,10 @@ def test_kernel_drift_in_policy_objects_is_repaired(config: Config, clock) -> No
     assert gw.reconcile() == 0
 
 
-def test_a_failed_kernel_change_falls_back_to_reconciling(config: Config, clock) -> None:
-    gw = make(config, clock)
+def test_a_failed_kernel_change_falls_back_to_reconciling(
+    make_gateway: MakeGateway, config: Config, clock
+) -> None:
+    gw = make_gateway()
     join(gw)
     gw.firewall.fail_next = "Error: Could not process rule: No such file or directory"
     assert auth(gw)["ok"]

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from gateway import files
 from gateway.config import CloudConfig, Config, GatewayConfig, OfferConfig, PortalConfig
 from gateway.dataplane.nft import FakeFirewall
+from gateway.assemble import open_gateway
 from gateway.gateway import Gateway
 from gateway.ops.cli import main as gateway_main
 from gateway.stations.accounting import Usage, UsageRecord
@@ -397,7 +398,7 @@ def test_config_is_pulled_once_per_version_and_reaches_the_portal(
 # -- commands -------------------------------------------------------------------------------
 def make_gateway(state: Path) -> Gateway:
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
-    gw = Gateway(config, FakeFirewall(), Store(state / "gw.db"))
+    gw = open_gateway(config, FakeFirewall(), store=Store(state / "gw.db"))
     gw.start()
     assert gw.handle({"op": "lease", "action": "add", "mac": MAC, "ip": "198.19.0.100"})["ok"]
     return gw
@@ -937,11 +938,10 @@ def test_presence_from_the_gateway_reaches_the_cloud_once(
     from cloud.models import PresenceEvent, ShopperLink
     from gateway.config import Config, GatewayConfig
     from gateway.dataplane.nft import FakeFirewall
-    from gateway.gateway import Gateway
     from gateway.stations.presence import PresenceOutbox
 
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
-    gw = Gateway(config, FakeFirewall(), Store(config.db_path))
+    gw = open_gateway(config, FakeFirewall())
     gw.start()
     gw.handle({"op": "lease", "action": "add", "mac": MAC, "ip": "198.19.0.100"})
     link = "https://portal.plaza.test/reconnect/abc.DEF_123-x"

@@ -7,20 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, GatewayConfig
-from gateway.dataplane.nft import FakeFirewall
 from gateway.gateway import Gateway
-from gateway.stations.store import Store
-from tests.conftest import FakeClock
+from tests.unit.conftest import MakeGateway
 
 MAC, MAC2 = "02:50:4c:00:00:01", "02:50:4c:00:00:02"
 
 
 @pytest.fixture
-def gw(tmp_path: Path, clock: FakeClock) -> Gateway:
-    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
-    gateway = Gateway(config, FakeFirewall(), Store(config.db_path), clock)
-    gateway.start()
+def gw(make_gateway: MakeGateway) -> Gateway:
+    gateway = make_gateway()
     for mac, ip in ((MAC, "198.19.0.100"), (MAC2, "198.19.0.101")):
         gateway.handle({"op": "lease", "action": "add", "mac": mac, "ip": ip})
     return gateway
