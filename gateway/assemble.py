@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from gateway.config import Config
-from gateway.dataplane.nft import Firewall
+from gateway.dataplane.firewall import Firewall
 from gateway.gateway import Gateway
 from gateway.stations.access import RuntimeAccess
 from gateway.stations.presence import PresenceOutbox

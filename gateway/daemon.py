@@ -5,7 +5,7 @@ table needs no locks, and each handler is short (a SQLite write and a netlink ba
 other threads read the kernel for the accounting poll and the reconciler (every counter, every
 client element: too slow for this thread at 10,000 clients); what they read is handed back to
 this thread, which alone touches the session table and changes the kernel
-(gateway/dataplane/nft.py).
+(gateway/dataplane/firewall.py declares what it asks of it, kernel.py does it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config import Config
-from gateway.dataplane.nft import NftError
+from gateway.dataplane.firewall import NftError
 from gateway.garden.venue import VenueGarden
 from gateway.gateway import Gateway
 from gateway.ops.metrics import Family, GatewayMetrics
@@ -168,12 +168,10 @@ class Daemon:
         """The LAN bridge's guard table (gateway/dataplane/guard.py), with its drops in the
         metrics."""
         from gateway.dataplane.guard import Guard
-        from gateway.dataplane.nft import NftError
         from gateway.ops.metrics import Family
 
         try:
-            own = getattr(self.gateway.firewall, "own_commit", None)  # a fake firewall: none
-            guard = Guard(committed=own)
+            guard = Guard(committed=self.gateway.firewall.own_commit)
             guard.start()
         except (NftError, OSError) as exc:
             log.error("LAN guard not loaded (rogue DHCP/RA between stations not stopped): %s", exc)
@@ -193,14 +191,14 @@ class Daemon:
         self.metrics.register_collector(families)
 
     def start_uplink(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The cloud uplink (gateway/uplink/channel.py), if this router is enrolled: its own
+        """The cloud uplink (gateway/uplink/sync.py), if this router is enrolled: its own
         threads, blocking HTTP; requests from the cloud run on this loop, like the control socket's.
         Not enrolled: nothing is imported (requests alone costs the daemon ~10 MB)."""
         if not (Path(self.config.gateway.state_dir) / "cloud.json").exists():
             log.info("cloud uplink off: not enrolled (plaza-gateway enrol)")
             return
         from gateway.stations.outbox import Outbox
-        from gateway.uplink import channel as uplink
+        from gateway.uplink import start as uplink
 
         self.uplink_threads = uplink.start_uplink(
             self.config,
@@ -273,12 +271,8 @@ class Daemon:
     async def poll(self) -> None:
         """The accounting poll. Reading every counter is the slow part (~0.1 s at 10,000
         clients): it runs in a worker thread while this one keeps answering, and the gateway
-        then works on that reading here (see nft.Snapshot)."""
-        firewall = self.gateway.firewall
-        if not hasattr(firewall, "snapshot"):  # an in-memory fake: nothing slow to move
-            self._timed("poll", 0.0, self.gateway.poll)
-            return
-        with firewall.snapshot() as snap:
+        then works on that reading here (see kernel.Snapshot)."""
+        with self.gateway.firewall.snapshot() as snap:
             try:
                 await asyncio.to_thread(snap.read_readings)
             except NftError as exc:
@@ -302,9 +296,6 @@ class Daemon:
         a disagreement there, a failed read or a failed repair bring in the whole
         `gateway.reconcile()` on this thread."""
         firewall = self.gateway.firewall
-        if not hasattr(firewall, "snapshot"):
-            self._timed("reconcile-full", 0.0, self.gateway.reconcile)
-            return
         now = time.monotonic()
         generation = firewall.generation()
         thorough = now - self._thorough >= THOROUGH_RECONCILE_SECONDS
@@ -391,7 +382,7 @@ class Daemon:
 
             garden = self.garden = garden_queue.start(self.config, loop)
             if garden is not None:  # its repairs commit too: not someone else's change
-                garden.committed = getattr(self.gateway.firewall, "own_commit", None)
+                garden.committed = self.gateway.firewall.own_commit
         detector = None
         if self.lan_ifindex is not None:  # first packets of unseen stations (stations/detect.py)
             from gateway.stations import detect

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.dataplane import ruleset
-from gateway.dataplane.nft import Firewall, NftError
+from gateway.dataplane.firewall import Firewall, NftError
 from gateway.dataplane.ruleset import Grant, Start
 from gateway.stations import control
 from gateway.stations.access import RuntimeAccess
@@ -147,11 +147,7 @@ class Gateway:
             self._set_granted(grants)
             self.repairs += 1
             return 1
-        compare = getattr(self.firewall, "drift", None)  # the kernel's: see nft.drift
-        if compare is not None:
-            changes = compare(grants)
-        else:
-            changes = ruleset.diff(ruleset.desired(grants), self.firewall.state())
+        changes = self.firewall.drift(grants)  # the kernel's: see dataplane/compare.py
         if changes:
             self.firewall.change(changes, self._starts(grants))
             log.warning(

@@ -23,7 +23,8 @@ import logging
 import subprocess
 from collections.abc import Callable
 
-from gateway.dataplane.nft import COUNTER_PACKETS, NFPROTO_BRIDGE, NfNetlink, NftError
+from gateway.dataplane.firewall import NftError
+from gateway.dataplane.netlink import COUNTER_PACKETS, NFPROTO_BRIDGE, NfNetlink
 
 log = logging.getLogger("plaza.guard")
 

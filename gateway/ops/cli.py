@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from gateway.assemble import open_gateway
     from gateway.daemon import Daemon, acquire_lock
-    from gateway.dataplane.nft import NftFirewall
+    from gateway.dataplane.kernel import NftFirewall
 
     lock = acquire_lock(config)
     try:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     enrol.set_defaults(func=cmd_enrol)
     args = parser.parse_args(argv)
     from gateway.daemon import AlreadyRunning
-    from gateway.dataplane.nft import NftError
+    from gateway.dataplane.firewall import NftError
 
     try:
         return args.func(args)

@@ -57,7 +57,7 @@ class SeenSets:
     per change: a station's arrival or departure, not per packet)."""
 
     def __init__(self) -> None:
-        from gateway.dataplane.nft import NfNetlink
+        from gateway.dataplane.netlink import NfNetlink
 
         self.nl = NfNetlink()
 
@@ -71,14 +71,14 @@ class SeenSets:
                 self._commit("delete", [pair])
 
     def _commit(self, verb: str, pairs: list[tuple[str, str]]) -> None:
-        from gateway.dataplane.nft import _elements_messages
+        from gateway.dataplane.messages import elements_messages
 
         for name in (ruleset.DETECT4, ruleset.DETECT6):
             items = [
                 (f"{a} . {m}", None) for a, m in pairs if (":" in a) == (name == ruleset.DETECT6)
             ]
             if items:
-                self.nl.commit(_elements_messages(verb, name, items))
+                self.nl.commit(elements_messages(verb, name, items))
 
 
 def source(payload: bytes) -> str | None:

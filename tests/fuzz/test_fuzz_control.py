@@ -28,7 +28,7 @@ from gateway.daemon import MAX_REQUEST, Daemon
 from gateway.gateway import Gateway
 from gateway.stations import lease_hook
 from tests.conftest import FakeClock
-from gateway.dataplane.nft import FakeFirewall
+from tests.fakes.firewall import FakeFirewall
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
 
 OPS = ["ping", "clients", "client", "auth", "deauth", "access", "access-lists", "shopper", "lease"]

@@ -24,7 +24,7 @@ from gateway.daemon import Daemon
 from gateway.gateway import Gateway
 from gateway.stations.store import Store
 from tests.conftest import FakeClock
-from gateway.dataplane.nft import FakeFirewall
+from tests.fakes.firewall import FakeFirewall
 
 
 class MakeGateway(Protocol):

@@ -261,7 +261,7 @@ def test_poll_skips_while_the_table_is_gone(
     gw.firewall.flush()
 
     def gone(sessions=None):
-        from gateway.dataplane.nft import NftError
+        from gateway.dataplane.firewall import NftError
 
         raise NftError("Error: No such file or directory")
 

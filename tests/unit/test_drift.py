@@ -1,4 +1,4 @@
-"""The reconciler's comparison without a kernel: `nft.drift` reads netlink answers crafted
+"""The reconciler's comparison without a kernel: `compare.drift` reads netlink answers crafted
 here with the module's own encoders, and must find what `ruleset.diff` finds; the daemon
 thread then repairs only what it did not change itself meanwhile (`Snapshot.repair`)."""
 
@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane import nft, ruleset
-from gateway.dataplane.nft import (
+from gateway.dataplane import compare, messages, netlink, ruleset
+from gateway.dataplane.kernel import Snapshot
+from gateway.dataplane.netlink import (
     ELEM_LIST_SET,
     MSG_GETOBJ,
     MSG_GETSETELEM,
     OBJ_TYPE,
     OBJ_TYPES,
-    Changes,
-    _attrs,
-    _cstr,
+    attrs,
+    cstr,
 )
-from gateway.dataplane.ruleset import Grant, KernelState, Start
+from gateway.dataplane.ruleset import Changes, Grant, KernelState, Start
 
 A = Grant("aaaa000000000001", "02:00:00:00:00:01", ("198.19.0.11",))
 B = Grant("bbbb000000000002", "02:00:00:00:00:02", ("198.19.0.12", "2001:db8:19::12"),
@@ -39,23 +39,23 @@ class KernelAnswers:
         self.asked: list[str] = []
 
     def request(self, mtype: int, body: bytes, dump: bool = False, parse: Any = None,
-                family: int = nft.NFPROTO_INET) -> list[Any]:  # fmt: skip
+                family: int = netlink.NFPROTO_INET) -> list[Any]:  # fmt: skip
         assert dump and parse is not None
-        attrs = {k: (s, e) for k, s, e in _attrs(body, 0, len(body))}
+        at = {k: (s, e) for k, s, e in attrs(body, 0, len(body))}
         bodies: list[bytes] = []
         if mtype == MSG_GETSETELEM:
-            name = _cstr(body, *attrs[ELEM_LIST_SET])
+            name = cstr(body, *at[ELEM_LIST_SET])
             self.asked.append(name)
             items = sorted((k, o) for n, k, o in self.state.elements if n == name)
             for i in range(0, len(items), 2):
-                msgs = nft._elements_messages("add", name, items[i : i + 2])
+                msgs = messages.elements_messages("add", name, items[i : i + 2])
                 bodies += [m[2] for m in msgs]
         elif mtype == MSG_GETOBJ:
-            kind = nft.OBJ_KINDS[nft._BE32.unpack_from(body, attrs[OBJ_TYPE][0])[0]]
+            kind = netlink.OBJ_KINDS[netlink.BE32.unpack_from(body, at[OBJ_TYPE][0])[0]]
             self.asked.append(kind)
             for key, spec in sorted(self.state.objects.items()):
                 if key[0] == kind:
-                    bodies.append(nft._object_message(key, spec, Start())[2])
+                    bodies.append(messages.object_message(key, spec, Start())[2])
         else:
             raise AssertionError(f"unexpected request {mtype}")
         found = [parse(bytearray(b), 0, len(b)) for b in bodies]
@@ -96,13 +96,13 @@ DRIFTS = {
 def test_drift_finds_what_diff_finds(have: KernelState) -> None:
     grants = [A, B, C]
     answers = KernelAnswers(have)
-    found = nft.drift(answers, grants)  # type: ignore[arg-type]
+    found = compare.drift(answers, grants)  # type: ignore[arg-type]
     assert found == ruleset.diff(ruleset.desired(grants), have)
-    assert set(answers.asked) == set(nft.CLIENT_SETS) | set(OBJ_TYPES)
+    assert set(answers.asked) == set(messages.CLIENT_SETS) | set(OBJ_TYPES)
 
 
 def test_no_drift_is_no_change() -> None:
-    assert not nft.drift(KernelAnswers(kernel(A, B, C)), [A, B, C])  # type: ignore[arg-type]
+    assert not compare.drift(KernelAnswers(kernel(A, B, C)), [A, B, C])  # type: ignore[arg-type]
 
 
 class Journal:
@@ -112,8 +112,8 @@ class Journal:
         self._journal = since
 
 
-def snapshot(drift: Changes, since: list[Changes | None]) -> nft.Snapshot:
-    snap = nft.Snapshot(Journal(since))  # type: ignore[arg-type]
+def snapshot(drift: Changes, since: list[Changes | None]) -> Snapshot:
+    snap = Snapshot(Journal(since))  # type: ignore[arg-type]
     snap.drift = drift
     return snap
 
@@ -133,6 +133,6 @@ def test_repair_leaves_out_what_the_daemon_changed_while_the_read_ran() -> None:
 def test_drift_of_a_closing_session_keeps_its_objects_only() -> None:
     closing = replace(B, addresses=())
     have = kernel(A, B)
-    found = nft.drift(KernelAnswers(have), [A, closing])  # type: ignore[arg-type]
+    found = compare.drift(KernelAnswers(have), [A, closing])  # type: ignore[arg-type]
     assert not found.add_elements and not found.del_objects and not found.add_objects
     assert {e[0] for e in found.del_elements} >= {"auth4", "auth6", "cnt_up4", "cnt_down6"}

@@ -5,7 +5,7 @@ import pytest
 from gateway.config import Config
 from gateway.gateway import Gateway
 from tests.conftest import FakeClock
-from gateway.dataplane.nft import FakeFirewall
+from tests.fakes.firewall import FakeFirewall
 from tests.unit.conftest import MakeGateway
 
 MAC = "02:50:4c:00:00:01"

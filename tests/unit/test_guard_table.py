@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.dataplane import guard
-from gateway.dataplane.nft import NFPROTO_BRIDGE, NftError
+from gateway.dataplane.firewall import NftError
+from gateway.dataplane.netlink import NFPROTO_BRIDGE
 
 
 class FakeNetlink:

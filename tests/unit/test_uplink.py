@@ -21,23 +21,23 @@ from typing import Any
 import pytest
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+from gateway.uplink.channel import Backoff, CommandRefused, Refused, Unreachable, Uplink
 from sqlalchemy import func, select
 
 from gateway import files
-from gateway.config import CloudConfig, Config, GatewayConfig, OfferConfig, PortalConfig
-from gateway.dataplane.nft import FakeFirewall
 from gateway.assemble import open_gateway
+from gateway.config import CloudConfig, Config, GatewayConfig, OfferConfig, PortalConfig
 from gateway.gateway import Gateway
 from gateway.ops.cli import main as gateway_main
 from gateway.stations.accounting import Usage, UsageRecord
 from gateway.stations.outbox import Outbox
 from gateway.stations.store import Store
 from gateway.uplink import channel as uplink
-from gateway.uplink.channel import Backoff, CommandRefused, Refused, Unreachable, Uplink
 from plaza import signing
 from portal import create_app
 from portal.venue import VenueOverlay
 from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
+from tests.fakes.firewall import FakeFirewall
 from tests.unit.test_portal import PHONE, PORTAL, FakeControl
 
 MAC = "02:50:4c:00:00:01"
@@ -937,8 +937,8 @@ def test_presence_from_the_gateway_reaches_the_cloud_once(
     order; a resend after a lost answer is stored once; a bad link never leaves the router."""
     from cloud.models import PresenceEvent, ShopperLink
     from gateway.config import Config, GatewayConfig
-    from gateway.dataplane.nft import FakeFirewall
     from gateway.stations.presence import PresenceOutbox
+    from tests.fakes.firewall import FakeFirewall
 
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
     gw = open_gateway(config, FakeFirewall())
