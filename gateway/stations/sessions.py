@@ -7,13 +7,27 @@ who may pass is testable with an injected clock and no root.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from gateway.stations.policy import UNLIMITED, Access, Policy, PolicyError, effective, intern
+from gateway.stations.station import (
+    Allow,
+    Client,
+    EndSession,
+    Forget,
+    Op,
+    Presence,
+    Reason,
+    Revoke,
+    Save,
+    SessionError,
+    State,
+    normalize_ip,
+    normalize_mac,
+)
 from plaza.validators import MAC_RE
 
 # IPv6 addresses held per station: a phone has a stable and one or more temporary (privacy)
@@ -24,10 +38,28 @@ MAX_IPV6 = 8
 # unseen captive stations instead of growing without bound; authorized ones are never evicted.
 MAX_STATIONS = 50_000
 
-
-class State(StrEnum):
-    CAPTIVE = "captive"
-    AUTHORIZED = "authorized"
+# Re-exported: callers name a station's words through the state machine's module too.
+__all__ = [
+    "MAX_IPV6",
+    "MAX_STATIONS",
+    "TRANSITIONS",
+    "Allow",
+    "Client",
+    "EndSession",
+    "Event",
+    "Forget",
+    "Op",
+    "Presence",
+    "Reason",
+    "Revoke",
+    "Save",
+    "SessionError",
+    "SessionTable",
+    "State",
+    "normalize_ip",
+    "normalize_mac",
+    "transition",
+]
 
 
 class Event(StrEnum):
@@ -37,20 +69,6 @@ class Event(StrEnum):
     LEAVE = "leave"
     MOVE = "move"  # the client's address changed
     KICK = "kick"  # the venue's access rules no longer let it be online
-
-
-class Reason(StrEnum):
-    """Why a session ended; reported with the usage record."""
-
-    LOGOUT = "logout"
-    ADMIN = "admin"
-    SESSION_TIMEOUT = "session-timeout"
-    IDLE_TIMEOUT = "idle-timeout"
-    QUOTA = "quota"
-    BLOCKED = "blocked"
-    LEFT = "left"
-    ADDRESS_TAKEN = "address-taken"
-    ADDRESS_CHANGED = "address-changed"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -68,124 +86,12 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 
-class SessionError(ValueError):
-    """A request that the state machine refuses; str() is shown to the operator."""
-
-
-def normalize_mac(value: str) -> str:
-    mac = value.strip().lower().replace("-", ":")
-    if not MAC_RE.match(mac):
-        raise SessionError(f"not a MAC address: {value!r}")
-    if int(mac[:2], 16) & 1:
-        raise SessionError(f"not a station MAC (multicast): {value!r}")
-    return mac
-
-
-def normalize_ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise SessionError(f"not an IP address: {value!r}") from None
-
-
 def transition(state: State, event: Event) -> State:
     """The guard: a (state, event) pair missing from TRANSITIONS is refused."""
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise SessionError(f"client is {state}; cannot {event}") from None
-
-
-@dataclass(slots=True)
-class Client:
-    mac: str
-    ip: str | None = None  # the IPv4 address (DHCP lease or neighbour)
-    ip6: tuple[str, ...] = ()  # IPv6 addresses seen for this MAC (SLAAC, ND), oldest first
-    hostname: str = ""
-    state: State = State.CAPTIVE
-    session_id: str | None = None
-    started_at: float | None = None
-    expires_at: float | None = None
-    first_seen: float = 0.0
-    last_seen: float = 0.0
-    last_login_at: float | None = None  # for the opt-in MAC trust only
-    last_end_reason: str | None = None
-    policy: Policy | None = None  # the running session's effective policy
-    trusted: bool = False  # the running session was opened for a trusted MAC
-
-    def addresses(self) -> tuple[str, ...]:
-        return ((self.ip,) if self.ip else ()) + self.ip6
-
-    def elements(self) -> list[tuple[str, str]]:
-        return [(address, self.mac) for address in self.addresses()]
-
-    def view(self, now: float) -> dict:
-        remaining = None
-        if self.state is State.AUTHORIZED and self.expires_at is not None:
-            remaining = max(0, int(self.expires_at - now))
-        return {
-            "mac": self.mac,
-            "ip": self.ip,
-            "ipv6": list(self.ip6),
-            "hostname": self.hostname,
-            "state": str(self.state),
-            "session_id": self.session_id,
-            "started_at": self.started_at,
-            "expires_at": self.expires_at,
-            "seconds_remaining": remaining,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "trusted": self.trusted,
-            "policy": self.policy.view() if self.policy else None,
-        }
-
-
-# Operations returned to the daemon.
-@dataclass(frozen=True)
-class Allow:
-    element: tuple[str, str]
-
-
-@dataclass(frozen=True)
-class Revoke:
-    element: tuple[str, str]
-
-
-@dataclass(frozen=True)
-class Save:
-    client: Client
-
-
-@dataclass(frozen=True)
-class EndSession:
-    session_id: str
-    mac: str
-    ip: str | None
-    started_at: float
-    ended_at: float
-    reason: Reason
-
-
-@dataclass(frozen=True)
-class Presence:
-    """A station arrived (got its first address) or left (lost its last one): for the cloud's
-    presence view and push (gateway/uplink/channel.py). Only the MAC: who the shopper is travels
-    separately, and only if they opted in (the `shopper` control op)."""
-
-    kind: str  # "join" | "leave"
-    mac: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Forget:
-    """(address, MAC) pairs a station no longer holds: the detector must notice them anew
-    (gateway/stations/detect.py SeenSets) if they come back."""
-
-    elements: tuple[tuple[str, str], ...]
-
-
-Op = Allow | Revoke | Save | EndSession | Presence | Forget
 
 
 @dataclass
