@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import router_cpu
 from benchlib import Check, Helper, Result, log, main, netns_names, percentile
 
 from lab.topology import Lab, LabError
@@ -171,38 +172,16 @@ def ensure_no_ping(lab: Lab) -> bool:
 
 
 # -- where the CPU goes ------------------------------------------------------------------------
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = router_cpu.CLK_TCK
 
 
 def cpu_by_process(lab: Lab) -> dict[str, float]:
     """CPU seconds so far (own + reaped children) of every process in the router and internet
-    namespaces, summed per lab process (children count for the lab process they descend from:
-    dnsmasq's lease-hook runs count for dnsmasq)."""
-    owners = {pid: key for key, pid in lab.state.pids.items()}
-    stats: dict[int, tuple[int, str, float]] = {}
+    namespaces: the router's per part (bench/router_cpu.py), the rest per lab process."""
+    table = {}
     for ns in (lab.state.router, lab.state.internet):
-        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-        for pid in (int(p) for p in out.split() if p.isdigit()):
-            try:
-                raw = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-            fields = raw[raw.rindex(")") + 2 :].split()
-            ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-            stats[pid] = (int(fields[1]), comm, ticks / CLK_TCK)
-    totals: Counter[str] = Counter()
-    for pid, (_ppid, comm, seconds) in stats.items():
-        label, cur = comm, pid
-        for _ in range(10):
-            if cur in owners:
-                label = owners[cur]
-                break
-            if cur not in stats:
-                break
-            cur = stats[cur][0]
-        totals[label] += seconds
-    return dict(totals)
+        table.update(router_cpu.processes(ns))
+    return dict(router_cpu.charge(lab.state.pids, table))
 
 
 TCP_COUNTERS = (
@@ -266,17 +245,20 @@ def top_outside(
     return sorted((d for d in deltas if d[1] > 0), key=lambda d: -d[1])
 
 
-def late_hooks(lab: Lab, before: Snapshot, limit: float = 20.0) -> float:
+def late_hooks(lab: Lab, limit: float = 20.0) -> dict[str, float]:
     """dnsmasq runs its lease script once per lease, one at a time: under load they lag behind
-    the storm. Wait until dnsmasq's CPU time stops growing; return its total for the storm."""
-    key, last, still = "router-dnsmasq", -1.0, 0
+    the storm. Wait until dnsmasq's and the hooks' CPU time stops growing; return the CPU
+    seconds so far of every part then (the router's share of the storm, hooks included)."""
+    keys, last, still = (router_cpu.DNSMASQ, router_cpu.HOOKS), -1.0, 0
     deadline = time.monotonic() + limit
+    processes = cpu_by_process(lab)
     while time.monotonic() < deadline and still < 3:
-        now = cpu_by_process(lab).get(key, 0.0)
+        processes = cpu_by_process(lab)
+        now = sum(processes.get(k, 0.0) for k in keys)
         still = still + 1 if now == last else 0
         last = now
         time.sleep(0.3)
-    return round(last - before.processes.get(key, 0.0), 3)
+    return processes
 
 
 MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -385,12 +367,15 @@ def run(
         before = Snapshot.take(lab)
         # Load the storm did not cause (other labs or tests on this machine) just before it.
         figures["machine_busy_before_pct"] = busy_pct(Snapshot(0, {}, quiet, {}, {}), before)
+        perf = router_cpu.PerfSampler(lab.state.pids["router-portal"])
+        perf.start()
         for helper in helpers:
             helper.send("go")
         figures["go_spread_ms"] = round((time.monotonic() - before.t) * 1e3, 2)
         reports = collect(helpers, before.t + budget + 15)
         after = Snapshot.take(lab)
-        figures["dnsmasq_cpu_s_incl_late_hooks"] = late_hooks(lab, before)
+        drained = late_hooks(lab)
+        figures["portal_perf_dso_pct"] = perf.stop()
         authorized = {c["ip"] for c in lab.control().clients() if c["state"] == "authorized"}
     finally:
         stop_helpers(warm + helpers)
@@ -399,7 +384,7 @@ def run(
         if leftover:
             log(f"warning: namespaces left behind after down: {', '.join(leftover)}")
 
-    return summarize(result, figures, reports, before, after, authorized)
+    return summarize(result, figures, reports, before, after, authorized, drained)
 
 
 def summarize(
@@ -409,6 +394,7 @@ def summarize(
     before: Snapshot,
     after: Snapshot,
     authorized: set[str],
+    drained: dict[str, float],
 ) -> Result:
     ok = [r for r in reports if r["ok"]]
     failed = [r for r in reports if not r["ok"]]
@@ -449,6 +435,17 @@ def summarize(
     busy = sum(machine.values()) - machine["idle"] - machine["iowait"]
     cpu["not charged to a live process"] = round(busy - sum(cpu.values()), 3)
     figures["top_outside_the_lab"] = [(label, round(sec, 3)) for label, sec in outside[:5]]
+    router = {k: drained.get(k, 0) - cpu0.get(k, 0) for k in router_cpu.ROUTER_PARTS}
+    figures["router_cpu_s_incl_late_hooks"] = {k: round(v, 3) for k, v in router.items()}
+    share = router_cpu.openssl_share(figures["portal_perf_dso_pct"])
+    figures["portal_openssl_share"] = None if share is None else round(share, 3)
+    figures["router_cpu_ms_per_login"] = router_cpu.per_login(router, share, len(ok))
+    lab_side = {k: v for k, v in cpu.items() if k not in router_cpu.ROUTER_PARTS}
+    figures["lab_cpu_ms_per_login"] = {
+        k: round(1e3 * v / max(len(ok), 1), 2)
+        for k, v in lab_side.items()
+        if k.startswith(("internet-", "phone"))
+    }
     figures["cpu_s_during_storm"] = cpu
     figures["machine_cpu_s_during_storm"] = machine
     figures["machine_busy_pct"] = busy_pct(before, after)
@@ -487,8 +484,7 @@ def summarize(
     for label, seconds in cpu.items():
         log(f"  {label:<40} {seconds:7.2f}")
     log("  (machine: " + ", ".join(f"{k} {v:.2f}" for k, v in machine.items() if v) + ")")
-    log(f"  router-dnsmasq incl. lease hooks that ran after the last phone was online: "
-        f"{figures['dnsmasq_cpu_s_incl_late_hooks']:.2f}")  # fmt: skip
+    log_per_login(figures, len(ok))
     for label, seconds in figures["top_outside_the_lab"][:3]:
         log(f"  outside: {seconds:5.2f} s  {label}")
     for where, counters in figures["tcp_counters_during_storm"].items():
@@ -504,6 +500,26 @@ def summarize(
         Check("phones that did not get online", len(failed), "", 0),
     ]
     return result
+
+
+def log_per_login(figures: dict[str, Any], logins: int) -> None:
+    """The router's CPU per login, part by part (the lease hooks that ran after the last phone
+    was online included), then the lab's, which a real venue does not run on the router."""
+    share = figures["portal_openssl_share"]
+    how = (
+        f"portal split by perf samples: {share:.0%} in OpenSSL"
+        if share is not None
+        else "perf not found: portal not split"
+    )
+    log(f"router CPU per login ({logins} logins; {how}), ms:")
+    for label, ms in figures["router_cpu_ms_per_login"].items():
+        log(f"  {label:<48} {ms:7.2f}")
+    log("lab CPU per login (wallet, fake internet, phones: not the router), ms:")
+    for label, ms in figures["lab_cpu_ms_per_login"].items():
+        log(f"  {label:<48} {ms:7.2f}")
+    top = sorted((figures["portal_perf_dso_pct"] or {}).items(), key=lambda kv: -kv[1])[:6]
+    if top:
+        log("  portal perf samples by library: " + ", ".join(f"{k} {v:.1f}%" for k, v in top))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,6 +20,7 @@ import requests
 from authlib.common.security import generate_token
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.config import WalletConfig
 from plaza.wallet import http, rsa2
 from plaza.wallet.base import (
     LoginError,
@@ -31,7 +32,6 @@ from plaza.wallet.base import (
     pass_add_url,
     safe_code,
 )
-from plaza.wallet.config import WalletConfig
 from plaza.wallet.rawjson import raw_members
 
 log = logging.getLogger("plaza.portal.wallet")
@@ -74,6 +74,7 @@ class AlipayProvider:
         self.app_key = rsa2.load_private_key(config.app_private_key_file)
         self.wallet_key = rsa2.load_public_key(config.wallet_public_key_file)
         self.clock = clock
+        self.pool = http.KeptAlive()
 
     def start(self, redirect_uri: str) -> tuple[str, dict]:
         state = generate_token(32)
@@ -98,7 +99,7 @@ class AlipayProvider:
         code = args.get("auth_code")
         if not code:
             raise LoginError("the wallet sent no auth_code", "invalid")
-        with http.new_session(self.ca_file) as session:
+        with http.new_session(self.ca_file, self.pool) as session:
             token = self.call(
                 session, TOKEN_METHOD, {"grant_type": "authorization_code", "code": code}
             )

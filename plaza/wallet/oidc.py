@@ -31,6 +31,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
+from gateway.config import WalletConfig
 from plaza.wallet import http
 from plaza.wallet.base import (
     LoginError,
@@ -42,7 +43,6 @@ from plaza.wallet.base import (
     pass_add_url,
     safe_code,
 )
-from plaza.wallet.config import WalletConfig
 
 log = logging.getLogger("plaza.portal.wallet")
 
@@ -72,6 +72,7 @@ class OidcProvider:
         self._lock = threading.Lock()
         self._metadata: tuple[float, dict] | None = None
         self._jwks: tuple[float, dict] | None = None
+        self.pool = http.KeptAlive()
 
     # -- the portal's interface -------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class OidcProvider:
             if self._metadata and now - self._metadata[0] < CACHE_SECONDS:
                 return self._metadata[1]
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        with http.new_session(self.ca_file) as session:
+        with http.new_session(self.ca_file, self.pool) as session:
             meta = http.get_json(session, url, "discovery document")
         if meta.get("issuer") != self.issuer:
             log.warning("discovery names issuer %r, configured %r", meta.get("issuer"), self.issuer)
@@ -145,7 +146,7 @@ class OidcProvider:
         if cached and fresh:
             data = cached[1]
         else:
-            with http.new_session(self.ca_file) as session:
+            with http.new_session(self.ca_file, self.pool) as session:
                 data = http.get_json(session, self.metadata()["jwks_uri"], "key set")
             with self._lock:
                 self._jwks = (now, data)
@@ -165,7 +166,7 @@ class OidcProvider:
             code_challenge_method="S256",
             default_timeout=http.TIMEOUT,
         )
-        return http.configure(session, self.ca_file)
+        return http.configure(session, self.ca_file, self.pool)
 
     def _exchange(
         self, client: OAuth2Session, meta: dict, code: str, verifier: str, redirect_uri: str

@@ -63,6 +63,19 @@ def test_alice_logs_in_with_auth_user(provider: AlipayProvider, browser: Browser
     assert "access_token" not in user.claims and "refresh_token" not in user.claims
 
 
+def test_logins_reuse_one_connection_to_the_wallet(
+    provider: AlipayProvider, browser: Browser
+) -> None:
+    """Token and user-info calls of two logins over one kept-alive connection (a session per
+    login used to mean a TLS handshake to the wallet per login)."""
+    for user, pin in (("alice", "1234"), ("bob", "5678")):
+        answer, txn = login(provider, browser, user=user, pin=pin)
+        assert provider.finish(answer.query(), txn, ALIPAY_CALLBACK).display_name
+    pools = provider.pool.poolmanager.pools
+    [pool] = [pools[key] for key in pools.keys()]  # noqa: SIM118 - no iteration of its own
+    assert (pool.num_connections, pool.num_requests) == (1, 4)
+
+
 def test_a_non_ascii_nick_name_survives_the_raw_text_signature(
     provider: AlipayProvider, browser: Browser
 ) -> None:

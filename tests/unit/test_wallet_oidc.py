@@ -104,6 +104,19 @@ def test_bob_logs_in_after_alice_on_the_same_phone(
     assert provider.finish(answer.query(), txn, OIDC_CALLBACK).display_name == "Bob Li"
 
 
+def test_logins_reuse_one_connection_to_the_wallet(
+    provider: OidcProvider, browser: Browser
+) -> None:
+    """Discovery, keys, token and userinfo of two logins over one kept-alive connection: the
+    router pays the TLS handshake to the wallet once, not per login (plaza/wallet/http.py)."""
+    for user, pin in (("alice", "1234"), ("bob", "5678")):
+        answer, txn = login(provider, browser, user=user, pin=pin)
+        assert provider.finish(answer.query(), txn, OIDC_CALLBACK).display_name
+    pools = provider.pool.poolmanager.pools
+    [pool] = [pools[key] for key in pools.keys()]  # noqa: SIM118 - no iteration of its own
+    assert (pool.num_connections, pool.num_requests) == (1, 6)
+
+
 # -- the client refuses ------------------------------------------------------------------------
 
 

@@ -1,0 +1,172 @@
+"""The lease hook's own control client (gateway/stations/lease_hook.py): it speaks the control
+protocol with CPython's `_socket` and `_json` so each DHCP event starts in a few milliseconds.
+It must send the bytes the shared client sends and read answers, and fail, as that one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway import control_client
+from gateway.stations import lease_hook
+
+STRINGS = [
+    "",
+    "02:50:4c:00:00:01",
+    "198.19.0.100",
+    'quote " and backslash \\ and slash /',
+    "new\nline\ttab\x00nul\x1besc\x7fdel",
+    "王美的 iPhone",
+    "emoji \U0001f600 outside the BMP",
+    "\udcc3\udca9 lone surrogates (undecodable argv bytes)",
+    "\u2028\u2029 separators",
+]
+
+
+@pytest.mark.parametrize("value", STRINGS)
+def test_the_request_line_is_the_shared_clients(value: str) -> None:
+    args = {"action": "add", "mac": value, "ip": value, "hostname": value}
+    expected = json.dumps({"op": "lease", **args}, separators=(",", ":")).encode() + b"\n"
+    assert lease_hook.encode("lease", args) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"ok":true}',
+        '{"ok": false, "error": "no such client: \\u738b"}',
+        ' {"ok":true,"client":{"mac":"02:50:4c:00:00:01","n":-1.5e3,"x":null,"l":[1,2]}}\n',
+        '"just a string"',
+        "[1, 2.5, true]",
+    ],
+)
+def test_answers_are_read_as_json_loads_reads_them(text: str) -> None:
+    assert lease_hook.decode(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"ok":true} trailing', "nan", "{'ok': true}", "\xff"])
+def test_what_json_loads_refuses_is_refused(text: str) -> None:
+    data = text.encode("latin-1")
+    with pytest.raises(ValueError):
+        json.loads(data)
+    with pytest.raises(ValueError):
+        lease_hook.decode(data)
+
+
+@pytest.fixture
+def answering(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]]:
+    """A one-connection-at-a-time control socket: answers each request with the next of
+    `answers` and records what it was sent."""
+    path = str(tmp_path / "control.sock")
+    answers: list[bytes] = []
+    received: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                received.append(data)
+                conn.sendall(answers.pop(0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, answers, received
+    server.shutdown(socket.SHUT_RDWR)
+    server.close()
+    thread.join(5)
+
+
+CLIENTS = [lease_hook.ControlClient, control_client.ControlClient]
+ERRORS = {lease_hook.ControlClient: lease_hook.ControlError}
+ERRORS[control_client.ControlClient] = control_client.ControlError
+
+
+@pytest.mark.parametrize("client_class", CLIENTS)
+@pytest.mark.parametrize(
+    "answer, outcome",
+    [
+        (b'{"ok":true,"client":{"mac":"m"}}\n', {"ok": True, "client": {"mac": "m"}}),
+        (b'{"ok":false,"error":"bad mac"}\n', "bad mac"),
+        (b'{"ok":false}\n', "unknown error"),
+        (b"[true]\n", "the gateway sent a malformed response"),
+        (b"<html>\n", "the gateway sent a malformed response"),
+        (b"", "the gateway sent a malformed response"),
+    ],
+)
+def test_answers_and_errors_are_the_shared_clients(
+    answering: tuple[str, list[bytes], list[bytes]],
+    client_class: type,
+    answer: bytes,
+    outcome: dict | str,
+) -> None:
+    path, answers, received = answering
+    answers.append(answer)
+    client = client_class(path, timeout=5)
+    args = {"action": "add", "mac": "02:50:4c:00:00:01", "ip": "198.19.0.100", "hostname": "x"}
+    if isinstance(outcome, dict):
+        assert client.call("lease", **args) == outcome
+    else:
+        with pytest.raises(ERRORS[client_class]) as caught:
+            client.call("lease", **args)
+        assert str(caught.value) == outcome
+    assert received == [json.dumps({"op": "lease", **args}, separators=(",", ":")).encode() + b"\n"]
+
+
+@pytest.mark.parametrize("client_class", CLIENTS)
+def test_no_daemon_is_the_same_one_line(tmp_path: Path, client_class: type) -> None:
+    path = str(tmp_path / "absent.sock")
+    with pytest.raises(ERRORS[client_class]) as caught:
+        client_class(path, timeout=1).call("lease", action="add", mac="m", ip="i", hostname="")
+    assert str(caught.value) == f"the gateway is not running (no control socket at {path})"
+
+
+def test_the_hook_imports_neither_json_nor_socket(tmp_path: Path) -> None:
+    """The point of the hook's own client: its start-up imports stay small. Run as dnsmasq's
+    wrapper runs it (python -I -S), with no daemon to talk to."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", lease_hook.__file__, "add",
+         "02:50:4c:00:00:01", "198.19.0.100", "phone"],
+        env={"PLAZA_CONTROL_SOCKET": str(tmp_path / "absent.sock")},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert "the gateway is not running" in done.stderr
+    imported = {
+        line.split("|")[-1].strip() for line in done.stderr.splitlines() if "import time:" in line
+    }
+    assert "gateway.stations.hostnames" in imported  # the probe sees the hook's imports
+    assert not imported & {"json", "socket", "re", "typing", "enum", "gateway.control_client"}
+
+
+def test_without_the_accelerators_it_falls_back_to_json_and_socket(tmp_path: Path) -> None:
+    """A Python built without `_json` still runs the hook (more slowly)."""
+    hook = Path(lease_hook.__file__)
+    probe = (
+        "import runpy, sys; sys.modules['_json'] = None;"
+        f"hook = runpy.run_path({str(hook)!r}, run_name='hook');"
+        "line = hook['encode']('lease', {'mac': '\\u738b\\n'});"
+        "print(line.decode().strip(), hook['decode'](b'{\"ok\": true}'), 'json' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30,
+        env={**os.environ},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['{"op":"lease","mac":"\\u738b\\n"}', "{'ok':", "True}", "True"]
