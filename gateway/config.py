@@ -418,7 +418,7 @@ def verify(config: Config) -> None:
         raise ConfigError(
             f"[gateway] control_socket: must be an absolute path: {gw.control_socket!r}"
         )
-    from gateway.ops.metrics import parse_listen
+    from gateway.listen import parse_listen
 
     try:
         parse_listen(gw.metrics_listen)

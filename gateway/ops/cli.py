@@ -50,14 +50,15 @@ def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import gc
 
-    from gateway.ops import memory, metrics
+    from gateway.listen import parse_listen
+    from gateway.ops import memory
 
     memory.configure()  # before any thread: see gateway/ops/memory.py
 
     config = configmod.load(args.config)
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
     try:
-        listen = metrics.parse_listen(args.metrics or config.gateway.metrics_listen)
+        listen = parse_listen(args.metrics or config.gateway.metrics_listen)
     except ValueError as exc:
         raise configmod.ConfigError(f"--metrics: {exc}") from None
     ifindex = _interface_index(config.lan.interface)

@@ -15,6 +15,7 @@ import pytest
 from gateway.config import Config
 from gateway.garden.queue import kernel_queue_stats
 from gateway.gateway import Gateway
+from gateway.listen import parse_listen
 from gateway.ops import metrics
 from gateway.ops.metrics import (
     AUTH_BUCKETS,
@@ -23,9 +24,8 @@ from gateway.ops.metrics import (
     GatewayMetrics,
     Histogram,
     Registry,
-    parse_listen,
-    render,
 )
+from gateway.ops.prometheus import render
 from tests.promtext import buckets, parse
 from tests.unit.conftest import MakeGateway
 
