@@ -106,3 +106,33 @@ def enrol() -> ResponseReturnValue:
     db.commit()
     cloud_public = signing.public_b64(current_app.config["CLOUD_KEY"])
     return jsonify(device_id=device.id, venue_id=claim.venue_id, cloud_public_key=cloud_public), 201
+
+
+STATUS_DAYS = 30  # how long after use a claim code still answers for its router
+
+
+@bp.post("/enrol/status")
+def enrol_status() -> ResponseReturnValue:
+    """Read-only: the router a claim code enrolled, and its last heartbeat, for the field
+    technician's `plaza-provision verify`. The claim code is the credential: the technician
+    already held it, it names one router, and it answers only for STATUS_DAYS after its use.
+    POST so the code stays out of URLs and access logs."""
+    code = json_object().get("claim_code")
+    if not isinstance(code, str) or not 1 <= len(code) <= 64:
+        raise ApiError(400, "claim_code: missing or not a string")
+    db, t = get_db(), now()
+    claim = db.scalar(select(ClaimCode).where(ClaimCode.code_hash == code_hash(code)))
+    if claim is None:
+        raise ApiError(404, "unknown claim code")
+    if claim.used_at is None or claim.device_id is None:
+        return jsonify(enrolled=False, time=t)
+    if t - claim.used_at > STATUS_DAYS * 86400:
+        raise ApiError(410, f"claim code used more than {STATUS_DAYS} days ago")
+    device = db.get(Device, claim.device_id)
+    if device is None:
+        return jsonify(enrolled=False, time=t)
+    return jsonify(
+        enrolled=True, device_id=device.id, venue_id=device.venue_id,
+        enrolled_at=device.enrolled_at, last_heartbeat_at=device.last_heartbeat_at,
+        revoked=device.revoked, version=device.version, time=t,
+    )  # fmt: skip

@@ -75,3 +75,32 @@ def test_bad_enrol_bodies_are_400_and_spend_no_code(app, client, clock, venue):
     assert _enrol(client, code, public_key="AAAA").status_code == 400  # 3 bytes, not 32
     assert _enrol(client, code, hostname="x" * 100).status_code == 400
     assert _enrol(client, code).status_code == 201  # the code survived the bad attempts
+
+
+STATUS = "/api/v1/enrol/status"
+
+
+def test_enrol_status_answers_for_the_claimed_router_and_its_heartbeat(app, client, clock, venue):
+    """plaza-provision verify asks with the claim code: before use, after use, after a
+    heartbeat; the answer names only that router."""
+    code = new_claim(app, venue.id, clock())
+    before = client.post(STATUS, json={"claim_code": code})
+    assert before.status_code == 200 and before.json["enrolled"] is False
+    router = enrol(client, clock, code)
+    after = client.post(STATUS, json={"claim_code": code.lower()}).json
+    assert after["enrolled"] is True and after["device_id"] == router.device_id
+    assert after["last_heartbeat_at"] is None and after["revoked"] is False
+    clock.advance(5)
+    assert router.post("/api/v1/device/heartbeat", {"uptime": 5}).status_code == 200
+    beat = client.post(STATUS, json={"claim_code": code}).json
+    assert beat["last_heartbeat_at"] == clock() and beat["time"] == clock()
+
+
+def test_enrol_status_refuses_unknown_old_and_malformed_codes(app, client, clock, venue):
+    assert client.post(STATUS, json={"claim_code": "NOPE-NOPE-NOPE"}).status_code == 404
+    assert client.post(STATUS, json={"claim_code": 5}).status_code == 400
+    code = new_claim(app, venue.id, clock())
+    enrol(client, clock, code)
+    clock.advance(31 * 86400)
+    old = client.post(STATUS, json={"claim_code": code})
+    assert old.status_code == 410 and "30 days" in old.json["error"]

@@ -1,0 +1,158 @@
+"""`plaza-provision-agent`: the router's half of provisioning, run there over SSH.
+
+It is part of the router install (the Debian package), imports nothing the router lacks
+(no `rich`), and does what must happen ON the router:
+
+- `apply-config NEW [--timeout N]`: config test-and-rollback (provisioning/rollback.py):
+  `plaza-gateway check-config` on NEW before it replaces anything, install, restart, wait for
+  the cloud, restore the old config if the cloud stays silent. SIGHUP is ignored, so a config
+  that cuts the SSH session does not stop the rollback.
+- `check`: the router-local health checks, one JSON object per line (provisioning/checks.py).
+
+`--root DIR` prefixes every path (tests and chroots); commands are taken from PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from provisioning.errors import CONFIG_REFUSED, OK, USAGE, ProvisionError
+from provisioning.rollback import ConfigRollout
+
+CONFIG = "/etc/plaza/gateway.toml"
+UNITS = ("plaza-gateway", "plaza-portal", "plaza-dnsmasq")
+RESTART = "systemctl restart " + " ".join(UNITS)
+
+
+def rooted(root: str, path: str) -> Path:
+    return Path(root + path) if root not in ("", "/") else Path(path)
+
+
+def check_with_gateway(path: Path) -> None:
+    """`plaza-gateway check-config` on the new file: the router's own judge of its config
+    (it also checks that the LAN interface exists on this machine)."""
+    proc = subprocess.run(
+        ["plaza-gateway", "--config", str(path), "check-config"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ProvisionError(
+            CONFIG_REFUSED,
+            f"the new config fails check-config: {why[-1] if why else proc.returncode}",
+            "fix the venue config file; the router keeps its old config",
+        )
+
+
+def restart_with(command: str) -> None:
+    subprocess.run(shlex.split(command), check=False, capture_output=True)
+
+
+def cloud_probe(url: str, state_dir: Path, ca_bundle: str, timeout: float = 5.0):
+    """True once the router reaches the cloud: a signed heartbeat accepted when the router is
+    enrolled (proves the key too), else any HTTP answer from the cloud's URL."""
+
+    def probe() -> bool:
+        if (state_dir / "cloud.json").exists():
+            from gateway.uplink.identity import UplinkError
+            from gateway.uplink.start import uplink_for
+
+            try:
+                uplink_for(state_dir, ca_bundle=ca_bundle).heartbeat()
+                return True
+            except UplinkError:
+                return False
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/api/v1/", timeout=timeout):
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code < 500
+        except (OSError, ValueError):
+            return False
+
+    return probe
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    config = rooted(args.root, args.config)
+    new = Path(args.new)
+    check_with_gateway(new)
+    cloud_url = args.cloud
+    state_dir = Path("/var/lib/plaza")
+    ca_bundle = ""
+    try:
+        from gateway import config as configmod
+
+        loaded = configmod.load(str(new))
+        cloud_url = cloud_url or loaded.cloud.url
+        state_dir = Path(loaded.gateway.state_dir)  # the config's own path, never prefixed
+        ca_bundle = loaded.cloud.ca_bundle
+    except Exception:  # checked above; this only reads what the probe needs
+        pass
+    timeout = args.timeout if cloud_url else 0.0
+    rollout = ConfigRollout(
+        config=config,
+        check=lambda path: None,  # already checked, before anything was touched
+        restart=lambda: restart_with(args.restart),
+        probe=cloud_probe(cloud_url, state_dir, ca_bundle) if cloud_url else (lambda: True),
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
+    outcome = rollout.apply(new, timeout)
+    message = outcome.message if cloud_url else "new config in force; no cloud URL to test it"
+    print(
+        json.dumps(
+            {"applied": outcome.applied, "waited": round(outcome.waited, 1), "message": message}
+        )
+    )
+    return OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from provisioning import checks
+
+    for line in checks.router_checks(rooted(args.root, args.config), args.root):
+        print(json.dumps(line), flush=True)
+    return OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    parser = argparse.ArgumentParser(prog="plaza-provision-agent", description=__doc__)
+    parser.add_argument("--root", default="", help="prefix for every path (tests, chroots)")
+    parser.add_argument("--config", default=CONFIG, help=f"the router config (default {CONFIG})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    apply = sub.add_parser("apply-config", help="install a config; roll back if the cloud is lost")
+    apply.add_argument("new", help="the new config file (already on the router)")
+    apply.add_argument("--timeout", type=float, default=60.0, help="seconds to reach the cloud")
+    apply.add_argument("--cloud", default="", help="the cloud URL (default: the config's)")
+    apply.add_argument("--restart", default=RESTART, help=f"restart command ({RESTART!r})")
+    apply.set_defaults(func=cmd_apply)
+    sub.add_parser("check", help="router-local health checks as JSON lines").set_defaults(
+        func=cmd_check
+    )
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ProvisionError as exc:
+        print(json.dumps({"error": exc.message, "hint": exc.hint, "exit": exc.code}))
+        print(f"plaza-provision-agent: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:
+        print(f"plaza-provision-agent: {exc}", file=sys.stderr)
+        return USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

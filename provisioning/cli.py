@@ -1,0 +1,199 @@
+"""`plaza-provision`: the field technician's tool. Flash a router over SSH (package, config
+with rollback, enrolment, services), verify it, or do many from a CSV file.
+
+Exit codes: 0 ok, 1 a verify check failed, 2 usage, 3 unreachable / SSH key refused / host
+key changed, 4 install failed (previous version still installed), 5 config refused or rolled
+back (old config in force), 6 claim code refused, 7 cloud unreachable, 8 disk full, 9 needs a
+person (see message), 10 `rich` missing (pip install 'plaza[provision]' or use --json).
+Batch: 0 when every router is ok, else the highest router code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from provisioning.batch import Row, State, read_rows, run_batch
+from provisioning.cloud_status import http_fetch
+from provisioning.errors import OK, USAGE, ProvisionError
+from provisioning.flash import FlashPlan, flash
+from provisioning.report import JsonReporter, Reporter, rich_reporter
+from provisioning.ssh import OpenSSH, Runner
+from provisioning.verify import VerifyPlan, verify
+
+KNOWN_HOSTS = Path.home() / ".config/plaza/provision_known_hosts"
+RunnerFactory = Callable[[str, str, int], Runner]  # host, user, port
+
+
+def ssh_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", default="root", help="SSH login (default root)")
+    p.add_argument("--port", type=int, default=22, help="SSH port (default 22)")
+    p.add_argument("--identity", "-i", metavar="KEY", help="SSH private key (ssh -i)")
+    p.add_argument(
+        "--ssh-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="extra ssh -o option (repeatable)",
+    )
+    p.add_argument(
+        "--known-hosts",
+        type=Path,
+        default=KNOWN_HOSTS,
+        help=f"provisioning known_hosts file (default {KNOWN_HOSTS})",
+    )
+    p.add_argument("--root", default="", help="prefix of the router's paths (tests, chroots)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, no bars")
+
+
+def flash_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", default="", metavar="URL", help="the cloud's base URL")
+    p.add_argument("--package", type=Path, metavar="DEB", help="plaza_<ver>_<arch>.deb to install")
+    p.add_argument(
+        "--rollback-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a new config has to reach the cloud (default 60)",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="plaza-provision",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("flash", help="install, configure, enrol and start one router")
+    f.add_argument("host")
+    f.add_argument("--claim", required=True, metavar="CODE", help="the venue's claim code")
+    f.add_argument("--venue-config", type=Path, metavar="FILE", help="router config (TOML)")
+    flash_arguments(f)
+    ssh_arguments(f)
+    v = sub.add_parser("verify", help="health-check one router")
+    v.add_argument("host")
+    v.add_argument("--cloud", default="", metavar="URL", help="ask this cloud for heartbeats")
+    v.add_argument(
+        "--claim",
+        "--token",
+        default="",
+        metavar="CODE",
+        help="the claim code the router enrolled with (the cloud's credential)",
+    )
+    v.add_argument("--ca-bundle", default="", help="PEM trust anchors for the cloud")
+    v.add_argument(
+        "--lan-probe",
+        default="",
+        metavar="URL",
+        help="from a laptop on the LAN: an http:// URL that must be redirected",
+    )
+    ssh_arguments(v)
+    b = sub.add_parser("batch", help="flash (or verify, when done before) routers from a CSV")
+    b.add_argument("file", type=Path, help="CSV: host,claim[,venue_config,user,port]")
+    b.add_argument("--jobs", "-j", type=int, default=4, help="routers at a time (default 4)")
+    b.add_argument("--state", type=Path, help="state file (default FILE.state.json)")
+    flash_arguments(b)
+    ssh_arguments(b)
+    return top
+
+
+def openssh_factory(args: argparse.Namespace) -> RunnerFactory:
+    control = Path(tempfile.mkdtemp(prefix="plaza-ssh-"))
+
+    def make(host: str, user: str, port: int) -> Runner:
+        return OpenSSH(
+            host,
+            user=user or args.user,
+            port=port or args.port,
+            identity=args.identity,
+            known_hosts=args.known_hosts,
+            options=args.ssh_option,
+            control_dir=control,
+        )
+
+    return make
+
+
+def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory) -> int:
+    if args.command == "flash":
+        runner = make_runner(args.host, "", 0)
+        plan = FlashPlan(
+            claim=args.claim,
+            cloud=args.cloud,
+            venue_config=args.venue_config,
+            package=args.package,
+            root=args.root,
+            rollback_timeout=args.rollback_timeout,
+        )
+        try:
+            result = flash(runner, plan, reporter)
+        except ProvisionError as exc:
+            reporter.done(args.host, exc.code, str(exc))
+            return exc.code
+        reporter.done(args.host, OK, result.get("enrol", ""))
+        return OK
+    if args.command == "verify":
+        runner = make_runner(args.host, "", 0)
+        plan = VerifyPlan(
+            root=args.root, cloud=args.cloud, claim=args.claim, lan_probe=args.lan_probe
+        )
+        try:
+            code = verify(runner, plan, reporter, http_fetch(args.ca_bundle))
+        except ProvisionError as exc:
+            reporter.done(args.host, exc.code, str(exc))
+            return exc.code
+        reporter.done(args.host, code, "all ok" if code == OK else "a check failed")
+        return code
+    rows = read_rows(args.file)
+    state = State(args.state or args.file.with_name(args.file.name + ".state.json"))
+
+    def flash_one(row: Row) -> dict[str, str]:
+        plan = FlashPlan(
+            claim=row.claim,
+            cloud=args.cloud,
+            venue_config=row.venue_config,
+            package=args.package,
+            root=args.root,
+            rollback_timeout=args.rollback_timeout,
+        )
+        return flash(make_runner(row.host, row.user, row.port), plan, reporter)
+
+    def verify_one(row: Row) -> int:
+        plan = VerifyPlan(root=args.root, cloud=args.cloud, claim=row.claim)
+        return verify(make_runner(row.host, row.user, row.port), plan, reporter, http_fetch())
+
+    codes = run_batch(rows, state, flash_one, verify_one, reporter, jobs=args.jobs)
+    return max(codes.values(), default=OK)
+
+
+def main(
+    argv: list[str] | None = None,
+    make_runner: Callable[[argparse.Namespace], RunnerFactory] = openssh_factory,
+) -> int:
+    args = parser().parse_args(argv)
+    try:
+        for path in (getattr(args, "venue_config", None), getattr(args, "package", None)):
+            if path is not None and not path.is_file():
+                raise ProvisionError(USAGE, f"{path}: no such file")
+        reporter = JsonReporter(sys.stdout) if args.json else rich_reporter()
+    except ProvisionError as exc:
+        print(f"plaza-provision: {exc}", file=sys.stderr)
+        return exc.code
+    try:
+        return run(args, reporter, make_runner(args))
+    except ProvisionError as exc:
+        print(f"plaza-provision: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Config test-and-rollback on the router, as OpenWISP's agent does it: a new config is
+checked, installed, the services restarted, and if the router cannot reach the cloud within
+the timeout, the previous config is put back and the services restarted again.
+
+Pure logic with its collaborators passed in (check, restart, probe, clock, sleep), so the
+timing is tested with a fake clock; provisioning/agent.py wires the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioning.errors import CONFIG_REFUSED, HALF_DONE, ProvisionError
+
+PREVIOUS = ".previous"  # the kept config: <config>.previous
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool  # the new config is in force
+    rolled_back: bool
+    waited: float  # seconds until the probe answered (or the timeout)
+    message: str
+
+
+@dataclass
+class ConfigRollout:
+    config: Path  # e.g. /etc/plaza/gateway.toml
+    check: Callable[[Path], None]  # raises ProvisionError(CONFIG_REFUSED) on a bad config
+    restart: Callable[[], None]  # restarts the services reading the config
+    probe: Callable[[], bool]  # True: the router reaches the cloud
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    interval: float = 2.0  # seconds between probes
+
+    @property
+    def previous(self) -> Path:
+        return self.config.with_name(self.config.name + PREVIOUS)
+
+    def apply(self, new: Path, timeout: float) -> Outcome:
+        """Check `new`, install it, restart, wait up to `timeout` s for the probe; roll back
+        on silence. A config that fails its check never replaces the old one."""
+        self.check(new)  # before anything is touched
+        had_old = self.config.exists()
+        if had_old:
+            shutil.copy2(self.config, self.previous)
+        staged = self.config.with_name(self.config.name + ".new")
+        shutil.copyfile(new, staged)
+        os.chmod(staged, 0o644)
+        os.replace(staged, self.config)  # atomic: the daemon never reads half a file
+        self.restart()
+        waited = self.wait(timeout)
+        if waited is not None:
+            return Outcome(
+                True,
+                False,
+                waited,
+                f"new config in force; cloud reached {waited:.0f} s after the restart",
+            )
+        if not had_old:
+            raise ProvisionError(
+                HALF_DONE,
+                f"with the new config the router did not reach the cloud in {timeout:.0f} s, "
+                "and there was no previous config to go back to",
+                "check the WAN settings in the new config and apply it again",
+            )
+        os.replace(self.previous, self.config)
+        self.restart()
+        raise ProvisionError(
+            CONFIG_REFUSED,
+            f"with the new config the router did not reach the cloud in {timeout:.0f} s: "
+            "the previous config was restored and the services restarted",
+            "check the WAN/DNS settings of the new config",
+        )
+
+    def wait(self, timeout: float) -> float | None:
+        """Seconds until the probe said yes, or None after `timeout`."""
+        start = self.clock()
+        while True:
+            if self.probe():
+                return self.clock() - start
+            left = timeout - (self.clock() - start)
+            if left <= 0:
+                return None
+            self.sleep(min(self.interval, left))
