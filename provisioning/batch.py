@@ -124,7 +124,7 @@ def run_batch(
                 state.record(row.host, {**result, "at": clock()})
                 code, message = OK, result.get("enrol", "flashed")
         except ProvisionError as exc:
-            code, message = exc.code, str(exc)
+            code, message = exc.code, exc.message
         except Exception as exc:  # one router's surprise must not stop the others
             code, message = HALF_DONE, f"unexpected error: {exc!r}"
         reporter.done(row.host, code, message)

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
         try:
             result = flash(runner, plan, reporter)
         except ProvisionError as exc:
-            reporter.done(args.host, exc.code, str(exc))
+            reporter.done(args.host, exc.code, exc.message)
             return exc.code
         reporter.done(args.host, OK, result.get("enrol", ""))
         return OK
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
         try:
             code = verify(runner, plan, reporter, http_fetch(args.ca_bundle))
         except ProvisionError as exc:
-            reporter.done(args.host, exc.code, str(exc))
+            reporter.done(args.host, exc.code, exc.message)
             return exc.code
         reporter.done(args.host, code, "all ok" if code == OK else "a check failed")
         return code

@@ -102,14 +102,18 @@ def install(runner: Runner, plan: FlashPlan, remote: str) -> str:
     if before == new and status == "ii":
         return f"{name} {new} already installed"
     done = runner.run(["dpkg", "--force-confold", "-i", remote], timeout=600)
+    apt = None
     if not done.ok and "dependency problems" in done.stderr + done.stdout:
-        runner.run(
-            ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-f", "install", "-y"], timeout=600
+        apt = runner.run(
+            ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-f", "install", "-y"],
+            timeout=600,
         )
     after, status = installed(runner, name)
     if after == new and status == "ii":
         return f"{name} {before or '(none)'} → {new}"
-    why = last_line(done.stderr) or last_line(done.stdout) or f"dpkg exit {done.rc}"
+    why = (last_line(done.stderr) or last_line(done.stdout) or f"dpkg exit {done.rc}").strip()
+    if apt is not None and not apt.ok:
+        why += f"; apt-get -f install: {last_line(apt.stderr) or f'exit {apt.rc}'}"
     if status == "ii" and after == before:
         raise ProvisionError(
             INSTALL_FAILED,
@@ -171,7 +175,7 @@ def enrol(runner: Runner, plan: FlashPlan) -> str:
     }
     for marker, hint in refusals.items():
         if marker in why:
-            raise ProvisionError(CLAIM_REFUSED, f"enrolment refused: {why}", hint)
+            raise ProvisionError(CLAIM_REFUSED, why, hint)
     if "enrolment refused" in why:
         raise ProvisionError(CLAIM_REFUSED, why, "see the cloud's reason above")
     raise ProvisionError(

@@ -1,0 +1,137 @@
+"""plaza-provision-agent on the router: apply-config wires check-config, restart and the
+rollout; check prints one JSON line per router-local check. Runs in-process with the
+commands it would call replaced by small scripts on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from provisioning import agent, checks, errors
+
+GOOD = '[lan]\ninterface = "lo"\n[gateway]\nstate_dir = "{state}"\n'
+
+
+def script(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A root with /etc/plaza/gateway.toml, and plaza-gateway/nft/systemctl stand-ins that
+    log their arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "log"
+    script(
+        bin_dir,
+        "plaza-gateway",
+        f'echo "gateway $*" >> {log}\n'
+        'grep -q bad "$2" && { echo "plaza-gateway: [lan] bad" >&2; exit 2; }; exit 0',
+    )
+    script(bin_dir, "systemctl", f'echo "systemctl $*" >> {log}')
+    script(bin_dir, "nft", "exit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "root"
+    (root / "etc/plaza").mkdir(parents=True)
+    (root / "etc/plaza/gateway.toml").write_text("# old\n")
+    return root
+
+
+def test_apply_config_without_a_cloud_installs_and_restarts(router: Path, tmp_path, capsys):
+    new = tmp_path / "new.toml"
+    new.write_text(GOOD.format(state=tmp_path / "state"))
+    code = agent.main(["--root", str(router), "apply-config", str(new), "--timeout", "5"])
+    assert code == errors.OK
+    assert (router / "etc/plaza/gateway.toml").read_text() == new.read_text()
+    assert (router / "etc/plaza/gateway.toml.previous").read_text() == "# old\n"
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["applied"] is True and "no cloud URL" in answer["message"]
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log == [
+        f"gateway --config {new} check-config",
+        "systemctl restart plaza-gateway plaza-portal plaza-dnsmasq",
+    ]
+
+
+def test_apply_config_refused_by_check_config_keeps_the_old(router: Path, tmp_path, capsys):
+    new = tmp_path / "new.toml"
+    new.write_text("bad\n")
+    code = agent.main(["--root", str(router), "apply-config", str(new)])
+    assert code == errors.CONFIG_REFUSED
+    assert (router / "etc/plaza/gateway.toml").read_text() == "# old\n"
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["exit"] == 5 and "fails check-config: plaza-gateway: [lan] bad" in answer["error"]
+    assert "systemctl" not in (tmp_path / "log").read_text()
+
+
+def test_apply_config_rolls_back_when_the_cloud_is_silent(router, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(agent, "cloud_probe", lambda *a: lambda: False)
+    monkeypatch.setattr(agent.time, "sleep", lambda s: None)
+    ticks = iter(range(0, 1000, 1))
+    monkeypatch.setattr(agent.time, "monotonic", lambda: float(next(ticks)))
+    new = tmp_path / "new.toml"
+    new.write_text(GOOD.format(state=tmp_path / "state"))
+    code = agent.main(
+        [
+            "--root",
+            str(router),
+            "apply-config",
+            str(new),
+            "--timeout",
+            "5",
+            "--cloud",
+            "http://127.0.0.1:9",
+        ]
+    )
+    assert code == errors.CONFIG_REFUSED
+    assert (router / "etc/plaza/gateway.toml").read_text() == "# old\n"
+    restarts = [x for x in (tmp_path / "log").read_text().splitlines() if "restart" in x]
+    assert len(restarts) == 2
+
+
+def test_cloud_probe_before_enrolment_is_any_http_answer(tmp_path: Path) -> None:
+    # Nothing listens on port 9 of the loopback: refused, so not reached.
+    assert agent.cloud_probe("http://127.0.0.1:9", tmp_path, "")() is False
+
+
+def test_check_prints_json_lines_with_reasons(router: Path, tmp_path, capsys) -> None:
+    (router / "etc/plaza/gateway.toml").write_text(GOOD.format(state=tmp_path / "state"))
+    assert agent.main(["--root", str(router), "check"]) == errors.OK
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    by = {x["check"]: x for x in lines}
+    assert by["config"]["status"] == "ok"
+    assert by["nft"]["status"] == "fail" and "journalctl -u plaza-gateway" in by["nft"]["reason"]
+    assert (
+        by["dhcp-option-114"]["status"] == "fail" and "cert_file" in by["dhcp-option-114"]["reason"]
+    )
+    assert by["portal-https"]["status"] == "fail"
+    assert by["enrolled"]["status"] == "fail" and "claim code" in by["enrolled"]["reason"]
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/cloud.json").write_text('{"device_id": "dev_1", "venue_id": "v1"}')
+    capsys.readouterr()
+    agent.main(["--root", str(router), "check"])
+    enrolled = [json.loads(x) for x in capsys.readouterr().out.splitlines()][-1]
+    assert enrolled["status"] == "ok" and "device dev_1 of venue v1" in enrolled["reason"]
+
+
+def test_check_of_a_broken_config_is_one_failed_line(router: Path, capsys) -> None:
+    (router / "etc/plaza/gateway.toml").write_text("[lan\n")
+    agent.main(["--root", str(router), "check"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (
+        len(lines) == 1 and lines[0]["status"] == "fail" and "not valid TOML" in lines[0]["reason"]
+    )
+
+
+def test_udp_listening_reads_proc_net_udp(tmp_path: Path) -> None:
+    table = tmp_path / "udp"
+    table.write_text("  sl  local_address rem_address   st\n   0: 00000000:0043 00000000:0000 07\n")
+    assert checks.udp_listening(67, (str(table),))
+    assert not checks.udp_listening(53, (str(table),))
