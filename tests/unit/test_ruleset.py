@@ -251,3 +251,16 @@ def test_readings_from_nft_json() -> None:
     (reading,) = ruleset.parse_readings(LISTING, LISTING).values()
     assert reading.usage == Usage(bytes_up=100, packets_up=5, bytes_down=900, packets_down=7)
     assert reading.quotas["total"].exhausted
+
+
+def test_authorized_pairs_skip_the_route_lookup_and_nothing_else_does() -> None:
+    """Forwarding speed (docs/decisions.md): an authorized (address, MAC) pair returns from
+    lan_antispoof before the reverse-path lookup; every other LAN source still meets it
+    before it could be marked seen or sent to the detector."""
+    rules = _chain(ruleset.render(Config()), "lan_antispoof")
+    fib = rules.index("fib saddr . iif oif missing drop")
+    assert rules.index("ip saddr . ether saddr @auth4 return") < fib
+    assert rules.index("ip6 saddr . ether saddr @auth6 return") < fib
+    assert fib < rules.index("ip saddr . ether saddr @seen4 return")
+    assert fib < rules.index("ip6 saddr . ether saddr @seen6 return")
+    assert fib < rules.index("meta mark set meta mark | 0x00800000")
