@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
-	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk
+	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk \
+	mmdebstrap
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 # axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
 AXE := .cache/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: all setup demo test lint bench fuzz clean lab-down
+.PHONY: all setup demo test lint bench fuzz clean lab-down package
 
 all: test
 
@@ -47,6 +48,11 @@ test: setup $(AXE)
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests
 
+# The router install as a Debian package: dist/plaza_<version>_amd64.deb (nfpm; see
+# provisioning/package/build.py). Install on a Debian 12 router: dpkg -i, systemctl enable --now.
+package: setup
+	$(PY) provisioning/package/build.py
+
 bench: setup
 	$(PY) bench/run_all.py
 
@@ -59,4 +65,4 @@ lab-down: setup
 	$(VENV)/bin/plaza-lab down
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

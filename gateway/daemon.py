@@ -31,6 +31,7 @@ from gateway.dataplane.firewall import NftError
 from gateway.garden.venue import VenueGarden
 from gateway.gateway import Gateway
 from gateway.ops.metrics import Family, GatewayMetrics
+from plaza import sdnotify
 
 if TYPE_CHECKING:
     from gateway.dataplane.guard import Guard
@@ -405,6 +406,7 @@ class Daemon:
             task.add_done_callback(self._task_done)
         log.info("control socket at %s", self.config.gateway.control_socket)
         print("plaza-gateway: ready", flush=True)
+        sdnotify.notify("READY=1")  # Type=notify under systemd (plaza-gateway.service)
         await self.stopping.wait()
         server.close()
         if metrics is not None:

@@ -32,6 +32,7 @@ ENTRY_POINTS = {  # /usr/bin name: (module, function), as [project.scripts] has 
     "plaza-gateway": ("gateway.ops.cli", "main"),
     "plaza-portal": ("portal.cli", "main"),
     "plaza-ctl": ("gateway.ops.ctl", "main"),
+    "plaza-provision-agent": ("provisioning.agent", "main"),  # run by plaza-provision over SSH
 }
 WRAPPER = '''#!/usr/bin/python3 -I
 """{name}: the Debian package's entry point; its libraries live in /usr/lib/plaza."""
