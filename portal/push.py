@@ -28,7 +28,7 @@ from flask import Blueprint, Flask, current_app, request, send_from_directory, s
 from werkzeug.wrappers import Response
 
 from gateway.config import ConfigError, check_cloud_url
-from gateway.uplink.channel import CLOUD_FILE, Identity, UplinkError
+from gateway.uplink.identity import CLOUD_FILE, Identity, UplinkError
 
 bp = Blueprint("push", __name__)
 

@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_enrol(args: argparse.Namespace) -> int:
     """Enrol this router with the cloud. The claim code is a secret: read from stdin unless
     given, so it need not appear in shell history or the process list."""
-    from gateway.uplink.channel import Uplink, UplinkError
+    from gateway.uplink.identity import UplinkError
+    from gateway.uplink.start import uplink_for
 
     config = configmod.load(args.config)
     url = args.cloud or config.cloud.url
@@ -99,7 +100,8 @@ def cmd_enrol(args: argparse.Namespace) -> int:
             claim = getpass.getpass("claim code: ")
         else:
             claim = sys.stdin.readline()
-    uplink = Uplink(config.gateway.state_dir, ca_bundle=args.ca_bundle or config.cloud.ca_bundle)
+    ca_bundle = args.ca_bundle or config.cloud.ca_bundle
+    uplink = uplink_for(config.gateway.state_dir, ca_bundle=ca_bundle)
     try:
         identity = uplink.enrol(url, claim, force=args.force)
     except UplinkError as exc:

@@ -1,7 +1,7 @@
 """The venue's default session policy as the merchant set it in the cloud.
 
 An enrolled router's uplink writes the venue's cloud-managed config to
-`<state_dir>/cloud-config.json` (gateway/uplink/channel.py); its `policy` (session and idle minutes,
+`<state_dir>/cloud-config.json` (gateway/uplink/sync.py); its `policy` (session and idle minutes,
 total quota, rates) replaces the `[policy]`/`[session]` defaults of the TOML for sessions
 opened from then on (running sessions keep the policy they started with, as a shopper was
 told at login). The rest of `[policy]` stays the router's: per-direction quotas, trusted and

@@ -1,6 +1,6 @@
 """The venue config the cloud manages, as the router keeps it: `<state_dir>/cloud-config.json`.
 
-The uplink (gateway/uplink/channel.py) writes the file atomically whenever the merchant changes the
+The uplink (gateway/uplink/sync.py) writes the file atomically whenever the merchant changes the
 venue in the dashboard: {"version": n, "config": {"branding", "offers", "policy", "garden"}}. Three
 readers act on it without a restart: the portal (branding and offers, portal/venue.py), the gateway
 (default session policy, gateway/stations/venue_policy.py) and the daemon (walled garden,

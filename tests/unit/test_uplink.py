@@ -1,4 +1,4 @@
-"""The router's uplink (gateway/uplink/channel.py) against the real cloud app (cloud/), served by
+"""The router's uplink (gateway/uplink/) against the real cloud app (cloud/), served by
 cheroot on 127.0.0.1 in a thread with SQLite in tmp_path; plus what needs no cloud: backoff,
 atomic files, command checks with a key made here, and the portal's venue overlay."""
 
@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
-from gateway.uplink.channel import Backoff, CommandRefused, Refused, Unreachable, Uplink
 from sqlalchemy import func, select
 
 from gateway import files
@@ -32,7 +31,12 @@ from gateway.ops.cli import main as gateway_main
 from gateway.stations.accounting import Usage, UsageRecord
 from gateway.stations.outbox import Outbox
 from gateway.stations.store import Store
-from gateway.uplink import channel as uplink
+from gateway.uplink import sync
+from gateway.uplink.commands import CommandRefused
+from gateway.uplink.identity import NotEnrolled, UplinkError
+from gateway.uplink.start import on_loop, start_uplink, uplink_for
+from gateway.uplink.sync import BATCH, Uplink
+from gateway.uplink.transport import Backoff, Refused, Unreachable
 from plaza import signing
 from portal import create_app
 from portal.venue import VenueOverlay
@@ -194,7 +198,7 @@ def state(tmp_path: Path) -> Path:
 def enrolled(cloud: Cloud, state: Path) -> tuple[Uplink, str]:
     """An uplink enrolled with the cloud; returns it and its venue id."""
     code, venue = cloud.claim()
-    up = Uplink(state, rng=lambda: 0.0)
+    up = uplink_for(state, rng=lambda: 0.0)
     up.enrol(cloud.url, code, hostname="test-router")
     return up, venue
 
@@ -220,7 +224,7 @@ def outbox_with(state: Path, n: int) -> Outbox:
 # -- enrolment ------------------------------------------------------------------------------
 def test_enrol_writes_a_private_key_and_the_identity(cloud: Cloud, state: Path) -> None:
     code, venue = cloud.claim()
-    identity = Uplink(state).enrol(cloud.url + "/", code)
+    identity = uplink_for(state).enrol(cloud.url + "/", code)
     key_file, cloud_file = state / "device.key", state / "cloud.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     saved = json.loads(cloud_file.read_text())
@@ -239,19 +243,19 @@ def test_enrol_writes_a_private_key_and_the_identity(cloud: Cloud, state: Path) 
 
 def test_enrol_refuses_to_replace_an_enrolment_and_a_used_claim(cloud: Cloud, state: Path) -> None:
     code, _ = cloud.claim()
-    first = Uplink(state).enrol(cloud.url, code)
+    first = uplink_for(state).enrol(cloud.url, code)
     before = (state / "device.key").read_bytes(), (state / "cloud.json").read_bytes()
     code2, _ = cloud.claim("Second venue")
-    with pytest.raises(uplink.UplinkError, match=f"already enrolled as {first.device_id}"):
-        Uplink(state).enrol(cloud.url, code2)
+    with pytest.raises(UplinkError, match=f"already enrolled as {first.device_id}"):
+        uplink_for(state).enrol(cloud.url, code2)
     with pytest.raises(Refused, match="claim code already used") as err:
-        Uplink(state).enrol(cloud.url, code, force=True)
+        uplink_for(state).enrol(cloud.url, code, force=True)
     assert err.value.status == 409
     # Neither refusal touched the identity the router has.
     assert ((state / "device.key").read_bytes(), (state / "cloud.json").read_bytes()) == before
     with pytest.raises(Refused, match="unknown claim code"):
-        Uplink(state).enrol(cloud.url, "0000-0000-0000", force=True)
-    second = Uplink(state).enrol(cloud.url, code2, force=True)
+        uplink_for(state).enrol(cloud.url, "0000-0000-0000", force=True)
+    second = uplink_for(state).enrol(cloud.url, code2, force=True)
     assert second.device_id != first.device_id
 
 
@@ -259,8 +263,8 @@ def test_enrol_refuses_to_replace_an_enrolment_and_a_used_claim(cloud: Cloud, st
     "url", ["http://cloud.test", "ftp://127.0.0.1", "http://127.0.0.2:80", "https://a b"]
 )
 def test_enrol_refuses_a_cloud_url_that_is_not_https(state: Path, url: str) -> None:
-    with pytest.raises(uplink.UplinkError, match="expected an https:// URL"):
-        Uplink(state).enrol(url, "K7Q4-9XMP-2D3F")
+    with pytest.raises(UplinkError, match="expected an https:// URL"):
+        uplink_for(state).enrol(url, "K7Q4-9XMP-2D3F")
     assert not (state / "device.key").exists()
 
 
@@ -296,14 +300,14 @@ def test_enrol_and_heartbeat_over_tls_trust_only_the_ca_bundle(
     cloud.start()
     code, _ = cloud.claim()
     with pytest.raises(Unreachable, match="TLS error"):
-        Uplink(state).enrol(cloud.url, code)  # the system store does not know the lab CA
+        uplink_for(state).enrol(cloud.url, code)  # the system store does not know the lab CA
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent.pem")  # must not override ours
-    up = Uplink(state, ca_bundle=str(ca.cert_path))
+    up = uplink_for(state, ca_bundle=str(ca.cert_path))
     identity = up.enrol(cloud.url, code)
     assert identity.cloud_url.startswith("https://")
     assert up.heartbeat()["config_version"] == 1
     with pytest.raises(Unreachable, match=r"ca_bundle '/nowhere/ca\.pem'"):
-        Uplink(state, ca_bundle="/nowhere/ca.pem").heartbeat()
+        uplink_for(state, ca_bundle="/nowhere/ca.pem").heartbeat()
 
 
 # -- heartbeat and config -------------------------------------------------------------------
@@ -324,7 +328,7 @@ def test_heartbeat_is_accepted_and_reports_health(enrolled: tuple[Uplink, str], 
 def test_a_device_whose_key_changed_is_refused(enrolled: tuple[Uplink, str]) -> None:
     up, _ = enrolled
     (up.state_dir / "device.key").write_bytes(signing.private_pem(signing.new_key()))
-    stranger = Uplink(up.state_dir)
+    stranger = uplink_for(up.state_dir)
     with pytest.raises(Refused, match="bad signature") as err:
         stranger.heartbeat()
     assert err.value.status == 401 and stranger.stats["heartbeats_failed"] == 1
@@ -334,20 +338,20 @@ def test_a_router_clock_that_is_off_is_corrected_from_the_cloud(
     enrolled: tuple[Uplink, str], cloud: Cloud, caplog: pytest.LogCaptureFixture
 ) -> None:
     up, _ = enrolled
-    skewed = Uplink(up.state_dir, clock=lambda: time.time() - 3600)  # booted without NTP
+    skewed = uplink_for(up.state_dir, clock=lambda: time.time() - 3600)  # booted without NTP
     caplog.set_level(logging.INFO, "plaza.uplink")
     assert skewed.heartbeat()["config_version"] == 1  # refused once, signed again, accepted
-    assert 3590 < skewed.clock_offset < 3610
+    assert 3590 < skewed.transport.clock_offset < 3610
     assert any("clock is -3" in r.getMessage() for r in caplog.records)  # behind by ~3600 s
     # A command that has not expired by the cloud's clock is not taken for an expired one.
     runs: list[dict] = []
-    skewed.execute = lambda request: runs.append(request) or {"ok": True}
+    skewed.commands.execute = lambda request: runs.append(request) or {"ok": True}
     cloud.issue(up.identity.device_id, "kick", {"client": MAC})
-    assert skewed.poll_commands(wait=0) == [{"ok": True}] and len(runs) == 1
+    assert skewed.commands.poll(wait=0) == [{"ok": True}] and len(runs) == 1
     # Once the router's clock is right, the correction goes.
-    skewed.clock = time.time
+    skewed.transport.clock = time.time
     skewed.heartbeat()
-    assert skewed.clock_offset == 0.0
+    assert skewed.transport.clock_offset == 0.0
 
 
 def portal_page(state: Path, config: Config | None = None) -> str:
@@ -392,7 +396,7 @@ def test_config_is_pulled_once_per_version_and_reaches_the_portal(
     assert "Harbour Roasters" in page and "#123456" in page
     assert "TOML offer" not in page and "TOML Name" not in page
     # A restarted uplink knows its version from the file and does not fetch it again.
-    assert Uplink(up.state_dir).pull_config() is False
+    assert uplink_for(up.state_dir).pull_config() is False
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -415,33 +419,33 @@ def test_cloud_commands_reach_the_gateway_and_their_results_the_cloud(
         calls.append(request)
         return gw.handle(request)
 
-    up.execute = execute
+    up.commands.execute = execute
     device = up.identity.device_id
     auth = cloud.issue(device, "authorize", {"client": MAC, "minutes": 30})
-    assert up.poll_commands(wait=2) == [{"ok": True}]
+    assert up.commands.poll(wait=2) == [{"ok": True}]
     assert calls == [{"op": "auth", "client": MAC, "minutes": 30}]
     assert gw.table.clients[MAC].state.value == "authorized"
     row = cloud.command(auth)
     assert row.ok is True and row.done_at is not None
     kick = cloud.issue(device, "kick", {"client": "198.19.0.100"})
     stranger = cloud.issue(device, "kick", {"client": "02:50:4c:00:00:99"})  # not a client
-    assert sorted(r["ok"] for r in up.poll_commands(wait=2)) == [False, True]
+    assert sorted(r["ok"] for r in up.commands.poll(wait=2)) == [False, True]
     assert gw.table.clients[MAC].state.value == "captive"
     assert cloud.command(kick).ok is True
     failed = cloud.command(stranger)
     assert failed.ok is False and failed.error == "not a client: 02:50:4c:00:00:99"
     assert up.stats["commands_executed"] == 2 and up.stats["commands_failed"] == 1
-    assert up.poll_commands(wait=0) == []  # all delivered once, results in
+    assert up.commands.poll(wait=0) == []  # all delivered once, results in
 
 
 def test_a_command_arrives_during_a_long_poll(enrolled: tuple[Uplink, str], cloud: Cloud):
     up, _ = enrolled
     seen: list[dict] = []
-    up.execute = lambda request: seen.append(request) or {"ok": True}
+    up.commands.execute = lambda request: seen.append(request) or {"ok": True}
     timer = threading.Timer(0.5, cloud.issue, (up.identity.device_id, "authorize", {"client": MAC}))
     timer.start()
     started = time.monotonic()
-    assert up.poll_commands(wait=10) == [{"ok": True}]
+    assert up.commands.poll(wait=10) == [{"ok": True}]
     assert time.monotonic() - started < 5  # answered when it came, not at the end of wait
     assert seen == [{"op": "auth", "client": MAC}]
 
@@ -451,7 +455,7 @@ def test_refresh_config_command_pulls_the_config(enrolled: tuple[Uplink, str], c
     up.pull_config()
     cloud.set_config(venue, offers=[{"id": "x", "title": "New today"}])
     command = cloud.issue(up.identity.device_id, "refresh-config", {})
-    assert up.poll_commands(wait=2) == [{"ok": True}]
+    assert up.commands.poll(wait=2) == [{"ok": True}]
     assert up.config_version == 2 and cloud.command(command).ok is True
     assert "New today" in portal_page(up.state_dir)
 
@@ -461,22 +465,22 @@ def test_a_command_whose_result_was_lost_is_not_run_twice(
 ) -> None:
     up, _ = enrolled
     runs: list[dict] = []
-    up.execute = lambda request: runs.append(request) or {"ok": True}
+    up.commands.execute = lambda request: runs.append(request) or {"ok": True}
     cloud.issue(up.identity.device_id, "authorize", {"client": MAC})
-    real = up._signed
+    real = up.transport.signed
 
     def lose_results(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
         if path.endswith("/result"):
             raise Unreachable("POST result: connection failed")
         return real(method, path, *args, **kwargs)
 
-    up._signed = lose_results  # type: ignore[method-assign]
+    up.transport.signed = lose_results  # type: ignore[method-assign]
     with pytest.raises(Unreachable):
-        up.poll_commands(wait=0)
-    up._signed = real  # type: ignore[method-assign]
-    assert up.poll_commands(wait=0) == [{"ok": True}]  # redelivered: result posted again
+        up.commands.poll(wait=0)
+    up.transport.signed = real  # type: ignore[method-assign]
+    assert up.commands.poll(wait=0) == [{"ok": True}]  # redelivered: result posted again
     assert len(runs) == 1
-    assert up.poll_commands(wait=0) == []
+    assert up.commands.poll(wait=0) == []
 
 
 def genuine(up: Uplink, **fields: Any) -> dict[str, Any]:
@@ -523,10 +527,10 @@ def test_forged_commands_from_the_cloud_channel_are_refused_never_executed(
 ) -> None:
     up, _ = enrolled
     runs: list[dict] = []
-    up.execute = lambda request: runs.append(request) or {"ok": True}
+    up.commands.execute = lambda request: runs.append(request) or {"ok": True}
     forged = forgeries(up, cloud.app.config["CLOUD_KEY"])
     ids = {name: cloud.inject(up.identity.device_id, command) for name, command in forged.items()}
-    results = up.poll_commands(wait=0)
+    results = up.commands.poll(wait=0)
     assert runs == []
     assert len(results) == len(forged)
     assert all(r is not None and r["ok"] is False for r in results)
@@ -534,7 +538,7 @@ def test_forged_commands_from_the_cloud_channel_are_refused_never_executed(
         row = cloud.command(cid)  # the refusal was reported, so the cloud stops delivering
         assert row.ok is False and "refused by the router" in row.error, name
     assert up.stats["commands_refused"] == len(forged)
-    assert up.poll_commands(wait=0) == []
+    assert up.commands.poll(wait=0) == []
 
 
 @pytest.mark.parametrize(
@@ -552,25 +556,25 @@ def test_forged_commands_from_the_cloud_channel_are_refused_never_executed(
 def test_command_checks_with_a_pinned_key(tmp_path: Path, name: str, reason: str) -> None:
     """No cloud needed: an enrolment written by hand, with a cloud key made here."""
     cloud_key = hand_enrolment(tmp_path)
-    up = Uplink(tmp_path)
+    up = uplink_for(tmp_path)
     good = forgeries(up, cloud_key)
     with pytest.raises(CommandRefused) as err:
-        up.check_command(good[name])
+        up.commands.check(good[name])
     assert str(err.value) == reason
     posted: list[tuple[str, dict]] = []
 
     class Ok:
         status_code = 200
 
-    up._signed = lambda method, path, body=None, **kw: posted.append((path, body)) or Ok()  # type: ignore[method-assign]
-    up.execute = lambda request: pytest.fail(f"executed {request}")  # type: ignore[assignment]
-    assert up.handle_command(good[name]) == {
+    up.transport.signed = lambda method, path, body=None, **kw: posted.append((path, body)) or Ok()  # type: ignore[method-assign]
+    up.commands.execute = lambda request: pytest.fail(f"executed {request}")  # type: ignore[assignment]
+    assert up.commands.handle(good[name]) == {
         "ok": False,
         "error": f"refused by the router: {reason}",
     }
     assert posted == [(f"/device/commands/{good[name]['id']}/result", posted[0][1])]
     # The genuine article passes.
-    up.check_command(signing.sign_command(cloud_key, genuine(up, op="kick")))
+    up.commands.check(signing.sign_command(cloud_key, genuine(up, op="kick")))
 
 
 def hand_enrolment(state: Path) -> Any:
@@ -585,11 +589,11 @@ def hand_enrolment(state: Path) -> Any:
 
 def test_a_command_without_a_usable_id_is_refused_and_not_reported(tmp_path: Path) -> None:
     cloud_key = hand_enrolment(tmp_path)
-    up = Uplink(tmp_path)
-    up._signed = lambda *a, **k: pytest.fail("posted")  # type: ignore[method-assign]
+    up = uplink_for(tmp_path)
+    up.transport.signed = lambda *a, **k: pytest.fail("posted")  # type: ignore[method-assign]
     command = signing.sign_command(cloud_key, genuine(up, id="../../x"))
-    assert up.handle_command(command) is None
-    assert up.handle_command("not an object") is None
+    assert up.commands.handle(command) is None
+    assert up.commands.handle("not an object") is None
     assert up.stats["commands_refused"] == 2
 
 
@@ -604,7 +608,7 @@ def test_on_loop_runs_the_request_on_the_loop_thread() -> None:
             seen.append(threading.current_thread().name)
             return {"ok": True, "echo": request["op"]}
 
-        execute = uplink.on_loop(loop, handle, timeout=5)
+        execute = on_loop(loop, handle, timeout=5)
         assert execute({"op": "auth"}) == {"ok": True, "echo": "auth"}
         assert seen == [thread.name]
     finally:
@@ -706,7 +710,7 @@ def test_uplink_logs_no_secrets(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     code, _ = cloud.claim()
-    up = Uplink(state)
+    up = uplink_for(state)
     up.enrol(cloud.url, code)
     up.heartbeat()
     up.pull_config()
@@ -724,7 +728,7 @@ def test_the_loops_heartbeat_pull_run_commands_and_upload_through_an_outage(
     up.heartbeat_seconds, up.upload_seconds = 0.3, 0.2
     up.outbox = box = outbox_with(up.state_dir, 50)
     gw = make_gateway(up.state_dir)
-    up.execute = gw.handle
+    up.commands.execute = gw.handle
     stop = threading.Event()
     commands = threading.Thread(target=up.command_loop, args=(stop, 1), daemon=True)
     main = threading.Thread(target=up.main_loop, args=(stop,), daemon=True)
@@ -762,14 +766,14 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
 def test_start_uplink_does_nothing_until_enrolled(state: Path) -> None:
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
     stop = threading.Event()
-    assert uplink.start_uplink(config, lambda r: {"ok": True}, None, None, stop) == []  # type: ignore[arg-type]
+    assert start_uplink(config, lambda r: {"ok": True}, None, None, stop) == []  # type: ignore[arg-type]
 
 
 def test_start_uplink_runs_both_threads_and_stops(
     enrolled: tuple[Uplink, str], cloud: Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     up, _ = enrolled
-    monkeypatch.setattr(uplink, "LONG_POLL", 1)  # so the poll in flight ends soon after stop
+    monkeypatch.setattr(sync, "LONG_POLL", 1)  # so the poll in flight ends soon after stop
     config = Config(
         gateway=GatewayConfig(state_dir=str(up.state_dir)),
         cloud=CloudConfig(heartbeat_seconds=1),
@@ -777,7 +781,7 @@ def test_start_uplink_runs_both_threads_and_stops(
     collectors: list[Any] = []
     stop = threading.Event()
     gw = make_gateway(up.state_dir)  # one captive station; health_fn None: counts by ping
-    threads = uplink.start_uplink(
+    threads = start_uplink(
         config, gw.handle, outbox_with(up.state_dir, 1), None, stop,
         register_collector=collectors.append,
     )  # fmt: skip
@@ -816,7 +820,7 @@ def test_backoff_doubles_from_one_second_to_a_minute_with_jitter() -> None:
 def test_upload_loop_backs_off_while_the_cloud_is_unreachable(state: Path) -> None:
     """With an injected clock: each failed attempt waits longer, up to the cap."""
     now = [1000.0]
-    up = Uplink(state, monotonic=lambda: now[0], rng=lambda: 1.0)
+    up = uplink_for(state, monotonic=lambda: now[0], rng=lambda: 1.0)
 
     def down() -> int:
         raise Unreachable("POST /api/v1/device/usage: connection failed")
@@ -827,7 +831,7 @@ def test_upload_loop_backs_off_while_the_cloud_is_unreachable(state: Path) -> No
     assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
     up.upload_usage = lambda: 3  # type: ignore[method-assign]
     assert up._upload_step(backoff) - now[0] == up.upload_seconds
-    up.upload_usage = lambda: uplink.BATCH  # type: ignore[method-assign]
+    up.upload_usage = lambda: BATCH  # type: ignore[method-assign]
     assert up._upload_step(backoff) == now[0]  # a full batch: the backlog drains at once
 
 
@@ -847,9 +851,9 @@ def test_write_atomic_replaces_whole_files_with_the_mode_asked(tmp_path: Path) -
 def test_a_broken_enrolment_file_is_reported_not_fatal(state: Path) -> None:
     (state / "cloud.json").write_text("{")
     config = Config(gateway=GatewayConfig(state_dir=str(state)))
-    assert uplink.start_uplink(config, lambda r: {}, None, None, threading.Event()) == []  # type: ignore[arg-type]
-    with pytest.raises(uplink.NotEnrolled):
-        _ = Uplink(state / "nowhere").identity
+    assert start_uplink(config, lambda r: {}, None, None, threading.Event()) == []  # type: ignore[arg-type]
+    with pytest.raises(NotEnrolled):
+        _ = uplink_for(state / "nowhere").identity
 
 
 # -- the portal's venue overlay -------------------------------------------------------------
@@ -962,7 +966,7 @@ def test_presence_from_the_gateway_reaches_the_cloud_once(
     assert [e["kind"] for e in resend] == ["join", "login", "leave"]
     assert up.upload_presence() == 3 and up.presence.backlog() == 0
     # The answer was lost: the same batch again is taken, stored once.
-    resp = up._signed("POST", "/device/presence", {"events": resend})
+    resp = up.transport.signed("POST", "/device/presence", {"events": resend})
     assert resp.status_code == 200 and resp.json()["duplicates"] == 3
     with cloud.db() as db:
         kinds = [e.kind for e in db.scalars(select(PresenceEvent).order_by(PresenceEvent.at))]

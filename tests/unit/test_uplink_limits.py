@@ -1,4 +1,4 @@
-"""The uplink reads at most so much of any cloud answer (gateway/uplink/channel.py, issue 10).
+"""The uplink reads at most so much of any cloud answer (gateway/uplink/transport.py, issue 10).
 
 A fake cloud on loopback (a bare WSGI app under cheroot, as tests/unit/test_uplink.py serves
 the real one) sends answers past the limits: declared in Content-Length, streamed without
@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from gateway.uplink import channel as uplink
-from gateway.uplink.channel import Refused, Uplink
+from gateway.uplink.commands import COMMANDS_LIMIT
+from gateway.uplink.start import uplink_for
+from gateway.uplink.sync import CONFIG_LIMIT, Uplink
+from gateway.uplink.transport import ANSWER_LIMIT, Refused
 from plaza import signing
 from tests.unit.test_uplink import Cloud
 
@@ -84,7 +86,7 @@ def up(fake: tuple[FakeCloud, Cloud], tmp_path: Path) -> Uplink:
     identity = {"device_id": "dev_01", "venue_id": "ven_01", "cloud_url": server.url,
                 "cloud_public_key": signing.public_b64(signing.new_key())}  # fmt: skip
     (tmp_path / "cloud.json").write_text(json.dumps(identity))
-    return Uplink(tmp_path, rng=lambda: 0.0)
+    return uplink_for(tmp_path, rng=lambda: 0.0)
 
 
 CONFIG = "/api/v1/device/config"
@@ -93,9 +95,9 @@ CONFIG = "/api/v1/device/config"
 @pytest.mark.parametrize(
     "answer",
     [
-        declared(uplink.CONFIG_LIMIT + 1),
-        streamed(4 * uplink.CONFIG_LIMIT),
-        gzip_bomb(4 * uplink.CONFIG_LIMIT),
+        declared(CONFIG_LIMIT + 1),
+        streamed(4 * CONFIG_LIMIT),
+        gzip_bomb(4 * CONFIG_LIMIT),
     ],
     ids=["content-length", "chunked", "gzip"],
 )
@@ -120,7 +122,7 @@ def test_an_oversized_config_is_refused_logged_and_not_applied(
 
 def test_a_config_at_the_limit_is_taken(fake: tuple[FakeCloud, Cloud], up: Uplink) -> None:
     app, _ = fake
-    pad = "x" * (uplink.CONFIG_LIMIT - 200)
+    pad = "x" * (CONFIG_LIMIT - 200)
     app.answers[CONFIG] = json_answer({"version": 1, "config": {"pad": pad}})
     assert up.pull_config() is True
     saved = json.loads((up.state_dir / "cloud-config.json").read_text())
@@ -133,7 +135,7 @@ def test_a_config_that_would_not_fit_its_file_is_not_written(
     """Under the answer limit on the wire, over it as the file (indented): the readers would
     refuse the file, so it is not written."""
     app, _ = fake
-    many = {f"k{i}": [1] for i in range(uplink.CONFIG_LIMIT // 14)}  # ~0.8 MiB on the wire
+    many = {f"k{i}": [1] for i in range(CONFIG_LIMIT // 14)}  # ~0.8 MiB on the wire
     app.answers[CONFIG] = json_answer({"version": 1, "config": many})
     with pytest.raises(Refused, match="config of more than"):
         up.pull_config()
@@ -142,15 +144,15 @@ def test_a_config_that_would_not_fit_its_file_is_not_written(
 
 def test_other_answers_have_a_smaller_limit(fake: tuple[FakeCloud, Cloud], up: Uplink) -> None:
     app, _ = fake
-    app.answers["/api/v1/device/heartbeat"] = streamed(uplink.ANSWER_LIMIT * 2)
-    with pytest.raises(Refused, match=f"larger than {uplink.ANSWER_LIMIT} bytes"):
+    app.answers["/api/v1/device/heartbeat"] = streamed(ANSWER_LIMIT * 2)
+    with pytest.raises(Refused, match=f"larger than {ANSWER_LIMIT} bytes"):
         up.heartbeat()
     assert up.stats["heartbeats_failed"] == 1 and up.stats["last_heartbeat_at"] == 0
     executed: list[dict] = []
-    up.execute = lambda request: executed.append(request) or {"ok": True}  # type: ignore[assignment]
-    app.answers["/api/v1/device/commands"] = streamed(uplink.COMMANDS_LIMIT * 2)
-    with pytest.raises(Refused, match=f"larger than {uplink.COMMANDS_LIMIT} bytes"):
-        up.poll_commands(wait=0)
+    up.commands.execute = lambda request: executed.append(request) or {"ok": True}  # type: ignore[assignment]
+    app.answers["/api/v1/device/commands"] = streamed(COMMANDS_LIMIT * 2)
+    with pytest.raises(Refused, match=f"larger than {COMMANDS_LIMIT} bytes"):
+        up.commands.poll(wait=0)
     assert executed == []
 
 
