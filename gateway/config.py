@@ -7,13 +7,12 @@ values with a message naming the key, so a typo never silently falls back to a d
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import config_toml
 from gateway.stations.policy import Access, Policy, PolicyError
 from gateway.stations.policy import verify as verify_policy
 from plaza.validators import HOSTNAME_RE, MAX_KBIT, MAX_MB, garden_name
@@ -173,7 +172,7 @@ class AccountingConfig:
     interim_seconds: int = 300  # an interim usage record per session this often; 0: none
 
 
-# -- [cloud]: the uplink to the Plaza cloud (gateway/uplink/channel.py, docs/cloud-protocol.md) --
+# -- [cloud]: the uplink to the Plaza cloud (gateway/uplink/, docs/cloud-protocol.md) --
 # https only; plain http to the loopback address alone, for tests and a cloud on the same box.
 CLOUD_URL_RE = re.compile(
     r"(https://[A-Za-z0-9.-]+(:\d{1,5})?|http://(127\.0\.0\.1|\[::1\])(:\d{1,5})?)"
@@ -259,32 +258,6 @@ SECTIONS: dict[str, type] = {
 LISTS: dict[str, type] = {"offers": OfferConfig}  # arrays of tables: [[offers]]
 
 
-def _coerce(section: str, key: str, expected: Any, value: Any) -> Any:
-    """Check one value against its field's type; tuples come from TOML arrays."""
-    where = f"[{section}] {key}"
-    if expected in ("bool", bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if expected in ("int", int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if expected in ("float", float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if expected in ("str", str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if expected == "tuple[str, ...]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    raise ConfigError(f"{where}: unsupported type {expected}")  # pragma: no cover
-
-
 def from_dict(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, refusing unknown sections and keys."""
     built: dict[str, Any] = {}
@@ -309,19 +282,10 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def _build(section: str, cls: type, value: dict[str, Any]) -> Any:
-    known = {f.name: f.type for f in fields(cls)}
-    kwargs = {}
-    for key, item in value.items():
-        if key not in known:
-            raise ConfigError(
-                f"unknown key '{key}' in [{section}] (known: {', '.join(sorted(known))})"
-            )
-        kwargs[key] = _coerce(section, key, known[key], item)
     try:
-        return cls(**kwargs)
-    except TypeError:
-        required = [f.name for f in fields(cls) if f.name not in kwargs]
-        raise ConfigError(f"[{section}] is missing {', '.join(required)}") from None
+        return config_toml.build(section, cls, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_ip(where: str, value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -516,15 +480,9 @@ def load(path: str | Path) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except RecursionError:  # tomllib recurses per level of `a = [[[[...`
-        raise ConfigError(f"{path}: not valid TOML: arrays nested too deeply") from None
+        data = config_toml.read(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return from_dict(data)
     except ConfigError as exc:
@@ -533,27 +491,4 @@ def load(path: str | Path) -> Config:
 
 def to_toml(config: Config) -> str:
     """Render a config back to TOML (the lab writes its router's config this way)."""
-    out: list[str] = []
-    for section in SECTIONS:
-        out.append(f"[{section}]")
-        out += _toml_fields(getattr(config, section))
-    for section in LISTS:
-        for item in getattr(config, section):
-            out.append(f"[[{section}]]")
-            out += _toml_fields(item)
-    return "\n".join(out)
-
-
-def _toml_fields(obj: Any) -> list[str]:
-    return [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)] + [""]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # JSON string escapes are a subset of TOML's basic-string escapes.
-    return json.dumps(str(value), ensure_ascii=False)
+    return config_toml.dump(config, SECTIONS, LISTS)
