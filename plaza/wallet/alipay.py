@@ -20,7 +20,6 @@ import requests
 from authlib.common.security import generate_token
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.config import WalletConfig
 from plaza.wallet import http, rsa2
 from plaza.wallet.base import (
     LoginError,
@@ -32,6 +31,7 @@ from plaza.wallet.base import (
     pass_add_url,
     safe_code,
 )
+from plaza.wallet.config import WalletConfig
 from plaza.wallet.rawjson import raw_members
 
 log = logging.getLogger("plaza.portal.wallet")

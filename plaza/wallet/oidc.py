@@ -31,7 +31,6 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
-from gateway.config import WalletConfig
 from plaza.wallet import http
 from plaza.wallet.base import (
     LoginError,
@@ -43,6 +42,7 @@ from plaza.wallet.base import (
     pass_add_url,
     safe_code,
 )
+from plaza.wallet.config import WalletConfig
 
 log = logging.getLogger("plaza.portal.wallet")
 
