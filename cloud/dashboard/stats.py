@@ -44,7 +44,7 @@ from cloud.models import Device, PresenceEvent, UsageRecord, Venue
 
 HOUR = 3600
 DAY = 24 * HOUR
-HEARTBEAT_SECONDS = 30  # gateway/uplink/channel.py's default interval
+HEARTBEAT_SECONDS = 30  # gateway/uplink/sync.py's default interval
 ONLINE_SECONDS = 3 * HEARTBEAT_SECONDS  # two lost heartbeats are not yet "offline"
 RETURNING_LOOKBACK = 30 * DAY
 LIVE_WINDOW = 12 * HOUR
