@@ -165,6 +165,12 @@ def enrol(runner: Runner, plan: FlashPlan) -> str:
         plan.result["device_id"] = last_line(out.stdout)
         return f"enrolled as {last_line(out.stdout)}"
     why = last_line(out.stderr).removeprefix("plaza-gateway: ")
+    if out.rc == 2:  # plaza-gateway's exit status for a config it cannot use
+        raise ProvisionError(
+            CONFIG_REFUSED,
+            f"the router's config is not usable for enrolment: {why}",
+            "run flash with --venue-config FILE (or reinstall the package's default config)",
+        )
     if "already enrolled" in why:
         return f"{why.split(' (')[0]}; the claim code was not used"
     refusals = {

@@ -138,7 +138,7 @@ class OpenSSH:
                 "-o",
                 f"ControlPath={self.control_dir}/%C",
                 "-o",
-                "ControlPersist=60",
+                "ControlPersist=10",
             ]
         for option in self.options:
             argv += ["-o", option]

@@ -44,7 +44,7 @@ class FakeRouter:
     dpkg: str = "ok"  # ok | preinst-fails | deps | deps-unfixable | half
     config: bytes | None = b"[lan]\n"  # /etc/plaza/gateway.toml as it is now
     agent: str = "ok"  # ok | check-fails | rolled-back
-    enrol: str = "ok"  # ok | used | expired | unknown | offline | already
+    enrol: str = "ok"  # ok | used | expired | unknown | offline | already | no-config
     ssh: str = ""  # a key of SSH_ERRORS: every command fails at the SSH level
     active: set[str] = field(default_factory=lambda: set())
     checks: list[dict[str, str]] = field(default_factory=list)  # what `agent check` prints
@@ -189,6 +189,12 @@ class FakeRouter:
                 "",
                 "plaza-gateway: already enrolled as dev_0123456789abcdef "
                 "(/var/lib/plaza/cloud.json); use --force to enrol again\n",
+            )
+        if self.enrol == "no-config":  # plaza-gateway exits 2 on a config it cannot use
+            return Result(
+                2,
+                "",
+                "plaza-gateway: /etc/plaza/gateway.toml: cannot read: No such file or directory\n",
             )
         return Result(1, "", ENROL_ANSWERS[self.enrol] + "\n")
 

@@ -228,6 +228,12 @@ def test_enrolment_refusals(answer: str, code: int, words: str) -> None:
     assert not router.active  # services not started on a router that is not enrolled
 
 
+def test_enrolment_with_an_unusable_router_config_is_a_config_error_not_the_cloud() -> None:
+    error, _ = fail(FakeRouter(enrol="no-config"), FlashPlan(claim=CLAIM))
+    assert error.code == errors.CONFIG_REFUSED and "cannot read" in error.message
+    assert "--venue-config" in error.hint
+
+
 def test_already_enrolled_router_keeps_its_identity_and_the_code() -> None:
     result, _ = run(FakeRouter(enrol="already"), FlashPlan(claim=CLAIM))
     assert "already enrolled as dev_0123456789abcdef" in result["enrol"]
