@@ -74,7 +74,7 @@ class AlipayProvider:
         self.app_key = rsa2.load_private_key(config.app_private_key_file)
         self.wallet_key = rsa2.load_public_key(config.wallet_public_key_file)
         self.clock = clock
-        self.pool = http.KeptAlive()
+        self.pool = http.KeptAlive(self.ca_file)
 
     def start(self, redirect_uri: str) -> tuple[str, dict]:
         state = generate_token(32)

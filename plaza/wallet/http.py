@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import create_urllib3_context
 
 from plaza.wallet.base import LoginError
 
@@ -41,30 +42,54 @@ def system_trust() -> str | bool:
     return True
 
 
-class KeptAlive(HTTPAdapter):
-    """A provider's connections to the wallet, kept alive from one login to the next.
+def trust_anchors(ca_file: str) -> dict[str, str]:
+    """`load_verify_locations` arguments for `ca_file`, or for the system's store if empty."""
+    trust = ca_file or system_trust()
+    if trust is True:  # no system store found: what requests would use, its bundled copy
+        trust = requests.certs.where()
+    return {"capath": trust} if os.path.isdir(trust) else {"cafile": trust}
 
-    Each login used to open its own session, so each paid a TCP and TLS handshake to the
-    wallet and a new SSL context with the trust anchors loaded (a few milliseconds of the
-    router's CPU per login, and a round trip more of the shopper's wait). A provider now
-    owns one of these and its sessions borrow it: urllib3's pool is thread-safe, connections
-    are keyed by host and trust anchors, and one the wallet closed is replaced, not reused.
-    No retries, as before: a token request is not repeated. A session that borrowed it
-    closes without closing the pool (the provider lives as long as the portal).
+
+class KeptAlive(HTTPAdapter):
+    """A provider's HTTPS to the wallet: one SSL context, and connections kept alive.
+
+    Each login used to open sessions of its own, and urllib3 makes a new SSL context with the
+    trust anchors loaded for every new connection: with the system's store (`ca_file = ""`,
+    what a wallet with a public certificate is configured with) that is ~150 certificates
+    parsed, ~28 ms of CPU on the lab machine, two or three times per login. A provider owns
+    one of these, and its sessions borrow it: the context is made once, with the same trust
+    anchors and urllib3's defaults as before; urllib3's pool is thread-safe and keeps up to
+    POOL_SIZE idle connections per host, so a wallet that allows keep-alive costs one TLS
+    handshake per connection rather than per request (the lab's sandbox wallet closes every
+    connection). No retries, as before: a token request is never sent twice. A session that
+    borrowed it closes without closing the pool (the provider lives as long as the portal).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ca_file: str) -> None:
+        self.ssl_context = create_urllib3_context()
+        self.ssl_context.load_verify_locations(**trust_anchors(ca_file))
         super().__init__(pool_connections=4, pool_maxsize=POOL_SIZE)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, ssl_context=self.ssl_context, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Always verified, against this context's anchors only: requests' own version would
+        name its bundled CAs (verify=True) for urllib3 to add to the shared context on every
+        connection, trusting them too and parsing them each time."""
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
 
     def close(self) -> None:
         """Called by every borrowing session's close(): the pool stays open."""
 
 
 def configure(session: S, ca_file: str, pool: KeptAlive | None = None) -> S:
-    """Set a session up for talking to the wallet: TLS checked against `ca_file` if given,
-    HTTPS through `pool`'s kept-alive connections if given."""
+    """Set a session up for talking to the wallet: TLS checked against `ca_file` if given
+    (else the system's store), through `pool` if given (whose context holds those anchors)."""
     session.trust_env = False
-    session.verify = ca_file or system_trust()
+    session.verify = True if pool is not None else ca_file or system_trust()
     session.max_redirects = 0
     if pool is not None:
         session.mount("https://", pool)

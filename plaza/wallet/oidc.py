@@ -72,7 +72,7 @@ class OidcProvider:
         self._lock = threading.Lock()
         self._metadata: tuple[float, dict] | None = None
         self._jwks: tuple[float, dict] | None = None
-        self.pool = http.KeptAlive()
+        self.pool = http.KeptAlive(self.ca_file)
 
     # -- the portal's interface -------------------------------------------------------------
 
