@@ -79,3 +79,39 @@ def debian(base_root: Path, debs: Debs, tmp_path: Path) -> Chroot:
     root.put(debs.old, "/tmp/old.deb")
     root.put(debs.new, "/tmp/new.deb")
     return root
+
+
+def repack(deb: Path, out: Path, version: str, script: str, first_line: str) -> Path:
+    """`deb` with `version` and `first_line` run first in maintainer script `script`: a
+    package that fails where a real one could (its files and everything else unchanged)."""
+    tree = out.with_suffix(".tree")
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    control.write_text(
+        "".join(
+            f"Version: {version}\n" if line.startswith("Version:") else line
+            for line in control.read_text().splitlines(keepends=True)
+        )
+    )
+    path = tree / "DEBIAN" / script
+    shebang, rest = path.read_text().split("\n", 1)
+    path.write_text(f"{shebang}\n{first_line}\n{rest}")
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", str(tree), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    shutil.rmtree(tree)
+    return out
+
+
+# systemd as the maintainer scripts see it, without a running systemd: /run/systemd/system
+# exists and deb-systemd-invoke writes what it was asked to a log. No systemctl: with one,
+# deb-systemd-helper would hand enabling to it (`systemctl preset`) instead of making links.
+INVOKE_LOG = "/var/log/plaza-test-invoke.log"
+STUB = f'#!/bin/sh\necho "$(basename "$0") $*" >> {INVOKE_LOG}\n'
+
+
+def fake_systemd(root: Chroot) -> None:
+    root.write("/run/systemd/system/.present", "")
+    root.write("/usr/bin/deb-systemd-invoke", STUB, 0o755)
