@@ -364,6 +364,8 @@ def run(
         figures["helpers_ready_s"] = round(time.monotonic() - t1, 2)
         log(f"{phones} phone helpers ready in {figures['helpers_ready_s']:.1f} s; settling")
         figures["waited_for_quiet_s"], quiet = wait_quiet(quiet_wait)
+        dnsmasq_log = lab.run_dir / "router-dnsmasq.log"
+        log_offset = dnsmasq_log.stat().st_size
         before = Snapshot.take(lab)
         # Load the storm did not cause (other labs or tests on this machine) just before it.
         figures["machine_busy_before_pct"] = busy_pct(Snapshot(0, {}, quiet, {}, {}), before)
@@ -375,6 +377,11 @@ def run(
         reports = collect(helpers, before.t + budget + 15)
         after = Snapshot.take(lab)
         drained = late_hooks(lab)
+        # dnsmasq runs the lease script at most once per ACK; a phone whose REQUEST it answered
+        # late asks again (udhcpc -T 1), and the second ACK may run the script again
+        with dnsmasq_log.open("rb") as f:
+            f.seek(log_offset)
+            figures["dhcpacks"] = f.read().count(b"DHCPACK(")
         figures["portal_perf_dso_pct"] = perf.stop()
         authorized = {c["ip"] for c in lab.control().clients() if c["state"] == "authorized"}
     finally:
@@ -440,6 +447,9 @@ def summarize(
     share = router_cpu.openssl_share(figures["portal_perf_dso_pct"])
     figures["portal_openssl_share"] = None if share is None else round(share, 3)
     figures["router_cpu_ms_per_login"] = router_cpu.per_login(router, share, len(ok))
+    figures["lease_hook_cpu_ms_per_dhcpack"] = round(
+        1e3 * router[router_cpu.HOOKS] / max(figures["dhcpacks"], 1), 2
+    )
     lab_side = {k: v for k, v in cpu.items() if k not in router_cpu.ROUTER_PARTS}
     figures["lab_cpu_ms_per_login"] = {
         k: round(1e3 * v / max(len(ok), 1), 2)
@@ -514,6 +524,8 @@ def log_per_login(figures: dict[str, Any], logins: int) -> None:
     log(f"router CPU per login ({logins} logins; {how}), ms:")
     for label, ms in figures["router_cpu_ms_per_login"].items():
         log(f"  {label:<48} {ms:7.2f}")
+    log(f"  ({figures['dhcpacks']} DHCPACKs, {figures['dhcpacks'] / max(logins, 1):.2f} per login: "
+        f"lease hooks {figures['lease_hook_cpu_ms_per_dhcpack']:.1f} ms per ACK)")  # fmt: skip
     log("lab CPU per login (wallet, fake internet, phones: not the router), ms:")
     for label, ms in figures["lab_cpu_ms_per_login"].items():
         log(f"  {label:<48} {ms:7.2f}")
