@@ -25,16 +25,10 @@ from cheroot import wsgi
 from flask import Flask, render_template
 
 from gateway.config import OfferConfig
-from tests.browser.test_dashboard_browser import (  # noqa: F401 (fixtures)
-    ARTIFACTS,
-    EMAIL,
-    PASSWORD,
-    browser,
-    cloud,
-)
+from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD
 from tests.conftest import ROOT
-from tests.unit.test_portal import PHONE, PORTAL, FakeControl
-from tests.unit.test_portal_pages import OFFERS, make_app
+from tests.fakes.control import FakeControl
+from tests.portal_helpers import OFFERS, PHONE, PORTAL, make_app
 
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
@@ -154,7 +148,7 @@ ONLINE = ["/welcome", "/status", "/venue", "/test-only/reconnect/saved",
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
 @pytest.mark.parametrize("size", SIZES)
-def test_portal_pages_pass_axe(portal: dict, browser: Any, lang: str, size: str) -> None:  # noqa: F811
+def test_portal_pages_pass_axe(portal: dict, browser: Any, lang: str, size: str) -> None:
     width, height = SIZES[size]
     context = browser.new_context(
         viewport={"width": width, "height": height}, is_mobile=size == "phone",
@@ -193,7 +187,7 @@ def test_portal_pages_pass_axe(portal: dict, browser: Any, lang: str, size: str)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_dashboard_pages_pass_axe(cloud: dict, browser: Any, size: str) -> None:  # noqa: F811
+def test_dashboard_pages_pass_axe(cloud: dict, browser: Any, size: str) -> None:
     width, height = SIZES[size]
     context = browser.new_context(
         viewport={"width": width, "height": height}, is_mobile=size == "phone",
@@ -253,7 +247,7 @@ def test_dashboard_pages_pass_axe(cloud: dict, browser: Any, size: str) -> None:
     assert short == []
 
 
-def test_axe_finds_a_serious_violation(browser: Any) -> None:  # noqa: F811
+def test_axe_finds_a_serious_violation(browser: Any) -> None:
     """The check itself can fail: a page with grey-on-grey text and an unlabelled field."""
     context = browser.new_context(bypass_csp=True)
     page = context.new_page()
@@ -268,7 +262,7 @@ def test_axe_finds_a_serious_violation(browser: Any) -> None:  # noqa: F811
     assert any("color-contrast" in b for b in bad) and any("label" in b for b in bad), bad
 
 
-def test_chinese_glyphs_render(browser: Any) -> None:  # noqa: F811
+def test_chinese_glyphs_render(browser: Any) -> None:
     """A CJK font is installed (fonts-noto-cjk), so Chinese screenshots show characters, not
     boxes: two different characters draw different pixels (missing glyphs draw one box)."""
     context = browser.new_context()

@@ -42,10 +42,10 @@ from lab.push_receiver import PushReceiver
 from lab.wallet.https import make_server
 from portal import create_app as portal_app
 from portal.reconnect import tokens
-from tests.browser.test_dashboard_browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.browser.conftest import ARGS, ARTIFACTS, CHROMIUM
 from tests.cloud.conftest import Router, enrol
 from tests.consent_wallet import consent_proof, write_public_key
-from tests.unit.test_portal import FakeControl
+from tests.fakes.control import FakeControl
 
 HOST = "portal.plaza.test"
 ALICE = "2088000000000001"

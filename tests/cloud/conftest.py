@@ -29,6 +29,7 @@ from cloud.enrol import create_claim
 from cloud.models import Venue
 from lab.postgres import PostgresCluster, PostgresUnavailable
 from plaza import signing
+from tests.cloud.dashboard_helpers import sign_in
 from tests.conftest import FakeClock
 from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
 
@@ -220,3 +221,11 @@ def enrol(client: FlaskClient, clock: FakeClock, code: str, hostname: str = "pla
 @pytest.fixture
 def router(app: Flask, client: FlaskClient, clock: FakeClock, venue: Venue) -> Router:
     return enrol(client, clock, new_claim(app, venue.id, clock()))
+
+
+@pytest.fixture
+def signed_in(client: FlaskClient, venue: Venue) -> FlaskClient:
+    """A dashboard client signed in as the `venue` fixture's merchant."""
+    response = sign_in(client)
+    assert response.status_code == 303
+    return client

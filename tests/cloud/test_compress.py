@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cloud.models import Venue
-from tests.cloud.test_dashboard import LOGIN, csrf, sign_in
+from tests.cloud.dashboard_helpers import LOGIN, csrf, sign_in
 
 GZIP = {"Accept-Encoding": "gzip"}
 

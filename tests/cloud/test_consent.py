@@ -25,7 +25,7 @@ from cloud.accounts import AccountError, portal_host, set_portal_host
 from cloud.models import ConsentProof, Device, PushJob, ShopperLink, Venue
 from cloud.push import presence_push
 from tests.cloud.conftest import PORTAL_HOST, Router, consent_proof, opt_in_event
-from tests.cloud.test_dashboard import sign_in
+from tests.cloud.dashboard_helpers import sign_in
 from tests.conftest import FakeClock
 
 PRESENCE = "/api/v1/device/presence"

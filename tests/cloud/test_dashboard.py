@@ -29,12 +29,19 @@ from cloud.venue_config import DEFAULT_CONFIG, MAX_GARDEN_DOMAINS, ConfigError, 
 from gateway.garden.venue import cloud_domains
 from gateway.stations.policy import Policy, PolicyError, verify
 from tests.cloud.conftest import Router, enrol, new_claim
+from tests.cloud.dashboard_helpers import (
+    CSRF_RE,
+    EMAIL,
+    LOGIN,
+    PASSWORD,
+    csrf,
+    editor_form,
+    sign_in,
+    text,
+)
 from tests.conftest import FakeClock
 
-EMAIL, PASSWORD = "owner@cafe.example", "hunter2hunter2"  # conftest's `venue` merchant
 OTHER_EMAIL, OTHER_PASSWORD = "boss@bistro.example", "correct horse battery"
-LOGIN = "/dashboard/login"
-CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 # The seeded day: midnight UTC before the fake clock's 1_800_000_000 (08:00 that day).
 MIDNIGHT = 1_799_971_200.0
@@ -46,23 +53,6 @@ MAC_A, MAC_B, MAC_C, MAC_D = (f"02:aa:bb:cc:dd:{n:02x}" for n in (10, 11, 12, 13
 # -- helpers -------------------------------------------------------------------------------
 
 
-def csrf(client: FlaskClient, path: str = LOGIN) -> str:
-    page = client.get(path)
-    match = CSRF_RE.search(page.get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def sign_in(client: FlaskClient, email: str = EMAIL, password: str = PASSWORD, **extra: str) -> Any:
-    return client.post(
-        LOGIN, data={"email": email, "password": password, "csrf_token": csrf(client), **extra}
-    )
-
-
-def text(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
 @pytest.fixture
 def other_venue(app: Flask, clock: FakeClock) -> Venue:
     """A second merchant's venue, for the tenancy tests."""
@@ -71,13 +61,6 @@ def other_venue(app: Flask, clock: FakeClock) -> Venue:
         venue = create_venue(db, merchant.id, "Bistro Due Harbour", clock())
         db.commit()
         return venue
-
-
-@pytest.fixture
-def signed_in(client: FlaskClient, venue: Venue) -> FlaskClient:
-    response = sign_in(client)
-    assert response.status_code == 303
-    return client
 
 
 def usage_row(
@@ -574,19 +557,6 @@ def test_devices_online_and_offline(
 
 
 # -- editor --------------------------------------------------------------------------------
-
-
-def editor_form(client: FlaskClient, venue_id: str) -> dict[str, str]:
-    """The editor's fields as the browser would send them back unchanged."""
-    html = text(client.get(f"/dashboard/venues/{venue_id}/editor"))
-    form = html.split('id="editor"')[1].split("</form>")[0]
-    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', form))
-    fields.update(re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>([^<]*)</textarea>', form))
-    return {
-        k: v.replace("&#34;", '"').replace("&amp;", "&")
-        for k, v in fields.items()
-        if not k.endswith("-remove")
-    }
 
 
 def test_editor_save_bumps_the_version_and_reaches_the_router(

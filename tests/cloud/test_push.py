@@ -36,7 +36,7 @@ from lab.wallet.server import create_app as wallet_server
 from portal.reconnect import Tokens
 from tests.cloud.conftest import Router, consent_proof
 from tests.conftest import FakeClock
-from tests.unit.test_wallet_harness import Browser
+from tests.wallet_harness import Browser
 
 PRESENCE = "/api/v1/device/presence"
 SUBSCRIBE = "/api/v1/push/subscribe"

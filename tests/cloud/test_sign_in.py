@@ -24,7 +24,7 @@ from cloud.dashboard.ratelimit import (
     client_of,
 )
 from cloud.models import Merchant, Venue
-from tests.cloud.test_dashboard import CSRF_RE, EMAIL, LOGIN, PASSWORD, text
+from tests.cloud.dashboard_helpers import CSRF_RE, EMAIL, LOGIN, PASSWORD, text
 from tests.conftest import FakeClock
 
 OWNER_HOME = "203.0.113.10"  # where the owner signed in before

@@ -18,9 +18,7 @@ from cloud.models import Venue
 from cloud.push.presence_push import wallet_message, webpush_payload
 from cloud.venue_config import ConfigError, default_config, validate_config
 from tests.cloud.conftest import Router
-from tests.cloud.test_dashboard import editor_form, signed_in, text
-
-__all__ = ["signed_in"]  # a fixture, used by name
+from tests.cloud.dashboard_helpers import editor_form, text
 
 
 def config_with(**branding: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from gateway.gateway import Gateway
 from gateway.stations.store import Store
 from tests.conftest import FakeClock
 from tests.fakes.firewall import FakeFirewall
+from tests.wallet_harness import Browser, Sandbox, serve_sandbox
 
 
 class MakeGateway(Protocol):
@@ -119,3 +120,22 @@ def run_daemon(make_gateway: MakeGateway) -> RunDaemon:
         asyncio.run(main())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The sandbox wallet over real HTTPS, one for the whole session (tests/wallet_harness.py)."""
+    with serve_sandbox(tmp_path_factory.mktemp("wallet")) as served:
+        yield served
+
+
+@pytest.fixture
+def wallet(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The session's sandbox with its clock put back after the test."""
+    yield sandbox
+    sandbox.clock.offset = 0.0
+
+
+@pytest.fixture
+def browser(wallet: Sandbox) -> Browser:
+    return wallet.browser()

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 
 from gateway.config import Config, PortalConfig
 from portal import create_app
-from tests.unit.test_portal import ON_PORTAL, PHONE, PORTAL, FakeControl
+from tests.fakes.control import FakeControl
+from tests.portal_helpers import ON_PORTAL, PHONE, PORTAL
 
 GZIP = {"Accept-Encoding": "gzip, deflate, br"}
 

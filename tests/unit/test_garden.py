@@ -14,7 +14,7 @@ from gateway.garden import inspector as gardenmod
 from gateway.garden.inspector import Garden, Inspector, RateLimitedLog, Verdict, dissect
 from plaza.wallet.config import WalletConfig
 from tests.conftest import FakeClock
-from tests.unit.test_garden_sni import client_hello
+from tests.fuzz.hellos import real_client_hello as client_hello
 
 PHONE, WALLET = "198.19.0.100", "192.0.2.20"
 GARDEN = Garden.of(["wallet.test", "*.pay.example"])

@@ -11,7 +11,8 @@ from flask import Flask
 
 from gateway.config import Config, PortalConfig
 from portal import create_app
-from tests.unit.test_portal import PHONE, FakeControl
+from tests.fakes.control import FakeControl
+from tests.portal_helpers import PHONE
 
 HTTPS = "https://portal.plaza.test/"
 HTTP = "http://portal.plaza.test/"

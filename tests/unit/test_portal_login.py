@@ -22,7 +22,7 @@ from plaza import signing
 from plaza.wallet import consent, rsa2
 from portal import create_app, shopper
 from portal.reconnect import TokenError, Tokens
-from tests.unit.test_portal import FakeControl
+from tests.fakes.control import FakeControl
 
 PHONE = "198.19.0.100"
 PORTAL = "https://portal.plaza.test/"

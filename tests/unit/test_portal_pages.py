@@ -14,41 +14,15 @@ import pytest
 from flask import Flask, render_template
 from flask.testing import FlaskClient
 
-from gateway.config import Config, OfferConfig, PortalConfig, ReconnectConfig
+from gateway.config import OfferConfig, PortalConfig
 from gateway.control_client import ControlError
-from portal import create_app, i18n, shopper
+from portal import i18n, shopper
 from portal.pages import Brand, contrast, readable_on, venue_paragraphs
-from tests.unit.test_portal import PHONE, PORTAL, FakeControl
+from tests.fakes.control import FakeControl
+from tests.portal_helpers import PHONE, PORTAL, make_app
 
 ENV = {"REMOTE_ADDR": PHONE, "SERVER_PORT": "80"}
 ALICE = {"user_id": "2088000000000001", "name": "Alice <Wang>"}
-OFFERS = (
-    OfferConfig(
-        title="Free pastry",
-        text="With any latte.\nUntil 11:00.",
-        title_zh="免费糕点",
-        text_zh="购买任意拿铁即送。",
-        url="https://example.com/offer?a=1&b=2",
-    ),
-    OfferConfig(title="10th cup free", text="Collect stamps."),  # no zh, no link
-)
-
-
-def make_app(control: FakeControl, **portal: Any) -> Flask:
-    reconnect = ReconnectConfig(enabled=portal.pop("reconnect", True))
-    offers = portal.pop("offers", OFFERS)
-    settings: dict[str, Any] = {
-        "merchant_name": "Harbour & Co",
-        "merchant_name_zh": "港湾咖啡",
-        "terms": "Be kind.",
-        "terms_zh": "文明上网。",
-        "venue_info": "",
-        **portal,
-    }
-    config = Config(portal=PortalConfig(**settings), reconnect=reconnect, offers=offers)
-    return create_app(
-        {"TESTING": True, "PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "test"}
-    )
 
 
 @pytest.fixture

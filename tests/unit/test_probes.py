@@ -10,7 +10,7 @@ from gateway.config import Config, GatewayConfig
 from lab import internet
 from lab.probes import CAPTIVE, OFFLINE, ONLINE, PROBES, Answer, _generate_204
 from portal import create_app
-from tests.unit.test_portal import FakeControl
+from tests.fakes.control import FakeControl
 
 
 def answer(resp) -> Answer:

@@ -22,7 +22,7 @@ from gateway.uplink.start import uplink_for
 from gateway.uplink.sync import CONFIG_LIMIT, Uplink
 from gateway.uplink.transport import ANSWER_LIMIT, Refused
 from plaza import signing
-from tests.unit.test_uplink import Cloud
+from tests.loopback_cloud import Cloud
 
 GOOD = {"version": 1, "config": {"branding": {"name": "Harbour Café"}}}
 

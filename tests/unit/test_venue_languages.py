@@ -13,7 +13,8 @@ from gateway.config import Config, OfferConfig, PortalConfig
 from plaza.texts import pick
 from portal import create_app
 from portal.venue import Malformed, overlay
-from tests.unit.test_portal import PHONE, PORTAL, FakeControl
+from tests.fakes.control import FakeControl
+from tests.portal_helpers import PHONE, PORTAL
 
 ENV = {"REMOTE_ADDR": PHONE, "SERVER_PORT": "80"}
 NAME = {"en": "Plaza Café", "zh-CN": "广场咖啡"}

@@ -13,15 +13,7 @@ from plaza.wallet import LoginError, WalletUser, make_provider, rsa2
 from plaza.wallet.alipay import AlipayProvider, parse_response, timestamp
 from plaza.wallet.http import new_session
 from plaza.wallet.rawjson import raw_members
-from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
-    ALIPAY_CALLBACK,
-    Answer,
-    Browser,
-    Sandbox,
-    browser_fixture,
-    sandbox_fixture,
-    wallet_fixture,
-)
+from tests.wallet_harness import ALIPAY_CALLBACK, Answer, Browser, Sandbox
 
 
 def login(provider: AlipayProvider, browser: Browser, **kw: object) -> tuple[Answer, dict]:

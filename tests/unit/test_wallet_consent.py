@@ -8,14 +8,7 @@ import pytest
 
 from lab.wallet.app import WalletAppError, approve
 from plaza.wallet import make_provider
-from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
-    OIDC_CALLBACK,
-    Browser,
-    Sandbox,
-    browser_fixture,
-    sandbox_fixture,
-    wallet_fixture,
-)
+from tests.wallet_harness import OIDC_CALLBACK, Browser, Sandbox
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 ACTION = re.compile(r'<form method="post" action="([^"]+)"')

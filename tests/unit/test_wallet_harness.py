@@ -1,144 +1,17 @@
-"""The sandbox wallet on 127.0.0.1 over real HTTPS, and a browser to drive it.
-
-The other test_wallet_* modules import its fixtures (`*_fixture`, used by their names). The
-server runs in a thread for the whole session, with TLS from a throwaway lab CA that clients
-trust through `ca_file`; its clock is real time plus an offset that a test can push forward to
-expire codes.
-"""
+"""The sandbox wallet harness itself (tests/wallet_harness.py): HTTPS with the lab CA only,
+no connection blocking another, private keys written 0600."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from lab.pki import LabCA
-from lab.wallet.https import make_server
-from lab.wallet.keys import provision
-from lab.wallet.server import create_app
-from plaza.wallet.config import WalletConfig
-
-PORTAL = "https://portal.plaza.test"
-OIDC_CALLBACK = PORTAL + "/login/callback"
-ALIPAY_CALLBACK = PORTAL + "/login/alipay/callback"
-
-
-class ShiftClock:
-    """Real time plus an offset: expiry tests move it forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: str
-
-    @property
-    def location(self) -> str:
-        return self.headers.get("location", "")
-
-    def query(self) -> dict[str, str]:
-        """The query of the Location this answer redirects to (the portal's callback args)."""
-        return dict(parse_qsl(urlsplit(self.location).query))
-
-
-@dataclass
-class Browser:
-    """A phone's browser for lab.wallet.app.approve: one cookie jar, redirects not followed."""
-
-    ca_file: str
-    session: requests.Session = field(default_factory=requests.Session)
-
-    def __post_init__(self) -> None:
-        self.session.trust_env = False
-        self.session.verify = self.ca_file
-
-    def _wrap(self, r: requests.Response) -> Answer:
-        return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text)
-
-    def get(self, url: str) -> Answer:
-        return self._wrap(self.session.get(url, allow_redirects=False, timeout=5))
-
-    def post(self, url: str, data: dict[str, str]) -> Answer:
-        return self._wrap(self.session.post(url, data=data, allow_redirects=False, timeout=5))
-
-
-@dataclass
-class Sandbox:
-    issuer: str
-    ca_file: str
-    clock: ShiftClock
-    material: dict
-
-    def oidc_config(self, **over: str) -> WalletConfig:
-        fields = {**self.material["oidc"], "ca_file": self.ca_file, **over}
-        return WalletConfig(**fields)
-
-    def alipay_config(self, **over: str) -> WalletConfig:
-        fields = {**self.material["alipay"], "ca_file": self.ca_file, **over}
-        return WalletConfig(**fields)
-
-    def browser(self) -> Browser:
-        return Browser(self.ca_file)
-
-
-@pytest.fixture(scope="session", name="sandbox")
-def sandbox_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    root: Path = tmp_path_factory.mktemp("wallet")
-    ca = LabCA(root / "ca")
-    cert, key = ca.issue("wallet", ["wallet.test", "127.0.0.1"])
-    clock = ShiftClock()
-    server = make_server("127.0.0.1", 0, None, str(cert), str(key))
-    issuer = f"https://127.0.0.1:{server.server_port}"
-    material = provision(root / "keys", PORTAL, issuer=issuer)
-    server.app = create_app(_settings(material), clock=clock)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Sandbox(issuer, str(ca.cert_path), clock, material)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-CONFIDENTIAL = {"client_id": "plaza-confidential", "client_secret": "s3cret-" + "x" * 24}
-
-
-def _settings(material: dict) -> dict:
-    """The provisioned settings plus a confidential client, to test client authentication."""
-    settings = json.loads(Path(material["settings"]).read_text())
-    settings["oidc_clients"].append(
-        {**CONFIDENTIAL, "name": "Plaza (confidential)", "redirect_uris": [OIDC_CALLBACK]}
-    )
-    return settings
-
-
-@pytest.fixture(name="wallet")
-def wallet_fixture(sandbox: Sandbox) -> Iterator[Sandbox]:
-    """The session's sandbox with its clock put back after the test."""
-    yield sandbox
-    sandbox.clock.offset = 0.0
-
-
-@pytest.fixture(name="browser")
-def browser_fixture(wallet: Sandbox) -> Browser:
-    return wallet.browser()
+from tests.wallet_harness import Browser, Sandbox
 
 
 def test_sandbox_serves_https_with_the_lab_ca(wallet: Sandbox, browser: Browser) -> None:

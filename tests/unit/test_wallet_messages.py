@@ -2,7 +2,7 @@
 app's inbox and tap, and the cloud's WalletMessenger against the HTTPS sandbox.
 
 The API tests use the Flask test client with a fixed clock (fast, and every refusal is checked
-to store nothing); the WalletMessenger tests use test_wallet_harness's real HTTPS sandbox so
+to store nothing); the WalletMessenger tests use the real HTTPS sandbox (tests/wallet_harness.py) so
 the client's TLS, Basic credentials and RSA2 signing meet the real thing.
 """
 
@@ -30,14 +30,7 @@ from lab.wallet.messages import MAX_BODY, MAX_MESSAGES, MAX_REQUEST, MAX_TITLE
 from lab.wallet.server import create_app
 from plaza.wallet.alipay import AlipayProvider
 from plaza.wallet.config import WalletConfig
-from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
-    Answer,
-    Browser,
-    Sandbox,
-    browser_fixture,
-    sandbox_fixture,
-    wallet_fixture,
-)
+from tests.wallet_harness import Answer, Browser, Sandbox
 
 WALLET = "https://wallet.test"
 NOW = 1_800_000_000.0

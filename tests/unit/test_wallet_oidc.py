@@ -20,16 +20,7 @@ from joserfc.jwk import KeySet, RSAKey
 from lab.wallet.app import approve
 from plaza.wallet import LoginError, WalletUser, make_provider
 from plaza.wallet.oidc import OidcProvider
-from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
-    CONFIDENTIAL,
-    OIDC_CALLBACK,
-    Answer,
-    Browser,
-    Sandbox,
-    browser_fixture,
-    sandbox_fixture,
-    wallet_fixture,
-)
+from tests.wallet_harness import CONFIDENTIAL, OIDC_CALLBACK, Answer, Browser, Sandbox
 
 VERIFIER = "v" * 43
 

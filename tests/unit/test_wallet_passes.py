@@ -1,6 +1,6 @@
 """Saving a link in the sandbox wallet ("add to wallet"), and what the wallet refuses to save.
 
-Runs against the HTTPS sandbox of test_wallet_harness; the pass URLs come from the portal's own
+Runs against the HTTPS sandbox of tests/wallet_harness.py; the pass URLs come from the portal's own
 providers, so both sides of the contract (`pass_url` and `/passes/add`) are exercised together.
 """
 
@@ -17,15 +17,7 @@ import pytest
 from lab.wallet import app as wallet_app
 from lab.wallet.passes import MAX_PASSES
 from plaza.wallet import consent, make_provider, wallet_origin
-from tests.unit.test_wallet_harness import (  # noqa: F401  (fixtures used by name)
-    OIDC_CALLBACK,
-    PORTAL,
-    Browser,
-    Sandbox,
-    browser_fixture,
-    sandbox_fixture,
-    wallet_fixture,
-)
+from tests.wallet_harness import OIDC_CALLBACK, PORTAL, Browser, Sandbox
 
 LINK = PORTAL + "/reconnect/InRva2VuIg.c2lnbmF0dXJl"
 TITLE = "Plaza Demo Café Wi-Fi"
