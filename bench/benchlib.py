@@ -116,6 +116,20 @@ def bench_lab(phones: int = 1, name: str = LAB_NAME) -> Iterator[Lab]:
             log(f"warning: namespaces left behind after down: {', '.join(leftover)}")
 
 
+METRICS = "http://127.0.0.1:9100/metrics"  # the daemon's default, in the router's namespace
+
+
+def scrape(lab: Lab) -> dict[str, float]:
+    """The daemon's metrics page as {'name{labels}': value}."""
+    page = nsrun(lab.state.router, "curl", "-sS", "--max-time", "5", METRICS)
+    found = {}
+    for line in page.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
 def netns_names() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]

@@ -32,7 +32,7 @@ import statistics
 import time
 
 from authorize_latency import measure
-from benchlib import Check, Result, bench_lab, log, main, nsrun, percentile, phone_ipv4
+from benchlib import Check, Result, bench_lab, log, main, nsrun, percentile, phone_ipv4, scrape
 from benchlib import wait_tcp_listen as wait_listen
 from forwarding import IPERF_PORT, iperf
 
@@ -42,7 +42,6 @@ from lab.topology import BIN, Lab, LabError
 NAME = "scale"
 LAB = "bscale"
 SYNTH_NET = ipaddress.ip_network("198.19.64.0/18")
-METRICS = "http://127.0.0.1:9100/metrics"  # the daemon's default, in the router's namespace
 
 
 def synthetic(i: int) -> tuple[str, str]:
@@ -68,17 +67,6 @@ def daemon_pid(lab: Lab) -> int:
         if b"plaza-gateway" not in f.read():
             raise LabError(f"pid {pid} is not the gateway daemon")
     return pid
-
-
-def scrape(lab: Lab) -> dict[str, float]:
-    """The daemon's metrics page as {'name{labels}': value}."""
-    page = nsrun(lab.state.router, "curl", "-sS", "--max-time", "5", METRICS)
-    found = {}
-    for line in page.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            found[key] = float(value)
-    return found
 
 
 def _runs(page: dict[str, float], task: str) -> float:
