@@ -11,6 +11,7 @@ Batch: 0 when every router is ok, else the highest router code.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -102,21 +103,33 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def openssh_factory(args: argparse.Namespace) -> RunnerFactory:
-    control = Path(tempfile.mkdtemp(prefix="plaza-ssh-"))
+class OpenSSHFactory:
+    """Runners for each router, sharing one ControlMaster directory so a router's many
+    commands ride one SSH connection; `close` ends the masters and removes the directory."""
 
-    def make(host: str, user: str, port: int) -> Runner:
-        return OpenSSH(
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.control = Path(tempfile.mkdtemp(prefix="plaza-ssh-"))
+        self.runners: list[OpenSSH] = []
+
+    def __call__(self, host: str, user: str, port: int) -> Runner:
+        args = self.args
+        runner = OpenSSH(
             host,
             user=user or args.user,
             port=port or args.port,
             identity=args.identity,
             known_hosts=args.known_hosts,
             options=args.ssh_option,
-            control_dir=control,
+            control_dir=self.control,
         )
+        self.runners.append(runner)
+        return runner
 
-    return make
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+        shutil.rmtree(self.control, ignore_errors=True)
 
 
 def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory) -> int:
@@ -173,7 +186,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
 
 def main(
     argv: list[str] | None = None,
-    make_runner: Callable[[argparse.Namespace], RunnerFactory] = openssh_factory,
+    make_runner: Callable[[argparse.Namespace], RunnerFactory] = OpenSSHFactory,
 ) -> int:
     args = parser().parse_args(argv)
     try:
@@ -184,8 +197,9 @@ def main(
     except ProvisionError as exc:
         print(f"plaza-provision: {exc}", file=sys.stderr)
         return exc.code
+    factory = make_runner(args)
     try:
-        return run(args, reporter, make_runner(args))
+        return run(args, reporter, factory)
     except ProvisionError as exc:
         print(f"plaza-provision: {exc}", file=sys.stderr)
         return exc.code
@@ -193,6 +207,7 @@ def main(
         return 130
     finally:
         reporter.close()
+        getattr(factory, "close", lambda: None)()
 
 
 if __name__ == "__main__":

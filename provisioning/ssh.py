@@ -107,6 +107,9 @@ class OpenSSH:
     control_dir: Path | None = None  # ControlMaster socket dir; None: one connection each
 
     def base(self) -> list[str]:
+        return [*self.options_argv(), "-l", self.user, self.host, "--"]
+
+    def options_argv(self) -> list[str]:
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         argv = [
             "ssh",
@@ -142,7 +145,7 @@ class OpenSSH:
             ]
         for option in self.options:
             argv += ["-o", option]
-        return [*argv, "-l", self.user, self.host, "--"]
+        return argv
 
     def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 120
@@ -168,6 +171,16 @@ class OpenSSH:
         if result.rc == SSH_FAILED:
             raise classify(self.host, result.stderr)
         return result
+
+    def close(self) -> None:
+        """Ends the ControlMaster connection, if one was opened (`ssh -O exit`)."""
+        if self.control_dir is not None:
+            subprocess.run(
+                [*self.options_argv(), "-l", self.user, "-O", "exit", self.host],
+                capture_output=True,
+                check=False,
+                timeout=10,
+            )
 
     def upload(
         self, source: BinaryIO, size: int, remote: str, progress: Callable[[int], None]

@@ -163,3 +163,70 @@ def test_batch_csv_errors_are_usage(tmp_path: Path, capsys) -> None:
     bad.write_text("host,claim,port\nr1,C,x\n")
     with pytest.raises(errors.ProvisionError, match="port 'x' is not a number"):
         batch.read_rows(bad)
+
+
+NO_RICH = r"""
+import importlib, importlib.abc, pkgutil, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("rich", "sqlalchemy", "alembic", "psycopg"):
+            raise ImportError(f"{name} is not in the router install")
+        return None
+
+sys.meta_path.insert(0, Block())
+import provisioning
+for info in pkgutil.walk_packages(provisioning.__path__, "provisioning."):
+    if info.name != "provisioning.report_rich" and ".package" not in info.name:
+        importlib.import_module(info.name)
+from provisioning import cli
+sys.exit(cli.main(["verify", "r1"]))
+"""
+
+
+def test_router_install_without_rich_imports_the_agent_and_says_what_to_install() -> None:
+    """The agent is part of the router install: every provisioning module but the rich view
+    imports with rich (and the cloud's libraries) unimportable, and plaza-provision there
+    says in one line what to install."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", NO_RICH],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert run.returncode == errors.MISSING_DEPENDENCY, run.stderr
+    assert run.stderr.strip() == (
+        "plaza-provision: the progress display needs the 'rich' library, which a router "
+        "install lacks (pip install 'plaza[provision]', or run with --json)"
+    )
+
+
+def test_openssh_argv_is_key_only_with_its_own_known_hosts(tmp_path: Path) -> None:
+    from provisioning.ssh import OpenSSH
+
+    runner = OpenSSH(
+        "r1",
+        user="admin",
+        port=2222,
+        identity="/k",
+        known_hosts=tmp_path / "kh",
+        options=["ProxyJump=bastion"],
+        control_dir=tmp_path,
+    )
+    argv = runner.base()
+    assert argv[-4:] == ["-l", "admin", "r1", "--"] and argv[:3] == ["ssh", "-p", "2222"]
+    pairs = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
+    assert {
+        "BatchMode=yes",
+        "PasswordAuthentication=no",
+        "StrictHostKeyChecking=accept-new",
+        f"UserKnownHostsFile={tmp_path / 'kh'}",
+        "IdentitiesOnly=yes",
+        "ProxyJump=bastion",
+        f"ControlPath={tmp_path}/%C",
+    } <= pairs
+    assert argv[argv.index("-i") + 1] == "/k"
