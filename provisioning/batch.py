@@ -113,8 +113,12 @@ def run_batch(
     lock = threading.Lock()
     codes: dict[str, int] = {}
 
+    stop = threading.Event()
+
     def one(row: Row) -> None:
         nonlocal finished
+        if stop.is_set():
+            return
         try:
             if row.host in state.done:
                 code = verify_one(row)
@@ -127,12 +131,24 @@ def run_batch(
             code, message = exc.code, exc.message
         except Exception as exc:  # one router's surprise must not stop the others
             code, message = HALF_DONE, f"unexpected error: {exc!r}"
+        except BaseException:  # Ctrl-C (or exit) in this worker: no router starts after it
+            stop.set()
+            raise
         reporter.done(row.host, code, message)
         with lock:
             codes[row.host] = code
             finished += 1
             advance(finished)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, rows))
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        for future in [pool.submit(one, row) for row in rows]:
+            future.result()
+    except BaseException:
+        stop.set()
+        # Ctrl-C: routers not started yet stay untouched (and out of the state file); the
+        # ones in flight see their ssh interrupted by the same signal.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return codes

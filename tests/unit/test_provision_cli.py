@@ -230,3 +230,17 @@ def test_openssh_argv_is_key_only_with_its_own_known_hosts(tmp_path: Path) -> No
         f"ControlPath={tmp_path}/%C",
     } <= pairs
     assert argv[argv.index("-i") + 1] == "/k"
+
+
+def test_batch_interrupted_starts_no_further_router(tmp_path: Path) -> None:
+    hosts = [f"r{i}" for i in range(1, 6)]
+    routers = {h: FakeRouter(host=h) for h in hosts}
+
+    def pull_the_plug(argv: list[str]) -> None:
+        if argv[0] == "plaza-gateway":
+            raise KeyboardInterrupt
+
+    routers["r2"].on_call = pull_the_plug
+    csv_file = write_csv(tmp_path, hosts)
+    assert main(["batch", str(csv_file), "--json", "--jobs", "1"], routers) == 130
+    assert [h for h in hosts if routers[h].calls] == ["r1", "r2"]
