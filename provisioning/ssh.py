@@ -143,9 +143,10 @@ class OpenSSH:
                 "-o",
                 "ControlPersist=10",
             ]
-        for option in self.options:
-            argv += ["-o", option]
-        return argv
+        # ssh keeps the FIRST value it reads for an option: the caller's -o go first, so
+        # `--ssh-option StrictHostKeyChecking=no` (a throwaway VM) overrides the default.
+        extra = [item for option in self.options for item in ("-o", option)]
+        return [argv[0], *extra, *argv[1:]]
 
     def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 120

@@ -218,7 +218,8 @@ def test_openssh_argv_is_key_only_with_its_own_known_hosts(tmp_path: Path) -> No
         control_dir=tmp_path,
     )
     argv = runner.base()
-    assert argv[-4:] == ["-l", "admin", "r1", "--"] and argv[:3] == ["ssh", "-p", "2222"]
+    assert argv[-4:] == ["-l", "admin", "r1", "--"] and argv[0] == "ssh"
+    assert argv[argv.index("-p") + 1] == "2222"
     pairs = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
     assert {
         "BatchMode=yes",
@@ -230,6 +231,8 @@ def test_openssh_argv_is_key_only_with_its_own_known_hosts(tmp_path: Path) -> No
         f"ControlPath={tmp_path}/%C",
     } <= pairs
     assert argv[argv.index("-i") + 1] == "/k"
+    # ssh takes an option's first value: the caller's come before the defaults.
+    assert argv.index("ProxyJump=bastion") < argv.index("BatchMode=yes")
 
 
 def test_batch_interrupted_starts_no_further_router(tmp_path: Path) -> None:
