@@ -49,6 +49,13 @@ def ssh_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--root", default="", help="prefix of the router's paths (tests, chroots)")
     p.add_argument("--json", action="store_true", help="one JSON object per line, no bars")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep trying to reach a router still booting for S seconds (default 0)",
+    )
 
 
 def flash_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
             package=args.package,
             root=args.root,
             rollback_timeout=args.rollback_timeout,
+            wait=args.wait,
         )
         try:
             result = flash(runner, plan, reporter)
@@ -153,7 +161,11 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
     if args.command == "verify":
         runner = make_runner(args.host, "", 0)
         plan = VerifyPlan(
-            root=args.root, cloud=args.cloud, claim=args.claim, lan_probe=args.lan_probe
+            root=args.root,
+            cloud=args.cloud,
+            claim=args.claim,
+            lan_probe=args.lan_probe,
+            wait=args.wait,
         )
         try:
             code = verify(runner, plan, reporter, http_fetch(args.ca_bundle))
@@ -173,11 +185,12 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
             package=args.package,
             root=args.root,
             rollback_timeout=args.rollback_timeout,
+            wait=args.wait,
         )
         return flash(make_runner(row.host, row.user, row.port), plan, reporter)
 
     def verify_one(row: Row) -> int:
-        plan = VerifyPlan(root=args.root, cloud=args.cloud, claim=row.claim)
+        plan = VerifyPlan(root=args.root, cloud=args.cloud, claim=row.claim, wait=args.wait)
         return verify(make_runner(row.host, row.user, row.port), plan, reporter, http_fetch())
 
     codes = run_batch(rows, state, flash_one, verify_one, reporter, jobs=args.jobs)

@@ -28,7 +28,7 @@ from provisioning.errors import (
     ProvisionError,
 )
 from provisioning.report import Reporter
-from provisioning.ssh import Runner
+from provisioning.ssh import Runner, wait_for_ssh
 
 PACKAGE = "plaza"
 SPARE = 20 * 1024 * 1024  # bytes kept free beyond the package's own needs
@@ -43,6 +43,7 @@ class FlashPlan:
     package: Path | None = None
     root: str = ""  # prefix of the router's paths (tests, chroots)
     rollback_timeout: float = 60.0
+    wait: float = 0.0  # seconds to keep trying to reach a router that is still booting
     result: dict[str, str] = field(default_factory=dict)
 
     def path(self, absolute: str) -> str:
@@ -208,8 +209,7 @@ def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]
     """Every step, in order; a ProvisionError stops at the step that failed."""
     host = runner.host
     with reporter.step(host, "connect"):
-        who = runner.run(["id", "-un"])
-        plan.result["user"] = who.stdout.strip()
+        plan.result["user"] = wait_for_ssh(runner, plan.wait).stdout.strip()
     runner.run(["mkdir", "-p", plan.spool])
     if plan.package is not None:
         size = os.path.getsize(plan.package)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,25 @@ class Runner(Protocol):
         """Write `size` bytes from `source` to the router's `remote` path, calling
         `progress(bytes_sent)` as they go."""
         ...
+
+
+def wait_for_ssh(
+    runner: Runner,
+    wait: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    interval: float = 2.0,
+) -> Result:
+    """`id -un` on the router, retried for up to `wait` seconds while the router cannot be
+    reached (a router still booting); a refused key or a changed host key fails at once."""
+    deadline = clock() + wait
+    while True:
+        try:
+            return runner.run(["id", "-un"], timeout=30)
+        except ProvisionError as exc:
+            if not exc.message.startswith(f"{runner.host}: cannot reach") or clock() >= deadline:
+                raise
+        sleep(min(interval, max(0.0, deadline - clock())))
 
 
 def classify(host: str, stderr: str) -> ProvisionError:

@@ -17,7 +17,7 @@ from provisioning.agent import UNITS
 from provisioning.cloud_status import Fetch, heartbeat_line
 from provisioning.errors import CHECK_FAILED, OK
 from provisioning.report import Reporter
-from provisioning.ssh import Runner
+from provisioning.ssh import Runner, wait_for_ssh
 
 Line = dict[str, str]
 Probe = Callable[[str], tuple[int, str]]  # url -> (status, Location)
@@ -29,6 +29,7 @@ class VerifyPlan:
     cloud: str = ""
     claim: str = ""
     lan_probe: str = ""  # an http:// URL fetched from this laptop, expected to be redirected
+    wait: float = 0.0  # seconds to keep trying to reach a router that is still booting
 
 
 def http_probe(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -113,6 +114,9 @@ def verify(
     runner: Runner, plan: VerifyPlan, reporter: Reporter, fetch: Fetch, probe: Probe = http_probe
 ) -> int:
     host = runner.host
+    if plan.wait:
+        with reporter.step(host, "connect"):
+            wait_for_ssh(runner, plan.wait)
     with reporter.step(host, "checks"):
         lines = service_lines(runner) + router_lines(runner, plan.root)
     if plan.cloud and plan.claim:

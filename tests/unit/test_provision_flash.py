@@ -254,3 +254,29 @@ def test_ssh_failures_stop_at_connect(ssh: str, words: str, deb: Path) -> None:
     error, events = fail(router, FlashPlan(claim=CLAIM, package=deb))
     assert error.code == errors.UNREACHABLE and words in error.message
     assert [e["step"] for e in events] == ["connect"] and len(router.calls) == 1
+
+
+def test_wait_retries_a_booting_router_but_not_a_refused_key() -> None:
+    from provisioning.ssh import wait_for_ssh
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    router = FakeRouter(ssh="refused")
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if clock() >= 1_800_000_005:  # sshd comes up 5 s in
+            router.ssh = ""
+
+    assert wait_for_ssh(router, 30, clock, sleep).stdout == "root\n"
+    assert len(router.calls) == 4 and clock() == 1_800_000_006
+    # Past the deadline: the last error stands.
+    router.ssh, start = "unreachable", clock()
+    with pytest.raises(ProvisionError, match="cannot reach"):
+        wait_for_ssh(router, 3, clock, lambda s: clock.advance(s))
+    assert clock() - start == 3
+    # A refused key is not a booting router: no retry.
+    router.ssh, router.calls = "wrong-key", []
+    with pytest.raises(ProvisionError, match="refused the SSH key"):
+        wait_for_ssh(router, 30, clock, sleep)
+    assert len(router.calls) == 1
