@@ -20,7 +20,9 @@ real phone. Redirects are followed by hand and only to the host each step expect
 kept per host. Keep-alive connections are reused per host; a reused connection the server
 closed is reopened once, as browsers do. Prints one JSON line: the monotonic time of each step
 (CLOCK_MONOTONIC is one clock across namespaces) and the time spent resolving names,
-connecting and in TLS handshakes; or the step that failed and why. Stdlib only.
+connecting and in TLS handshakes; or the step that failed and why. The HTTP client is the
+stdlib's; the login's steps are the lab's (lab/shopper.py, as the demo and the netns tests
+take them), which import nothing but the stdlib themselves.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ import ssl
 import subprocess
 import sys
 import time
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
+
+from lab import shopper
+from lab.shopper import ShopperError
+from lab.wallet.app import WalletAppError
 
 FORM_RE = re.compile(r'<form method="post" action="([^"]*)" data-wallet-user="([^"]*)">')
-CSRF_RE = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
 ONLINE_MARK = "FAKE-INTERNET-OK"
 POLL_SECONDS = 0.02
 REUSE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -242,55 +247,48 @@ def dhcp(cfg: dict, deadline: float) -> str:
         raise Failed("dhcp", "no lease file", str(exc)) from None
 
 
+class Phone:
+    """The lab's shopper steps (lab/shopper.py) drive this phone's browser: `get`/`post` as
+    lab.wallet.app.Browser asks, each answer marked when it is the one a step waits for (the
+    consent page, the callback's redirect), so the storm's table keeps its per-step times."""
+
+    def __init__(self, cfg: dict, browser: Browser, marks: dict[str, float]) -> None:
+        self.cfg, self.browser, self.marks = cfg, browser, marks
+
+    def get(self, url: str) -> Answer:
+        r = self.browser.request("GET", url)
+        if r.status == 200 and same_page(url, self.cfg["authorize"]):
+            form = FORM_RE.search(r.body)
+            if form and form.group(2):
+                raise Failed("consent page", "already signed in on a fresh phone", form.group(2))
+            self.marks.setdefault("consent_200", time.monotonic())
+        elif r.status == 303 and same_page(url, self.cfg["callback"]):
+            self.marks["callback_303"] = time.monotonic()
+        return r
+
+    def post(self, url: str, data: dict[str, str]) -> Answer:
+        return self.browser.request("POST", url, form=data)
+
+
 def login(cfg: dict, browser: Browser, marks: dict[str, float]) -> int:
-    """The wallet login of demo.py, step by step; returns how many internet polls it took."""
-    portal = cfg["portal"]
-    r = browser.request("GET", portal + "login/wallet")
-    expect("login/wallet", r, 302)
-    authorize_url = urljoin(portal, r.location)
+    """The wallet login of demo.py, with the lab's own steps (lab/shopper.py); returns how many
+    internet polls it took."""
+    portal, phone = cfg["portal"], Phone(cfg, browser, marks)
+    authorize_url = shopper.start_login(phone, portal)  # type: ignore[arg-type]
     if not same_page(authorize_url, cfg["authorize"]):
         raise Failed("login/wallet", "redirect to an unexpected page", authorize_url)
     marks["portal_302"] = time.monotonic()
 
-    r = browser.request("GET", authorize_url)
-    expect("consent page", r, 200)
-    form, csrf = FORM_RE.search(r.body), CSRF_RE.search(r.body)
-    if not form or not csrf:
-        raise Failed("consent page", "no consent form", r.body[:200])
-    action = urljoin(authorize_url, html.unescape(form.group(1)))
-    if not same_page(action, authorize_url):
-        raise Failed("consent page", "form posts somewhere unexpected", action)
-    if form.group(2):
-        raise Failed("consent page", "already signed in on a fresh phone", form.group(2))
-    marks["consent_200"] = time.monotonic()
-
-    data = {
-        "csrf_token": html.unescape(csrf.group(1)),
-        "login": cfg["user"],
-        "pin": cfg["pin"],
-        "decision": "approve",
-    }
-    r = browser.request("POST", action, form=data)
-    expect("approve", r, 302)
-    callback = urljoin(action, r.location)
+    callback = shopper.approve_login(phone, authorize_url, portal, cfg["user"], cfg["pin"])  # type: ignore[arg-type]
     if not same_page(callback, cfg["callback"]):
         raise Failed("approve", "redirect to an unexpected page", callback)
     if "error=" in urlsplit(callback).query:
         raise Failed("approve", "wallet sent an error back", urlsplit(callback).query[:200])
     marks["approve_302"] = time.monotonic()
 
-    r = browser.request("GET", callback)
-    expect("callback", r, 303)
-    welcome = urljoin(callback, r.location)
-    if not same_page(welcome, portal + "welcome"):
-        error = urlsplit(welcome).query or welcome
-        raise Failed("callback", f"303 to {urlsplit(welcome).path}?{error[:60]}", welcome)
-    marks["callback_303"] = time.monotonic()
-
-    r = browser.request("GET", welcome)
-    expect("welcome", r, 200)
-    if html.escape(cfg["name"]) not in r.body and cfg["name"] not in r.body:
-        raise Failed("welcome", "shopper's name not on the page", r.body[:200])
+    welcome = shopper.finish_login(phone, portal, callback)  # type: ignore[arg-type]
+    if html.escape(cfg["name"]) not in welcome.body and cfg["name"] not in welcome.body:
+        raise Failed("welcome", "shopper's name not on the page", welcome.body[:200])
     marks["welcome_200"] = time.monotonic()
 
     polls = 0
@@ -328,7 +326,7 @@ def main() -> int:
         result["ok"] = True
     except Failed as exc:
         result.update(step=exc.step, reason=exc.reason, detail=exc.detail)
-    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+    except (OSError, http.client.HTTPException, ssl.SSLError, ShopperError, WalletAppError) as exc:
         step = next(
             (s for s, m in STEPS if m not in marks),
             "online",

@@ -11,14 +11,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from lab import cloud as labcloud
-from lab import probes
+from lab import probes, shopper
 from lab.phone import CSRF_RE, Phone
-from lab.shopper import wallet_saved
+from lab.shopper import ShopperError, wallet_saved
 from lab.topology import Lab
-from lab.wallet.app import WalletAppError, approve, messages, passes, save_pass, sign_in, tap
+from lab.wallet.app import WalletAppError, messages, passes, save_pass, sign_in, tap
 
 
 class StepFailed(AssertionError):
@@ -130,14 +130,9 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         )
 
         t0 = time.monotonic()
-        r = phone.get(portal + "login/wallet")
-        expect(r.status == 302, f"/login/wallet answered {r.status or r.error}")
-        authorize_url = r.location
-        r = approve(phone, authorize_url, user="alice", pin="1234")
-        expect(r.status == 302 and r.location.startswith(portal), "the wallet did not send back")
-        r = phone.get(r.location)
-        expect(r.status == 303 and r.location == "/welcome", f"callback -> {r.status}")
-        welcome = phone.get(urljoin(portal, r.location))
+        authorize_url = shopper.start_login(phone, portal)
+        callback = shopper.approve_login(phone, authorize_url, portal, user="alice", pin="1234")
+        welcome = shopper.finish_login(phone, portal, callback)
         state = lab.control().client(p["mac"])["state"]
         expect(state == "authorized" and "Alice Wang" in welcome.body, f"gateway says {state}")
         say(
@@ -265,7 +260,7 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
             "online."
         )
         return True
-    except StepFailed as exc:
+    except (StepFailed, ShopperError) as exc:  # a shopper step says what came instead
         out(f"[{step + 1}] FAILED: {exc}")
         return False
     finally:

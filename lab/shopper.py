@@ -23,12 +23,35 @@ def check(condition: bool, message: str) -> None:
 
 def wallet_login(phone: Phone, portal: str, user: str = "alice", pin: str = "1234") -> Response:
     """Portal -> wallet (the user approves in the wallet app) -> callback -> /welcome; returns
-    the welcome page."""
+    the welcome page. The three steps are also callable alone, for a caller that times them
+    (lab/demo.py) or looks at the callback on the way (tests/netns/test_metrics.py)."""
+    callback = approve_login(phone, start_login(phone, portal), portal, user, pin)
+    return finish_login(phone, portal, callback)
+
+
+def start_login(phone: Phone, portal: str) -> str:
+    """The shopper taps "Log in with the wallet": the portal's 302 to the wallet's authorize
+    page; returns that page's URL."""
     r = phone.get(portal + "login/wallet")
-    check(r.status == 302, f"/login/wallet answered {r.status or r.error}")
-    r = approve(phone, r.location, user=user, pin=pin)
+    answer = r.status or getattr(r, "error", "")  # lab.phone: curl's error, if any
+    check(r.status == 302 and bool(r.location), f"/login/wallet answered {answer}")
+    return r.location
+
+
+def approve_login(
+    phone: Phone, authorize_url: str, portal: str, user: str = "alice", pin: str = "1234"
+) -> str:
+    """The shopper signs in and approves in the wallet app; returns the portal's callback URL
+    that the wallet sends the phone back to (not yet followed)."""
+    r = approve(phone, authorize_url, user=user, pin=pin)
     check(r.status == 302 and r.location.startswith(portal), f"wallet -> {r.status} {r.location}")
-    r = phone.get(r.location)
+    return r.location
+
+
+def finish_login(phone: Phone, portal: str, callback: str) -> Response:
+    """Follow the wallet's redirect to the portal's callback (303 to /welcome: the phone is
+    online) and open the welcome page; returns it."""
+    r = phone.get(callback)
     check(r.status == 303 and r.location == "/welcome", f"callback -> {r.status} {r.location}")
     return phone.get(urljoin(portal, r.location))
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from lab import probes
+from lab import probes, shopper
 from lab.phone import Phone
 from lab.topology import Lab
 from lab.wallet.app import approve
@@ -39,9 +39,10 @@ def answer(r) -> probes.Answer:
 
 
 def start(lab: Lab, phone: Phone) -> str:
-    r = phone.get(lab.status()["portal_url"] + "login/wallet")
-    assert r.status == 302 and r.location.startswith(lab.status()["wallet_url"])
-    return r.location
+    """The portal's redirect to the wallet (lab/shopper.py); returns the authorize URL."""
+    authorize_url = shopper.start_login(phone, lab.status()["portal_url"])
+    assert authorize_url.startswith(lab.status()["wallet_url"])
+    return authorize_url
 
 
 def test_every_probe_before_and_after_wallet_login(lab: Lab, phone: Phone) -> None:
@@ -57,8 +58,7 @@ def test_every_probe_before_and_after_wallet_login(lab: Lab, phone: Phone) -> No
 
     assert nsexec(phone.netns, "getent", "hosts", name).split()[0] == address  # never forged
 
-    r = phone.get(approve(phone, start(lab, phone)).location)
-    assert r.status == 303 and r.location == "/welcome"
+    shopper.wallet_login(phone, portal)  # raises unless the callback says 303 to /welcome
     for probe in probes.PROBES:
         r = phone.get(probe.url, extra=("-A", probe.user_agent) if probe.user_agent else ())
         assert probe.rule(answer(r)) == probes.ONLINE, probe.os
@@ -71,7 +71,7 @@ def test_capport_api_follows_the_session(lab: Lab, phone: Phone) -> None:
     assert r.headers["content-type"] == "application/captive+json"
     assert r.headers["cache-control"] == "private"
     assert json.loads(r.body)["captive"] is True
-    phone.get(approve(phone, start(lab, phone)).location)
+    shopper.wallet_login(phone, lab.status()["portal_url"])
     doc = json.loads(phone.get(api).body)
     assert doc["captive"] is False and 3500 < doc["seconds-remaining"] <= 3600
     # The other phone, asking the same URL, is still captive: the API keys on the client.

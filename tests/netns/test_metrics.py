@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from lab import shopper
 from lab.phone import Phone
 from lab.topology import Lab, nsexec
-from lab.wallet.app import approve
 from tests.netns.conftest import running_lab
 from tests.promtext import parse
 
@@ -44,11 +44,10 @@ def test_metrics_after_a_wallet_login(lab: Lab) -> None:
 
     phone = Phone(lab.netns_of("phone1"))
     try:
-        start = phone.get(lab.status()["portal_url"] + "login/wallet")
-        callback = approve(phone, start.location).location
+        portal = lab.status()["portal_url"]
+        callback = shopper.approve_login(phone, shopper.start_login(phone, portal), portal)
         code = parse_qs(urlsplit(callback).query)["code"][0]
-        r = phone.get(callback)
-        assert r.status == 303 and r.location == "/welcome"
+        shopper.finish_login(phone, portal, callback)  # raises unless 303 to /welcome
     finally:
         phone.close()
 
