@@ -85,17 +85,24 @@ class Chroot:
         target.write_text(text)
         target.chmod(mode)
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, check: bool = True, prelude: str = "", timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """argv in the root; `prelude`: host shell commands run first in the same namespaces
+        (the root has no iproute2: its network is set up from outside)."""
         script = (
             'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" '
-            '&& mount -t proc proc "$4/proc" && root="$4" && shift 4 && exec chroot "$root" "$@"'
+            '&& mount -t proc proc "$4/proc" '
+            f'&& {{ {prelude or ":"} ; }} && root="$4" && shift 4 && exec chroot "$root" "$@"'
         )
         cmd = [
             "unshare", "--mount", "--net", "--fork", "sh", "-c", script, "sh",
             str(self.base), str(self.upper), str(self.work), str(self.merged), *argv,
         ]  # fmt: skip
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, check=False, timeout=timeout
+        )
         if check and done.returncode != 0:
             raise ChrootError(
                 f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
