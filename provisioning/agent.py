@@ -7,6 +7,8 @@ It is part of the router install (the Debian package), imports nothing the route
   `plaza-gateway check-config` on NEW before it replaces anything, install, restart, wait for
   the cloud, restore the old config if the cloud stays silent. SIGHUP is ignored, so a config
   that cuts the SSH session does not stop the rollback.
+- `boot-check`: at boot, a config still on trial (power cut before the cloud answered) is
+  replaced by the previous one (run by a oneshot unit ordered before plaza-gateway).
 - `check`: the router-local health checks, one JSON object per line (provisioning/checks.py).
 
 `--root DIR` prefixes every path (tests and chroots); commands are taken from PATH.
@@ -119,6 +121,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_boot_check(args: argparse.Namespace) -> int:
+    """At boot, before plaza-gateway starts (a oneshot unit ordered before it, never an
+    ExecStartPre: that would also run at the trial's own restart): an unconfirmed config goes."""
+    rollout = ConfigRollout(
+        config=rooted(args.root, args.config),
+        check=lambda path: None,
+        restart=lambda: None,  # the services start after this, with the restored config
+        probe=lambda: True,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
+    done = rollout.recover()
+    print(json.dumps({"recovered": bool(done), "message": done or "nothing pending"}))
+    return OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from provisioning import checks
 
@@ -129,6 +147,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGTERM unwinds like an exception, so a config on trial is put back on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(prog="plaza-provision-agent", description=__doc__)
     parser.add_argument("--root", default="", help="prefix for every path (tests, chroots)")
     parser.add_argument("--config", default=CONFIG, help=f"the router config (default {CONFIG})")
@@ -139,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     apply.add_argument("--cloud", default="", help="the cloud URL (default: the config's)")
     apply.add_argument("--restart", default=RESTART, help=f"restart command ({RESTART!r})")
     apply.set_defaults(func=cmd_apply)
+    sub.add_parser(
+        "boot-check", help="at boot: put back the previous config if a new one was on trial"
+    ).set_defaults(func=cmd_boot_check)
     sub.add_parser("check", help="router-local health checks as JSON lines").set_defaults(
         func=cmd_check
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from provisioning.errors import CONFIG_REFUSED, HALF_DONE, ProvisionError
 
 PREVIOUS = ".previous"  # the kept config: <config>.previous
+PENDING = ".pending"  # exists while a new config is on trial: <config>.pending
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,24 @@ class ConfigRollout:
     def previous(self) -> Path:
         return self.config.with_name(self.config.name + PREVIOUS)
 
+    @property
+    def pending(self) -> Path:
+        return self.config.with_name(self.config.name + PENDING)
+
+    def recover(self) -> str:
+        """At boot, before the services start: a config still on trial (the power went, or
+        the agent was killed, before the cloud answered) was never confirmed, so the previous
+        one is put back. Returns what was done, "" if nothing was pending."""
+        if not self.pending.exists():
+            return ""
+        if self.previous.exists():
+            os.replace(self.previous, self.config)
+            done = f"{self.config}: an unconfirmed new config was found at boot; previous restored"
+        else:
+            done = f"{self.config}: an unconfirmed new config was found at boot; nothing to restore"
+        self.pending.unlink()
+        return done
+
     def apply(self, new: Path, timeout: float) -> Outcome:
         """Check `new`, install it, restart, wait up to `timeout` s for the probe; roll back
         on silence. A config that fails its check never replaces the old one."""
@@ -51,10 +70,17 @@ class ConfigRollout:
         staged = self.config.with_name(self.config.name + ".new")
         shutil.copyfile(new, staged)
         os.chmod(staged, 0o644)
+        if had_old:
+            self.pending.write_text(f"{new}\n")  # on trial until the cloud answers
         os.replace(staged, self.config)  # atomic: the daemon never reads half a file
-        self.restart()
-        waited = self.wait(timeout)
+        try:
+            self.restart()
+            waited = self.wait(timeout)
+        except BaseException:
+            self._restore(had_old)
+            raise
         if waited is not None:
+            self.pending.unlink(missing_ok=True)
             return Outcome(
                 True,
                 False,
@@ -68,14 +94,19 @@ class ConfigRollout:
                 "and there was no previous config to go back to",
                 "check the WAN settings in the new config and apply it again",
             )
-        os.replace(self.previous, self.config)
-        self.restart()
+        self._restore(had_old)
         raise ProvisionError(
             CONFIG_REFUSED,
             f"with the new config the router did not reach the cloud in {timeout:.0f} s: "
             "the previous config was restored and the services restarted",
             "check the WAN/DNS settings of the new config",
         )
+
+    def _restore(self, had_old: bool) -> None:
+        if had_old:
+            os.replace(self.previous, self.config)
+            self.pending.unlink(missing_ok=True)
+            self.restart()
 
     def wait(self, timeout: float) -> float | None:
         """Seconds until the probe said yes, or None after `timeout`."""

@@ -135,3 +135,15 @@ def test_udp_listening_reads_proc_net_udp(tmp_path: Path) -> None:
     table.write_text("  sl  local_address rem_address   st\n   0: 00000000:0043 00000000:0000 07\n")
     assert checks.udp_listening(67, (str(table),))
     assert not checks.udp_listening(53, (str(table),))
+
+
+def test_boot_check_restores_an_unconfirmed_config(router: Path, capsys) -> None:
+    live = router / "etc/plaza/gateway.toml"
+    assert agent.main(["--root", str(router), "boot-check"]) == errors.OK
+    assert json.loads(capsys.readouterr().out)["recovered"] is False
+    (router / "etc/plaza/gateway.toml.previous").write_text("# old\n")
+    live.write_text("# on trial\n")
+    (router / "etc/plaza/gateway.toml.pending").write_text("x\n")
+    assert agent.main(["--root", str(router), "boot-check"]) == errors.OK
+    assert json.loads(capsys.readouterr().out)["recovered"] is True
+    assert live.read_text() == "# old\n"

@@ -93,3 +93,48 @@ def test_without_an_old_config_a_silent_cloud_needs_a_person(tmp_path: Path) -> 
         r.apply(new, timeout=4)
     assert caught.value.code == errors.HALF_DONE and "no previous config" in caught.value.message
     assert r.config.read_bytes() == NEW and router.restarts == [NEW]
+
+
+def test_a_config_on_trial_is_marked_and_the_mark_goes_with_the_verdict(tmp_path: Path) -> None:
+    r, router, new, _, _ = rollout(tmp_path, good=NEW, delay=3)
+    seen: list[bool] = []
+    probe = r.probe
+    r.probe = lambda: seen.append(r.pending.exists()) or probe()
+    r.apply(new, timeout=30)
+    assert seen and all(seen) and not r.pending.exists() and router.restarts == [NEW]
+    (tmp_path / "b").mkdir()
+    r2, _, new2, _, _ = rollout(tmp_path / "b", good=OLD, delay=0)
+    with pytest.raises(ProvisionError):
+        r2.apply(new2, timeout=2)
+    assert not r2.pending.exists()
+
+
+def test_power_cut_during_the_trial_is_undone_at_boot(tmp_path: Path) -> None:
+    r, router, new, _, _ = rollout(tmp_path, good=NEW, delay=100)
+
+    def power_cut() -> bool:
+        raise SystemExit("the lights go out")  # nothing after this runs (no restore either)
+
+    r.probe = power_cut
+    r._restore = lambda had_old: None  # a power cut leaves no time to restore
+    with pytest.raises(SystemExit):
+        r.apply(new, timeout=30)
+    assert r.config.read_bytes() == NEW and r.pending.exists() and router.restarts == [NEW]
+    # Boot: the oneshot runs before the gateway.
+    message = r.recover()
+    assert "previous restored" in message
+    assert r.config.read_bytes() == OLD and not r.pending.exists()
+    assert r.recover() == ""  # once
+
+
+def test_killed_agent_puts_the_old_config_back(tmp_path: Path) -> None:
+    r, router, new, _, _ = rollout(tmp_path, good=NEW, delay=100)
+
+    def killed() -> bool:
+        raise SystemExit(143)  # the agent's SIGTERM handler
+
+    r.probe = killed
+    with pytest.raises(SystemExit):
+        r.apply(new, timeout=30)
+    assert r.config.read_bytes() == OLD and not r.pending.exists()
+    assert router.restarts == [NEW, OLD]
