@@ -39,8 +39,11 @@ class MakeGateway(Protocol):
     ) -> Gateway: ...
 
 
+MakeConfig = Callable[..., Config]
+
+
 @pytest.fixture
-def make_config(tmp_path: Path) -> Callable[..., Config]:
+def make_config(tmp_path: Path) -> MakeConfig:
     """A Config whose state (database, control socket, access lists, cloud config) lives in
     the test's temporary directory; keyword arguments are the other sections."""
 

@@ -9,11 +9,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import Config, GatewayConfig, PortalConfig
+from gateway.config import Config, PortalConfig
 from gateway.control_client import ControlError
 from portal import create_app, load_secret_key
 from tests.fakes.control import FakeControl
 from tests.portal_helpers import ON_INTERCEPT, ON_PORTAL, PHONE, PORTAL
+from tests.unit.conftest import MakeConfig
 
 
 @pytest.fixture
@@ -310,7 +311,9 @@ def test_secret_key_is_created_once_with_mode_0600(tmp_path: Any) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["portal.key"]
 
 
-def test_default_secret_key_lives_in_state_dir(tmp_path: Any, control: FakeControl) -> None:
-    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+def test_default_secret_key_lives_in_state_dir(
+    tmp_path: Any, make_config: MakeConfig, control: FakeControl
+) -> None:
+    config = make_config()
     app = create_app({"PLAZA_CONFIG": config, "CONTROL": control})
     assert app.config["SECRET_KEY"] == (tmp_path / "portal.key").read_bytes()

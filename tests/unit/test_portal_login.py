@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.config import CloudConfig, Config, GatewayConfig, PortalConfig, ReconnectConfig
+from gateway.config import CloudConfig, PortalConfig, ReconnectConfig
 from gateway.control_client import ControlError
 from plaza import signing
 from plaza.wallet import consent, rsa2
 from portal import create_app, shopper
 from portal.reconnect import TokenError, Tokens
 from tests.fakes.control import FakeControl
+from tests.unit.conftest import MakeConfig
 
 PHONE = "198.19.0.100"
 PORTAL = "https://portal.plaza.test/"
@@ -81,11 +82,8 @@ def wallet(monkeypatch: pytest.MonkeyPatch) -> FakeWallet:
 
 
 @pytest.fixture
-def app(tmp_path: Path, control: FakeControl, wallet: FakeWallet) -> Flask:
-    config = Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
-        portal=PortalConfig(cert_file="/x.pem", key_file="/x.key"),
-    )
+def app(make_config: MakeConfig, control: FakeControl, wallet: FakeWallet) -> Flask:
+    config = make_config(portal=PortalConfig(cert_file="/x.pem", key_file="/x.key"))
     app = create_app(
         {"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32, "TESTING": True}
     )
@@ -323,10 +321,8 @@ def test_bad_reconnect_token_never_authorizes(client: FlaskClient, control: Fake
     assert control.ops("auth") == []
 
 
-def test_reconnect_is_off_when_disabled(tmp_path: Path, control: FakeControl) -> None:
-    config = Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)), reconnect=ReconnectConfig(enabled=False)
-    )
+def test_reconnect_is_off_when_disabled(make_config: MakeConfig, control: FakeControl) -> None:
+    config = make_config(reconnect=ReconnectConfig(enabled=False))
     app = create_app({"PLAZA_CONFIG": config, "CONTROL": control, "SECRET_KEY": "k" * 32})
     r = app.test_client().get("/reconnect/anything", environ_overrides=ENV, base_url=BASE)
     assert r.status_code == 404
@@ -505,7 +501,7 @@ def test_an_opted_in_shopper_is_offered_push_with_the_token_of_this_browser(
 
 
 def test_no_card_without_opt_in_enrolment_or_tls(
-    app: Flask, client: FlaskClient, control: FakeControl, tmp_path: Path
+    app: Flask, client: FlaskClient, control: FakeControl, tmp_path: Path, make_config: MakeConfig
 ) -> None:
     login(client)
     control.clients[PHONE]["state"] = "authorized"
@@ -518,7 +514,7 @@ def test_no_card_without_opt_in_enrolment_or_tls(
     assert card(client) is None
     assert get(client, "/welcome").headers["Content-Security-Policy"].endswith("connect-src 'self'")
     # A portal without TLS never puts the token in a page.
-    plain = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+    plain = make_config()
     enrol(tmp_path)
     control.clients[PHONE]["state"] = "authorized"
     plain_app = create_app({"PLAZA_CONFIG": plain, "CONTROL": control, "SECRET_KEY": "k" * 32})
@@ -563,11 +559,12 @@ def test_the_session_cookie_is_secure_when_the_portal_has_tls(client: FlaskClien
     assert "Secure" in cookie and "HttpOnly" in cookie
 
 
-def test_cloud_url_override_and_a_bad_cloud_file(tmp_path: Path, control: FakeControl) -> None:
+def test_cloud_url_override_and_a_bad_cloud_file(
+    tmp_path: Path, make_config: MakeConfig, control: FakeControl
+) -> None:
     from portal import push
 
-    config = Config(
-        gateway=GatewayConfig(state_dir=str(tmp_path)),
+    config = make_config(
         portal=PortalConfig(cert_file="/x.pem", key_file="/x.key"),
         cloud=CloudConfig(url="https://eu.cloud.plaza.test/"),
     )

@@ -6,11 +6,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway.config import Config, GatewayConfig
 from lab import internet
 from lab.probes import CAPTIVE, OFFLINE, ONLINE, PROBES, Answer, _generate_204
 from portal import create_app
 from tests.fakes.control import FakeControl
+from tests.unit.conftest import MakeConfig
 
 
 def answer(resp) -> Answer:
@@ -23,8 +23,8 @@ def fake_internet():
 
 
 @pytest.fixture
-def portal(tmp_path):
-    config = Config(gateway=GatewayConfig(state_dir=str(tmp_path)))
+def portal(make_config: MakeConfig):
+    config = make_config()
     app = create_app({"PLAZA_CONFIG": config, "CONTROL": FakeControl(), "SECRET_KEY": "k" * 32})
     return app.test_client()
 
