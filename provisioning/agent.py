@@ -140,7 +140,7 @@ def cmd_boot_check(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from provisioning import checks
 
-    for line in checks.router_checks(rooted(args.root, args.config), args.root):
+    for line in checks.router_checks(rooted(args.root, args.config), args.root, args.portal_ca):
         print(json.dumps(line), flush=True)
     return OK
 
@@ -162,9 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "boot-check", help="at boot: put back the previous config if a new one was on trial"
     ).set_defaults(func=cmd_boot_check)
-    sub.add_parser("check", help="router-local health checks as JSON lines").set_defaults(
-        func=cmd_check
+    check = sub.add_parser("check", help="router-local health checks as JSON lines")
+    check.add_argument(
+        "--portal-ca",
+        default="",
+        help="CA file for the portal's certificate (default: the system trust store, as phones)",
     )
+    check.set_defaults(func=cmd_check)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -7,7 +7,7 @@ What these can and cannot prove, honestly:
   listens on UDP 67; it is NOT a DHCP exchange with a client (that needs a LAN-side probe: the
   VM end-to-end test does one).
 - portal-https: a TLS handshake to the LAN address with the portal's host name as SNI, the
-  chain verified against the router's trust store (or [cloud] ca_bundle) and the name checked.
+  chain verified against the router's trust store (or `--portal-ca`) and the name checked.
 - enrolled: the router holds an identity (cloud.json); whether the cloud sees its heartbeats
   is asked of the cloud by the laptop (provisioning/cloud_status.py).
 """
@@ -80,7 +80,10 @@ def dhcp_check(config: Any) -> Line:
     )
 
 
-def tls_check(config: Any, timeout: float = 5.0) -> Line:
+def tls_check(config: Any, cafile: str = "", timeout: float = 5.0) -> Line:
+    """Verified as a phone would: the router's system trust store (what public CAs phones
+    trust), or `cafile` for a lab CA; never the cloud's ca_bundle, which says nothing about
+    what phones accept."""
     portal = config.portal
     if not portal.cert_file:
         return line(
@@ -89,7 +92,7 @@ def tls_check(config: Any, timeout: float = 5.0) -> Line:
             "[portal] cert_file is empty: the portal is HTTP "
             "only; set a certificate for " + portal.hostname,
         )
-    context = ssl.create_default_context(cafile=config.cloud.ca_bundle or None)
+    context = ssl.create_default_context(cafile=cafile or None)
     address = (config.lan.ip, portal.https_port)
     try:
         with (
@@ -133,7 +136,7 @@ def enrolled_check(config: Any) -> Line:
     )
 
 
-def router_checks(config_path: Path, root: str = "") -> list[Line]:
+def router_checks(config_path: Path, root: str = "", portal_ca: str = "") -> list[Line]:
     from gateway import config as configmod
 
     try:
@@ -144,6 +147,6 @@ def router_checks(config_path: Path, root: str = "") -> list[Line]:
         line("config", True, f"{config_path} is valid"),
         nft_check(),
         dhcp_check(config),
-        tls_check(config),
+        tls_check(config, portal_ca),
         enrolled_check(config),
     ]

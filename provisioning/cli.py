@@ -95,6 +95,13 @@ def parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--ca-bundle", default="", help="PEM trust anchors for the cloud")
     v.add_argument(
+        "--portal-ca",
+        default="",
+        metavar="PATH",
+        help="CA file on the router for the portal's certificate (a lab CA); "
+        "default: the router's system trust, as phones",
+    )
+    v.add_argument(
         "--lan-probe",
         default="",
         metavar="URL",
@@ -166,6 +173,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
             claim=args.claim,
             lan_probe=args.lan_probe,
             wait=args.wait,
+            portal_ca=args.portal_ca,
         )
         try:
             code = verify(runner, plan, reporter, http_fetch(args.ca_bundle))

@@ -30,6 +30,7 @@ class VerifyPlan:
     claim: str = ""
     lan_probe: str = ""  # an http:// URL fetched from this laptop, expected to be redirected
     wait: float = 0.0  # seconds to keep trying to reach a router that is still booting
+    portal_ca: str = ""  # a CA file ON THE ROUTER for the portal's certificate (labs)
 
 
 def http_probe(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -63,8 +64,10 @@ def service_lines(runner: Runner) -> list[Line]:
     return lines
 
 
-def router_lines(runner: Runner, root: str) -> list[Line]:
+def router_lines(runner: Runner, root: str, portal_ca: str = "") -> list[Line]:
     argv = ["plaza-provision-agent", *(["--root", root] if root else []), "check"]
+    if portal_ca:
+        argv += ["--portal-ca", portal_ca]
     out = runner.run(argv, timeout=60)
     lines = []
     for text in out.stdout.splitlines():
@@ -118,7 +121,7 @@ def verify(
         with reporter.step(host, "connect"):
             wait_for_ssh(runner, plan.wait)
     with reporter.step(host, "checks"):
-        lines = service_lines(runner) + router_lines(runner, plan.root)
+        lines = service_lines(runner) + router_lines(runner, plan.root, plan.portal_ca)
     if plan.cloud and plan.claim:
         with reporter.step(host, "ask the cloud"):
             lines.append(heartbeat_line(plan.cloud, plan.claim, fetch))

@@ -147,3 +147,69 @@ def test_boot_check_restores_an_unconfirmed_config(router: Path, capsys) -> None
     assert agent.main(["--root", str(router), "boot-check"]) == errors.OK
     assert json.loads(capsys.readouterr().out)["recovered"] is True
     assert live.read_text() == "# old\n"
+
+
+@pytest.fixture
+def portal_tls(tmp_path: Path):
+    """A TLS server on 127.0.0.1 with a lab CA's certificate for portal.cafe.test."""
+    import socket
+    import ssl
+    import threading
+    from types import SimpleNamespace
+
+    from lab.pki import LabCA
+
+    ca = LabCA(tmp_path / "ca")
+    cert, key = ca.issue("portal", ["portal.cafe.test"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def config(hostname: str = "portal.cafe.test", cert_file: str = str(cert)):
+        return SimpleNamespace(
+            portal=SimpleNamespace(
+                hostname=hostname, https_port=listener.getsockname()[1], cert_file=cert_file
+            ),
+            lan=SimpleNamespace(ip="127.0.0.1"),
+        )
+
+    yield config, str(ca.cert_path)
+    stop.set()
+    listener.close()
+
+
+def test_portal_https_verifies_chain_and_name(portal_tls) -> None:
+    config, ca = portal_tls
+    ok = checks.tls_check(config(), ca)
+    assert ok["status"] == "ok" and ok["reason"].startswith("portal.cafe.test verified")
+    # Phones do not trust a lab CA: neither does the check without --portal-ca.
+    untrusted = checks.tls_check(config())
+    assert untrusted["status"] == "fail" and "does not verify" in untrusted["reason"]
+    wrong = checks.tls_check(config(hostname="other.cafe.test"), ca)
+    assert wrong["status"] == "fail" and "other.cafe.test" in wrong["reason"]
+    assert "Hostname mismatch" in wrong["reason"] or "match" in wrong["reason"]
+    nothing = checks.tls_check(config(cert_file=""), ca)
+    assert nothing["status"] == "fail" and "HTTP only" in nothing["reason"]
+
+
+def test_portal_https_without_an_answer_says_what_to_check(portal_tls) -> None:
+    config, ca = portal_tls
+    closed = config()
+    closed.portal.https_port = 9  # discard: nothing listens on the loopback
+    line = checks.tls_check(closed, ca, timeout=2)
+    assert line["status"] == "fail" and "systemctl status plaza-portal" in line["reason"]

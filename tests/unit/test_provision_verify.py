@@ -79,9 +79,16 @@ def test_a_router_without_the_agent_says_run_flash() -> None:
 def test_router_check_lines_pass_through_with_root() -> None:
     bad = [{"check": "nft", "status": "fail", "reason": "table inet plaza is not loaded"}]
     router = FakeRouter(active=set(UNITS), checks=bad)
-    code, lines = run(router, VerifyPlan(root="/tmp/r"))
+    code, lines = run(router, VerifyPlan(root="/tmp/r", portal_ca="/etc/ssl/lab-ca.pem"))
     assert code == errors.CHECK_FAILED and lines["nft"]["status"] == "fail"
-    assert ["plaza-provision-agent", "--root", "/tmp/r", "check"] in router.calls
+    assert [
+        "plaza-provision-agent",
+        "--root",
+        "/tmp/r",
+        "check",
+        "--portal-ca",
+        "/etc/ssl/lab-ca.pem",
+    ] in router.calls
 
 
 def test_heartbeat_answers_from_the_cloud() -> None:
