@@ -65,7 +65,7 @@ nft list table inet plaza | grep -c 198.19.0.100 | sed 's/^/ELEMENTS-AFTER-STOP 
 plaza-gateway --config /etc/plaza/gateway.toml run > /tmp/gw2.log 2>&1 &
 gw=$!
 wait_for /tmp/gw2.log "plaza-gateway: ready" || exit 1
-plaza-ctl clients --json | grep -c '"authorized"' | sed 's/^/AUTHORIZED-AFTER-RESTART /'
+plaza-ctl clients --json | grep -c '"state": "authorized"' | sed 's/^/AUTHORIZED-AFTER-RESTART /'
 plaza-ctl clients
 kill -TERM $gw $portal; wait
 """.replace("MAC_HERE", MAC)
@@ -90,3 +90,33 @@ def test_gateway_and_portal_run_from_the_package(debian: Chroot) -> None:
         rss = re.search(rf"^{name} VmRSS:\s+(\d+) kB", out, re.M)
         assert rss, out
         print(f"idle RSS {name.lower()}: {int(rss.group(1)) / 1024:.1f} MiB")
+
+
+def _unit_commands(text: str) -> dict[str, str]:
+    """ExecStartPre/ExecStart of a unit file, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return dict(re.findall(r"^(ExecStartPre|ExecStart)=(.+)$", joined, re.M))
+
+
+def test_dnsmasq_unit_commands_work_with_debians_dnsmasq(debian: Chroot) -> None:
+    """plaza-dnsmasq.service as written: the config generated from the default gateway.toml
+    and the admin's drop-ins are accepted by Debian 12's dnsmasq (`--test` checks them)."""
+    debian.run("dpkg", "-i", "/tmp/old.deb")
+    unit = debian.run("cat", "/lib/systemd/system/plaza-dnsmasq.service").stdout
+    commands = _unit_commands(unit)
+    debian.write("/etc/plaza/dnsmasq.d/till.conf", "dhcp-host=3c:22:fb:12:34:56,till,198.19.0.10\n")
+    script = (
+        "mkdir -p /run/plaza-dnsmasq && "  # RuntimeDirectory=plaza-dnsmasq
+        f"{commands['ExecStartPre']} && {commands['ExecStart']} --test"
+    )
+    done = debian.sh(script, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "syntax check OK" in done.stderr
+    conf = debian.run("cat", "/run/plaza-dnsmasq/plaza-dnsmasq.conf").stdout
+    assert "interface=br-lan" in conf
+    assert "dhcp-script=/run/plaza-dnsmasq/plaza-lease-hook" in conf
+    hook = debian.run("cat", "/run/plaza-dnsmasq/plaza-lease-hook").stdout
+    assert "/usr/bin/python3 -I -S /usr/lib/plaza/gateway/stations/lease_hook.py" in hook
+    # A typo in a drop-in is caught the same way.
+    debian.write("/etc/plaza/dnsmasq.d/typo.conf", "dhcp-hots=nonsense\n")
+    assert debian.sh(script, check=False).returncode != 0
