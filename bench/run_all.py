@@ -24,6 +24,7 @@ import cloud_ingest
 import dashboard
 import detection
 import forwarding
+import idle_memory
 import join_storm
 import redirect_latency
 import router_install
@@ -43,10 +44,12 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),
     (router_install.NAME, router_install.run),
+    (idle_memory.NAME, idle_memory.run),
 ]
-# join_storm, scale, churn and detection bring up labs of their own
+# join_storm, scale, churn, detection and idle_memory bring up labs of their own
 LAB_PREFIXES = (
     f"{LAB_NAME}-", f"{join_storm.LAB}-", f"{scale.LAB}-", f"{churn.LAB}-", f"{detection.LAB}-",
+    f"{idle_memory.LAB}-",
 )  # fmt: skip
 
 
