@@ -20,11 +20,13 @@ import argparse
 import json
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from provisioning.errors import CONFIG_REFUSED, OK, USAGE, ProvisionError
@@ -61,9 +63,13 @@ def restart_with(command: str) -> None:
     subprocess.run(shlex.split(command), check=False, capture_output=True)
 
 
-def cloud_probe(url: str, state_dir: Path, ca_bundle: str, timeout: float = 5.0):
-    """True once the router reaches the cloud: a signed heartbeat accepted when the router is
-    enrolled (proves the key too), else any HTTP answer from the cloud's URL."""
+def cloud_probe(
+    url: str, state_dir: Path, ca_bundle: str, timeout: float = 5.0
+) -> Callable[[], bool]:
+    """True once the router reaches the cloud at `url` (the new config's): a signed heartbeat
+    accepted when the router is enrolled (proves the key too), else any HTTP answer from the
+    cloud's URL, its certificate checked against `ca_bundle` as the uplink would."""
+    context = ssl.create_default_context(cafile=ca_bundle or None)
 
     def probe() -> bool:
         if (state_dir / "cloud.json").exists():
@@ -71,12 +77,14 @@ def cloud_probe(url: str, state_dir: Path, ca_bundle: str, timeout: float = 5.0)
             from gateway.uplink.start import uplink_for
 
             try:
-                uplink_for(state_dir, ca_bundle=ca_bundle).heartbeat()
+                uplink_for(state_dir, url=url, ca_bundle=ca_bundle).heartbeat()
                 return True
             except UplinkError:
                 return False
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/api/v1/", timeout=timeout):
+            with urllib.request.urlopen(
+                url.rstrip("/") + "/api/v1/", timeout=timeout, context=context
+            ):
                 return True
         except urllib.error.HTTPError as exc:
             return exc.code < 500
