@@ -11,6 +11,7 @@ services last, so the daemon starts with its config and its identity.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -218,16 +219,20 @@ def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]
         remote = f"{plan.spool}/{plan.package.name}"
         with reporter.step(host, "upload", total=size) as advance, plan.package.open("rb") as f:
             runner.upload(f, size, remote, advance)
-        with reporter.step(host, "install"):
-            plan.result["install"] = install(runner, plan, remote)
+        try:
+            with reporter.step(host, "install"):
+                plan.result["install"] = install(runner, plan, remote)
+        finally:
+            runner.run(["rm", "-f", remote])  # a router's flash is small; dpkg has its copy
     if plan.venue_config is not None:
         remote = f"{plan.spool}/gateway.toml.new"
         data = plan.venue_config.read_bytes()
-        with reporter.step(host, "config (test and rollback)"):
-            import io
-
-            runner.upload(io.BytesIO(data), len(data), remote, lambda n: None)
-            plan.result["config"] = apply_config(runner, plan, remote)
+        try:
+            with reporter.step(host, "config (test and rollback)"):
+                runner.upload(io.BytesIO(data), len(data), remote, lambda n: None)
+                plan.result["config"] = apply_config(runner, plan, remote)
+        finally:
+            runner.run(["rm", "-f", remote])  # it holds secrets; the agent installed its copy
     with reporter.step(host, "enrol"):
         plan.result["enrol"] = enrol(runner, plan)
     with reporter.step(host, "services"):

@@ -8,6 +8,7 @@ timing is tested with a fake clock; provisioning/agent.py wires the real ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -69,7 +70,7 @@ class ConfigRollout:
             shutil.copy2(self.config, self.previous)
         staged = self.config.with_name(self.config.name + ".new")
         shutil.copyfile(new, staged)
-        os.chmod(staged, 0o644)
+        self._same_owner_and_mode(staged, had_old)
         if had_old:
             self.pending.write_text(f"{new}\n")  # on trial until the cloud answers
         os.replace(staged, self.config)  # atomic: the daemon never reads half a file
@@ -101,6 +102,17 @@ class ConfigRollout:
             "the previous config was restored and the services restarted",
             "check the WAN/DNS settings of the new config",
         )
+
+    def _same_owner_and_mode(self, staged: Path, had_old: bool) -> None:
+        """The config holds secrets (the wallet's client secret): it keeps the old file's
+        owner and mode (the package's root:plaza 0640), never a umask's 0644."""
+        if not had_old:
+            os.chmod(staged, 0o640)
+            return
+        old = os.stat(self.config)
+        os.chmod(staged, old.st_mode & 0o7777)
+        with contextlib.suppress(PermissionError):  # not root (tests): the mode matters most
+            os.chown(staged, old.st_uid, old.st_gid)
 
     def _restore(self, had_old: bool) -> None:
         if had_old:

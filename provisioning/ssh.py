@@ -210,7 +210,8 @@ class OpenSSH:
         so the progress bar shows real bytes sent, and the file appears under its name only
         when complete (written to NAME.part, then renamed)."""
         part = shlex.quote(remote + ".part")
-        command = f"cat > {part} && mv -f {part} {shlex.quote(remote)}"
+        # umask 077: a venue config holds secrets; nobody else on the router reads it.
+        command = f"umask 077 && cat > {part} && mv -f {part} {shlex.quote(remote)}"
         proc = subprocess.Popen(
             [*self.base(), command],
             stdin=subprocess.PIPE,

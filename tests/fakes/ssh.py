@@ -48,7 +48,8 @@ class FakeRouter:
     ssh: str = ""  # a key of SSH_ERRORS: every command fails at the SSH level
     active: set[str] = field(default_factory=lambda: set())
     checks: list[dict[str, str]] = field(default_factory=list)  # what `agent check` prints
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # as they are now
+    uploads: dict[str, bytes] = field(default_factory=dict)  # everything ever uploaded
     calls: list[list[str]] = field(default_factory=list)
     inputs: list[bytes] = field(default_factory=list)
     on_call: Callable[[list[str]], None] | None = None  # e.g. a test's interruption
@@ -77,11 +78,16 @@ class FakeRouter:
         data = source.read()
         for sent in range(0, len(data), 4096):
             progress(min(sent + 4096, len(data)))
-        self.files[remote] = data
+        self.files[remote] = self.uploads[remote] = data
 
     # -- commands ----------------------------------------------------------------------------
     def commands(self) -> list[str]:
         return [" ".join(call) for call in self.calls]
+
+    def _rm(self, args: list[str]) -> Result:
+        for path in args[1:]:
+            self.files.pop(path, None)
+        return Result(0)
 
     def _id(self, args: list[str]) -> Result:
         return Result(0, "root\n")

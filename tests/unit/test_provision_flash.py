@@ -65,7 +65,10 @@ def test_flash_runs_every_step_in_order_on_a_blank_router(deb: Path, venue: Path
     assert all(e["status"] == "ok" for e in events)
     assert router.installed == ("0.2.0", "ii")
     assert router.config == venue.read_bytes()
-    assert router.files["/var/cache/plaza-provision/plaza_0.2.0_amd64.deb"] == deb.read_bytes()
+    deb_path = "/var/cache/plaza-provision/plaza_0.2.0_amd64.deb"
+    assert router.uploads[deb_path] == deb.read_bytes()
+    # Neither the package nor the config (it holds secrets) is left in the spool.
+    assert router.files == {} and ["rm", "-f", deb_path] in router.calls
     assert result["device_id"] == "dev_0123456789abcdef"
     assert router.active == {"plaza-gateway", "plaza-portal", "plaza-dnsmasq"}
     cmds = router.commands()
@@ -89,7 +92,7 @@ def test_root_prefixes_every_router_path(deb: Path, venue: Path) -> None:
     run(router, FlashPlan(claim=CLAIM, venue_config=venue, package=deb, root="/tmp/r"))
     cmds = router.commands()
     assert "df -Pk /tmp/r/var" in cmds
-    assert "/tmp/r/var/cache/plaza-provision/plaza_0.2.0_amd64.deb" in router.files
+    assert "/tmp/r/var/cache/plaza-provision/plaza_0.2.0_amd64.deb" in router.uploads
     assert any(c.startswith("plaza-provision-agent --root /tmp/r apply-config") for c in cmds)
     assert any("--config /tmp/r/etc/plaza/gateway.toml enrol" in c for c in cmds)
 
@@ -142,7 +145,7 @@ def test_disk_full_stops_before_anything_is_copied(deb: Path) -> None:
     error, events = fail(router, FlashPlan(claim=CLAIM, package=deb))
     assert error.code == errors.DISK_FULL
     assert "disk full: 0 MiB free" in error.message and "nothing was changed" in error.hint
-    assert router.files == {} and router.installed == ("0.1.0", "ii")
+    assert router.uploads == {} and router.installed == ("0.1.0", "ii")
     assert events[-1] == {**events[-1], "step": "disk space", "status": "fail", "exit": 8}
 
 
@@ -151,6 +154,7 @@ def test_failed_preinst_leaves_the_previous_version(deb: Path) -> None:
     error, _ = fail(router, FlashPlan(claim=CLAIM, package=deb))
     assert error.code == errors.INSTALL_FAILED
     assert "plaza 0.1.0 is still installed and running" in error.message
+    assert router.files == {}  # the failed package is not left taking space
     assert "pre-installation script" in error.message
     assert not any(c[0] == "plaza-gateway" for c in router.calls)  # stopped: no enrolment
 

@@ -138,3 +138,17 @@ def test_killed_agent_puts_the_old_config_back(tmp_path: Path) -> None:
         r.apply(new, timeout=30)
     assert r.config.read_bytes() == OLD and not r.pending.exists()
     assert router.restarts == [NEW, OLD]
+
+
+def test_the_new_config_keeps_the_old_files_mode(tmp_path: Path) -> None:
+    """The config holds the wallet's secret: 0640 stays 0640, whatever the upload's mode."""
+    r, _, new, _, _ = rollout(tmp_path, good=NEW, delay=0)
+    r.config.chmod(0o640)
+    new.chmod(0o666)
+    r.apply(new, timeout=5)
+    assert r.config.stat().st_mode & 0o777 == 0o640
+    (tmp_path / "b").mkdir()
+    first, _, new2, _, _ = rollout(tmp_path / "b", good=NEW, delay=0)
+    first.config.unlink()
+    first.apply(new2, timeout=5)
+    assert first.config.stat().st_mode & 0o777 == 0o640
