@@ -14,7 +14,10 @@ alike). Arms, all on the same lab topology in the same run:
 The plain arm replaces the older "with / without the `inet plaza` table" comparison: that one
 left the guard table and the queue hooks in both arms, so it hid what they cost, and the
 plain arm is the reference a router vendor compares against. Scratch arms for finding where
-the cost is (`--arms plaza,plain,without,no-guard,no-queue`) take out one piece at a time.
+the cost is (`--arms plaza,plain,without,no-guard,no-queue`) take out one piece at a time;
+`fib-first` loads Plaza's table as it was before 2026-12-06 (authorized stations met the
+reverse-path lookup) and `no-policy` one with no per-client policy chain (its cost at most),
+so a before/after comparison runs side by side too.
 
 Plaza sets no sysctl of its own; the ones that matter for forwarding (ip_forward, rp_filter,
 bridge-nf-call-*) are printed in each arm so a reader can see the arms differ only in tables.
@@ -62,6 +65,19 @@ ARMS: dict[str, tuple[str, ...] | None] = {
     "without": (PLAZA,),
     "no-guard": (GUARD,),
     "no-queue": (QUEUE, *XT),
+    "fib-first": (),  # Plaza's table before 2026-12-06: see VARIANTS
+    "no-policy": (),
+}
+# Scratch arms that load a variant of `inet plaza` instead (the saved listing, edited).
+AUTH_RETURNS = (
+    "\t\tip saddr . ether saddr @auth4 return\n\t\tip6 saddr . ether saddr @auth6 return\n"
+)
+FE80 = "\t\tip6 saddr fe80::/10 return\n"
+VARIANTS: dict[str, Callable[[str], str]] = {
+    # authorized pairs returned from lan_antispoof only after the reverse-path (fib) lookup
+    "fib-first": lambda t: t.replace(AUTH_RETURNS, "", 1).replace(FE80, FE80 + AUTH_RETURNS, 1),
+    # no per-client policy or accounting at all: what the client_policy chain costs at most
+    "no-policy": lambda t: re.sub(r"\t\t[io]ifname \S+ jump client_(up|down)\n", "", t),
 }
 DEFAULT_ARMS = ("plaza", "plain")
 SYSCTLS = (
@@ -107,6 +123,15 @@ def iperf(lab: Lab, seconds: float, omit: int) -> dict:
     }
 
 
+def efficiency(run: dict) -> float:
+    """Gbit forwarded per CPU-second of the two iperf3 processes. The router's forwarding runs
+    in their softirq context and, with tick-based accounting (no IRQ_TIME_ACCOUNTING), is
+    charged to them; so this is the cost of a byte, which other work on a shared machine
+    changes far less than the throughput it leaves us."""
+    cpu = (run["sender_cpu"] + run["receiver_cpu"]) / 100
+    return run["gbps"] / cpu if cpu else float("nan")
+
+
 class Router:
     """The router's tables, taken out per arm and put back exactly as they were.
 
@@ -123,6 +148,7 @@ class Router:
         self.xt = {t: nsrun(ns, f"{t.split()[0]}tables-nft-save", "-t", t.split()[1])
                    for t in self.tables if t in XT}  # fmt: skip
         self.ruleset = self.structure()
+        self.patched = False
         if "set auth4" not in self.saved[PLAZA]:
             raise LabError(f"`nft list table {PLAZA}` has no auth4 set")
 
@@ -134,12 +160,21 @@ class Router:
         return structure(nsrun(self.ns, "nft", "list", "ruleset"))
 
     def remove(self, arm: str) -> None:
+        if arm in VARIANTS:
+            variant = VARIANTS[arm](self.saved[PLAZA])
+            if variant == self.saved[PLAZA]:
+                raise LabError(f"arm {arm}: the variant did not change the table")
+            nsrun(self.ns, "nft", "-f", "-", stdin=f"delete table {PLAZA}\n{variant}")
+            self.patched = True
         gone = ARMS[arm]
         for table in self.tables if gone is None else gone:
             if table != UPSTREAM and table in self.tables:
                 nsrun(self.ns, "nft", "delete", "table", *table.split())
 
     def restore(self) -> None:
+        if self.patched:
+            nsrun(self.ns, "nft", "-f", "-", stdin=f"delete table {PLAZA}\n{self.saved[PLAZA]}")
+            self.patched = False
         present = set(self.listed())
         for table, text in self.saved.items():
             if table not in present:
@@ -267,6 +302,14 @@ def run(
             Check(f"forwarding per-round ratio {arm}/{reference} (median)", pair_ratio, ""),
         ]
     result.checks += [Check(f"forwarding {arm} (median)", medians[arm], "Gbit/s") for arm in arms]
+    cost = {arm: statistics.median(efficiency(r) for r in runs if r["arm"] == arm) for arm in arms}
+    for arm in arms:
+        result.figures[f"median_gbit_per_cpu_second_{arm}"] = round(cost[arm], 3)
+        log(f"per CPU-second {arm:>8}: {cost[arm]:6.2f} Gbit (median)")
+        if arm != reference:
+            ratio = cost[arm] / cost[reference]
+            result.figures[f"cpu_ratio_{arm}_{reference}"] = round(ratio, 4)
+            result.checks.append(Check(f"Gbit per CPU-second {arm}/{reference}", ratio, ""))
     log("spread (max-min)/median: " + ", ".join(f"{a} {spread[a]:.1%}" for a in arms))
     if max(spread.values()) > 0.05:
         busy = f" (other namespaces present: {', '.join(others)})" if others else ""
