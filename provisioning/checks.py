@@ -3,8 +3,8 @@
 
 What these can and cannot prove, honestly:
 - nft: the `inet plaza` table is in the kernel (the gateway loaded its ruleset).
-- dhcp-option-114: the config makes dnsmasq announce the RFC 8910 API URL and something
-  listens on UDP 67; it is NOT a DHCP exchange with a client (that needs a LAN-side probe: the
+- dhcp-option-114: the config makes dnsmasq announce the RFC 8910 API URL, the file the
+  running dnsmasq was started with carries it, and something listens on UDP 67; it is NOT a DHCP exchange with a client (that needs a LAN-side probe: the
   VM end-to-end test does one).
 - portal-https: a TLS handshake to the LAN address with the portal's host name as SNI, the
   chain verified against the router's trust store (or `--portal-ca`) and the name checked.
@@ -18,6 +18,7 @@ import json
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,16 @@ def nft_check() -> Line:
     )
 
 
-def dhcp_check(config: Any) -> Line:
+RUN_CONF = (
+    "/run/plaza-dnsmasq/plaza-dnsmasq.conf"  # written by plaza-dnsmasq.service's ExecStartPre
+)
+
+
+def dhcp_check(
+    config: Any, run_conf: Path = Path(RUN_CONF), listening: Callable[[int], bool] | None = None
+) -> Line:
+    """Option 114 in the config, in the file the running dnsmasq was started with, and UDP 67
+    served."""
     from gateway.stations import dnsmasq
 
     option = dnsmasq.capport_lines(config)
@@ -67,7 +77,22 @@ def dhcp_check(config: Any) -> Line:
             "the portal has no certificate ([portal] cert_file), "
             "so no https API URL can be announced: set one in the venue config",
         )
-    if not udp_listening(67):
+    try:
+        started_with = run_conf.read_text()
+    except OSError:
+        return line(
+            "dhcp-option-114",
+            False,
+            f"{run_conf} is missing: plaza-dnsmasq has not "
+            "started (systemctl status plaza-dnsmasq)",
+        )
+    if option[0] not in started_with:
+        return line(
+            "dhcp-option-114",
+            False,
+            "the running dnsmasq was started with an older config: systemctl restart plaza-dnsmasq",
+        )
+    if not (listening or udp_listening)(67):
         return line(
             "dhcp-option-114",
             False,
@@ -76,7 +101,8 @@ def dhcp_check(config: Any) -> Line:
     return line(
         "dhcp-option-114",
         True,
-        f"configured ({option[0]}) and UDP 67 is served; no DHCP exchange was made from the LAN",
+        f"in the running dnsmasq's config ({option[0]}) and UDP 67 is served; no DHCP "
+        "exchange was made from the LAN",
     )
 
 
@@ -146,7 +172,7 @@ def router_checks(config_path: Path, root: str = "", portal_ca: str = "") -> lis
     return [
         line("config", True, f"{config_path} is valid"),
         nft_check(),
-        dhcp_check(config),
+        dhcp_check(config, Path(root + RUN_CONF) if root not in ("", "/") else Path(RUN_CONF)),
         tls_check(config, portal_ca),
         enrolled_check(config),
     ]

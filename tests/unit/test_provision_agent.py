@@ -213,3 +213,24 @@ def test_portal_https_without_an_answer_says_what_to_check(portal_tls) -> None:
     closed.portal.https_port = 9  # discard: nothing listens on the loopback
     line = checks.tls_check(closed, ca, timeout=2)
     assert line["status"] == "fail" and "systemctl status plaza-portal" in line["reason"]
+
+
+def test_dhcp_option_114_check_reads_what_dnsmasq_was_started_with(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    url = "https://portal.cafe.test/captive-portal/api"
+    config = SimpleNamespace(portal=SimpleNamespace(api_url=url))
+    conf = tmp_path / "plaza-dnsmasq.conf"
+
+    def check(listening: bool = True) -> dict[str, str]:
+        return checks.dhcp_check(config, conf, lambda port: listening and port == 67)
+
+    assert "plaza-dnsmasq has not started" in check()["reason"]
+    conf.write_text("dhcp-range=198.19.0.10,198.19.0.200\n")
+    assert "older config: systemctl restart plaza-dnsmasq" in check()["reason"]
+    conf.write_text(f'dhcp-option-force=114,"{url}"\n')
+    assert "nothing listens on UDP 67" in check(listening=False)["reason"]
+    ok = check()
+    assert ok["status"] == "ok" and url in ok["reason"] and "no DHCP exchange" in ok["reason"]
+    http_only = SimpleNamespace(portal=SimpleNamespace(api_url="http://portal.cafe.test/api"))
+    assert "no certificate" in checks.dhcp_check(http_only, conf)["reason"]
