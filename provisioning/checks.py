@@ -4,8 +4,8 @@
 What these can and cannot prove, honestly:
 - nft: the `inet plaza` table is in the kernel (the gateway loaded its ruleset).
 - dhcp-option-114: the config makes dnsmasq announce the RFC 8910 API URL, the file the
-  running dnsmasq was started with carries it, and something listens on UDP 67; it is NOT a DHCP exchange with a client (that needs a LAN-side probe: the
-  VM end-to-end test does one).
+  running dnsmasq was started with carries it, and something listens on UDP 67; it is NOT a
+  DHCP exchange with a client (that needs a LAN-side probe: the VM end-to-end test does one).
 - portal-https: a TLS handshake to the LAN address with the portal's host name as SNI, the
   chain verified against the router's trust store (or `--portal-ca`) and the name checked.
 - enrolled: the router holds an identity (cloud.json); whether the cloud sees its heartbeats

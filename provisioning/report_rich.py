@@ -6,7 +6,7 @@ check, and an overall bar for a batch. Imported only when `rich` is installed
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
@@ -22,8 +22,8 @@ from rich.progress import (
 )
 
 from provisioning.errors import NAMES, ProvisionError
-from provisioning.report import Advance
 
+Advance = Callable[[int], None]  # as provisioning/report.py's (not imported: no circle)
 MARK = {"ok": "[green]ok[/]", "fail": "[bold red]fail[/]", "skip": "[yellow]skip[/]"}
 
 
