@@ -11,6 +11,7 @@ Batch: 0 when every router is ok, else the highest router code.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from provisioning.batch import Row, State, read_rows, run_batch
 from provisioning.cloud_status import http_fetch
-from provisioning.errors import OK, USAGE, ProvisionError
+from provisioning.errors import NAMES, OK, USAGE, ProvisionError
 from provisioning.flash import FlashPlan, flash
 from provisioning.report import JsonReporter, Reporter, rich_reporter
 from provisioning.ssh import OpenSSH, Runner
@@ -205,6 +206,24 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
     return max(codes.values(), default=OK)
 
 
+def refused(args: argparse.Namespace, exc: ProvisionError) -> int:
+    """An error before any router was touched: one line on stderr, and with --json the same as
+    an object on stdout, so a script reading stdout sees why too."""
+    print(f"plaza-provision: {exc}", file=sys.stderr)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "result": NAMES.get(exc.code, "error"),
+                    "exit": exc.code,
+                    "message": exc.message,
+                    "hint": exc.hint,
+                }
+            )
+        )
+    return exc.code
+
+
 def main(
     argv: list[str] | None = None,
     make_runner: Callable[[argparse.Namespace], RunnerFactory] = OpenSSHFactory,
@@ -216,14 +235,12 @@ def main(
                 raise ProvisionError(USAGE, f"{path}: no such file")
         reporter = JsonReporter(sys.stdout) if args.json else rich_reporter()
     except ProvisionError as exc:
-        print(f"plaza-provision: {exc}", file=sys.stderr)
-        return exc.code
+        return refused(args, exc)
     factory = make_runner(args)
     try:
         return run(args, reporter, factory)
-    except ProvisionError as exc:
-        print(f"plaza-provision: {exc}", file=sys.stderr)
-        return exc.code
+    except ProvisionError as exc:  # before any router: a usage error (the CSV, the state file)
+        return refused(args, exc)
     except KeyboardInterrupt:
         return 130
     finally:

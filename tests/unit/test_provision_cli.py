@@ -157,7 +157,9 @@ def test_batch_csv_errors_are_usage(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("address,code\nr1,C\n")
     assert main(["batch", str(bad), "--json"], {}) == errors.USAGE
-    assert "missing column(s) host, claim" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "missing column(s) host, claim" in out.err
+    assert json.loads(out.out)["exit"] == errors.USAGE  # --json: the reason on stdout too
     bad.write_text("host,claim\nr1,C\nr1,D\n")
     assert main(["batch", str(bad), "--json"], {}) == errors.USAGE
     bad.write_text("host,claim,port\nr1,C,x\n")
