@@ -35,6 +35,11 @@ def ssh_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=22, help="SSH port (default 22)")
     p.add_argument("--identity", "-i", metavar="KEY", help="SSH private key (ssh -i)")
     p.add_argument(
+        "--sudo",
+        action="store_true",
+        help="run the router's commands through sudo -n (a login that is not root)",
+    )
+    p.add_argument(
         "--ssh-option",
         "-o",
         action="append",
@@ -136,6 +141,7 @@ class OpenSSHFactory:
             identity=args.identity,
             known_hosts=args.known_hosts,
             options=args.ssh_option,
+            sudo=args.sudo,
             control_dir=self.control,
         )
         self.runners.append(runner)

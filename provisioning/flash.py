@@ -29,7 +29,7 @@ from provisioning.errors import (
     ProvisionError,
 )
 from provisioning.report import Reporter
-from provisioning.ssh import Runner, wait_for_ssh
+from provisioning.ssh import Runner, as_root
 
 PACKAGE = "plaza"
 SPARE = 20 * 1024 * 1024  # bytes kept free beyond the package's own needs
@@ -210,7 +210,7 @@ def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]
     """Every step, in order; a ProvisionError stops at the step that failed."""
     host = runner.host
     with reporter.step(host, "connect"):
-        plan.result["user"] = wait_for_ssh(runner, plan.wait).stdout.strip()
+        plan.result["user"] = as_root(runner, plan.wait)
     runner.run(["mkdir", "-p", plan.spool])
     if plan.package is not None:
         size = os.path.getsize(plan.package)

@@ -58,6 +58,21 @@ class Runner(Protocol):
         ...
 
 
+def as_root(runner: Runner, wait: float = 0.0) -> str:
+    """Connect (waiting up to `wait` s for a booting router) and make sure commands run as
+    root: the steps install packages and write /etc. Returns the login's name."""
+    result = wait_for_ssh(runner, wait)
+    user = result.stdout.strip()
+    if result.ok and user == "root":
+        return user
+    why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"user {user}"
+    raise ProvisionError(
+        UNREACHABLE,
+        f"{runner.host}: commands do not run as root ({why})",
+        "log in as root (--user root), or use --sudo with a login allowed passwordless sudo",
+    )
+
+
 def wait_for_ssh(
     runner: Runner,
     wait: float,
@@ -125,6 +140,7 @@ class OpenSSH:
     options: Sequence[str] = ()  # extra -o options, e.g. for the VM test
     connect_timeout: int = 10
     control_dir: Path | None = None  # ControlMaster socket dir; None: one connection each
+    sudo: bool = False  # run every command through `sudo -n` (a login that is not root)
 
     def base(self) -> list[str]:
         return [*self.options_argv(), "-l", self.user, self.host, "--"]
@@ -171,7 +187,7 @@ class OpenSSH:
     def run(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 120
     ) -> Result:
-        command = " ".join(shlex.quote(a) for a in argv)
+        command = " ".join(shlex.quote(a) for a in (["sudo", "-n", *argv] if self.sudo else argv))
         try:
             proc = subprocess.run(
                 [*self.base(), command],
@@ -212,6 +228,8 @@ class OpenSSH:
         part = shlex.quote(remote + ".part")
         # umask 077: a venue config holds secrets; nobody else on the router reads it.
         command = f"umask 077 && cat > {part} && mv -f {part} {shlex.quote(remote)}"
+        if self.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
         proc = subprocess.Popen(
             [*self.base(), command],
             stdin=subprocess.PIPE,

@@ -17,7 +17,7 @@ from provisioning.agent import UNITS
 from provisioning.cloud_status import Fetch, heartbeat_line
 from provisioning.errors import CHECK_FAILED, OK
 from provisioning.report import Reporter
-from provisioning.ssh import Runner, wait_for_ssh
+from provisioning.ssh import Runner, as_root
 
 Line = dict[str, str]
 Probe = Callable[[str], tuple[int, str]]  # url -> (status, Location)
@@ -117,9 +117,8 @@ def verify(
     runner: Runner, plan: VerifyPlan, reporter: Reporter, fetch: Fetch, probe: Probe = http_probe
 ) -> int:
     host = runner.host
-    if plan.wait:
-        with reporter.step(host, "connect"):
-            wait_for_ssh(runner, plan.wait)
+    with reporter.step(host, "connect"):
+        as_root(runner, plan.wait)  # nft and the state dir need root
     with reporter.step(host, "checks"):
         lines = service_lines(runner) + router_lines(runner, plan.root, plan.portal_ca)
     if plan.cloud and plan.claim:

@@ -38,6 +38,7 @@ SSH_ERRORS = {
 @dataclass
 class FakeRouter:
     host: str = "r1"
+    user: str = "root"  # who the commands run as
     installed: tuple[str, str] | None = None  # (version, dpkg status) of plaza
     package_version: str = "0.2.0"  # what the uploaded .deb says it is
     free_kb: int = 2_000_000
@@ -90,7 +91,7 @@ class FakeRouter:
         return Result(0)
 
     def _id(self, args: list[str]) -> Result:
-        return Result(0, "root\n")
+        return Result(0, f"{self.user}\n")
 
     def _df(self, args: list[str]) -> Result:
         return Result(

@@ -284,3 +284,10 @@ def test_wait_retries_a_booting_router_but_not_a_refused_key() -> None:
     with pytest.raises(ProvisionError, match="refused the SSH key"):
         wait_for_ssh(router, 30, clock, sleep)
     assert len(router.calls) == 1
+
+
+def test_a_login_that_is_not_root_stops_at_connect_and_names_sudo() -> None:
+    router = FakeRouter(user="admin")
+    error, events = fail(router, FlashPlan(claim=CLAIM))
+    assert error.code == errors.UNREACHABLE and "do not run as root (user admin)" in error.message
+    assert "--sudo" in error.hint and [e["step"] for e in events] == ["connect"]

@@ -67,3 +67,13 @@ def test_upload_to_a_full_disk_is_disk_full(runner, monkeypatch) -> None:
     with pytest.raises(ProvisionError) as caught:
         runner.upload(io.BytesIO(b"x" * 1000), 1000, "/var/cache/p.deb", lambda n: None)
     assert caught.value.code == errors.DISK_FULL and "No space left" in caught.value.message
+
+
+def test_sudo_wraps_commands_and_the_upload(runner, monkeypatch, tmp_path: Path) -> None:
+    runner.sudo = True
+    assert runner.run(["id", "-un"]).stdout == "ran: sudo -n id -un\n"
+    calls = tmp_path / "argv"
+    fake = tmp_path / "bin/ssh"
+    fake.write_text(f'#!/bin/sh\nfor last; do :; done\necho "$last" > {calls}\ncat > /dev/null\n')
+    runner.upload(io.BytesIO(b"x"), 1, "/etc/x", lambda n: None)
+    assert calls.read_text().startswith("sudo -n sh -c 'umask 077 && cat > /etc/x.part")
