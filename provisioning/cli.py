@@ -85,7 +85,12 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     f = sub.add_parser("flash", help="install, configure, enrol and start one router")
     f.add_argument("host")
-    f.add_argument("--claim", required=True, metavar="CODE", help="the venue's claim code")
+    f.add_argument(
+        "--claim",
+        required=True,
+        metavar="CODE",
+        help="the venue's claim code; '-': read it from stdin (keeps it out of shell history)",
+    )
     f.add_argument("--venue-config", type=Path, metavar="FILE", help="router config (TOML)")
     flash_arguments(f)
     ssh_arguments(f)
@@ -97,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
         "--token",
         default="",
         metavar="CODE",
-        help="the claim code the router enrolled with (the cloud's credential)",
+        help="the claim code the router enrolled with (the cloud's credential); '-': stdin",
     )
     v.add_argument("--ca-bundle", default="", help="PEM trust anchors for the cloud")
     v.add_argument(
@@ -212,6 +217,14 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
     return max(codes.values(), default=OK)
 
 
+def read_secret(prompt: str) -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(prompt).strip()
+    return sys.stdin.readline().strip()
+
+
 def refused(args: argparse.Namespace, exc: ProvisionError) -> int:
     """An error before any router was touched: one line on stderr, and with --json the same as
     an object on stdout, so a script reading stdout sees why too."""
@@ -235,6 +248,8 @@ def main(
     make_runner: Callable[[argparse.Namespace], RunnerFactory] = OpenSSHFactory,
 ) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "claim", None) == "-":
+        args.claim = read_secret("claim code: ")
     try:
         for path in (getattr(args, "venue_config", None), getattr(args, "package", None)):
             if path is not None and not path.is_file():

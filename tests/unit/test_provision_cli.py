@@ -249,3 +249,12 @@ def test_batch_interrupted_starts_no_further_router(tmp_path: Path) -> None:
     csv_file = write_csv(tmp_path, hosts)
     assert main(["batch", str(csv_file), "--json", "--jobs", "1"], routers) == 130
     assert [h for h in hosts if routers[h].calls] == ["r1", "r2"]
+
+
+def test_claim_from_stdin_stays_off_the_command_line(monkeypatch, capsys) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("K7Q4-9XMP-2D3F\n"))
+    router = FakeRouter()
+    assert main(["flash", "r1", "--claim", "-", "--json"], {"r1": router}) == errors.OK
+    assert router.inputs == [b"K7Q4-9XMP-2D3F\n"]
