@@ -30,7 +30,7 @@ MAX_BODY = 1024 * 1024  # docs/cloud-protocol.md: a usage batch is at most 1 MiB
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    from cloud import api, dashboard, db, device_api, enrol, keys, presence, transport
+    from cloud import api, dashboard, db, device_api, enrol, fleet, keys, presence, transport
 
     config = dict(config or {})
     instance = config.pop("INSTANCE_PATH", None) or os.environ.get("PLAZA_CLOUD_INSTANCE")
@@ -61,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     transport.install(app)
     api.register(app)
     app.register_blueprint(enrol.bp)
+    app.register_blueprint(fleet.bp)
     app.register_blueprint(device_api.bp)
     app.register_blueprint(dashboard.bp)
     from cloud.push import presence_push  # presence push: join hook, subscriptions

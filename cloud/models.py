@@ -309,3 +309,34 @@ class KnownSignInClient(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class FleetSecret(Base):
+    """A merchant's fleet enrolment secret, baked into router images: a router holding it may
+    ASK to join (cloud/fleet.py), never join by itself. Only its SHA-256 is kept."""
+
+    __tablename__ = "fleet_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class PendingDevice(Base):
+    """A router from an image that asked to join, waiting for the merchant's decision in the
+    dashboard. Keyed by its public key, so a router rebooting while it waits is one row."""
+
+    __tablename__ = "pending_devices"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=lambda: new_id("pnd"))
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64), unique=True)
+    venue_tag: Mapped[str] = mapped_column(String(63), default="")
+    hostname: Mapped[str] = mapped_column(String(63), default="")
+    version: Mapped[str] = mapped_column(String(32), default="")
+    requested_at: Mapped[float] = mapped_column(Float)
+    decided_at: Mapped[float | None] = mapped_column(Float)
+    device_id: Mapped[str | None] = mapped_column(String(24))  # set when approved
+    rejected: Mapped[bool] = mapped_column(Boolean, default=False)

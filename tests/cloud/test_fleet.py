@@ -1,0 +1,108 @@
+"""Image-baked enrolment (cloud/fleet.py): a router with the fleet secret asks, waits, and
+joins only once the merchant approves; refused, revoked or unknown secrets get nothing."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from cloud import db as cloud_db
+from cloud import fleet
+from cloud.accounts import create_merchant, create_venue
+from cloud.models import Device, PendingDevice, Venue
+from plaza import signing
+from tests.cloud.conftest import CLOUD_KEY
+from tests.conftest import FakeClock
+
+URL = "/api/v1/enrol/fleet"
+
+
+def new_secret(app: Flask, merchant_id: str, t: float) -> str:
+    with cloud_db.session(app) as db:
+        secret = fleet.create_fleet_secret(db, merchant_id, t)
+        db.commit()
+        return secret
+
+
+def ask(client, secret: str, public: str, tag: str = "main-st"):
+    return client.post(
+        URL,
+        json={
+            "fleet_secret": secret,
+            "public_key": public,
+            "venue_tag": tag,
+            "hostname": "r9",
+            "version": "0.1.0",
+        },
+    )
+
+
+def test_a_router_waits_then_joins_the_venue_the_merchant_chose(app, client, clock, venue):
+    secret = new_secret(app, venue.merchant_id, clock())
+    public = signing.public_b64(signing.new_key())
+    first = ask(client, secret, public)
+    assert first.status_code == 202 and first.json["status"] == "pending"
+    again = ask(client, secret, public)  # a reboot while waiting: the same request
+    assert again.status_code == 202 and again.json["pending_id"] == first.json["pending_id"]
+    with cloud_db.session(app) as db:
+        waiting = fleet.pending_for(db, venue.merchant_id)
+        assert [(p.venue_tag, p.hostname) for p in waiting] == [("main-st", "r9")]
+        assert db.query(Device).count() == 0  # never auto-trusted
+        device = fleet.approve(db, venue.merchant_id, waiting[0].id, venue.id, clock())
+        db.commit()
+        device_id = device.id
+    joined = ask(client, secret, public)
+    assert joined.status_code == 201
+    assert joined.json == {
+        "status": "approved",
+        "device_id": device_id,
+        "venue_id": venue.id,
+        "cloud_public_key": signing.public_b64(CLOUD_KEY),
+    }
+    with cloud_db.session(app) as db:
+        assert db.get(Device, device_id).public_key == public
+        assert fleet.pending_for(db, venue.merchant_id) == []
+
+
+def test_refused_revoked_and_unknown(app, client, clock, venue):
+    secret = new_secret(app, venue.merchant_id, clock())
+    public = signing.public_b64(signing.new_key())
+    pending_id = ask(client, secret, public).json["pending_id"]
+    with cloud_db.session(app) as db:
+        fleet.reject(db, venue.merchant_id, pending_id, clock())
+        db.commit()
+    refused = ask(client, secret, public)
+    assert refused.status_code == 403 and "refused" in refused.json["error"]
+    assert ask(client, "fleet-nope", public).status_code == 403
+    newer = new_secret(app, venue.merchant_id, clock())  # revokes the first
+    other = signing.public_b64(signing.new_key())
+    assert ask(client, secret, other).status_code == 403
+    assert ask(client, newer, other).status_code == 202
+    assert ask(client, newer, "not-a-key").status_code == 400
+
+
+def test_decisions_belong_to_the_merchant(app, client, clock: FakeClock, venue: Venue) -> None:
+    secret = new_secret(app, venue.merchant_id, clock())
+    pending_id = ask(client, secret, signing.public_b64(signing.new_key())).json["pending_id"]
+    with cloud_db.session(app) as db:
+        other = create_merchant(db, "Bistro", "b@bistro.example", "correct horse b", clock())
+        theirs = create_venue(db, other.id, "Bistro", clock(), None)
+        db.commit()
+        with pytest.raises(fleet.FleetError, match="no such router"):
+            fleet.approve(db, other.id, pending_id, theirs.id, clock())
+        with pytest.raises(fleet.FleetError, match="no such venue"):
+            fleet.approve(db, venue.merchant_id, pending_id, theirs.id, clock())
+        fleet.approve(db, venue.merchant_id, pending_id, venue.id, clock())
+        with pytest.raises(fleet.FleetError, match="already decided"):
+            fleet.reject(db, venue.merchant_id, pending_id, clock())
+
+
+def test_a_leaked_secret_cannot_flood_the_list(app, client, clock, venue, monkeypatch):
+    monkeypatch.setattr(fleet, "MAX_PENDING", 2)
+    secret = new_secret(app, venue.merchant_id, clock())
+    codes = [
+        ask(client, secret, signing.public_b64(signing.new_key())).status_code for _ in range(3)
+    ]
+    assert codes == [202, 202, 429]
+    with cloud_db.session(app) as db:
+        assert db.query(PendingDevice).count() == 2
