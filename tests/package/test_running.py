@@ -120,3 +120,18 @@ def test_dnsmasq_unit_commands_work_with_debians_dnsmasq(debian: Chroot) -> None
     # A typo in a drop-in is caught the same way.
     debian.write("/etc/plaza/dnsmasq.d/typo.conf", "dhcp-hots=nonsense\n")
     assert debian.sh(script, check=False).returncode != 0
+
+
+def test_default_config_without_a_lan_stops_cleanly(debian: Chroot) -> None:
+    """No br-lan (a router not yet set up): the gateway says why and exits 2, the status
+    plaza-gateway.service's RestartPreventExitStatus= does not restart; no table is loaded."""
+    debian.run("dpkg", "-i", "/tmp/old.deb")
+    done = debian.sh(
+        "plaza-gateway --config /etc/plaza/gateway.toml run; echo EXIT $?; nft list tables",
+        check=False,
+    )
+    assert "EXIT 2" in done.stdout
+    assert "no such interface: 'br-lan'" in done.stderr
+    assert "plaza" not in done.stdout.replace("EXIT", "")
+    unit = debian.run("cat", "/lib/systemd/system/plaza-gateway.service").stdout
+    assert "RestartPreventExitStatus=2" in unit
