@@ -15,9 +15,9 @@ The plain arm replaces the older "with / without the `inet plaza` table" compari
 left the guard table and the queue hooks in both arms, so it hid what they cost, and the
 plain arm is the reference a router vendor compares against. Scratch arms for finding where
 the cost is (`--arms plaza,plain,without,no-guard,no-queue`) take out one piece at a time;
-`fib-first` loads Plaza's table as it was before 2026-12-06 (authorized stations met the
-reverse-path lookup) and `no-policy` one with no per-client policy chain (its cost at most),
-so a before/after comparison runs side by side too.
+`before` loads Plaza's table as it was before 2026-12-06 (see `before()`) and `no-policy` one
+with no per-client policy chain (its cost at most), so a before/after comparison runs side by
+side too: `--arms plaza,plain,before`.
 
 Plaza sets no sysctl of its own; the ones that matter for forwarding (ip_forward, rp_filter,
 bridge-nf-call-*) are printed in each arm so a reader can see the arms differ only in tables.
@@ -65,7 +65,7 @@ ARMS: dict[str, tuple[str, ...] | None] = {
     "without": (PLAZA,),
     "no-guard": (GUARD,),
     "no-queue": (QUEUE, *XT),
-    "fib-first": (),  # Plaza's table before 2026-12-06: see VARIANTS
+    "before": (),  # Plaza's table before 2026-12-06: see VARIANTS
     "no-policy": (),
 }
 # Scratch arms that load a variant of `inet plaza` instead (the saved listing, edited).
@@ -73,11 +73,37 @@ AUTH_RETURNS = (
     "\t\tip saddr . ether saddr @auth4 return\n\t\tip6 saddr . ether saddr @auth6 return\n"
 )
 FE80 = "\t\tip6 saddr fe80::/10 return\n"
+POLICY_JUMP = re.compile(r"\t\t[io]ifname \S+ (meta nfproto \S+ )?jump client_\w+\n")
+
+
+def before(table: str) -> str:
+    """Plaza's table as it was before 2026-12-06: authorized pairs returned from lan_antispoof
+    only after the reverse-path (fib) lookup, and one policy chain per direction held both
+    families' rules, so every packet walked the other family's too."""
+    table = table.replace(AUTH_RETURNS, "", 1).replace(FE80, FE80 + AUTH_RETURNS, 1)
+    head, policy = table.split("\tchain client_policy {\n", 1)
+    lan = re.search(r'iifname "([^"]+)" meta nfproto', policy)
+    if lan is None:
+        return table  # already the old form
+    chains = dict(re.findall(r"\tchain (client_\w+) \{\n(.*?)\t\}\n", policy, re.S))
+    text = head + (
+        "\tchain client_policy {\n"
+        "\t\ttype filter hook forward priority filter + 10; policy accept;\n"
+        f'\t\tiifname "{lan.group(1)}" jump client_up\n'
+        f'\t\toifname "{lan.group(1)}" jump client_down\n\t}}\n'
+    )
+    for way in ("up", "down"):
+        v4, v6 = chains[f"client_{way}4"].splitlines(), chains[f"client_{way}6"].splitlines()
+        pairs = zip(v4, v6, strict=True)
+        rules = "".join(f"{v4}\n{v6}\n" for v4, v6 in pairs)
+        text += f"\n\tchain client_{way} {{\n{rules}\t}}\n"
+    return text + "}\n"
+
+
 VARIANTS: dict[str, Callable[[str], str]] = {
-    # authorized pairs returned from lan_antispoof only after the reverse-path (fib) lookup
-    "fib-first": lambda t: t.replace(AUTH_RETURNS, "", 1).replace(FE80, FE80 + AUTH_RETURNS, 1),
+    "before": before,
     # no per-client policy or accounting at all: what the client_policy chain costs at most
-    "no-policy": lambda t: re.sub(r"\t\t[io]ifname \S+ jump client_(up|down)\n", "", t),
+    "no-policy": lambda t: POLICY_JUMP.sub("", t),
 }
 DEFAULT_ARMS = ("plaza", "plain")
 SYSCTLS = (

@@ -226,16 +226,32 @@ def _policy_maps(family: str) -> list[str]:
     return lines
 
 
-def _policy_rules(direction: str) -> list[str]:
-    """Rate limit, then quotas, then the counter, for both families."""
-    lines = []
-    for stem, (obj, way) in POLICY_MAPS.items():
-        if way != direction:
-            continue
-        verdict = "" if obj == "counter" else " drop"
+def _policy_chains(lan: str) -> list[str]:
+    """`client_policy` and the chains it jumps to: one per direction and family, each a rate
+    limit, then quotas, then the counter. Split by family so a packet walks only its own
+    family's rules: this chain sees every forwarded packet of every client, and its rules were
+    most of what Plaza's table costs per packet (docs/decisions.md, "forwarding against a
+    plain router")."""
+    lines = [
+        "\tchain client_policy {",
+        "\t\ttype filter hook forward priority filter + 10; policy accept;",
+    ]
+    for direction, where in (("up", "iifname"), ("down", "oifname")):
+        for family in ("ipv4", "ipv6"):
+            lines.append(
+                f'\t\t{where} "{lan}" meta nfproto {family} jump client_{direction}{family[-1]}'
+            )
+    lines.append("\t}")
+    for direction in ("up", "down"):
         for family, proto in (("4", "ip"), ("6", "ip6")):
-            key = f"{proto} saddr . ether saddr" if way == "up" else f"{proto} daddr"
-            lines.append(f"\t\t{obj} name {key} map @{stem}{family}{verdict}")
+            lines += ["", f"\tchain client_{direction}{family} {{"]
+            for stem, (obj, way) in POLICY_MAPS.items():
+                if way != direction:
+                    continue
+                verdict = "" if obj == "counter" else " drop"
+                key = f"{proto} saddr . ether saddr" if way == "up" else f"{proto} daddr"
+                lines.append(f"\t\t{obj} name {key} map @{stem}{family}{verdict}")
+            lines.append("\t}")
     return lines
 
 
@@ -389,19 +405,7 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t}",
         "",
         # Per-client policy and accounting, for traffic that every filter before has let through.
-        "\tchain client_policy {",
-        "\t\ttype filter hook forward priority filter + 10; policy accept;",
-        f'\t\tiifname "{lan}" jump client_up',
-        f'\t\toifname "{lan}" jump client_down',
-        "\t}",
-        "",
-        "\tchain client_up {",
-        *_policy_rules("up"),
-        "\t}",
-        "",
-        "\tchain client_down {",
-        *_policy_rules("down"),
-        "\t}",
+        *_policy_chains(lan),
         "}",
     ]
     return "\n".join(lines) + "\n"

@@ -139,17 +139,24 @@ def test_client_policy_runs_after_the_filters_limit_then_quota_then_counter() ->
     text = ruleset.render(Config())
     assert _chain(text, "client_policy") == [
         "type filter hook forward priority filter + 10; policy accept;",
-        'iifname "br-lan" jump client_up',
-        'oifname "br-lan" jump client_down',
+        'iifname "br-lan" meta nfproto ipv4 jump client_up4',
+        'iifname "br-lan" meta nfproto ipv6 jump client_up6',
+        'oifname "br-lan" meta nfproto ipv4 jump client_down4',
+        'oifname "br-lan" meta nfproto ipv6 jump client_down6',
     ]
-    up = _chain(text, "client_up")
-    assert up[0] == "limit name ip saddr . ether saddr map @rate_up4 drop"
-    assert up[2] == "quota name ip saddr . ether saddr map @quota_up4 drop"
-    assert up[-2:] == ["counter name ip saddr . ether saddr map @cnt_up4",
-                       "counter name ip6 saddr . ether saddr map @cnt_up6"]  # fmt: skip
-    down = _chain(text, "client_down")
+    up = _chain(text, "client_up4")
+    assert up == ["limit name ip saddr . ether saddr map @rate_up4 drop",
+                  "quota name ip saddr . ether saddr map @quota_up4 drop",
+                  "quota name ip saddr . ether saddr map @quota_total_up4 drop",
+                  "counter name ip saddr . ether saddr map @cnt_up4"]  # fmt: skip
+    assert _chain(text, "client_up6")[-1] == "counter name ip6 saddr . ether saddr map @cnt_up6"
+    down = _chain(text, "client_down4")
     assert down[0] == "limit name ip daddr map @rate_down4 drop"
-    assert down[-1] == "counter name ip6 daddr map @cnt_down6"
+    assert down[-1] == "counter name ip daddr map @cnt_down4"
+    assert _chain(text, "client_down6") == ["limit name ip6 daddr map @rate_down6 drop",
+                                            "quota name ip6 daddr map @quota_down6 drop",
+                                            "quota name ip6 daddr map @quota_total_down6 drop",
+                                            "counter name ip6 daddr map @cnt_down6"]  # fmt: skip
     assert "\tmap quota_total_down4 {\n\t\ttype ipv4_addr : quota\n\t}" in text
     assert "\tmap cnt_up6 {\n\t\ttype ipv6_addr . ether_addr : counter\n\t}" in text
 
