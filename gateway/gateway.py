@@ -36,7 +36,8 @@ from gateway.stations import control
 from gateway.stations.access import RuntimeAccess
 from gateway.stations.accounting import Meter, UsageRecord
 from gateway.stations.presence import PresenceOutbox
-from gateway.stations.sessions import (
+from gateway.stations.sessions import SessionTable
+from gateway.stations.station import (
     Allow,
     Client,
     EndSession,
@@ -47,7 +48,6 @@ from gateway.stations.sessions import (
     Revoke,
     Save,
     SessionError,
-    SessionTable,
     State,
 )
 from gateway.stations.store import Store

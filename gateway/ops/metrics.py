@@ -66,7 +66,7 @@ class GatewayMetrics:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         from gateway.stations import control
-        from gateway.stations.sessions import Reason, State
+        from gateway.stations.station import Reason, State
 
         self.gateway, self.garden, self.clock = gateway, garden, clock
         self.registry = registry or Registry()

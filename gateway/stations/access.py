@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.files import write_atomic
 from gateway.stations.policy import Access
-from gateway.stations.sessions import SessionError, normalize_mac
+from gateway.stations.station import SessionError, normalize_mac
 
 log = logging.getLogger("plaza.access")
 

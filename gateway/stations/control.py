@@ -18,7 +18,7 @@ from gateway.stations import hostnames
 from gateway.stations.accounting import Meter
 from gateway.stations.policy import PolicyError, overrides_from
 from gateway.stations.presence import login_event
-from gateway.stations.sessions import (
+from gateway.stations.station import (
     Client,
     Reason,
     SessionError,

@@ -38,29 +38,6 @@ MAX_IPV6 = 8
 # unseen captive stations instead of growing without bound; authorized ones are never evicted.
 MAX_STATIONS = 50_000
 
-# Re-exported: callers name a station's words through the state machine's module too.
-__all__ = [
-    "MAX_IPV6",
-    "MAX_STATIONS",
-    "TRANSITIONS",
-    "Allow",
-    "Client",
-    "EndSession",
-    "Event",
-    "Forget",
-    "Op",
-    "Presence",
-    "Reason",
-    "Revoke",
-    "Save",
-    "SessionError",
-    "SessionTable",
-    "State",
-    "normalize_ip",
-    "normalize_mac",
-    "transition",
-]
-
 
 class Event(StrEnum):
     AUTHORIZE = "authorize"

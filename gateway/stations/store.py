@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.stations.accounting import Meter, Usage, UsageRecord
 from gateway.stations.policy import Policy
-from gateway.stations.sessions import Client, EndSession, State
+from gateway.stations.station import Client, EndSession, State
 
 # Table -> (column, type, NOT NULL), in the order SQLAlchemy created them, and the indexes.
 SCHEMA: dict[str, tuple[tuple[str, str, bool], ...]] = {

@@ -3,20 +3,17 @@ from dataclasses import replace
 import pytest
 
 from gateway.stations.policy import UNLIMITED, Access, Policy
-from gateway.stations.sessions import (
-    TRANSITIONS,
+from gateway.stations.sessions import TRANSITIONS, Event, SessionTable, transition
+from gateway.stations.station import (
     Allow,
     EndSession,
-    Event,
     Presence,
     Reason,
     Revoke,
     Save,
     SessionError,
-    SessionTable,
     State,
     normalize_mac,
-    transition,
 )
 from tests.conftest import FakeClock
 

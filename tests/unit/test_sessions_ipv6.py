@@ -3,15 +3,8 @@
 import pytest
 
 from gateway.stations import sessions
-from gateway.stations.sessions import (
-    Allow,
-    EndSession,
-    Presence,
-    Reason,
-    Revoke,
-    SessionTable,
-    State,
-)
+from gateway.stations.sessions import SessionTable
+from gateway.stations.station import Allow, EndSession, Presence, Reason, Revoke, State
 from tests.conftest import FakeClock
 
 MAC = "02:50:4c:00:00:01"
@@ -132,7 +125,7 @@ def test_presence_join_and_leave_once_per_visit(clock: FakeClock) -> None:
 def test_leaving_and_lost_addresses_are_forgotten_by_the_detector(
     table: SessionTable, clock: FakeClock
 ) -> None:
-    from gateway.stations.sessions import Forget
+    from gateway.stations.station import Forget
 
     [lost] = [op for op in table.lost(V6, clock(), MAC) if isinstance(op, Forget)]
     assert lost.elements == ((V6, MAC),)
