@@ -17,11 +17,12 @@ not exist.
 | `charts.py` | bar-chart geometry for the SVG templates |
 | `views.py` | the venues list and the venue page |
 | `editor.py` | branding/offers editor, push-to-routers, claim codes |
+| `fleet.py` | routers from a baked image waiting for approval, the fleet secret |
 """
 
 from __future__ import annotations
 
-from cloud.dashboard import auth, editor, views  # the page modules register their routes on bp
+from cloud.dashboard import auth, editor, fleet, views  # page modules register routes on bp
 from cloud.dashboard.blueprint import bp
 
-__all__ = ["auth", "bp", "editor", "views"]
+__all__ = ["auth", "bp", "editor", "fleet", "views"]

@@ -106,3 +106,38 @@ def test_a_leaked_secret_cannot_flood_the_list(app, client, clock, venue, monkey
     assert codes == [202, 202, 429]
     with cloud_db.session(app) as db:
         assert db.query(PendingDevice).count() == 2
+
+
+def test_dashboard_lists_waiting_routers_and_approves_one(app, client, clock, venue, signed_in):
+    from tests.cloud.dashboard_helpers import csrf, text
+
+    page = signed_in.get("/dashboard/")
+    assert "Routers waiting for approval" in text(page)
+    token = csrf(signed_in, "/dashboard/fleet")
+    made = signed_in.post("/dashboard/fleet/secret", data={"csrf_token": token})
+    assert made.status_code == 200
+    secret = text(made).split('id="fleet-secret">')[1].split("<")[0]
+    assert secret.startswith("fleet-")
+    public = signing.public_b64(signing.new_key())
+    pending_id = ask(client, secret, public, tag=venue.id).json["pending_id"]
+    listed = text(signed_in.get("/dashboard/fleet"))
+    assert "r9" in listed and venue.id in listed and "No router is waiting" not in listed
+    # Without the CSRF token nothing is decided.
+    bare = signed_in.post(f"/dashboard/fleet/{pending_id}/approve", data={"venue_id": venue.id})
+    assert bare.status_code == 400
+    done = signed_in.post(
+        f"/dashboard/fleet/{pending_id}/approve", data={"csrf_token": token, "venue_id": venue.id}
+    )
+    assert done.status_code == 303
+    assert ask(client, secret, public).status_code == 201
+    assert "No router is waiting" in text(signed_in.get("/dashboard/fleet"))
+    # Deciding again, or for a made-up id: 404, as if it did not exist.
+    again = signed_in.post(f"/dashboard/fleet/{pending_id}/reject", data={"csrf_token": token})
+    assert again.status_code == 404
+    bogus = signed_in.post("/dashboard/fleet/pnd_x/approve", data={"csrf_token": token})
+    assert bogus.status_code == 404
+
+
+def test_dashboard_fleet_needs_sign_in(client, venue) -> None:
+    assert client.get("/dashboard/fleet").status_code == 302
+    assert client.post("/dashboard/fleet/secret").status_code == 302
