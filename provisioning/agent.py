@@ -9,6 +9,8 @@ It is part of the router install (the Debian package), imports nothing the route
   that cuts the SSH session does not stop the rollback.
 - `boot-check`: at boot, a config still on trial (power cut before the cloud answered) is
   replaced by the previous one (run by a oneshot unit ordered before plaza-gateway).
+- `fleet-enrol --secret-file F --venue-tag T`: an image's first boot (provisioning/fleet_enrol.py):
+  ask to join with the fleet secret and wait until the merchant approves it.
 - `check`: the router-local health checks, one JSON object per line (provisioning/checks.py).
 
 `--root DIR` prefixes every path (tests and chroots); commands are taken from PATH.
@@ -145,6 +147,58 @@ def cmd_boot_check(args: argparse.Namespace) -> int:
     return OK
 
 
+def http_post(ca_bundle: str, timeout: float = 15.0) -> Callable[[str, dict], tuple[int, dict]]:
+    context = ssl.create_default_context(cafile=ca_bundle or None)
+
+    def post(url: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                return exc.code, {}
+
+    return post
+
+
+def cmd_fleet_enrol(args: argparse.Namespace) -> int:
+    """First boot of an image with a fleet secret: ask to join, wait for the merchant."""
+    from gateway import config as configmod
+    from gateway.uplink.transport import version
+    from provisioning.fleet_enrol import FleetEnrolment
+
+    config = configmod.load(str(rooted(args.root, args.config)))
+    url = args.cloud or config.cloud.url
+    if not url:
+        raise ProvisionError(USAGE, "no cloud URL: --cloud or [cloud] url")
+    secret = Path(args.secret_file).read_text().strip()
+    enrolment = FleetEnrolment(
+        state_dir=Path(config.gateway.state_dir),
+        cloud_url=url,
+        secret=secret,
+        venue_tag=args.venue_tag,
+        post=http_post(config.cloud.ca_bundle),
+        clock=time.monotonic,
+        sleep=time.sleep,
+        version=version(),
+    )
+    identity = enrolment.run(args.interval, args.timeout)
+    print(
+        json.dumps(
+            {"enrolled": True, "device_id": identity.device_id, "venue_id": identity.venue_id}
+        )
+    )
+    return OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from provisioning import checks
 
@@ -170,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "boot-check", help="at boot: put back the previous config if a new one was on trial"
     ).set_defaults(func=cmd_boot_check)
+    fleet = sub.add_parser(
+        "fleet-enrol",
+        help="first boot: ask to join with the fleet secret, wait for the merchant's approval",
+    )
+    fleet.add_argument("--secret-file", required=True, help="the fleet secret baked in the image")
+    fleet.add_argument("--venue-tag", default="", help="shown to the merchant (e.g. a venue id)")
+    fleet.add_argument("--cloud", default="", help="the cloud URL (default: [cloud] url)")
+    fleet.add_argument("--interval", type=float, default=30.0, help="seconds between asks")
+    fleet.add_argument("--timeout", type=float, default=0.0, help="give up after S (0: never)")
+    fleet.set_defaults(func=cmd_fleet_enrol)
     check = sub.add_parser("check", help="router-local health checks as JSON lines")
     check.add_argument(
         "--portal-ca",

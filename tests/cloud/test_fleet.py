@@ -141,3 +141,39 @@ def test_dashboard_lists_waiting_routers_and_approves_one(app, client, clock, ve
 def test_dashboard_fleet_needs_sign_in(client, venue) -> None:
     assert client.get("/dashboard/fleet").status_code == 302
     assert client.post("/dashboard/fleet/secret").status_code == 302
+
+
+def test_the_router_agent_waits_joins_and_signs_as_its_device(app, client, clock, venue, tmp_path):
+    """provisioning/fleet_enrol.py against this cloud: pending on the first boot, the same row
+    after a reboot, then the identity; the router's requests then verify as that device."""
+    from provisioning.fleet_enrol import PENDING_KEY, FleetEnrolment
+    from tests.cloud.conftest import Router
+
+    secret = new_secret(app, venue.merchant_id, clock())
+
+    def post(url: str, body: dict):
+        response = client.post(url.removeprefix("https://cloud.test"), json=body)
+        return response.status_code, response.json
+
+    def boot() -> FleetEnrolment:
+        return FleetEnrolment(
+            tmp_path,
+            "https://cloud.test",
+            secret,
+            venue.id,
+            post,
+            clock,
+            clock.advance,
+            hostname="r9",
+        )
+
+    assert boot().once() is None and boot().once() is None  # two boots, one request
+    with cloud_db.session(app) as db:
+        (waiting,) = fleet.pending_for(db, venue.merchant_id)
+        fleet.approve(db, venue.merchant_id, waiting.id, venue.id, clock())
+        db.commit()
+    identity = boot().run(interval=30, timeout=60)
+    assert identity.venue_id == venue.id and not (tmp_path / PENDING_KEY).exists()
+    key = signing.load_private((tmp_path / "device.key").read_bytes())
+    router = Router(client, clock, identity.device_id, key)
+    assert router.post("/api/v1/device/heartbeat", {"uptime": 1}).status_code == 200
