@@ -244,3 +244,50 @@ def test_batch_resumes_by_verifying(ssh_router, cloud, tmp_path: Path) -> None:
     code, lines, text = provision(*argv)
     assert lines[-1]["message"].startswith("already flashed: verified"), text
     assert ssh_router.log().count("enable --now") == 1  # not flashed twice
+
+
+def test_image_baked_enrolment_waits_for_the_merchant(ssh_router, cloud, tmp_path: Path):
+    """plaza-provision-agent fleet-enrol in the router's root (as its first-boot unit runs it),
+    over real HTTP to the cloud: not
+    approved yet → gives up at its timeout with the router in the merchant's list; approved →
+    enrolled, and verify sees it enrolled."""
+    from cloud import db as cloud_db
+    from cloud import fleet
+    from cloud.models import Venue
+
+    server, venue_id = cloud
+    with cloud_db.session(server.app) as db:
+        merchant_id = db.get(Venue, venue_id).merchant_id
+        secret = fleet.create_fleet_secret(db, merchant_id, time.time())
+        db.commit()
+    secret_file = ssh_router.root / "etc/plaza/fleet.secret"
+    secret_file.write_text(secret + "\n")
+    agent = [
+        str(Path(sys.executable).parent / "plaza-provision-agent"),
+        "--root",
+        str(ssh_router.root),
+        "fleet-enrol",
+        "--secret-file",
+        str(secret_file),
+        "--venue-tag",
+        venue_id,
+        "--cloud",
+        server.url,
+        "--interval",
+        "0.2",
+    ]
+    waiting = subprocess.run([*agent, "--timeout", "0.5"], capture_output=True, text=True)
+    assert waiting.returncode == errors.CLOUD_UNREACHABLE, waiting.stderr
+    assert "not approved" in waiting.stderr
+    with cloud_db.session(server.app) as db:
+        (pending,) = fleet.pending_for(db, merchant_id)
+        assert pending.venue_tag == venue_id
+        device = fleet.approve(db, merchant_id, pending.id, venue_id, time.time())
+        db.commit()
+        device_id = device.id
+    joined = subprocess.run([*agent, "--timeout", "10"], capture_output=True, text=True)
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout)["device_id"] == device_id
+    code, lines, _ = provision("verify", "127.0.0.1", *ssh_router.args())
+    assert device_id in checks(lines)["enrolled"]["reason"]
+    assert code == errors.CHECK_FAILED  # never flashed: its services are not running
