@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
 	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk \
-	mmdebstrap openssh-client openssh-server
+	mmdebstrap openssh-client openssh-server systemd-container
 # openssh-server: tests/provision run their own /usr/sbin/sshd on 127.0.0.1 as the "router"
 # (the system ssh service is not needed by them).
 STAMP_APT := $(VENV)/.apt-done
