@@ -103,3 +103,17 @@ def test_the_architecture_page_shows_the_graph_as_it_is() -> None:
     assert match.group(1) == importgraph.render(), (
         "docs/architecture.md is out of date: paste the output of `python -m tests.importgraph`"
     )
+
+
+MAX_LINES = 500  # a module one can read in a sitting; past this it is doing two jobs
+
+
+def test_no_module_over_500_lines() -> None:
+    """The deployables' modules stay small (the lab and tests are exempt: tools, not product)."""
+    too_long = sorted(
+        f"{name} ({lines} lines)"
+        for name, path in importgraph.modules().items()
+        if name.split(".")[0] in ("plaza", "gateway", "portal", "cloud", "provisioning")
+        and (lines := len(path.read_text().splitlines())) > MAX_LINES
+    )
+    assert too_long == []
