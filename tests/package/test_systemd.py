@@ -161,6 +161,23 @@ def test_the_units_under_systemd(container: Container) -> None:
         score = float(re.search(rf"^{re.escape(unit)}\s+(\d+\.\d+)", scores, re.M).group(1))  # type: ignore[union-attr]
         assert score <= target, (unit, score)
 
+    # The cloud adds a garden name: the sandboxed gateway restarts plaza-dnsmasq through
+    # systemctl ([garden] dnsmasq_restart of the shipped config) so dnsmasq reads it.
+    dnsmasq = box.main_pid("plaza-dnsmasq.service")
+    box.run(
+        "sh", "-c",
+        """echo '{"version": 2, "config": {"garden": {"domains": ["shop.example.org"]}}}' """
+        "> /var/lib/plaza/cloud-config.json",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while box.main_pid("plaza-dnsmasq.service") in (dnsmasq, 0):
+        assert time.monotonic() < deadline, box.run("journalctl", "--no-pager", "-n", "40").stdout
+        time.sleep(0.3)
+    journal = box.run("journalctl", "-u", UNITS[0], "--no-pager").stdout
+    assert "dnsmasq restarted for the new walled garden" in journal
+    fragment = box.run("cat", "/var/lib/plaza/dnsmasq.d/cloud-garden.conf").stdout
+    assert "nftset=/shop.example.org/" in fragment
+
     # A phone takes a lease and is authorized; an upgrade restarts the gateway around it.
     box.run(
         "env", "PLAZA_CONTROL_SOCKET=/run/plaza/control.sock", "python3", "-I", "-S",
