@@ -8,6 +8,8 @@ the tests see which units an install starts, an upgrade restarts and a removal s
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests.package.chroot import Chroot
@@ -165,3 +167,26 @@ def test_failed_postinst_and_the_way_back(debian: Chroot, debs: Debs, tmp_path) 
     assert [line for line in invoked(debian) if line.startswith("deb-systemd-invoke")] == [
         f"deb-systemd-invoke restart {u}" for u in UNITS
     ]
+
+
+def test_a_full_disk_keeps_the_previous_version(base_root, debs: Debs, tmp_path) -> None:
+    """The root's writable layer on a 80 MB tmpfs: the first install fits, the upgrade's
+    unpack (new files beside the old until dpkg switches them) runs out of space. dpkg then
+    puts the old files back: the previous version stays installed and working."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "plaza-test", str(small)], check=True)
+    try:
+        root = Chroot(base_root, small)
+        root.put(debs.old, "/tmp/old.deb")
+        dpkg_install(root, "/tmp/old.deb")
+        root.run("rm", "/tmp/old.deb")
+        root.put(debs.new, "/tmp/new.deb")
+        root.sh("echo sessions > /var/lib/plaza/plaza.db")
+        done = dpkg_install(root, "/tmp/new.deb", check=False)
+        assert done.returncode != 0
+        assert "No space left on device" in done.stderr, done.stderr
+        assert_installed_and_working(root, debs.old_version)
+        assert root.run("cat", "/var/lib/plaza/plaza.db").stdout == "sessions\n"
+    finally:
+        subprocess.run(["umount", "--lazy", str(small)], check=False)
