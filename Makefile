@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-base iproute2 \
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
 	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk \
-	mmdebstrap openssh-client openssh-server systemd-container
+	mmdebstrap openssh-client openssh-server systemd-container \
+	qemu-system-x86 qemu-utils extlinux syslinux-common fdisk
 # openssh-server: tests/provision run their own /usr/sbin/sshd on 127.0.0.1 as the "router"
 # (the system ssh service is not needed by them).
 STAMP_APT := $(VENV)/.apt-done
@@ -15,7 +16,7 @@ STAMP_PIP := $(VENV)/.pip-done
 # axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
 AXE := .cache/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: all setup demo test lint bench fuzz clean lab-down package
+.PHONY: all setup demo test lint bench fuzz clean lab-down package router-image
 
 all: test
 
@@ -54,6 +55,12 @@ test: setup $(AXE)
 # provisioning/package/build.py). Install on a Debian 12 router: dpkg -i, systemctl enable --now.
 package: setup
 	$(PY) provisioning/package/build.py
+
+# The router's disk: dist/plaza-router.qcow2 (Debian 12, Plaza's .deb installed, key-only SSH
+# with SSH_KEY, default dist/plaza-lab-key.pub made for the lab). Cached: seconds when nothing
+# changed. See provisioning/image/build.py and README "Router image".
+router-image: package
+	$(PY) provisioning/image/build.py $(if $(SSH_KEY),--ssh-key $(SSH_KEY))
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -1,0 +1,217 @@
+"""The router image (dist/plaza-router.qcow2) booted under QEMU, wired to a fake internet and
+a LAN where phone namespaces can join: the lab's router namespace played by a real VM.
+
+    [internet ns]  eth0 --veth-- br-wan --tap wan0-- VM eth0 (WAN, DHCP from the internet)
+    198.18.0.2/30                                    VM eth1 --tap lan0-- br-lan --veth-- phones
+    lo: 192.0.2.53 (DNS)          [host ns: the bridges, taps and QEMU]
+
+QEMU, its taps and both bridges live in their own network namespace ("host"), so nothing is
+ever bridged to the machine's real interfaces and nothing leaves it; the internet namespace
+has no default route. The internet runs dnsmasq as the ISP: the router's WAN address by DHCP
+(198.18.0.1, the lab's WAN_ROUTER) and DNS. QEMU runs in software emulation (TCG; this
+machine's KVM does not run 64-bit guests) with `-snapshot`: a run never changes the image.
+SSH reaches the router from the internet side, as a technician's laptop on the WAN would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST = ROOT / "dist"
+IMAGE = DIST / "plaza-router.qcow2"
+KERNEL = DIST / "plaza-router.vmlinuz"
+INITRD = DIST / "plaza-router.initrd"
+KEY = DIST / "plaza-lab-key"
+# Same as provisioning/image/build.py KERNEL_ARGS (the disk's extlinux boots with these).
+KERNEL_ARGS = "root=LABEL=plaza-root ro console=ttyS0,115200 net.ifnames=0"
+
+WAN_ROUTER = "198.18.0.1"  # the lab's WAN_ROUTER, handed out by the internet's DHCP
+WAN_INTERNET = "198.18.0.2/30"
+DNS_IP = "192.0.2.53"
+WAN_MAC = "52:54:00:50:4c:01"
+LAN_MAC = "52:54:00:50:4c:02"
+SSH_OPTIONS = (
+    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+)  # fmt: skip
+
+
+class VMError(RuntimeError):
+    """The VM or its wiring could not be started, or it did not answer in time."""
+
+
+def _sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=timeout)
+    if check and done.returncode != 0:
+        raise VMError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+@dataclass
+class RouterVM:
+    """One boot of the image: `up()`, `wait_ssh()`, `ssh(...)`, `down()` (also on error)."""
+
+    name: str = "plazavm"
+    image: Path = IMAGE
+    key: Path = KEY
+    memory_mb: int = 1024
+    run_dir: Path = Path("/run/plaza-vm")
+    udhcpc_script: Path = ROOT / "lab" / "udhcpc.sh"  # the lab phones' DHCP event script
+
+    def __post_init__(self) -> None:
+        self.host_ns = f"{self.name}-host"
+        self.internet_ns = f"{self.name}-inet"
+        self.dir = self.run_dir / self.name
+        self.console = self.dir / "console.log"
+        self.pid_file = self.dir / "qemu.pid"
+        self.phones: list[str] = []
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def _ns(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _sh("ip", "netns", "exec", ns, *args, check=check)
+
+    def _wire(self) -> None:
+        h, i = self.host_ns, self.internet_ns
+        for ns in (h, i):
+            _sh("ip", "netns", "add", ns)
+            self._ns(ns, "ip", "link", "set", "lo", "up")
+        for br in ("br-wan", "br-lan"):
+            self._ns(h, "ip", "link", "add", br, "type", "bridge")
+            self._ns(h, "ip", "link", "set", br, "up")
+        for tap, br in (("wan0", "br-wan"), ("lan0", "br-lan")):
+            self._ns(h, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
+            self._ns(h, "ip", "link", "set", tap, "master", br)
+            self._ns(h, "ip", "link", "set", tap, "up")
+        _sh("ip", "link", "add", "wan-i", "netns", h, "type", "veth", "peer", "eth0", "netns", i)
+        self._ns(h, "ip", "link", "set", "wan-i", "master", "br-wan")
+        self._ns(h, "ip", "link", "set", "wan-i", "up")
+        self._ns(i, "ip", "addr", "add", WAN_INTERNET, "dev", "eth0")
+        self._ns(i, "ip", "addr", "add", f"{DNS_IP}/32", "dev", "lo")
+        self._ns(i, "ip", "link", "set", "eth0", "up")
+        gateway = WAN_INTERNET.split("/")[0]
+        conf = self.dir / "internet-dnsmasq.conf"
+        conf.write_text(
+            "# The ISP: the router's WAN address by DHCP, and DNS for names on the lab internet.\n"
+            "interface=eth0\nbind-interfaces\nno-resolv\nno-hosts\n"
+            f"dhcp-range={WAN_ROUTER},{WAN_ROUTER},255.255.255.252,1h\n"
+            f"dhcp-option=option:router,{gateway}\ndhcp-option=option:dns-server,{gateway}\n"
+            f"dhcp-leasefile={self.dir / 'internet.leases'}\n"
+            "address=/plaza.test/192.0.2.80\nlog-dhcp\n"
+        )
+        self._ns(
+            i, "dnsmasq", f"--conf-file={conf}", f"--pid-file={self.dir / 'internet-dnsmasq.pid'}",
+            f"--log-facility={self.dir / 'internet-dnsmasq.log'}",
+        )  # fmt: skip
+
+    def add_phone(self, index: int) -> str:
+        """A phone namespace wired to the VM's LAN (eth0, no address yet); returns its netns."""
+        ns = f"{self.name}-phone{index}"
+        _sh("ip", "netns", "add", ns)
+        self._ns(ns, "ip", "link", "set", "lo", "up")
+        port = f"lan-p{index}"
+        mac = f"02:50:4c:00:00:{index:02x}"
+        _sh("ip", "link", "add", "eth0", "netns", ns, "address", mac, "type", "veth",
+            "peer", port, "netns", self.host_ns)  # fmt: skip
+        self._ns(self.host_ns, "ip", "link", "set", port, "master", "br-lan")
+        self._ns(self.host_ns, "ip", "link", "set", port, "up")
+        self._ns(ns, "ip", "link", "set", "eth0", "up")
+        self.phones.append(ns)
+        return ns
+
+    # -- the VM ---------------------------------------------------------------------------
+
+    def qemu_command(self) -> list[str]:
+        return [
+            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+            "-m", str(self.memory_mb), "-display", "none", "-no-reboot", "-snapshot",
+            "-drive", f"file={self.image},if=virtio,format=qcow2",
+            "-kernel", str(KERNEL), "-initrd", str(INITRD), "-append", KERNEL_ARGS,
+            "-nic", f"tap,ifname=wan0,script=no,downscript=no,model=virtio-net-pci,mac={WAN_MAC}",
+            "-nic", f"tap,ifname=lan0,script=no,downscript=no,model=virtio-net-pci,mac={LAN_MAC}",
+            "-serial", f"file:{self.console}", "-pidfile", str(self.pid_file), "-daemonize",
+        ]  # fmt: skip
+
+    def up(self) -> None:
+        for path in (self.image, KERNEL, INITRD, self.key):
+            if not path.exists():
+                raise VMError(f"{path} missing: run `make router-image` first")
+        self.down()  # leftovers of a crashed run
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._wire()
+            self._ns(self.host_ns, *self.qemu_command())
+        except BaseException:
+            self.down()
+            raise
+
+    def ssh(
+        self, command: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """`command` run as root on the router over SSH with the baked key (from the WAN)."""
+        argv = ["ssh", *SSH_OPTIONS, "-i", str(self.key), f"root@{WAN_ROUTER}", command]
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.internet_ns, *argv],
+            capture_output=True, text=True, check=False, timeout=timeout,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            raise VMError(f"ssh {command!r} exited {done.returncode}: {done.stderr.strip()}")
+        return done
+
+    def port_open(self, port: int = 22) -> bool:
+        probe = (
+            "import socket,sys\ntry:\n socket.create_connection"
+            f"(('{WAN_ROUTER}',{port}),2).close()\nexcept OSError:\n sys.exit(1)"
+        )
+        return self._ns(self.internet_ns, "python3", "-c", probe, check=False).returncode == 0
+
+    def wait_ssh(self, timeout: float = 240) -> float:
+        """Seconds from now until a command runs over SSH; VMError with the console's tail."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if not self.running():
+                raise VMError(f"QEMU exited during boot:\n{self.console_tail()}")
+            if self.port_open() and self.ssh("true", check=False).returncode == 0:
+                return time.monotonic() - start
+            time.sleep(2)
+        raise VMError(f"no SSH after {timeout:.0f} s:\n{self.console_tail()}")
+
+    def console_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.console.read_text(errors="replace").splitlines()[-lines:])
+        return "(no console output)"
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.pid_file.read_text().strip())
+        return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and Path(f"/proc/{pid}").exists()
+
+    def down(self) -> None:
+        """Stop QEMU and the internet's dnsmasq (by their pid files), remove every namespace."""
+        for pid_file in (self.pid_file, self.dir / "internet-dnsmasq.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text().strip())
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(50):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    time.sleep(0.1)
+        names = _sh("ip", "netns", "list", check=False).stdout.split()
+        for ns in names:
+            if ns.startswith(f"{self.name}-"):
+                _sh("ip", "netns", "del", ns, check=False)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.dir)
+        self.phones.clear()

@@ -1,0 +1,50 @@
+"""The router image booted once per session under QEMU (lab/vm.py), always shut down.
+
+Needs root (namespaces, taps, losetup for the build) and qemu-system-x86; CI runs as root.
+The image is built by `make router-image` when missing (cached: seconds when nothing changed,
+a few minutes cold). QEMU boots with `-snapshot`, so tests never change the image. The boot
+holds /tmp/plaza-netns.lock for its whole life: run with
+`flock /tmp/plaza-netns.lock .venv/bin/python -m pytest tests/vm`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.vm import IMAGE, RouterVM
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def router_image() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("VM tests need root (taps, namespaces, image build); CI runs as root")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 missing: make setup installs it (apt: qemu-system-x86)")
+    start = time.monotonic()
+    done = subprocess.run(
+        ["make", "-s", "router-image"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"make router-image failed:\n{done.stdout}{done.stderr}"
+    print(f"\nmake router-image: {time.monotonic() - start:.0f} s; {done.stdout.strip()}")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def vm(router_image: Path) -> Iterator[RouterVM]:
+    machine = RouterVM(name=f"pvm{os.getpid() % 10000}", image=router_image)
+    try:
+        machine.up()
+        seconds = machine.wait_ssh()
+        print(f"\nboot to SSH under TCG: {seconds:.0f} s")
+        yield machine
+    finally:
+        machine.down()

@@ -1,0 +1,105 @@
+"""`make router-image` booted under QEMU (software emulation) with its WAN on a fake internet
+and its LAN on a bridge: what a technician gets out of the box before `plaza-provision flash`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from lab.vm import KEY, SSH_OPTIONS, WAN_MAC, WAN_ROUTER, RouterVM
+
+pytestmark = [pytest.mark.vm, pytest.mark.netns]
+
+UNITS = ("plaza-gateway", "plaza-portal", "plaza-dnsmasq")
+
+
+def _wait(vm: RouterVM, command: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`command` until it succeeds (units still starting under emulation); the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = vm.ssh(command, check=False)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            return done
+        time.sleep(3)
+
+
+def test_plaza_units_are_active(vm: RouterVM) -> None:
+    done = _wait(vm, f"systemctl is-active {' '.join(UNITS)}")
+    status = vm.ssh(f"systemctl status --no-pager {' '.join(UNITS)} | tail -40", check=False)
+    assert done.stdout.split() == ["active"] * 3, status.stdout
+
+
+def test_the_gateway_loaded_its_table(vm: RouterVM) -> None:
+    done = _wait(vm, "nft list table inet plaza")
+    assert done.returncode == 0, done.stderr
+    assert "chain" in done.stdout
+
+
+def test_wan_took_its_address_by_dhcp_from_the_internet(vm: RouterVM) -> None:
+    addr = vm.ssh("ip -4 -o addr show dev eth0").stdout
+    assert f"{WAN_ROUTER}/30" in addr and "dynamic" in addr, addr
+    leases = (vm.dir / "internet.leases").read_text()
+    assert WAN_MAC in leases and WAN_ROUTER in leases, leases
+    route = vm.ssh("ip -4 route show default").stdout
+    assert "via 198.18.0.2 dev eth0" in route, route
+    resolv = vm.ssh("cat /etc/resolv.conf").stdout
+    assert "nameserver 198.18.0.2" in resolv, resolv
+
+
+def test_lan_bridge_has_the_router_address(vm: RouterVM) -> None:
+    addr = vm.ssh("ip -4 -o addr show dev br-lan").stdout
+    assert "198.19.0.1/24" in addr, addr
+    ports = vm.ssh("ip -o link show master br-lan").stdout
+    assert " eth1:" in ports, ports
+
+
+def test_password_login_is_refused(vm: RouterVM) -> None:
+    argv = [
+        "ssh", *SSH_OPTIONS, "-o", "PubkeyAuthentication=no",
+        "-o", "PreferredAuthentications=password,keyboard-interactive",
+        f"root@{WAN_ROUTER}", "true",
+    ]  # fmt: skip
+    done = subprocess.run(
+        ["ip", "netns", "exec", vm.internet_ns, *argv],
+        capture_output=True, text=True, check=False, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 255, done.stderr
+    assert "Permission denied (publickey)" in done.stderr, done.stderr
+    config = vm.ssh("sshd -T").stdout
+    assert "passwordauthentication no" in config
+    assert "kbdinteractiveauthentication no" in config
+    shadow = vm.ssh("getent shadow root").stdout.split(":")
+    assert shadow[1] in ("*", "!", "!*"), "root must have no password"
+
+
+def test_the_baked_key_is_the_only_way_in(vm: RouterVM) -> None:
+    keys = vm.ssh("cat /root/.ssh/authorized_keys").stdout.strip().splitlines()
+    assert keys == [KEY.with_suffix(".pub").read_text().strip()]
+    # Host keys were made on this boot, not shipped in the image.
+    assert vm.ssh("ls /etc/ssh/ssh_host_ed25519_key").returncode == 0
+
+
+def test_a_phone_on_the_lan_gets_a_lease_and_is_captive(vm: RouterVM) -> None:
+    phone = vm.add_phone(1)
+    lease = vm.dir / "phone1.lease"
+    dhcp = subprocess.run(
+        ["ip", "netns", "exec", phone, "busybox", "udhcpc", "-f", "-q", "-n", "-i", "eth0",
+         "-O", "114", "-s", str(vm.udhcpc_script), "-t", "20", "-T", "2"],
+        capture_output=True, text=True, check=False, timeout=90,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PLAZA_LEASE": str(lease)},
+    )  # fmt: skip
+    assert dhcp.returncode == 0, dhcp.stdout + dhcp.stderr
+    ip = lease.read_text().strip()
+    assert ip.startswith("198.19.0."), ip
+    # An HTTP request to the internet is answered by the router's portal, not the internet.
+    curl = subprocess.run(
+        ["ip", "netns", "exec", phone, "curl", "-s", "-o", "/dev/null", "-m", "20",
+         "-w", "%{http_code} %{redirect_url}", "http://192.0.2.80/"],
+        capture_output=True, text=True, check=False, timeout=40,
+    )  # fmt: skip
+    code, _, location = curl.stdout.partition(" ")
+    assert code in ("302", "303", "307", "511"), curl.stdout + curl.stderr
+    assert "portal.plaza.test" in location or "198.19.0.1" in location, curl.stdout
