@@ -25,13 +25,14 @@ its policy has them. Maps keyed like the clients point at them: upstream by (add
 client MAC yet; the session table gives each address one owner). An IPv6 client with several
 addresses adds one element per address, all naming the same objects, so its usage adds up.
 `client_policy` (forward, priority filter + 10: after lan_forward and any other filter has accepted
-the packet) sends the client's traffic through, in order: its rate limit (`limit ... over`: drop),
-its quotas (`quota ... over`: drop, so an exhausted client stops at once, in the kernel), and its
-counter: what is counted is what was forwarded. No element, no limit: an unlimited client costs one
-failed hash lookup per map, and a login is one transaction of element and object adds. Policing with
-`limit` was measured against iperf3 in the lab at 2-50 Mbit/s to hold TCP within about 10% of the
-rate with a 100 ms bucket (gateway/stations/policy.py: BURST_SECONDS); shaping with HTB would be
-smoother on real links but needs a class per client on two interfaces.
+the packet) sends the client's traffic, to one chain per direction and family, through, in order:
+its rate limit (`limit ... over`: drop), its quotas (`quota ... over`: drop, so an exhausted client
+stops at once, in the kernel), and its counter: what is counted is what was forwarded. No element,
+no limit: an unlimited client costs one failed hash lookup per map, and a login is one transaction
+of element and object adds. Policing with `limit` was measured against iperf3 in the lab at 2-50
+Mbit/s to hold TCP within about 10% of the rate with a 100 ms bucket (gateway/stations/policy.py:
+BURST_SECONDS); shaping with HTB would be smoother on real links but needs a class per client on two
+interfaces.
 
 The grants themselves (a session's elements and objects, the diff between what the kernel holds
 and what it should, the nft commands between the two) are in gateway/dataplane/grants.py; this
