@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from pathlib import Path
@@ -270,10 +272,26 @@ def default_ssh_key(out: Path) -> Path:
     return private.with_suffix(".pub")
 
 
+def deb_digest(deb: Path) -> str:
+    """The package's control files, maintainer scripts and files (names, modes, contents),
+    without timestamps: `make package` rebuilds the .deb every time and nfpm stamps the build
+    time in it, so the file's own hash would change with nothing changed."""
+    h = hashlib.sha256()
+    for part in ("--ctrl-tarfile", "--fsys-tarfile"):  # maintainer scripts, then the files
+        data = subprocess.run(["dpkg-deb", part, str(deb)], capture_output=True, check=True)
+        with tarfile.open(fileobj=io.BytesIO(data.stdout)) as tar:
+            for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                h.update(f"{m.name}\0{m.mode}\0{m.type!r}\0{m.linkname}\0".encode())
+                f = tar.extractfile(m)
+                if f is not None:
+                    h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
 def inputs_digest(deb: Path, ssh_key: str) -> str:
     h = hashlib.sha256()
     h.update(base_key().encode())
-    h.update(hashlib.sha256(deb.read_bytes()).digest())
+    h.update(deb_digest(deb).encode())
     h.update(ssh_key.strip().encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
