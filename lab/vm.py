@@ -65,6 +65,9 @@ class RouterVM:
     memory_mb: int = 1024
     run_dir: Path = Path("/run/plaza-vm")
     udhcpc_script: Path = ROOT / "lab" / "udhcpc.sh"  # the lab phones' DHCP event script
+    # True: QEMU loads dist/'s kernel and initrd (the tests' way: no emulated BIOS and
+    # bootloader); False: the disk boots alone through its MBR and extlinux, as a user's would.
+    direct_kernel: bool = True
 
     def __post_init__(self) -> None:
         self.host_ns = f"{self.name}-host"
@@ -134,7 +137,8 @@ class RouterVM:
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
             "-m", str(self.memory_mb), "-display", "none", "-no-reboot", "-snapshot",
             "-drive", f"file={self.image},if=virtio,format=qcow2",
-            "-kernel", str(KERNEL), "-initrd", str(INITRD), "-append", KERNEL_ARGS,
+            *(("-kernel", str(KERNEL), "-initrd", str(INITRD), "-append", KERNEL_ARGS)
+              if self.direct_kernel else ()),
             "-nic", f"tap,ifname=wan0,script=no,downscript=no,model=virtio-net-pci,mac={WAN_MAC}",
             "-nic", f"tap,ifname=lan0,script=no,downscript=no,model=virtio-net-pci,mac={LAN_MAC}",
             "-serial", f"file:{self.console}", "-pidfile", str(self.pid_file), "-daemonize",

@@ -1,9 +1,8 @@
-"""The router image booted once per session under QEMU (lab/vm.py), always shut down.
+"""The router image booted under QEMU (lab/vm.py), always shut down; one VM at a time.
 
 Needs root (namespaces, taps, losetup for the build) and qemu-system-x86; CI runs as root.
-The image is built by `make router-image` when missing (cached: seconds when nothing changed,
-a few minutes cold). QEMU boots with `-snapshot`, so tests never change the image. The boot
-holds /tmp/plaza-netns.lock for its whole life: run with
+The session starts with `make router-image` (cached: ~15 s when nothing changed, a few
+minutes cold). QEMU boots with `-snapshot`, so tests never change the image. Run with
 `flock /tmp/plaza-netns.lock .venv/bin/python -m pytest tests/vm`.
 """
 
@@ -38,8 +37,9 @@ def router_image() -> Path:
     return IMAGE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vm(router_image: Path) -> Iterator[RouterVM]:
+    """One boot per test module (never two VMs at once: the machine has two cores)."""
     machine = RouterVM(name=f"pvm{os.getpid() % 10000}", image=router_image)
     try:
         machine.up()
