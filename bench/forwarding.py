@@ -73,7 +73,7 @@ AUTH_RETURNS = (
     "\t\tip saddr . ether saddr @auth4 return\n\t\tip6 saddr . ether saddr @auth6 return\n"
 )
 FE80 = "\t\tip6 saddr fe80::/10 return\n"
-POLICY_JUMP = re.compile(r"\t\t[io]ifname \S+ (meta nfproto \S+ )?jump client_\w+\n")
+POLICY_JUMP = re.compile(r"\t\t[io]ifname \S+ .*jump client_\w+.*\n")
 
 
 def before(table: str) -> str:

@@ -139,10 +139,8 @@ def test_client_policy_runs_after_the_filters_limit_then_quota_then_counter() ->
     text = ruleset.render(Config())
     assert _chain(text, "client_policy") == [
         "type filter hook forward priority filter + 10; policy accept;",
-        'iifname "br-lan" meta nfproto ipv4 jump client_up4',
-        'iifname "br-lan" meta nfproto ipv6 jump client_up6',
-        'oifname "br-lan" meta nfproto ipv4 jump client_down4',
-        'oifname "br-lan" meta nfproto ipv6 jump client_down6',
+        'iifname "br-lan" meta nfproto vmap { ipv4 : jump client_up4, ipv6 : jump client_up6 }',
+        'oifname "br-lan" meta nfproto vmap { ipv4 : jump client_down4, ipv6 : jump client_down6 }',
     ]
     up = _chain(text, "client_up4")
     assert up == ["limit name ip saddr . ether saddr map @rate_up4 drop",
