@@ -12,8 +12,9 @@ alike). Arms, all on the same lab topology in the same run:
   iptables-nft ones included (an empty iptables table still hooks every packet).
 
 The plain arm replaces the older "with / without the `inet plaza` table" comparison: that one
-left the guard table and the queue hooks in both arms, so it hid what they cost, and the
-plain arm is the reference a router vendor compares against. Scratch arms for finding where
+left the guard table in both arms and hid what it costs (and, as the stopped daemon takes its
+queue hooks out, measured neither arm with them: this one puts them back), and a plain router
+is the reference a router vendor compares against. Scratch arms for finding where
 the cost is (`--arms plaza,plain,without,no-guard,no-queue`) take out one piece at a time;
 `before` loads Plaza's table as it was before 2026-12-06 (see `before()`) and `no-policy` one
 with no per-client policy chain (its cost at most), so a before/after comparison runs side by
