@@ -4,8 +4,11 @@ and its LAN on a bridge: what a technician gets out of the box before `plaza-pro
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +106,22 @@ def test_a_phone_on_the_lan_gets_a_lease_and_is_captive(vm: RouterVM) -> None:
     code, _, location = curl.stdout.partition(" ")
     assert code in ("302", "303", "307", "511"), curl.stdout + curl.stderr
     assert "portal.plaza.test" in location or "198.19.0.1" in location, curl.stdout
+
+
+def test_plaza_provision_verify_sees_a_blank_router(vm: RouterVM) -> None:
+    """The technician's health check against the image out of the box: what the image gives
+    is ok; what only `flash` brings (certificate, enrolment) fails with what to do."""
+    _wait(vm, f"systemctl is-active {' '.join(UNITS)}")
+    tool = Path(sys.executable).parent / "plaza-provision"
+    done = subprocess.run(
+        ["ip", "netns", "exec", vm.internet_ns, str(tool), "verify", WAN_ROUTER,
+         "-i", str(KEY), "--known-hosts", str(vm.dir / "known_hosts"), "--json"],
+        capture_output=True, text=True, check=False, timeout=180,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    checks = {line["check"]: line for line in lines if "check" in line}
+    for name in (*(f"service {u}" for u in UNITS), "config", "nft"):
+        assert checks[name]["status"] == "ok", checks.get(name, done.stdout + done.stderr)
+    assert checks["enrolled"]["status"] == "fail"
+    assert "flash" in checks["enrolled"]["reason"]
+    assert done.returncode == 1, done.stdout + done.stderr  # a check failed, not unreachable
