@@ -11,6 +11,7 @@ APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-b
 	qemu-system-x86 qemu-utils extlinux syslinux-common fdisk
 # openssh-server: tests/provision run their own /usr/sbin/sshd on 127.0.0.1 as the "router"
 # (the system ssh service is not needed by them).
+# qemu-system-x86, qemu-utils, extlinux, syslinux-common, fdisk: `make router-image` and tests/vm.
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 # axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
