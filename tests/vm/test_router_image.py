@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.netns]
 UNITS = ("plaza-gateway", "plaza-portal", "plaza-dnsmasq")
 
 
-def _wait(vm: RouterVM, command: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """`command` until it succeeds (units still starting under emulation); the last result."""
+def _wait(vm: RouterVM, command: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`command` until it succeeds; the last result. SSH comes up before the Plaza units: under
+    emulation on a loaded 2-core machine Python's start-up alone took 80 s once (8 s of CPU)."""
     deadline = time.monotonic() + timeout
     while True:
         done = vm.ssh(command, check=False)
