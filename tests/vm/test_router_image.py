@@ -17,6 +17,8 @@ from lab.vm import KEY, SSH_OPTIONS, WAN_MAC, WAN_ROUTER, RouterVM
 pytestmark = [pytest.mark.vm, pytest.mark.netns]
 
 UNITS = ("plaza-gateway", "plaza-portal", "plaza-dnsmasq")
+# `systemctl is-active A B C` exits 0 when any one is active: succeed only when all three are.
+ALL_ACTIVE = f"! systemctl is-active {' '.join(UNITS)} | grep -vqx active"
 
 
 def _wait(vm: RouterVM, command: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -31,9 +33,10 @@ def _wait(vm: RouterVM, command: str, timeout: float = 240) -> subprocess.Comple
 
 
 def test_plaza_units_are_active(vm: RouterVM) -> None:
-    done = _wait(vm, f"systemctl is-active {' '.join(UNITS)}")
+    _wait(vm, ALL_ACTIVE)
+    states = vm.ssh(f"systemctl is-active {' '.join(UNITS)}", check=False).stdout.split()
     status = vm.ssh(f"systemctl status --no-pager {' '.join(UNITS)} | tail -40", check=False)
-    assert done.stdout.split() == ["active"] * 3, status.stdout
+    assert states == ["active"] * 3, status.stdout
 
 
 def test_the_gateway_loaded_its_table(vm: RouterVM) -> None:
@@ -112,7 +115,7 @@ def test_a_phone_on_the_lan_gets_a_lease_and_is_captive(vm: RouterVM) -> None:
 def test_plaza_provision_verify_sees_a_blank_router(vm: RouterVM) -> None:
     """The technician's health check against the image out of the box: what the image gives
     is ok; what only `flash` brings (certificate, enrolment) fails with what to do."""
-    _wait(vm, f"systemctl is-active {' '.join(UNITS)}")
+    _wait(vm, ALL_ACTIVE)
     tool = Path(sys.executable).parent / "plaza-provision"
     done = subprocess.run(
         ["ip", "netns", "exec", vm.internet_ns, str(tool), "verify", WAN_ROUTER,
