@@ -1,8 +1,8 @@
 """The venue's cloud-managed look: branding and offers from `<state_dir>/cloud-config.json`
 laid over the TOML config's.
 
-The uplink (gateway/uplink/channel.py) writes that file atomically whenever the merchant changes the
-venue in the dashboard; the portal picks the change up on the next page without a restart. A
+The uplink (gateway/uplink/sync.py) writes that file atomically whenever the merchant changes
+the venue in the dashboard; the portal picks the change up on the next page without a restart. A
 page costs at most one stat() a second: the file is re-read only when its identity (inode,
 size, mtime) changes. A file that is not what the protocol says is logged once and ignored as a
 whole, so the TOML's branding and offers stay on screen rather than half of each.
