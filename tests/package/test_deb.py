@@ -13,7 +13,10 @@ from tests.package.conftest import Debs
 pytestmark = pytest.mark.package
 
 ENTRY_POINTS = ("plaza-gateway", "plaza-portal", "plaza-ctl", "plaza-provision-agent")
-UNITS = ("plaza-gateway.service", "plaza-portal.service", "plaza-dnsmasq.service")
+UNITS = (
+    "plaza-gateway.service", "plaza-portal.service", "plaza-dnsmasq.service",
+    "plaza-boot-check.service",
+)  # fmt: skip
 DEPENDS = ("nftables", "dnsmasq-base", "libnetfilter-queue1", "iptables", "adduser")
 
 

@@ -17,7 +17,10 @@ from tests.package.conftest import INVOKE_LOG, Debs, fake_systemd, repack
 
 pytestmark = pytest.mark.package
 
-UNITS = ("plaza-gateway.service", "plaza-dnsmasq.service", "plaza-portal.service")
+UNITS = (
+    "plaza-boot-check.service", "plaza-gateway.service", "plaza-dnsmasq.service",
+    "plaza-portal.service",
+)  # fmt: skip
 WRAPPERS = ("plaza-gateway", "plaza-portal", "plaza-ctl", "plaza-provision-agent")
 CHECK = ("plaza-gateway", "--config", "/etc/plaza/gateway.toml", "check-config", "--offline")
 

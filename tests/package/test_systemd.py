@@ -195,6 +195,17 @@ def test_the_units_under_systemd(container: Container) -> None:
     clients = box.run("plaza-ctl", "clients", "--json").stdout
     assert '"state": "authorized"' in clients
 
+    # A config left on trial by a power cut is put back by the boot-check unit, in its
+    # sandbox (ReadWritePaths=/etc/plaza only): the kept previous one returns, the mark goes.
+    config = "/etc/plaza/gateway.toml"
+    keep = f"{{ cat {config}; echo '# the previous config'; }} > {config}.previous"
+    box.run("sh", "-c", f"{keep} && echo /root/new.toml > {config}.pending")
+    box.run("systemctl", "start", "plaza-boot-check.service")
+    assert box.run("tail", "-n", "1", config).stdout == "# the previous config\n"
+    assert box.run("test", "-e", f"{config}.pending", check=False).returncode == 1
+    result = box.run("systemctl", "show", "-p", "Result", "--value", "plaza-boot-check.service")
+    assert result.stdout.strip() == "success"
+
     # Remove: stopped, and Plaza's tables out of the kernel.
     box.run("dpkg", "-r", "plaza")
     for unit in UNITS:
