@@ -159,9 +159,19 @@ class OpenSSHFactory:
 
 
 def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory) -> int:
+    def one_router(attempt: Callable[[], tuple[int, str]]) -> int:
+        """The router named on the command line: its outcome, or the ProvisionError that
+        stopped it, is its one final line and the exit code, the same for flash and verify."""
+        try:
+            code, message = attempt()
+        except ProvisionError as exc:
+            code, message = exc.code, exc.message
+        reporter.done(args.host, code, message)
+        return code
+
     if args.command == "flash":
         runner = make_runner(args.host, "", 0)
-        plan = FlashPlan(
+        flash_plan = FlashPlan(
             claim=args.claim,
             cloud=args.cloud,
             venue_config=args.venue_config,
@@ -170,16 +180,10 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
             rollback_timeout=args.rollback_timeout,
             wait=args.wait,
         )
-        try:
-            result = flash(runner, plan, reporter)
-        except ProvisionError as exc:
-            reporter.done(args.host, exc.code, exc.message)
-            return exc.code
-        reporter.done(args.host, OK, result.get("enrol", ""))
-        return OK
+        return one_router(lambda: (OK, flash(runner, flash_plan, reporter).get("enrol", "")))
     if args.command == "verify":
         runner = make_runner(args.host, "", 0)
-        plan = VerifyPlan(
+        verify_plan = VerifyPlan(
             root=args.root,
             cloud=args.cloud,
             claim=args.claim,
@@ -187,13 +191,12 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
             wait=args.wait,
             portal_ca=args.portal_ca,
         )
-        try:
-            code = verify(runner, plan, reporter, http_fetch(args.ca_bundle))
-        except ProvisionError as exc:
-            reporter.done(args.host, exc.code, exc.message)
-            return exc.code
-        reporter.done(args.host, code, "all ok" if code == OK else "a check failed")
-        return code
+
+        def checked() -> tuple[int, str]:
+            code = verify(runner, verify_plan, reporter, http_fetch(args.ca_bundle))
+            return code, "all ok" if code == OK else "a check failed"
+
+        return one_router(checked)
     rows = read_rows(args.file)
     state = State(args.state or args.file.with_name(args.file.name + ".state.json"))
 
