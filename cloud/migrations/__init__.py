@@ -9,6 +9,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
+# The plaza services' tables join `cloud.models.Base.metadata` when their package is imported;
+# whoever migrates or compares the schema goes through here, so they always do.
+import cloud.o2o  # noqa: F401
+
 HERE = Path(__file__).resolve().parent
 
 
