@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from gateway.config import Config
 from gateway.dataplane import compare, ruleset
 from gateway.dataplane.firewall import NftError
+from gateway.dataplane.journal import Journal
 from gateway.dataplane.libnft import Libnftables
 from gateway.dataplane.messages import (
     CLIENT_SETS,
@@ -51,8 +52,7 @@ class NftFirewall:
         self.nl = NfNetlink()  # the daemon's own thread
         self.bulk = NfNetlink()  # big reads in a worker thread (`snapshot`)
         self.commits = 0  # transactions committed by this process
-        self._journal: list[Changes | None] | None = None  # None: the table was replaced
-        self._snapshots = 0
+        self.journal = Journal()  # commits made while snapshots are open
         self._readings: dict[str, Reading] | None = None  # installed by a snapshot
         self._state: KernelState | None = None
 
@@ -91,8 +91,7 @@ class NftFirewall:
 
     def _committed(self, changes: Changes | None) -> None:
         self.commits += 1
-        if self._journal is not None:
-            self._journal.append(changes)
+        self.journal.record(changes)
 
     # -- reads -----------------------------------------------------------------------------
     def generation(self) -> int:
@@ -187,8 +186,8 @@ class NftFirewall:
         return Snapshot(self)
 
     def _install(self, snap: Snapshot) -> None:
-        assert self._journal is not None
-        since = self._journal[snap.mark :]
+        assert self.journal.active
+        since = self.journal.since(snap.mark)
         if any(changes is None for changes in since):
             return  # the table was replaced meanwhile: the next read goes to the kernel
         changed = [c for c in since if c is not None]
@@ -215,16 +214,8 @@ class NftFirewall:
             triples = frozenset((name, key, obj) for (name, key), obj in elements.items())
             self._state = KernelState(triples, objects)
 
-    def _journal_open(self) -> int:
-        if self._journal is None:
-            self._journal = []
-        self._snapshots += 1
-        return len(self._journal)
-
-    def _journal_close(self) -> None:
-        self._snapshots -= 1
-        if not self._snapshots:
-            self._journal = None
+    def _snapshot_closed(self) -> None:
+        if self.journal.close():
             self._readings = self._state = None
 
 
@@ -249,11 +240,11 @@ class Snapshot:
         self.seconds = 0.0  # what the read (and diff) took in the worker
 
     def __enter__(self) -> Snapshot:
-        self.mark = self.firewall._journal_open()
+        self.mark = self.firewall.journal.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.firewall._journal_close()
+        self.firewall._snapshot_closed()
 
     def read_readings(self) -> None:
         started = time.perf_counter()
@@ -287,8 +278,7 @@ class Snapshot:
         """(Daemon thread.) The part of the drift this process did not touch while the read
         ran: what makes the kernel equal the grants now. None: not known (no comparison, or
         the whole table was replaced meanwhile)."""
-        since = self.firewall._journal[self.mark :] if self.firewall._journal else []
-        return untouched(self.drift, since)
+        return untouched(self.drift, self.firewall.journal.since(self.mark))
 
     def install(self) -> None:
         self.firewall._install(self)

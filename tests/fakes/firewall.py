@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from gateway.config import Config
 from gateway.dataplane import ruleset
 from gateway.dataplane.firewall import NftError
+from gateway.dataplane.journal import Journal
 from gateway.dataplane.kernel import untouched
 from gateway.dataplane.ruleset import Changes, Element, Grant, KernelState, Start
 from gateway.stations.accounting import Quota, Reading, Usage
@@ -37,8 +38,7 @@ class FakeFirewall:
         self.fail_next: str | None = None  # an NftError message for the next change
         self.commits = 0  # transactions committed by this process (the protocol's)
         self._generation = 0  # moves with every commit, ours or anyone else's
-        self._journal: list[Changes | None] | None = None  # while snapshots are open
-        self._snapshots = 0
+        self.journal = Journal()  # commits made while snapshots are open
         self._readings: dict[str, Reading] | None = None  # installed by a snapshot
 
     # -- the Firewall contract -------------------------------------------------------------
@@ -163,23 +163,11 @@ class FakeFirewall:
     def _committed(self, changes: Changes | None) -> None:
         self.commits += 1
         self._generation += 1
-        if self._journal is not None:
-            self._journal.append(changes)
+        self.journal.record(changes)
 
-    def _journal_open(self) -> int:
-        if self._journal is None:
-            self._journal = []
-        self._snapshots += 1
-        return len(self._journal)
-
-    def _journal_close(self) -> None:
-        self._snapshots -= 1
-        if not self._snapshots:
-            self._journal = None
+    def _snapshot_closed(self) -> None:
+        if self.journal.close():
             self._readings = None
-
-    def _since(self, mark: int) -> list[Changes | None]:
-        return self._journal[mark:] if self._journal else []
 
     def _target(self, map_name: str, key: str) -> str | None:
         return next((v for n, k, v in self.elements if n == map_name and k == key), None)
@@ -259,14 +247,14 @@ class FakeSnapshot:
         self._all: dict[str, Reading] = {}
 
     def __enter__(self) -> FakeSnapshot:
-        self.mark = self.firewall._journal_open()
+        self.mark = self.firewall.journal.open()
         self._present = self.firewall.present()
         self._state = self.firewall.state()
         self._all = self.firewall._read_readings(None)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.firewall._journal_close()
+        self.firewall._snapshot_closed()
 
     def read_readings(self) -> None:
         if not self._present:
@@ -279,10 +267,10 @@ class FakeSnapshot:
         self.drift = ruleset.diff(ruleset.desired(grants), self._state)
 
     def repair(self) -> Changes | None:
-        return untouched(self.drift, self.firewall._since(self.mark))
+        return untouched(self.drift, self.firewall.journal.since(self.mark))
 
     def install(self) -> None:
-        since = self.firewall._since(self.mark)
+        since = self.firewall.journal.since(self.mark)
         if self.readings is None or any(c is None for c in since):
             return  # the table was replaced meanwhile: the next read counts itself
         redone = {

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.dataplane import compare, messages, netlink, ruleset
+from gateway.dataplane.journal import Journal
 from gateway.dataplane.kernel import Snapshot
 from gateway.dataplane.netlink import (
     ELEM_LIST_SET,
@@ -105,15 +106,20 @@ def test_no_drift_is_no_change() -> None:
     assert not compare.drift(KernelAnswers(kernel(A, B, C)), [A, B, C])  # type: ignore[arg-type]
 
 
-class Journal:
+class Journaled:
     """What `Snapshot.repair` needs of the firewall: the changes committed meanwhile."""
 
     def __init__(self, since: list[Changes | None]) -> None:
-        self._journal = since
+        self.journal = Journal()
+        self.mark = self.journal.open()
+        for changes in since:
+            self.journal.record(changes)
 
 
 def snapshot(drift: Changes, since: list[Changes | None]) -> Snapshot:
-    snap = Snapshot(Journal(since))  # type: ignore[arg-type]
+    firewall = Journaled(since)
+    snap = Snapshot(firewall)  # type: ignore[arg-type]
+    snap.mark = firewall.mark
     snap.drift = drift
     return snap
 
