@@ -14,4 +14,4 @@ a new module with tables adds one line below.
 
 from __future__ import annotations
 
-from cloud.o2o import ledger, payments, shoppers  # noqa: F401  (tables)
+from cloud.o2o import ledger, payments, shoppers, voucher_models  # noqa: F401  (tables)
