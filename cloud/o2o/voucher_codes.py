@@ -71,7 +71,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict: a character outside base64url is an error, not silently dropped."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def issue(key: Ed25519PrivateKey, voucher_id: str, venue_id: str, gen: int,
