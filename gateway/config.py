@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import config_toml
+from gateway import config_toml, config_uci
 from gateway.stations.policy import Access, Policy, PolicyError
 from gateway.stations.policy import verify as verify_policy
 from plaza.validators import HOSTNAME_RE, MAX_KBIT, MAX_MB, garden_name
@@ -216,6 +216,7 @@ def verify_cloud(cloud: CloudConfig) -> None:
 
 @dataclass(frozen=True)
 class GatewayConfig:
+    enabled: bool = True  # false: `run` and the portal refuse to start (UCI ships '0')
     state_dir: str = "/var/lib/plaza"
     control_socket: str = "/run/plaza/control.sock"
     control_group: str = ""  # group allowed to use the control socket besides root
@@ -477,16 +478,18 @@ def wallet_hosts(wallet: WalletConfig) -> list[str]:
 
 
 def load(path: str | Path) -> Config:
-    """Read and validate a config file; every failure is a ConfigError naming the file."""
+    """Read and validate a config file, TOML or UCI (which: config_uci.is_uci); every failure
+    is a ConfigError naming the file."""
     path = Path(path)
+    is_uci = config_uci.is_uci(path)
     try:
-        data = config_toml.read(path)
+        data = config_uci.read(path, SECTIONS, LISTS) if is_uci else config_toml.read(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
         return from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {config_uci.rename(str(exc)) if is_uci else exc}") from None
 
 
 def to_toml(config: Config) -> str:

@@ -28,6 +28,7 @@ THREADS = 16  # per listener; each request is short (no upstream call but the co
 ACCEPT_BACKLOG = 1024
 KEEP_ALIVE_LIMIT = 1000
 MAX_HEADER_BYTES = 16 * 1024
+EXIT_DISABLED = 3  # as `plaza-gateway run`: the config says enabled '0' (a config error is 2)
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -70,6 +71,13 @@ def run(
     except ConfigError as exc:
         print(f"plaza-portal: {exc}", file=sys.stderr)
         return 2
+    if not config.gateway.enabled:
+        print(
+            f"plaza-portal: {config_path}: disabled (gateway enabled is off: "
+            "`plaza-gateway --config PATH check-config` says how to enable it)",
+            file=sys.stderr,
+        )
+        return EXIT_DISABLED
     logs.configure(config.gateway.log_level, log_format, log_timestamps)  # one knob per router
     host = listen or config.lan.ip
     # Dual stack: captive IPv6 HTTP is redirected to the router's IPv6 address, and phones
@@ -106,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plaza-portal", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="serve the portal")
-    run_p.add_argument("--config", required=True, metavar="PATH", help="gateway config (TOML)")
+    run_p.add_argument(
+        "--config", required=True, metavar="PATH", help="gateway config (TOML or UCI)"
+    )
     run_p.add_argument("--listen", metavar="HOST", help="bind this address instead of the LAN IP")
     logs.add_arguments(run_p)
     args = parser.parse_args(argv)

@@ -11,23 +11,44 @@ import sys
 from pathlib import Path
 
 from gateway import config as configmod
+from gateway import config_uci
 from plaza import logs
 
 DEFAULT_CONFIG = "/etc/plaza/gateway.toml"
 
 
-def _interface_index(name: str) -> int:
+def _interface_index(path: str, name: str) -> int:
     try:
         return socket.if_nametoindex(name)
     except OSError:
-        raise configmod.ConfigError(f"[lan] interface: no such interface: {name!r}") from None
+        where = config_uci.name_in(path, "lan", "interface")
+        raise configmod.ConfigError(f"{path}: {where}: no such interface: {name!r}") from None
+
+
+def _disabled(path: str) -> str:
+    """What `run` says of a disabled config: which setting, and how to turn it on."""
+    if config_uci.is_uci(Path(path)):
+        how = "uci set plaza.gateway.enabled=1; uci commit plaza; /etc/init.d/plaza start"
+        return f"disabled (plaza.gateway.enabled is '0'); to enable: {how}"
+    return "disabled ([gateway] enabled = false); set it to true to start"
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = configmod.load(args.config)
     if not args.offline:
-        _interface_index(config.lan.interface)
-    print(f"{args.config}: OK")
+        _interface_index(args.config, config.lan.interface)
+    note = "" if config.gateway.enabled else f", but {_disabled(args.config)}"
+    print(f"{args.config}: OK{note}")
+    return 0
+
+
+def cmd_show_config(args: argparse.Namespace) -> int:
+    """The effective config, every default filled in, as UCI or TOML: for a technician."""
+    config = configmod.load(args.config)
+    if (args.format or ("uci" if config_uci.is_uci(Path(args.config)) else "toml")) == "uci":
+        sys.stdout.write(config_uci.dump(config, configmod.SECTIONS, configmod.LISTS))
+    else:
+        print(configmod.to_toml(config))
     return 0
 
 
@@ -56,12 +77,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     memory.configure()  # before any thread: see gateway/ops/memory.py
 
     config = configmod.load(args.config)
+    if not config.gateway.enabled:
+        print(f"plaza-gateway: {args.config}: {_disabled(args.config)}", file=sys.stderr)
+        return config_uci.EXIT_DISABLED
     logs.configure(config.gateway.log_level, args.log_format, args.log_timestamps)
     try:
         listen = parse_listen(args.metrics or config.gateway.metrics_listen)
     except ValueError as exc:
         raise configmod.ConfigError(f"--metrics: {exc}") from None
-    ifindex = _interface_index(config.lan.interface)
+    ifindex = _interface_index(args.config, config.lan.interface)
 
     from gateway.assemble import open_gateway
     from gateway.daemon import Daemon, acquire_lock
@@ -117,7 +141,12 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plaza-gateway", description=__doc__)
-    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="gateway TOML config")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=DEFAULT_CONFIG,
+        help="the config: TOML, or UCI (/etc/config/plaza on OpenWrt)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument(
@@ -131,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate the config and exit")
     check.add_argument("--offline", action="store_true", help="skip checks of this machine")
     check.set_defaults(func=cmd_check_config)
+    show = sub.add_parser("show-config", help="print the effective config, defaults filled in")
+    show.add_argument("--format", choices=("uci", "toml"), help="default: the file's own")
+    show.set_defaults(func=cmd_show_config)
     sub.add_parser("ruleset", help="print the nftables table").set_defaults(func=cmd_ruleset)
     dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment and lease hook")
     dm.add_argument("--dir", required=True)
