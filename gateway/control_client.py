@@ -1,7 +1,11 @@
 """Client of the gateway's control socket, shared by `plaza-ctl`, the portal and the lease hook.
 
-Stdlib only on purpose: dnsmasq starts the lease hook once per DHCP event, so importing it must
-cost milliseconds, not the tens of milliseconds SQLAlchemy or pyroute2 would.
+Cheap to import on purpose: dnsmasq starts the lease hook (gateway/stations/lease_hook.py) once
+per DHCP event, and a crowd joining at once runs it a hundred times in a few seconds on the
+router's CPU. So this module imports no `json`, `socket` or `typing` (through `re`, `enum`,
+`functools`, two thirds of the hook's CPU per event when it did): it speaks the protocol with
+the C halves of those modules, `_json` and `_socket`, which write and read the same bytes, and
+falls back to the plain modules on a Python built without them.
 
 Protocol: one JSON object per line, one request and one response per connection.
 Responses are {"ok": true, ...} or {"ok": false, "error": "one line"}.
@@ -9,9 +13,26 @@ Responses are {"ok": true, ...} or {"ok": false, "error": "one line"}.
 
 from __future__ import annotations
 
-import json
-import socket
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+try:  # CPython's C halves of `socket` and `json`, without their Python halves' imports
+    from _json import encode_basestring_ascii as quote
+    from _json import make_encoder, make_scanner
+    from _socket import AF_UNIX, SHUT_WR, SOCK_STREAM
+    from _socket import socket as new_socket
+except ImportError:  # a Python without them: the plain modules, a few milliseconds slower
+    from json import JSONDecoder
+    from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
+    from socket import AF_UNIX, SHUT_WR, SOCK_STREAM
+    from socket import socket as new_socket
+
+    make_encoder = None
+
+    def make_scanner(context: object) -> object:  # type: ignore[misc]
+        return JSONDecoder().scan_once
+
 
 # A response this big is refused. `clients` comes in pages of PAGE stations (~0.5 kB each),
 # so nothing the daemon sends comes near it; an older daemon without pages sends the whole
@@ -24,26 +45,70 @@ class ControlError(RuntimeError):
     """The daemon refused the request or could not be reached; str() is a one-line message."""
 
 
+class _Decoding:
+    """What `_json.make_scanner` reads from a `json.JSONDecoder`: plain JSON, no hooks."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity, -Infinity, as json.loads reads them
+
+
+def _unserializable(value: object) -> object:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def encode(op: str, args: dict[str, Any]) -> bytes:
+    """The request line `json.dumps({"op": op, **args}, separators=(",", ":"))` makes: ASCII,
+    every non-ASCII or control character escaped."""
+    request = {"op": op, **args}
+    if make_encoder is None:
+        import json
+
+        return json.dumps(request, separators=(",", ":")).encode() + b"\n"
+    # json.dumps's own C encoder, with json.dumps's defaults (check_circular: markers {},
+    # ensure_ascii, allow_nan) and the compact separators.
+    write = make_encoder({}, _unserializable, quote, None, ":", ",", False, False, True)
+    return ("".join(write(request, 0)) + "\n").encode("ascii")
+
+
+def decode(data: bytes) -> object:
+    """One JSON value, as `json.loads` would read it; ValueError if it is not that."""
+    text = data.decode("utf-8").strip(" \t\n\r")
+    try:
+        value, end = make_scanner(_Decoding())(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
 class ControlClient:
-    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, socket_path: str, timeout: float = 5.0, max_answer: int = MAX_MESSAGE
+    ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.max_answer = max_answer  # a longer answer is refused
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        request = json.dumps({"op": op, **args}, separators=(",", ":")).encode() + b"\n"
+        request = encode(op, args)
+        chunks = []
+        sock = new_socket(AF_UNIX, SOCK_STREAM)
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(self.socket_path)
-                sock.sendall(request)
-                sock.shutdown(socket.SHUT_WR)
-                chunks = []
-                size = 0
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_MESSAGE:
-                        raise ControlError("response from the gateway is too large")
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+            sock.sendall(request)
+            sock.shutdown(SHUT_WR)
+            size = 0
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_answer:
+                    raise ControlError("response from the gateway is too large")
         except (FileNotFoundError, ConnectionRefusedError):
             raise ControlError(
                 f"the gateway is not running (no control socket at {self.socket_path})"
@@ -52,9 +117,11 @@ class ControlClient:
             raise ControlError("the gateway did not answer in time") from None
         except OSError as exc:
             raise ControlError(f"cannot talk to the gateway: {exc.strerror or exc}") from None
+        finally:
+            sock.close()
         try:
-            response = json.loads(b"".join(chunks))
-        except ValueError:
+            response = decode(b"".join(chunks))
+        except ValueError:  # UnicodeDecodeError included
             raise ControlError("the gateway sent a malformed response") from None
         if not isinstance(response, dict):
             raise ControlError("the gateway sent a malformed response")

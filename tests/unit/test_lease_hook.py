@@ -1,6 +1,6 @@
-"""The lease hook's own control client (gateway/stations/lease_hook.py): it speaks the control
-protocol with CPython's `_socket` and `_json` so each DHCP event starts in a few milliseconds.
-It must send the bytes the shared client sends and read answers, and fail, as that one does."""
+"""The control client as the lease hook (gateway/stations/lease_hook.py) uses it: it speaks the
+control protocol with CPython's `_socket` and `_json` so each DHCP event starts in a few
+milliseconds. It must send the bytes `json.dumps` makes and read answers as `json.loads` does."""
 
 from __future__ import annotations
 
@@ -35,7 +35,33 @@ STRINGS = [
 def test_the_request_line_is_the_shared_clients(value: str) -> None:
     args = {"action": "add", "mac": value, "ip": value, "hostname": value}
     expected = json.dumps({"op": "lease", **args}, separators=(",", ":")).encode() + b"\n"
-    assert lease_hook.encode("lease", args) == expected
+    assert control_client.encode("lease", args) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"offset": 0, "limit": 1000},  # `clients`, a page at a time
+        {"client": "02:50:4c:00:00:01", "minutes": None},
+        {"yes": True, "no": False, "n": -1.5e300, "big": 2**70, "inf": float("inf")},
+        {"list": [1, "\u738b", {"nested": None}], "tuple": (1, 2)},
+    ],
+)
+def test_other_values_are_written_as_json_dumps_writes_them(args: dict) -> None:
+    """plaza-ctl and the portal send numbers, None and lists through the same encoder."""
+    expected = json.dumps({"op": "auth", **args}, separators=(",", ":")).encode() + b"\n"
+    assert control_client.encode("auth", args) == expected
+
+
+def test_what_json_dumps_refuses_is_refused_alike() -> None:
+    loop: list = []
+    loop.append(loop)
+    for value in (object(), loop):
+        with pytest.raises((TypeError, ValueError)) as dumped:
+            json.dumps({"op": "x", "v": value}, separators=(",", ":"))
+        with pytest.raises(dumped.type) as encoded:
+            control_client.encode("x", {"v": value})
+        assert str(encoded.value) == str(dumped.value)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +75,7 @@ def test_the_request_line_is_the_shared_clients(value: str) -> None:
     ],
 )
 def test_answers_are_read_as_json_loads_reads_them(text: str) -> None:
-    assert lease_hook.decode(text.encode()) == json.loads(text)
+    assert control_client.decode(text.encode()) == json.loads(text)
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"ok":true} trailing', "nan", "{'ok': true}", "\xff"])
@@ -58,7 +84,7 @@ def test_what_json_loads_refuses_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         json.loads(data)
     with pytest.raises(ValueError):
-        lease_hook.decode(data)
+        control_client.decode(data)
 
 
 @pytest.fixture
@@ -138,8 +164,8 @@ def test_no_daemon_is_the_same_one_line(tmp_path: Path, client_class: type) -> N
 
 
 def test_the_hook_imports_neither_json_nor_socket(tmp_path: Path) -> None:
-    """The point of the hook's own client: its start-up imports stay small. Run as dnsmasq's
-    wrapper runs it (python -I -S), with no daemon to talk to."""
+    """The point of the control client's accelerators: the hook's start-up imports stay small.
+    Run as dnsmasq's wrapper runs it (python -I -S), with no daemon to talk to."""
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-X", "importtime", lease_hook.__file__, "add",
          "02:50:4c:00:00:01", "198.19.0.100", "phone"],
@@ -151,16 +177,16 @@ def test_the_hook_imports_neither_json_nor_socket(tmp_path: Path) -> None:
     imported = {
         line.split("|")[-1].strip() for line in done.stderr.splitlines() if "import time:" in line
     }
-    assert "gateway.stations.hostnames" in imported  # the probe sees the hook's imports
-    assert not imported & {"json", "socket", "re", "typing", "enum", "gateway.control_client"}
+    assert {"gateway.stations.hostnames", "gateway.control_client"} <= imported  # the probe works
+    assert not imported & {"json", "socket", "re", "typing", "enum", "functools"}
 
 
 def test_without_the_accelerators_it_falls_back_to_json_and_socket(tmp_path: Path) -> None:
-    """A Python built without `_json` still runs the hook (more slowly)."""
-    hook = Path(lease_hook.__file__)
+    """A Python built without `_json` still runs the hook's client (more slowly)."""
+    client = Path(control_client.__file__)
     probe = (
         "import runpy, sys; sys.modules['_json'] = None;"
-        f"hook = runpy.run_path({str(hook)!r}, run_name='hook');"
+        f"hook = runpy.run_path({str(client)!r}, run_name='client');"
         "line = hook['encode']('lease', {'mac': '\\u738b\\n'});"
         "print(line.decode().strip(), hook['decode'](b'{\"ok\": true}'), 'json' in sys.modules)"
     )
