@@ -8,10 +8,11 @@ APT_PACKAGES := python3 python3-venv python3-dev nftables libnftables1 dnsmasq-b
 	iptables busybox iperf3 conntrack curl procps iputils-ping openssl chromium libnss3-tools \
 	gcc libnetfilter-queue-dev libnfnetlink-dev postgresql tcpdump dnsmasq-utils fonts-noto-cjk \
 	mmdebstrap openssh-client openssh-server systemd-container \
-	qemu-system-x86 qemu-utils extlinux syslinux-common fdisk
+	qemu-system-x86 qemu-utils extlinux syslinux-common fdisk shellcheck
 # openssh-server: tests/provision run their own /usr/sbin/sshd on 127.0.0.1 as the "router"
 # (the system ssh service is not needed by them).
 # qemu-system-x86, qemu-utils, extlinux, syslinux-common, fdisk: `make router-image` and tests/vm.
+# shellcheck: tests/unit/test_openwrt_scripts.py checks firmware_overlay/'s shell scripts.
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 # axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
@@ -54,6 +55,7 @@ test: setup $(AXE)
 
 # The router install as a Debian package: dist/plaza_<version>_amd64.deb (nfpm; see
 # provisioning/package/build.py). Install on a Debian 12 router: dpkg -i, systemctl enable --now.
+# Also dist/plaza_<version>_all.ipk for OpenWrt 24.10 (opkg install; docs/openwrt.md).
 package: setup
 	$(PY) provisioning/package/build.py
 

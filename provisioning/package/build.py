@@ -1,4 +1,4 @@
-"""`make package`: the router install as a Debian package, built by nfpm into dist/.
+"""`make package`: the router install as a Debian package (nfpm) and an OpenWrt .ipk, in dist/.
 
 The package carries its own Python libraries: the router's code and every library it imports
 (cryptography and netfilterqueue with their compiled parts, built for this machine's
@@ -7,6 +7,14 @@ bytecode here (the service units make /usr read-only, so nothing could be cached
 Debian gives only python3 and the tools: nothing is fetched from PyPI on the router.
 The cloud (cloud/, lab/ and their libraries) is left out.
 
+The .ipk (OpenWrt 24.10, opkg) is assembled here with tarfile in OpenWrt's layout: a gzipped
+tar of debian-binary, control.tar.gz (control, conffiles, postinst, prerm) and data.tar.gz.
+It carries firmware_overlay/ (init script, UCI config, uci-defaults, hotplug, keep.d), the
+router's code and only the pure-Python libraries OpenWrt's packages feed lacks (IPK_BUNDLED);
+the rest are `Depends:` (IPK_DEPENDS). Bytecode only (legacy .pyc beside no source), as
+OpenWrt's own Python packages ship, built by this Python: the wrappers refuse another minor
+version with a clear message (the feed Makefile in firmware_overlay/ compiles for the target).
+
 Usage: python provisioning/package/build.py [--version V] [--out DIR]
 """
 
@@ -14,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import gzip
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -45,6 +56,53 @@ sys.exit({function}())
 '''
 
 
+IPK_WRAPPER = '''#!/usr/bin/python3 -I
+"""{name}: the OpenWrt package's entry point; its libraries live in /usr/lib/plaza."""
+import sys
+
+if sys.version_info[:2] != {pyver}:
+    sys.exit("{name}: built for Python {pydot} (bytecode only); this is Python %d.%d"
+             % sys.version_info[:2])
+sys.path.insert(0, "/usr/lib/plaza")
+from {module} import {function}  # noqa: E402
+
+sys.exit({function}())
+'''
+OVERLAY = ROOT / "firmware_overlay"
+# Pure-Python libraries the OpenWrt 24.10 packages feed has no package for (as far as known
+# here: its index cannot be fetched from this machine): bundled under /usr/lib/plaza.
+IPK_BUNDLED = ("cheroot", "jaraco", "more_itertools", "authlib", "joserfc", "publicsuffixlist",
+               "blinker")  # fmt: skip
+# From the feed: the interpreter, Flask (werkzeug, jinja2, click, itsdangerous, markupsafe),
+# cryptography (cffi), requests (urllib3, idna, certifi, charset-normalizer); nftables-json
+# carries libnftables (fw4 needs it too); dnsmasq-full for nftset; procd-ujail for the
+# portal's CAP_NET_BIND_SERVICE (see firmware_overlay/etc/init.d/plaza).
+IPK_DEPENDS = ("libc", "python3 (>= 3.11)", "python3-flask", "python3-cryptography",
+               "python3-requests", "nftables-json", "dnsmasq-full", "firewall4",
+               "procd-ujail")  # fmt: skip
+IPK_CONFFILES = ("/etc/config/plaza",)
+# provisioning/ (plaza-provision-agent) flashes Debian routers over SSH (dpkg, systemctl):
+# not on OpenWrt.
+IPK_ROUTER_PACKAGES = ("plaza", "gateway", "portal")
+# Parts of bundled libraries Plaza never imports (authlib's web-framework integrations: it
+# uses base_client and requests_client), left out for flash space.
+IPK_UNUSED = {"authlib": ("django_*", "flask_*", "starlette_*", "httpx_*", "sqla_*")}
+# OpenWrt's standard maintainer scripts (what its package build writes): default_postinst
+# creates the user from Require-User, runs the uci-defaults, enables and starts the init
+# script (which refuses to start while plaza.gateway.enabled is 0).
+IPK_POSTINST = """#!/bin/sh
+[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+default_postinst $0 $@
+"""
+IPK_PRERM = """#!/bin/sh
+[ -s ${IPKG_INSTROOT}/lib/functions.sh ] || exit 0
+. ${IPKG_INSTROOT}/lib/functions.sh
+default_prerm $0 $@
+"""
+
+
 class BuildError(RuntimeError):
     """A step of the package build failed; the message says which."""
 
@@ -67,6 +125,8 @@ def build_wheels(wheels: Path) -> list[Path]:
     pyproject's `dependencies`: the router's closure, not the cloud's)."""
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
+    # setuptools reuses build/lib: modules since moved or deleted would ride along in the wheel.
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
     _run([*cmd, "--wheel-dir", str(wheels), str(ROOT)])
     return sorted(wheels.glob("*.whl"))
@@ -122,6 +182,118 @@ def build(version: str, out: Path) -> Path:
     return target
 
 
+def _ipk_library(deb_lib: Path, lib: Path, version: str) -> None:
+    """The router's packages and IPK_BUNDLED from the .deb's tree, as legacy bytecode only
+    (module.pyc where module.py was); lease_hook.py stays source (dnsmasq runs it by path)."""
+    wanted = (*IPK_ROUTER_PACKAGES, *IPK_BUNDLED)
+    for entry in sorted(deb_lib.iterdir()):
+        name = entry.name.split("-", 1)[0] if entry.name.endswith(".dist-info") else entry.name
+        if name.replace("_", "-").lower() not in {w.replace("_", "-") for w in wanted}:
+            continue
+        if entry.is_dir():
+            unused = IPK_UNUSED.get(entry.name, ())
+            if entry.name.endswith(".dist-info"):  # the version and the licence are enough
+                unused = ("RECORD", "WHEEL", "INSTALLER", "REQUESTED", "entry_points.txt")
+            ignore = shutil.ignore_patterns("__pycache__", "test", "tests", "testing", *unused)
+            shutil.copytree(entry, lib / entry.name, ignore=ignore)
+        else:
+            shutil.copy2(entry, lib / entry.name)
+    (lib / f"plaza-{version}.dist-info" / "INSTALLER").write_text("plaza-ipk\n")
+    if not compileall.compile_dir(lib, quiet=2, legacy=True):
+        raise BuildError(f"bytecode compilation failed under {lib}")
+    for source in lib.rglob("*.py"):
+        if source.name != "lease_hook.py":
+            source.unlink()
+
+
+def stage_ipk(staging: Path, deb_lib: Path, version: str) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(OVERLAY, staging, ignore=shutil.ignore_patterns("Makefile"))
+    lib = staging / LIB
+    lib.mkdir(parents=True)
+    _ipk_library(deb_lib, lib, version)
+    bindir = staging / "usr/bin"
+    bindir.mkdir(parents=True)
+    pyver = tuple(sys.version_info[:2])
+    for name, (module, function) in ENTRY_POINTS.items():
+        if module.split(".")[0] not in IPK_ROUTER_PACKAGES:
+            continue
+        path = bindir / name
+        text = IPK_WRAPPER.format(
+            name=name,
+            module=module,
+            function=function,
+            pyver=pyver,
+            pydot=".".join(map(str, pyver)),
+        )
+        path.write_text(text)
+        path.chmod(0o755)
+
+
+def _tar_gz(members: list[tuple[str, bytes | None, int]]) -> bytes:
+    """A gzipped tar of (name, content or None for a directory, mode), root-owned, time 0:
+    the same input gives the same bytes."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for name, content, mode in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uname, info.gname = mode, "root", "root"
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _tree_members(staging: Path) -> list[tuple[str, bytes | None, int]]:
+    members: list[tuple[str, bytes | None, int]] = [("./", None, 0o755)]
+    for path in sorted(staging.rglob("*")):
+        name = "./" + path.relative_to(staging).as_posix()
+        if path.is_dir():
+            members.append((name + "/", None, 0o755))
+        else:
+            members.append(
+                (name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
+            )
+    return members
+
+
+def installed_size(staging: Path) -> int:
+    return sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+
+
+def build_ipk(version: str, out: Path, deb_lib: Path) -> Path:
+    staging = WORK / "ipk-root"
+    stage_ipk(staging, deb_lib, version)
+    control = (
+        f"Package: plaza\nVersion: {version}\nDepends: {', '.join(IPK_DEPENDS)}\n"
+        "Source: firmware_overlay\nSection: net\nArchitecture: all\n"
+        f"Installed-Size: {installed_size(staging)}\n"
+        "Require-User: plaza=411:plaza=411\n"
+        "Maintainer: Plaza maintainers <plaza@example.org>\nLicense: Apache-2.0\n"
+        "Description: Captive-portal Wi-Fi gateway for merchants (router side)\n"
+    )
+    control_tar = _tar_gz([
+        ("./", None, 0o755),
+        ("./control", control.encode(), 0o644),
+        ("./conffiles", "".join(f"{c}\n" for c in IPK_CONFFILES).encode(), 0o644),
+        ("./postinst", IPK_POSTINST.encode(), 0o755),
+        ("./prerm", IPK_PRERM.encode(), 0o755),
+    ])  # fmt: skip
+    target = out / f"plaza_{version}_all.ipk"
+    target.write_bytes(_tar_gz([
+        ("./debian-binary", b"2.0\n", 0o644),
+        ("./data.tar.gz", _tar_gz(_tree_members(staging)), 0o644),
+        ("./control.tar.gz", control_tar, 0o644),
+    ]))  # fmt: skip
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default=project_version(), help="package version")
@@ -129,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(build(args.version, Path(args.out)))
+        print(build_ipk(args.version, Path(args.out), WORK / "root" / LIB))
     except BuildError as exc:
         print(f"make package: {exc}", file=sys.stderr)
         return 1
