@@ -201,7 +201,10 @@ def uci_name(section: str, key: str) -> str:
     return f"{PACKAGE}.{kind}.{option}"
 
 
-_TOML_NAME = re.compile(r"\[\[offers\]\] #(\d+)|\[([a-z]+)\](?: ([a-z_0-9]+))?")
+# `[[offers]] #N`, or `[section]` and a key if one follows (not a MAC's first pair: `ab:cd:..`)
+_TOML_NAME = re.compile(
+    r"\[\[offers\]\] #(\d+)|\[([a-z]+)\](?: ([a-z_][a-z_0-9]*)(?!\w|:[0-9a-f]))?"
+)
 _BARE = {toml[1]: opt[1] for opt, toml in RENAMED.items()}
 
 
