@@ -67,20 +67,28 @@ plaza_url_host() {
 # Walled garden in dnsmasq: one `ipset` section per kind of set (OpenWrt's dnsmasq writes
 # `nftset=/domain/4#inet#plaza#garden4,...` from it); the wallet's hosts are always in.
 plaza_sync_garden() {
-	local domain host url
+	local domain domains="" seen="" url urls
 	plaza_uci delete dhcp.plaza_garden
 	plaza_uci set dhcp.plaza_garden=ipset
 	plaza_uci set dhcp.plaza_garden.table=plaza
 	plaza_uci set dhcp.plaza_garden.table_family=inet
 	plaza_uci add_list dhcp.plaza_garden.name=garden4
 	plaza_uci add_list dhcp.plaza_garden.name=garden6
-	for url in $(plaza_uci get plaza.wallet.issuer) $(plaza_uci get plaza.wallet.authorize_url) \
-		$(plaza_uci get plaza.wallet.gateway_url); do
-		host=$(plaza_url_host "$url")
-		[ -n "$host" ] && plaza_uci add_list "dhcp.plaza_garden.domain=$host"
+	if [ "$(plaza_uci get plaza.wallet.dialect)" = alipay ]; then
+		urls="$(plaza_uci get plaza.wallet.authorize_url) $(plaza_uci get plaza.wallet.gateway_url)"
+	else
+		urls=$(plaza_uci get plaza.wallet.issuer)
+	fi
+	for url in $urls; do
+		domains="$domains $(plaza_url_host "$url")"
 	done
-	for domain in $(plaza_uci get plaza.garden.domains); do
-		plaza_uci add_list "dhcp.plaza_garden.domain=${domain#\*.}"
+	for domain in $domains $(plaza_uci get plaza.garden.domains); do
+		domain=${domain#\*.}
+		case " $seen " in
+		*" $domain "*) continue ;;
+		esac
+		seen="$seen $domain"
+		plaza_uci add_list "dhcp.plaza_garden.domain=$domain"
 	done
 	plaza_uci delete dhcp.plaza_garden_http
 	# shellcheck disable=SC2046  # one word per list value, as uci prints them

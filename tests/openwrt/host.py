@@ -1,0 +1,40 @@
+"""Where the OpenWrt userland of ../shared/tools/openwrt-host/ is, and how tests use it.
+
+The userland (procd, ubusd, uci, ...) is built once per machine from OpenWrt's upstream
+sources by that tool's build.sh (its README says how; the sources cannot be fetched by CI,
+so a machine without the build skips these tests with one line saying so).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAY = ROOT / "firmware_overlay"
+TOOL = ROOT.parent / "shared" / "tools" / "openwrt-host"
+OWRT_HOST = Path(os.environ.get("OWRT_HOST", "/opt/openwrt-host"))
+ROOTFS = OWRT_HOST / "rootfs"
+PREFIX = OWRT_HOST / "prefix"
+NOT_BUILT = (
+    f"OpenWrt userland not built at {OWRT_HOST}: see ../shared/tools/openwrt-host/README.md "
+    "(build.sh; docs/openwrt.md)"
+)
+
+
+def need_userland() -> None:
+    if not (ROOTFS / "sbin" / "procd").exists() or not (PREFIX / "usr" / "bin" / "uci").exists():
+        pytest.skip(NOT_BUILT)
+    if os.geteuid() != 0:
+        pytest.skip("the OpenWrt userland runs as root (unshare, overlayfs); CI runs as root")
+
+
+def uci_wrapper(bindir: Path) -> Path:
+    """A `uci` on PATH that runs the built one with its libraries (libuci, libubox)."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    uci = bindir / "uci"
+    uci.write_text(f'#!/bin/sh\nLD_LIBRARY_PATH={PREFIX}/usr/lib exec {PREFIX}/usr/bin/uci "$@"\n')
+    uci.chmod(0o755)
+    return uci

@@ -1,0 +1,152 @@
+"""/etc/uci-defaults/90-plaza in a staging root (IPKG_INSTROOT, as an image build runs it):
+run twice, the configs are the same; it writes what Plaza needs and captures nothing by
+itself. Runs OpenWrt's own uci (built by ../shared/tools/openwrt-host) under busybox ash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.openwrt.host import OVERLAY, ROOTFS, need_userland, uci_wrapper
+
+GUEST = """
+config device
+	option name 'br-guest'
+	option type 'bridge'
+
+config interface 'guest'
+	option device 'br-guest'
+	option proto 'static'
+	option ipaddr '198.19.0.1'
+	option netmask '255.255.255.0'
+"""
+GUEST_DHCP = """
+config dhcp 'guest'
+	option interface 'guest'
+	option start '100'
+	option limit '150'
+	option leasetime '1h'
+"""
+GUEST_ZONE = """
+config zone
+	option name 'guest'
+	list network 'guest'
+	option input 'REJECT'
+	option output 'ACCEPT'
+	option forward 'REJECT'
+"""
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Path:
+    need_userland()
+    if shutil.which("busybox") is None:
+        pytest.fail("busybox is missing: make setup installs it")
+    root = tmp_path / "root"
+    config = root / "etc" / "config"
+    config.mkdir(parents=True)
+    for name in ("network", "dhcp", "firewall"):
+        shutil.copy(ROOTFS / "etc" / "config" / name, config / name)
+    shutil.copy(OVERLAY / "etc" / "config" / "plaza", config / "plaza")
+    (root / "usr" / "share").mkdir(parents=True)
+    shutil.copytree(OVERLAY / "usr" / "share" / "plaza", root / "usr" / "share" / "plaza")
+    (root / "tmp" / ".uci").mkdir(parents=True)
+    return root
+
+
+def run_defaults(root: Path, bindir: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "IPKG_INSTROOT": str(root)}
+    script = OVERLAY / "etc" / "uci-defaults" / "90-plaza"
+    return subprocess.run(
+        ["busybox", "ash", str(script)], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def configs(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((root / "etc" / "config").iterdir())}
+
+
+def uci(root: Path, bindir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(bindir / "uci"), "-q", "-c", str(root / "etc" / "config"), *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_without_a_lan_interface_nothing_is_captured(staging: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    uci_wrapper(bindir)
+    before = configs(staging)
+    done = run_defaults(staging, bindir)
+    assert done.returncode == 0, done.stderr
+    assert "plaza.lan.interface is not set" in done.stderr
+    after = configs(staging)
+    # Only the portal's group for the control socket; dhcp and firewall untouched.
+    assert after["dhcp"] == before["dhcp"] and after["firewall"] == before["firewall"]
+    assert uci(staging, bindir, "get", "plaza.gateway.control_group") == "plaza"
+    assert uci(staging, bindir, "get", "plaza.gateway.enabled") == "0"
+
+
+def test_twice_gives_the_same_configs(staging: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    uci_wrapper(bindir)
+    cfg = staging / "etc" / "config"
+    (cfg / "network").write_text((cfg / "network").read_text() + GUEST)
+    (cfg / "dhcp").write_text((cfg / "dhcp").read_text() + GUEST_DHCP)
+    (cfg / "firewall").write_text((cfg / "firewall").read_text() + GUEST_ZONE)
+    uci(staging, bindir, "set", "plaza.lan.interface=br-guest")
+    uci(staging, bindir, "add_list", "plaza.garden.domains=*.static.example.net")
+    uci(staging, bindir, "set", "plaza.portal.cert_file=/etc/plaza/tls/fullchain.pem")
+    uci(staging, bindir, "set", "plaza.portal.key_file=/etc/plaza/tls/privkey.pem")
+    uci(staging, bindir, "commit", "plaza")
+
+    first = run_defaults(staging, bindir)
+    assert first.returncode == 0, first.stderr
+    once = configs(staging)
+    second = run_defaults(staging, bindir)
+    assert second.returncode == 0, second.stderr
+    assert configs(staging) == once
+    # nothing left uncommitted (uci leaves an empty delta file behind a commit or revert)
+    assert all(p.stat().st_size == 0 for p in (staging / "tmp" / ".uci").iterdir())
+
+    get = lambda key: uci(staging, bindir, "get", key)  # noqa: E731
+    assert get("dhcp.plaza_garden") == "ipset"
+    assert get("dhcp.plaza_garden.table") == "plaza"
+    assert get("dhcp.plaza_garden.table_family") == "inet"
+    assert get("dhcp.plaza_garden.name") == "garden4 garden6"
+    assert get("dhcp.plaza_garden.domain") == "wallet.test static.example.net"
+    assert get("dhcp.plaza_portal.name") == "portal.plaza.test"
+    assert get("dhcp.plaza_portal.ip") == "198.19.0.1"
+    assert get("dhcp.guest.dhcp_option_force") == '114,"https://portal.plaza.test/api/captive"'
+    assert get("dhcp.lan.dhcp_option_force") == ""  # the management LAN is left alone
+    assert get("firewall.plaza_forward") == "forwarding"
+    assert (get("firewall.plaza_forward.src"), get("firewall.plaza_forward.dest")) == (
+        "guest", "wan")  # fmt: skip
+    assert get("firewall.plaza_portal.src") == "guest"
+    assert get("firewall.plaza_portal.dest_port") == "80 443 8080"
+    assert get("firewall.plaza_portal.target") == "ACCEPT"
+
+
+def test_a_changed_portal_is_followed_and_option_114_removed(staging: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    uci_wrapper(bindir)
+    cfg = staging / "etc" / "config"
+    (cfg / "network").write_text((cfg / "network").read_text() + GUEST)
+    (cfg / "dhcp").write_text((cfg / "dhcp").read_text() + GUEST_DHCP)
+    (cfg / "firewall").write_text((cfg / "firewall").read_text() + GUEST_ZONE)
+    uci(staging, bindir, "set", "plaza.lan.interface=br-guest")
+    uci(staging, bindir, "set", "plaza.portal.cert_file=/etc/plaza/tls/fullchain.pem")
+    uci(staging, bindir, "commit", "plaza")
+    assert run_defaults(staging, bindir).returncode == 0
+    uci(staging, bindir, "delete", "plaza.portal.cert_file")
+    uci(staging, bindir, "set", "plaza.portal.port=8000")
+    uci(staging, bindir, "commit", "plaza")
+    assert run_defaults(staging, bindir).returncode == 0
+    assert uci(staging, bindir, "get", "dhcp.guest.dhcp_option_force") == ""
+    assert uci(staging, bindir, "get", "firewall.plaza_portal.dest_port") == "8000 443 8080"
+    assert os.path.exists(staging / "etc" / "config" / "dhcp")
