@@ -8,9 +8,10 @@ dataclasses and one `verify()` judge both files, so a rule holds whatever the fo
 
 The mapping, documented in docs/gateway-config.md and shown in
 firmware_overlay/etc/config/plaza: each TOML section is a UCI section of that type, named after
-it (`config policy 'policy'`), each key an option of the same name, except that `[session]`'s
-two keys live in `policy` (`session_minutes`, `max_session_minutes`: on OpenWrt a session's
-length is policy), and each `[[offers]]` table is an `offer` section. Lists are `list` lines.
+it (`config policy 'policy'`; never anonymous: the init script and `uci set plaza.policy.x`
+address it by that name), each key an option of the same name, except that `[session]`'s two
+keys live in `policy` (`session_minutes`, `max_session_minutes`: on OpenWrt a session's length
+is policy), and each `[[offers]]` table is an `offer` section. Lists are `list` lines.
 `lan.interface` has no default here: the interface to capture is always named on purpose.
 
 Like config_toml, it imports nothing of gateway/config.py (which imports it): the sections are
@@ -113,7 +114,7 @@ def tables(parsed: list[uci.Section], known: dict[str, dict[str, Any]]) -> dict[
                     f"{where} (line {section.line}): a second '{section.type}' section (the "
                     f"first is at line {seen[section.type].line}); only 'offer' may repeat"
                 )
-            if section.name not in ("", section.type):
+            if section.name != section.type:
                 raise ValueError(
                     f"{where} (line {section.line}): name it after its type, `config "
                     f"{section.type} '{section.type}'`, so `uci set {PACKAGE}.{section.type}."

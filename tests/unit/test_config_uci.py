@@ -79,7 +79,8 @@ def test_options_map_onto_the_sections(tmp_path: Path) -> None:
     text = MINIMAL + (
         "config policy 'policy'\n\toption session_minutes '30'\n\toption max_session_minutes 90\n"
         "\toption idle_minutes 10\n\tlist trusted_macs '3c:22:fb:12:34:56'\n"
-        "config garden\n\tlist domains '*.cdn.example.com'\n\tlist domains 'wallet.example.com'\n"
+        "config garden 'garden'\n\tlist domains '*.cdn.example.com'\n"
+        "\tlist domains 'wallet.example.com'\n"
         "config portal 'portal'\n\toption click_through 'yes'\n\toption port 8081\n"
         "config accounting 'accounting'\n\toption poll_seconds '0.5'\n"
         "config offer\n\toption title 'Coffee'\n\toption url 'https://x.test/o'\n"
@@ -103,7 +104,7 @@ def test_options_map_onto_the_sections(tmp_path: Path) -> None:
 )
 def test_booleans_as_openwrt_writes_them(tmp_path: Path, word: str, value: bool) -> None:
     text = MINIMAL.replace(
-        "config gateway 'gateway'\n", f"config gateway\n\toption enabled {word}\n"
+        "config gateway 'gateway'\n", f"config gateway 'gateway'\n\toption enabled {word}\n"
     )
     assert cfg.load(write(tmp_path, text)).gateway.enabled is value
 
@@ -159,6 +160,10 @@ BAD = {
     "a section named otherwise": (
         {"config cloud 'cloud'": "config cloud 'main'"},
         "plaza.main (line ",
+    ),
+    "an anonymous singleton": (
+        {"config cloud 'cloud'": "config cloud"},
+        "plaza.@cloud[0] (line ",
     ),
     "no interface": (
         {"\toption interface 'lo'": "\t#option interface 'br-guest'"},
