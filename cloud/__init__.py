@@ -64,6 +64,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(fleet.bp)
     app.register_blueprint(device_api.bp)
     app.register_blueprint(dashboard.bp)
+    from cloud.o2o import shop  # the shopper web app (/plaza); after the dashboard: its cookie
+
+    app.register_blueprint(shop.bp)
     from cloud.push import presence_push  # presence push: join hook, subscriptions
 
     presence_push.init_app(app)

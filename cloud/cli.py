@@ -197,6 +197,24 @@ def cmd_push_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile_payments(args: argparse.Namespace) -> int:
+    """Settle payments that never got their notify, by asking the wallet (cron: every minute)."""
+    import dataclasses
+
+    from cloud import db as cloud_db
+    from cloud.o2o import settings, settlement
+
+    app = _app(args)
+    try:
+        client = settings.trade_client(app)
+    except (settings.NotConfigured, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    with app.app_context(), cloud_db.session(app) as db:
+        result = settlement.reconcile(db, client, app.config["CLOCK"](), after=args.after)
+    print(json.dumps(dataclasses.asdict(result)))
+    return 1 if result.failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plaza-cloud", description=__doc__.splitlines()[0])
     p.add_argument("--database-url", help="overrides PLAZA_CLOUD_DATABASE_URL")
@@ -248,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--interval", type=float, default=1.0, help="seconds between idle looks")
     w.add_argument("--once", action="store_true", help="send one batch, then exit")
     w.set_defaults(func=cmd_push_worker)
+    rp = sub.add_parser("reconcile-payments", help="ask the wallet about unnotified payments")
+    rp.add_argument("--after", type=float, default=120.0, help="seconds a payment may wait")
+    rp.set_defaults(func=cmd_reconcile_payments)
     return p
 
 

@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -62,6 +62,8 @@ class Grant:
 
 
 Method = Callable[["AlipayState", dict[str, str]], dict]
+# A method the browser is sent to (alipay.trade.wap.pay): it answers with a page, not JSON.
+Page = Callable[["AlipayState", dict[str, str]], Response]
 
 
 @dataclass
@@ -74,6 +76,7 @@ class AlipayState:
     tokens: Expiring[Grant]
     refresh: Expiring[Grant]
     methods: dict[str, Method]  # gateway.do's methods: name -> handler of checked params
+    pages: dict[str, Page] = field(default_factory=dict)  # the browser's methods
 
 
 def state() -> AlipayState:
@@ -99,6 +102,12 @@ def add_method(app: Flask, name: str, handler: Method) -> None:
     """Serve another gateway method: `handler` sees only signed, fresh requests from a
     registered app, and answers the `<name>_response` object (or raises Refusal)."""
     app.extensions["wallet_alipay"].methods[name] = handler
+
+
+def add_page(app: Flask, name: str, handler: Page) -> None:
+    """Serve a method the merchant sends the shopper's browser to with a signed URL (the
+    cashier): the same checks, and `handler` answers with a page or a redirect."""
+    app.extensions["wallet_alipay"].pages[name] = handler
 
 
 def biz_content(params: dict[str, str]) -> dict:
@@ -198,7 +207,7 @@ def _check_request(st: AlipayState, params: dict[str, str]) -> str:
     method = params.get("method")
     if not method:
         raise missing("method", "isv.missing-method")
-    if method not in st.methods:
+    if method not in st.methods and method not in st.pages:
         raise invalid("isv.invalid-method", "unknown method")
     app_id = params.get("app_id")
     if not app_id:
@@ -300,6 +309,8 @@ def gateway() -> Response:
     try:
         params = _params()
         method = _check_request(st, params)
+        if method in st.pages:
+            return st.pages[method](st, params)
         body = signed_body(st, response_key(method), st.methods[method](st, params))
     except Refusal as refusal:
         body = signed_body(st, "error_response", refusal.body)

@@ -105,6 +105,25 @@ def _confirm(
     raise WalletAppError("the wallet kept another account signed in")
 
 
+def pay(
+    phone: Browser, pay_url: str, user: str = "alice", pin: str = "1234", deny: bool = False
+) -> Answer:
+    """Open the merchant's signed payment URL (alipay.trade.wap.pay), follow the wallet to its
+    cashier page, sign in as `user` if asked and tap Pay (or Cancel).
+
+    Returns the wallet's answer: normally a 302 back to the merchant's return_url, or a
+    refusal (an error page, 403 wrong PIN, 409 already paid) as is.
+    """
+    page = phone.get(pay_url)
+    if page.status != 302 or not page.location:
+        return page
+    cashier = urljoin(pay_url, page.location)
+    page = phone.get(cashier)
+    if page.status != 200:
+        return page
+    return _confirm(phone, cashier, page, cashier, user, pin, deny)
+
+
 # -- passes ------------------------------------------------------------------------------------
 
 

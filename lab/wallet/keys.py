@@ -26,12 +26,14 @@ from lab.wallet.settings import (
     check,
     settings_to_dict,
 )
+from lab.wallet.trade import seller_id
 from plaza.wallet import rsa2
 
 ISSUER = "https://wallet.test"
 HOSTS = ("wallet.test",)
 CLIENT_ID = "plaza-portal"
-CLOUD_CLIENT_ID = "plaza-cloud"  # pushes messages; signs nobody in
+CLOUD_CLIENT_ID = "plaza-cloud"  # pushes messages; signs shoppers in to the plaza web app
+SHOP_CALLBACK = "/plaza/login/callback"  # the cloud's shopper sign-in (cloud/o2o/shop.py)
 APP_ID = "2021000000000001"
 MERCHANT = "Plaza Free Wi-Fi"
 OIDC_CALLBACK = "/login/callback"
@@ -58,13 +60,16 @@ def provision(
     *,
     issuer: str = ISSUER,
     users: tuple[WalletAccount, ...] = DEFAULT_USERS,
+    cloud_base: str = "",
 ) -> dict[str, Any]:
     """Write keys and `wallet-settings.json` into `directory`; return what the lab needs.
 
     The result has `settings` (path for `--settings`), `hosts` (names the server answers for
     and its certificate must cover), `users`, and `oidc` / `alipay`: the WalletConfig fields for
-    the portal in each dialect (add `ca_file`, the lab CA, yourself), and `push`: the cloud's
-    WalletMessenger arguments per dialect (add `ca_bundle` yourself).
+    the portal in each dialect (add `ca_file`, the lab CA, yourself), `push`: the cloud's
+    WalletMessenger arguments per dialect (add `ca_bundle` yourself), and `trade`: what the
+    cloud's payments need (the merchant app, its seller id, the keys). With `cloud_base` (the
+    cloud's https origin) the cloud's client may also sign shoppers in to the plaza web app.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +99,7 @@ def provision(
             OidcClient(
                 client_id=CLOUD_CLIENT_ID,
                 name=MERCHANT,
-                redirect_uris=(),
+                redirect_uris=(cloud_base.rstrip("/") + SHOP_CALLBACK,) if cloud_base else (),
                 client_secret=cloud_secret,
             ),
         ),
@@ -134,6 +139,13 @@ def provision(
             "wallet_public_key_file": paths["wallet_public_key_file"],
         },
         "redirect_uris": {"oidc": base + OIDC_CALLBACK, "alipay": base + ALIPAY_CALLBACK},
+        "trade": {
+            "app_id": APP_ID,
+            "seller_id": seller_id(APP_ID),
+            "gateway_url": f"{issuer}/gateway.do",
+            "app_private_key_file": paths["app_private_key_file"],
+            "wallet_public_key_file": paths["wallet_public_key_file"],
+        },
         "push": {
             "oidc": {
                 "base_url": issuer,

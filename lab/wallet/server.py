@@ -5,7 +5,8 @@
 
 One app answers both dialects on one host (wallet.test): OpenID Connect at /authorize, /token,
 /userinfo, /jwks.json and /.well-known/openid-configuration; the Alipay dialect at
-/oauth2/publicAppAuthorize.htm and /gateway.do; for both, saved passes at /passes (see
+/oauth2/publicAppAuthorize.htm and /gateway.do (with the trade API and its cashier page, see
+lab.wallet.trade); for both, saved passes at /passes (see
 lab.wallet.passes) and messages pushed by merchant apps (POST /v1/messages, or the gateway
 method alipay.pass.message.push) in the inbox at /messages (see lab.wallet.messages).
 Everything is kept in memory: a restart forgets signed-in browsers, codes, tokens, passes and
@@ -24,7 +25,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from lab.wallet import alipay, messages, oidc, passes
+from lab.wallet import alipay, messages, oidc, passes, trade
 from lab.wallet.settings import WalletSettings, load_settings, settings_from_dict
 
 
@@ -47,6 +48,7 @@ def create_app(
     app.config["WALLET_SETTINGS"] = settings
     oidc.init(app, settings, clock)
     alipay.init(app, settings, clock)
+    trade.init(app)  # the Alipay trade API and its cashier page
     passes.init(app, settings, clock)
     messages.init(app, settings, clock)
 

@@ -222,4 +222,4 @@ def _refusal(method: str, error: dict) -> LoginError:
     log.warning(
         "wallet refused %s: code=%s sub_code=%s", method, safe_code(error.get("code")), code
     )
-    return LoginError(f"the wallet refused {method} ({code})", "rejected")
+    return LoginError(f"the wallet refused {method} ({code})", "rejected", code)

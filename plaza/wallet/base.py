@@ -40,12 +40,14 @@ class LoginError(Exception):
     tokens, keys or text chosen by whoever crafted the callback URL.
 
     `reason` is a short fixed word the portal can branch on: unreachable, denied, expired,
-    state, rejected, signature, invalid.
+    state, rejected, signature, invalid. `code` is the wallet's own refusal code when it gave
+    one (an Alipay sub_code such as ACQ.TRADE_NOT_EXIST), already checked to be plain.
     """
 
-    def __init__(self, message: str, reason: str = "invalid") -> None:
+    def __init__(self, message: str, reason: str = "invalid", code: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.code = code
 
 
 class WalletProvider(Protocol):

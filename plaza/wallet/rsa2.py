@@ -66,6 +66,25 @@ def verify(params: Mapping[str, str | None], signature: str, public_key: rsa.RSA
     return verify_text(signing_string(params), signature, public_key)
 
 
+def notify_signing_string(params: Mapping[str, str | None]) -> str:
+    """The text an asynchronous notify is signed over: as a request's, but `sign_type` is left
+    out too (Alipay's rule for what it POSTs to a merchant's notify_url)."""
+    return signing_string({k: v for k, v in params.items() if k != "sign_type"})
+
+
+def sign_notify(params: Mapping[str, str | None], private_key: rsa.RSAPrivateKey) -> str:
+    """The `sign` value of a notify with these parameters (the wallet's side)."""
+    return sign_text(notify_signing_string(params), private_key)
+
+
+def verify_notify(params: Mapping[str, str | None], public_key: rsa.RSAPublicKey) -> bool:
+    """Whether a notify's `sign` is the wallet's RSA2 signature of its other parameters."""
+    signature = params.get("sign")
+    if params.get("sign_type") != "RSA2" or not isinstance(signature, str):
+        return False
+    return verify_text(notify_signing_string(params), signature, public_key)
+
+
 def parse_private_key(data: bytes) -> rsa.RSAPrivateKey:
     """A private key from PEM (PKCS#8 or PKCS#1) or the bare base64 DER Alipay's console shows."""
     try:

@@ -30,6 +30,7 @@ from cloud.models import Venue
 from lab.postgres import PostgresCluster, PostgresUnavailable
 from plaza import signing
 from tests.cloud.dashboard_helpers import sign_in
+from tests.cloud.o2o_helpers import SandboxWallet, check_books, configure_shop, serve_wallet
 from tests.conftest import FakeClock
 from tests.consent_wallet import PORTAL_HOST, consent_proof, write_public_key
 
@@ -229,3 +230,27 @@ def signed_in(client: FlaskClient, venue: Venue) -> FlaskClient:
     response = sign_in(client)
     assert response.status_code == 303
     return client
+
+
+# -- the plaza services (issue 16): the sandbox wallet's trade API, and books that balance ----
+
+
+@pytest.fixture(scope="session")
+def sandbox_wallet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxWallet]:
+    with serve_wallet(tmp_path_factory.mktemp("o2o-wallet")) as wallet:
+        yield wallet
+
+
+@pytest.fixture
+def books(app: Flask) -> Iterator[Flask]:
+    """The app, whose ledger must balance when the test is over, whatever the test did."""
+    yield app
+    check_books(app)
+
+
+@pytest.fixture
+def shop_app(books: Flask, sandbox_wallet: SandboxWallet) -> Flask:
+    """The cloud signing shoppers in and taking payments with the sandbox wallet."""
+    configure_shop(books, sandbox_wallet)
+    sandbox_wallet.take_notifies()
+    return books

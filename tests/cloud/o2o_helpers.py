@@ -1,0 +1,163 @@
+"""The plaza services' test helpers: the sandbox wallet over real HTTPS on 127.0.0.1 with its
+trade API (notifies captured instead of sent, so a test delivers them when, how often and
+in what order it likes), the cloud configured to use it, and a shopper's phone.
+
+The fixtures that use these are in tests/cloud/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cloud import db as cloud_db
+from cloud.o2o import ledger
+from lab.pki import LabCA
+from lab.wallet import app as wallet_app
+from lab.wallet.https import make_server
+from lab.wallet.keys import provision
+from lab.wallet.server import create_app as wallet_server
+from plaza.wallet import rsa2
+from tests.wallet_harness import Answer, Browser
+
+CLOUD = "https://cloud.plaza.test"  # the cloud's public origin (PUBLIC_URL) in these tests
+PORTAL = "https://portal.plaza.test"
+NOTIFY = "/plaza/notify/alipay"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+KEY_RE = re.compile(r'name="key" value="([^"]+)"')
+
+
+@dataclass
+class SandboxWallet:
+    """The sandbox wallet, and the notifies it would have POSTed, in the order it made them."""
+
+    url: str
+    ca_file: str
+    material: dict[str, Any]
+    app: Flask
+    notifies: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, url: str, params: dict[str, str]) -> None:
+        with self.lock:
+            self.notifies.append((url, dict(params)))
+
+    def take_notifies(self) -> list[dict[str, str]]:
+        with self.lock:
+            taken = [params for _, params in self.notifies]
+            self.notifies.clear()
+        return taken
+
+    def sign(self, params: dict[str, str]) -> dict[str, str]:
+        """`params` signed as the wallet signs a notify (to forge a well-signed lie)."""
+        key = rsa2.load_private_key(Path(self.material["settings"]).parent / "wallet-rsa2.key")
+        out = {k: v for k, v in params.items() if k != "sign"}
+        out["sign"] = rsa2.sign_notify(out, key)
+        return out
+
+
+@contextmanager
+def serve_wallet(root: Path) -> Iterator[SandboxWallet]:
+    pki = LabCA(root / "ca")
+    cert, key = pki.issue("wallet", ["wallet.test", "127.0.0.1"])
+    server = make_server("127.0.0.1", 0, None, str(cert), str(key))
+    url = f"https://127.0.0.1:{server.server_port}"
+    material = provision(root / "keys", PORTAL, issuer=url, cloud_base=CLOUD)
+    settings = json.loads(Path(material["settings"]).read_text())
+    app = wallet_server(settings, clock=time.time)
+    server.app = app
+    wallet = SandboxWallet(url, str(pki.cert_path), material, app)
+    app.extensions["wallet_trade"].notifier = wallet.record
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield wallet
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def configure_shop(app: Flask, wallet: SandboxWallet) -> None:
+    """Point the cloud at the sandbox wallet for sign-in (OIDC) and payments (Alipay trade)."""
+    oidc, trade = wallet.material["push"]["oidc"], wallet.material["trade"]
+    app.config.update(
+        PUBLIC_URL=CLOUD,
+        WALLET_URL=wallet.url,
+        WALLET_DIALECT="oidc",
+        WALLET_CLIENT_ID=oidc["client_id"],
+        WALLET_CLIENT_SECRET_FILE=oidc["client_secret_file"],
+        WALLET_APP_ID=trade["app_id"],
+        WALLET_APP_PRIVATE_KEY_FILE=trade["app_private_key_file"],
+        WALLET_PUBLIC_KEY_FILE=trade["wallet_public_key_file"],
+        WALLET_SELLER_ID=trade["seller_id"],
+        WALLET_CA_BUNDLE=wallet.ca_file,
+    )
+
+
+def check_books(app: Flask) -> None:
+    """The ledger balances: every posting sums to zero, and so does the whole."""
+    with cloud_db.session(app) as db:
+        assert ledger.check_balanced(db), ledger.balances(db)
+
+
+def get(client: FlaskClient, path: str) -> Any:
+    return client.get(path, base_url=CLOUD)
+
+
+def post(client: FlaskClient, path: str, data: dict[str, str]) -> Any:
+    return client.post(path, data=data, base_url=CLOUD)
+
+
+def csrf(page: Any) -> str:
+    found = CSRF_RE.search(page.get_data(as_text=True))
+    assert found, page.get_data(as_text=True)
+    return found.group(1)
+
+
+def sign_in(client: FlaskClient, wallet: SandboxWallet, user: str = "alice") -> Any:
+    """The whole wallet sign-in as a phone does it; the cloud's last answer (a 303 home)."""
+    start = get(client, "/plaza/login/wallet")
+    assert start.status_code == 302, start.get_data(as_text=True)
+    phone = Browser(wallet.ca_file)
+    pins = {u["login"]: u["pin"] for u in wallet.material["users"]}
+    back: Answer = wallet_app.approve(phone, start.location, user, pins[user])
+    assert back.status == 302 and back.location.startswith(CLOUD), (back.status, back.location)
+    parts = urlsplit(back.location)
+    return get(client, f"{parts.path}?{parts.query}")
+
+
+def pay_form(client: FlaskClient, venue_id: str) -> dict[str, str]:
+    page = get(client, f"/plaza/v/{venue_id}/pay")
+    assert page.status_code == 200, page.status_code
+    key = KEY_RE.search(page.get_data(as_text=True))
+    assert key
+    return {"csrf_token": csrf(page), "key": key.group(1)}
+
+
+def start_payment(
+    client: FlaskClient, venue_id: str, amount: str = "10.00", subject: str = "Lunch", **over: str
+) -> Any:
+    """The pay form filled and sent: a 303 to the wallet's cashier URL when it worked."""
+    data = {**pay_form(client, venue_id), "amount": amount, "subject": subject, **over}
+    return post(client, f"/plaza/v/{venue_id}/pay", data)
+
+
+def approve_payment(wallet: SandboxWallet, pay_url: str, user: str = "alice") -> Answer:
+    pins = {u["login"]: u["pin"] for u in wallet.material["users"]}
+    return wallet_app.pay(Browser(wallet.ca_file), pay_url, user, pins[user])
+
+
+def deliver(client: FlaskClient, params: dict[str, str]) -> Any:
+    """One notify POSTed to the cloud as the wallet would."""
+    return client.post(NOTIFY, data=params, base_url=CLOUD)
