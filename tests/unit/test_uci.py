@@ -143,7 +143,10 @@ needs_uci = pytest.mark.skipif(
 
 
 def real_uci(tmp_path: Path, text: str) -> tuple[bool, str]:
-    """(parsed?, `uci export` output or the parse error's reason) from the real binary."""
+    """(parsed?, `uci export` output or the parse error's reason and line) from the real
+    binary. The line only where the file ends with a newline: libuci counts a line when it
+    sees its end, so an error on a last line without one is a line earlier there (Plaza's
+    count is the file's own)."""
     (tmp_path / "p").write_text(text, encoding="utf-8")
     env = dict(os.environ, LD_LIBRARY_PATH=str(OWRT / "usr" / "lib"))
     run = subprocess.run(
@@ -155,16 +158,20 @@ def real_uci(tmp_path: Path, text: str) -> tuple[bool, str]:
     )
     if run.returncode == 0:
         return True, run.stdout
-    found = re.search(r"Parse error \((.*)\) at line", run.stderr)
+    found = re.search(r"Parse error \((.*)\) at line (\d+)", run.stderr)
     assert found, run.stderr
-    return False, found.group(1)
+    return False, _reason(text, found.group(1), int(found.group(2)))
+
+
+def _reason(text: str, reason: str, line: int) -> str:
+    return f"{reason} at line {line}" if text.endswith("\n") else reason
 
 
 def ours(text: str) -> tuple[bool, str]:
     try:
         return True, uci.export("p", uci.parse(text))
     except uci.UciError as exc:
-        return False, exc.reason
+        return False, _reason(text, exc.reason, exc.line)
 
 
 CASES = {**{k: v[0] for k, v in GOOD.items()}, **{f"bad: {k}": v[0] for k, v in BAD.items()}}
