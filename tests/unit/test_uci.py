@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from plaza import uci
+from tests.openwrt.host import NOT_BUILT, PREFIX
 
-OWRT = Path(os.environ.get("OWRT_HOST", "/opt/openwrt-host")) / "prefix"
-UCI_BIN = OWRT / "usr" / "bin" / "uci"
+UCI_BIN = PREFIX / "usr" / "bin" / "uci"
 
 
 def parsed(text: str) -> list[tuple[str, str, dict[str, str | list[str]]]]:
@@ -138,7 +138,7 @@ def test_export_parses_back_to_the_same(text: str, expected: list) -> None:
 # -- against OpenWrt's own uci -------------------------------------------------------------
 needs_uci = pytest.mark.skipif(
     not UCI_BIN.exists(),
-    reason="OpenWrt's uci is not built: run ../shared/tools/openwrt-host/build.sh",
+    reason=NOT_BUILT,
 )
 
 
@@ -148,7 +148,7 @@ def real_uci(tmp_path: Path, text: str) -> tuple[bool, str]:
     sees its end, so an error on a last line without one is a line earlier there (Plaza's
     count is the file's own)."""
     (tmp_path / "p").write_text(text, encoding="utf-8")
-    env = dict(os.environ, LD_LIBRARY_PATH=str(OWRT / "usr" / "lib"))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(PREFIX / "usr" / "lib"))
     run = subprocess.run(
         [str(UCI_BIN), "-c", str(tmp_path), "export", "p"],
         capture_output=True,
