@@ -47,13 +47,13 @@ EXIT_DISABLED = 3  # `run` on a config with enabled '0' (a config error is 2)
 
 
 def is_uci(path: Path) -> bool:
-    """Which reader a path gets: a file in a `config` directory (`/etc/config/plaza`) is UCI,
-    a `.toml` file TOML; any other is UCI when its first command is `config` or `package`
-    (a `[table]` or `key = value` line never is)."""
-    if path.parent.name == "config":
-        return True
+    """Which reader a path gets: a `.toml` file is TOML, any other file in a `config`
+    directory (`/etc/config/plaza`) UCI; any other is UCI when its first command is `config`
+    or `package` (a `[table]` or `key = value` line never is)."""
     if path.suffix == ".toml":
         return False
+    if path.parent.name == "config":
+        return True
     try:
         with path.open(encoding="utf-8", errors="replace") as file:
             for line in file:

@@ -246,6 +246,7 @@ def test_the_reader_is_chosen_by_path_then_content(tmp_path: Path) -> None:
     toml = tmp_path / "gateway.toml"
     toml.write_text("config t\n")
     assert not config_uci.is_uci(toml)  # .toml is TOML, whatever is in it
+    assert not config_uci.is_uci(Path("/srv/config/gateway.toml"))  # even in a config folder
     sniffed = tmp_path / "new-config"
     sniffed.write_text("# a comment\n\npackage plaza\nconfig gateway 'gateway'\n")
     assert config_uci.is_uci(sniffed)
