@@ -29,9 +29,8 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.config import Config
-from gateway.dataplane import ruleset
 from gateway.dataplane.firewall import Firewall, NftError
-from gateway.dataplane.ruleset import Grant, Start
+from gateway.dataplane.grants import Changes, Grant, KernelState, Start, desired, diff
 from gateway.stations import control
 from gateway.stations.access import RuntimeAccess
 from gateway.stations.accounting import Meter, UsageRecord
@@ -160,7 +159,7 @@ class Gateway:
         self.repairs += fixed
         return fixed
 
-    def repair(self, changes: ruleset.Changes) -> int:
+    def repair(self, changes: Changes) -> int:
         """Commit `changes` found by comparing the kernel with the grants elsewhere (the
         daemon's worker thread): only the sessions they name are looked at here. NftError
         if the kernel refuses them; `reconcile()` is then the way back."""
@@ -277,7 +276,7 @@ class Gateway:
         else:
             for session in batch:
                 del self.closing[session]
-        changes = ruleset.diff(ruleset.KernelState(), ruleset.desired(done))
+        changes = diff(KernelState(), desired(done))
         if changes:
             try:
                 self.firewall.change(changes)
@@ -414,7 +413,7 @@ class Gateway:
             elif session in self.closing and session in self.granted:
                 # ended: its traffic stops now, its objects wait for the final record
                 new.append(replace(self.granted[session], addresses=()))
-        changes = ruleset.diff(ruleset.desired(new), ruleset.desired(old))
+        changes = diff(desired(new), desired(old))
         for grant in old:
             self.granted.pop(grant.session, None)
             for e in grant.elements():

@@ -3,7 +3,7 @@ streamed: each netlink answer is checked as it is parsed (see `drift`).
 
 Apart from the firewall (gateway/dataplane/kernel.py) because it is the one part of it that
 is pure given the kernel's answers: tests/unit/test_drift.py feeds it crafted answers and
-checks it finds what `ruleset.diff` finds.
+checks it finds what `grants.diff` finds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.dataplane import ruleset
+from gateway.dataplane.grants import (
+    COUNTER_DOWN,
+    COUNTER_UP,
+    LIMIT_PREFIX,
+    QUOTA_PREFIX,
+    TABLE,
+    Changes,
+    Grant,
+    ObjectKey,
+    Spec,
+    Triple,
+    element_order,
+    grant_elements,
+    grant_objects,
+)
 from gateway.dataplane.messages import CLIENT_SETS, element_pairs, object_spec
 from gateway.dataplane.netlink import (
     BE32,
@@ -27,14 +41,11 @@ from gateway.dataplane.netlink import (
     parse_object,
     strz,
 )
-from gateway.dataplane.ruleset import Changes, Grant
 
 _MISSING: Any = object()
 
 
-def _object_and_spec(
-    buf: bytearray, start: int, end: int
-) -> tuple[ruleset.ObjectKey, ruleset.Spec] | None:
+def _object_and_spec(buf: bytearray, start: int, end: int) -> tuple[ObjectKey, Spec] | None:
     found = parse_object(buf, start, end)
     if found is None:
         return None
@@ -46,15 +57,14 @@ def _object_and_spec(
 _OBJECT_BITS = {
     prefix: 1 << i
     for i, prefix in enumerate(
-        (ruleset.COUNTER_UP, ruleset.COUNTER_DOWN, *ruleset.QUOTA_PREFIX.values(),
-         *ruleset.LIMIT_PREFIX.values())
+        (COUNTER_UP, COUNTER_DOWN, *QUOTA_PREFIX.values(), *LIMIT_PREFIX.values())
     )
 }  # fmt: skip
 
 
 def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
     """The changes that make the kernel's client elements and objects equal `grants`: what
-    `ruleset.diff(ruleset.desired(grants), state)` gives, without building either side.
+    `diff(desired(grants), state)` (grants.py) gives, without building either side.
 
     Each object and element of the kernel is checked against its session's grant (found by
     session name or address in two dicts that hold only references) as it is parsed, and
@@ -71,11 +81,11 @@ def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
     address_of = {a: a for a in by_address}  # the grants' own strings, to tally with
     found_objects: dict[str, int] = {}  # session -> _OBJECT_BITS of its objects found
     found_elements: dict[str, set[str]] = {name: set() for name in CLIENT_SETS}
-    del_objects: list[ruleset.ObjectKey] = []
-    add_objects: list[tuple[ruleset.ObjectKey, ruleset.Spec]] = []
+    del_objects: list[ObjectKey] = []
+    add_objects: list[tuple[ObjectKey, Spec]] = []
     replaced: set[str] = set()  # limits cannot change in place: deleted and made again
-    del_elements: list[ruleset.Triple] = []
-    add_elements: list[ruleset.Triple] = []
+    del_elements: list[Triple] = []
+    add_elements: list[Triple] = []
 
     def check_object(buf: bytearray, start: int, end: int) -> None:
         parsed = _object_and_spec(buf, start, end)
@@ -84,7 +94,7 @@ def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
         key, have = parsed
         prefix, _, session = key[1].partition("_")
         grant = by_session.get(session)
-        spec = ruleset.grant_objects(grant).get(key, _MISSING) if grant else _MISSING
+        spec = grant_objects(grant).get(key, _MISSING) if grant else _MISSING
         if spec is _MISSING:
             del_objects.append(key)
             return
@@ -96,11 +106,11 @@ def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
             add_objects.append((key, spec))
 
     for kind in OBJ_TYPES:
-        body = strz(OBJ_TABLE, ruleset.TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
+        body = strz(OBJ_TABLE, TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
         nl.request(MSG_GETOBJ, body, dump=True, parse=check_object)
     for grant in grants:
         found = found_objects.get(grant.session, 0)
-        for key, spec in ruleset.grant_objects(grant).items():
+        for key, spec in grant_objects(grant).items():
             if not found & _OBJECT_BITS[key[1].partition("_")[0]]:
                 add_objects.append((key, spec))
     found_objects.clear()
@@ -116,7 +126,7 @@ def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
                 grant = by_address.get(address)
                 wanted: Any = _MISSING
                 if grant is not None:
-                    for n, k, o in ruleset.grant_elements(grant):
+                    for n, k, o in grant_elements(grant):
                         if n == name and k == key:
                             wanted = o
                             break
@@ -128,13 +138,13 @@ def drift(nl: NfNetlink, grants: Iterable[Grant]) -> Changes:
                     del_elements.append((name, key, obj))
                     add_elements.append((name, key, wanted))
 
-        body = strz(ELEM_LIST_TABLE, ruleset.TABLE) + strz(ELEM_LIST_SET, name)
+        body = strz(ELEM_LIST_TABLE, TABLE) + strz(ELEM_LIST_SET, name)
         nl.request(MSG_GETSETELEM, body, dump=True, parse=check_elements)
     for grant in grants:
-        for name, key, obj in ruleset.grant_elements(grant):
+        for name, key, obj in grant_elements(grant):
             if key.partition(" . ")[0] not in found_elements[name]:
                 add_elements.append((name, key, obj))
-    order = ruleset.element_order
+    order = element_order
     return Changes(
         del_elements=tuple(sorted(del_elements, key=order)),
         del_objects=tuple(sorted(del_objects)),

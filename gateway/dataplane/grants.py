@@ -5,8 +5,8 @@ elements and named objects (counters, quotas, limits); `diff` turns the kernel's
 into the desired one with the fewest changes, and `change_commands` writes them as one nft
 transaction. This is what the daemon runs at every login, logout and reconcile; the table's
 structure (ruleset.py) changes only with the config. The names shared by both (the table, the
-client sets, the policy maps) live here, and ruleset.py re-exports all of it, so
-`ruleset.Grant` and friends keep working.
+client sets, the policy maps) live here, and everyone imports them from here, ruleset.py
+included.
 """
 
 from __future__ import annotations

@@ -16,6 +16,23 @@ from collections.abc import Iterable, Mapping
 from gateway.config import Config
 from gateway.dataplane import compare, ruleset
 from gateway.dataplane.firewall import NftError
+from gateway.dataplane.grants import (
+    FAMILY,
+    SET4,
+    SET6,
+    TABLE,
+    Changes,
+    Element,
+    Grant,
+    KernelState,
+    ObjectKey,
+    Spec,
+    Start,
+    Triple,
+    desired,
+    diff,
+    grant_objects,
+)
 from gateway.dataplane.journal import Journal
 from gateway.dataplane.libnft import Libnftables
 from gateway.dataplane.messages import (
@@ -39,7 +56,6 @@ from gateway.dataplane.netlink import (
     attr,
     strz,
 )
-from gateway.dataplane.ruleset import Changes, Element, Grant, KernelState, Start
 from gateway.stations.accounting import Quota, Reading
 
 
@@ -67,9 +83,7 @@ class NftFirewall:
         try:
             for name, _kind in ruleset.GARDEN_SETS:
                 try:
-                    out = self.nft.run(
-                        f"list set {ruleset.FAMILY} {ruleset.TABLE} {name}", json_output=True
-                    )
+                    out = self.nft.run(f"list set {FAMILY} {TABLE} {name}", json_output=True)
                 except NftError:
                     continue  # no table yet (first start) or an older table without the set
                 garden[name] = ruleset.garden_elements(out)
@@ -112,10 +126,10 @@ class NftFirewall:
         return state if state is not None else self._read_state(self.nl)
 
     def _read_state(self, nl: NfNetlink) -> KernelState:
-        elements: set[ruleset.Triple] = set()
+        elements: set[Triple] = set()
         for name in CLIENT_SETS:
             parse_elements(name, nl.elements(name), elements)
-        objects: dict[ruleset.ObjectKey, ruleset.Spec] = {}
+        objects: dict[ObjectKey, Spec] = {}
         for kind in OBJ_TYPES:
             for _kind, name, values in nl.objects(kind):
                 objects[(kind, name)] = object_spec(kind, values)
@@ -127,7 +141,7 @@ class NftFirewall:
         if sessions is None:
             found, self._readings = self._readings, None
             return found if found is not None else self._read_readings(self.nl)
-        wanted = [key for g in sessions for key in ruleset.grant_objects(g) if key[0] != "limit"]
+        wanted = [key for g in sessions for key in grant_objects(g) if key[0] != "limit"]
         if len(wanted) > 4096:  # many ended at once: one dump costs less than the gets
             keep = {name.partition("_")[2] for _kind, name in wanted}
             return {s: r for s, r in self._read_readings(self.nl).items() if s in keep}
@@ -148,15 +162,15 @@ class NftFirewall:
         usage: dict[str, list[int]] = {}
         quotas: dict[str, dict[str, Quota]] = {}
         for kind in ("counter", "quota"):
-            body = strz(OBJ_TABLE, ruleset.TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
+            body = strz(OBJ_TABLE, TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
             nl.request(
                 MSG_GETOBJ, body, dump=True, parse=lambda b, s, e: tally(b, s, e, usage, quotas)
             )
         return tallied(usage, quotas)
 
     def allowed(self) -> set[Element]:
-        found: set[ruleset.Triple] = set()
-        for name in (ruleset.SET4, ruleset.SET6):
+        found: set[Triple] = set()
+        for name in (SET4, SET6):
             parse_elements(name, self.nl.elements(name), found)
         return {(key.split(" . ")[0], key.split(" . ")[1]) for _name, key, _obj in found}
 
@@ -166,7 +180,7 @@ class NftFirewall:
     @staticmethod
     def _present(nl: NfNetlink) -> bool:
         try:
-            nl.request(MSG_GETTABLE, strz(TABLE_NAME, ruleset.TABLE))
+            nl.request(MSG_GETTABLE, strz(TABLE_NAME, TABLE))
         except NftError:
             return False
         return True
@@ -257,7 +271,7 @@ class Snapshot:
         started = time.perf_counter()
         self.state = self.firewall._read_state(self.firewall.bulk)
         if grants is not None:
-            self.drift = ruleset.diff(ruleset.desired(grants), self.state)
+            self.drift = diff(desired(grants), self.state)
         self.seconds = time.perf_counter() - started
 
     def read_drift(self, grants: list[Grant]) -> None:

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from gateway.dataplane import ruleset
+from gateway.dataplane.grants import (
+    COUNTER_DOWN,
+    COUNTER_UP,
+    POLICY_MAPS,
+    QUOTA_PREFIX,
+    SET4,
+    SET6,
+    TABLE,
+    Changes,
+    ObjectKey,
+    Spec,
+    Start,
+    Triple,
+)
 from gateway.dataplane.netlink import (
     BE32,
     BE64,
@@ -56,7 +69,6 @@ from gateway.dataplane.netlink import (
     parse_object,
     strz,
 )
-from gateway.dataplane.ruleset import Changes, Start
 from gateway.stations.accounting import NO_QUOTAS, Quota, Reading, Usage
 
 ELEMENTS_PER_MESSAGE = 16_384  # bytes of elements per message: attribute lengths are 16 bits
@@ -83,7 +95,7 @@ def elements_messages(verb: str, name: str, items: list[tuple[str, str | None]])
 
 
 def _elements_message(verb: str, name: str, elems: list[bytes], key: str) -> Message:
-    body = strz(ELEM_LIST_TABLE, ruleset.TABLE) + strz(ELEM_LIST_SET, name)
+    body = strz(ELEM_LIST_TABLE, TABLE) + strz(ELEM_LIST_SET, name)
     body += nest(ELEM_LIST_ELEMENTS, *elems)
     what = f"{verb} element {name} {{ {key}{' ...' if len(elems) > 1 else ''} }}"
     if verb == "add":
@@ -91,23 +103,23 @@ def _elements_message(verb: str, name: str, elems: list[bytes], key: str) -> Mes
     return MSG_DELSETELEM, 0, body, what
 
 
-def object_message(key: ruleset.ObjectKey, spec: ruleset.Spec | None, begin: Start) -> Message:
+def object_message(key: ObjectKey, spec: Spec | None, begin: Start) -> Message:
     """NEWOBJ (`spec`) or DELOBJ (None); a new object starts from `begin`, like the text
     `add counter ... { packets P bytes B }` / `add quota ... { over N bytes used U bytes }`."""
     kind, name = key
-    head = strz(OBJ_TABLE, ruleset.TABLE) + strz(OBJ_NAME, name)
+    head = strz(OBJ_TABLE, TABLE) + strz(OBJ_NAME, name)
     head += attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
     if spec is None:
         return MSG_DELOBJ, 0, head, f"delete {kind} {name}"
     prefix = name.partition("_")[0]
     if kind == "counter":
         u = begin.usage
-        packets, count = (u.packets_up, u.bytes_up) if prefix == ruleset.COUNTER_UP else (
+        packets, count = (u.packets_up, u.bytes_up) if prefix == COUNTER_UP else (
             u.packets_down, u.bytes_down)  # fmt: skip
         data = attr(COUNTER_BYTES, BE64.pack(count))
         data += attr(COUNTER_PACKETS, BE64.pack(packets))
     elif kind == "quota":
-        what = {v: k for k, v in ruleset.QUOTA_PREFIX.items()}[prefix]
+        what = {v: k for k, v in QUOTA_PREFIX.items()}[prefix]
         data = attr(QUOTA_BYTES, BE64.pack(spec[0]))
         data += attr(QUOTA_FLAGS, BE32.pack(QUOTA_F_INV))
         data += attr(QUOTA_CONSUMED, BE64.pack(begin.quota_used.get(what, 0)))
@@ -121,7 +133,7 @@ def object_message(key: ruleset.ObjectKey, spec: ruleset.Spec | None, begin: Sta
 
 
 def change_messages(changes: Changes, start: Mapping[str, Start] | None = None) -> list[Message]:
-    """`changes` as netlink messages, in `ruleset.change_commands` order: elements go before
+    """`changes` as netlink messages, in `grants.change_commands` order: elements go before
     the objects they name, objects come before the elements that name them."""
     start = start or {}
     msgs: list[Message] = []
@@ -136,7 +148,7 @@ def change_messages(changes: Changes, start: Mapping[str, Start] | None = None) 
     return msgs
 
 
-def _by_set(elements: Iterable[ruleset.Triple]) -> dict[str, list[tuple[str, str | None]]]:
+def _by_set(elements: Iterable[Triple]) -> dict[str, list[tuple[str, str | None]]]:
     groups: dict[str, list[tuple[str, str | None]]] = {}
     for name, key, obj in elements:
         groups.setdefault(name, []).append((key, obj))
@@ -144,13 +156,13 @@ def _by_set(elements: Iterable[ruleset.Triple]) -> dict[str, list[tuple[str, str
 
 
 CLIENT_SETS = (
-    ruleset.SET4,
-    ruleset.SET6,
-    *(f"{stem}{f}" for stem in ruleset.POLICY_MAPS for f in "46"),
+    SET4,
+    SET6,
+    *(f"{stem}{f}" for stem in POLICY_MAPS for f in "46"),
 )
 
 
-def parse_elements(name: str, messages: list[bytes], into: set[ruleset.Triple]) -> None:
+def parse_elements(name: str, messages: list[bytes], into: set[Triple]) -> None:
     """Add the (set, key, object or None) triples of a GETSETELEM dump to `into`."""
     for msg in messages:
         for kind, start, end in attrs(msg, 0, len(msg)):
@@ -187,7 +199,7 @@ def element_pairs(buf: bytes | bytearray, start: int, end: int) -> list[tuple[st
     return pairs
 
 
-_QUOTA_KINDS = {v: k for k, v in ruleset.QUOTA_PREFIX.items()}
+_QUOTA_KINDS = {v: k for k, v in QUOTA_PREFIX.items()}
 
 
 def tally(
@@ -208,11 +220,11 @@ def _add(found: Object, usage: dict[str, list[int]], quotas: dict[str, dict[str,
     prefix, _, session = name.partition("_")
     if not session:
         return
-    if kind == "counter" and prefix in (ruleset.COUNTER_UP, ruleset.COUNTER_DOWN):
+    if kind == "counter" and prefix in (COUNTER_UP, COUNTER_DOWN):
         slot = usage.get(session)
         if slot is None:
             slot = usage[session] = [0, 0, 0, 0]  # bytes_up, packets_up, bytes_down, ...
-        at = 0 if prefix == ruleset.COUNTER_UP else 2
+        at = 0 if prefix == COUNTER_UP else 2
         slot[at], slot[at + 1] = values.get(COUNTER_BYTES, 0), values.get(COUNTER_PACKETS, 0)
     elif kind == "quota" and prefix in _QUOTA_KINDS:
         quota = Quota(limit=values.get(QUOTA_BYTES, 0), used=values.get(QUOTA_CONSUMED, 0))
@@ -234,7 +246,7 @@ def readings_of(objects: Iterable[Object]) -> dict[str, Reading]:
     return tallied(usage, quotas)
 
 
-def object_spec(kind: str, values: dict[int, int]) -> ruleset.Spec:
+def object_spec(kind: str, values: dict[int, int]) -> Spec:
     if kind == "quota":
         return (values.get(QUOTA_BYTES, 0),)
     if kind == "limit":

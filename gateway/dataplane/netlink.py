@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway.dataplane import ruleset
 from gateway.dataplane.firewall import NftError
+from gateway.dataplane.grants import TABLE
 
 NETLINK_NETFILTER = 12
 SO_SNDBUFFORCE = 32
@@ -271,7 +271,7 @@ class NfNetlink:
                     return BE32.unpack_from(msg, start)[0]
         raise NftError("no generation in the kernel's answer")
 
-    def table_comment(self, table: str = ruleset.TABLE, family: int = NFPROTO_INET) -> str | None:
+    def table_comment(self, table: str = TABLE, family: int = NFPROTO_INET) -> str | None:
         """The table's comment (None: no comment); NftError if there is no such table."""
         for msg in self.request(MSG_GETTABLE, strz(TABLE_NAME, table), family=family):
             for kind, start, end in attrs(msg, 0, len(msg)):
@@ -286,22 +286,22 @@ class NfNetlink:
         return None
 
     def elements(self, name: str) -> list[bytes]:
-        body = strz(ELEM_LIST_TABLE, ruleset.TABLE) + strz(ELEM_LIST_SET, name)
+        body = strz(ELEM_LIST_TABLE, TABLE) + strz(ELEM_LIST_SET, name)
         return self.request(MSG_GETSETELEM, body, dump=True)
 
     def objects(self, kind: str) -> list[Object]:
-        body = strz(OBJ_TABLE, ruleset.TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
+        body = strz(OBJ_TABLE, TABLE) + attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
         return self.request(MSG_GETOBJ, body, dump=True, parse=parse_object)
 
     def object(
-        self, kind: str, name: str, table: str = ruleset.TABLE, family: int = NFPROTO_INET
+        self, kind: str, name: str, table: str = TABLE, family: int = NFPROTO_INET
     ) -> Object | None:
         body = strz(OBJ_TABLE, table) + strz(OBJ_NAME, name)
         body += attr(OBJ_TYPE, BE32.pack(OBJ_TYPES[kind]))
         answers = self.request(MSG_GETOBJ, body, parse=parse_object, family=family)
         return answers[0] if answers else None
 
-    def has_table(self, table: str = ruleset.TABLE, family: int = NFPROTO_INET) -> bool:
+    def has_table(self, table: str = TABLE, family: int = NFPROTO_INET) -> bool:
         try:
             self.request(MSG_GETTABLE, strz(TABLE_NAME, table), family=family)
         except NftError:

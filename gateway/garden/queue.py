@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.dataplane import ruleset
+from gateway.dataplane.grants import FAMILY
 from gateway.dataplane.nfqueue import LoopQueue
 from gateway.garden.inspector import Garden, Inspector, RateLimitedLog, Verdict
 
@@ -107,7 +108,7 @@ class QueueHook:
 
     def installed(self) -> bool:
         if self.native:
-            cmd = ["nft", "list", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE]
+            cmd = ["nft", "list", "table", FAMILY, ruleset.QUEUE_TABLE]
             return self.run(cmd).returncode == 0
         binaries = _xt_binaries()
         return bool(binaries) and all(self._xt(b, "-C", r) for b in binaries for r in self.rules)
@@ -115,7 +116,7 @@ class QueueHook:
     def install(self) -> None:
         """Put the hook in place if it is missing; raises RuntimeError when it cannot be."""
         if self.native:
-            table = f"{ruleset.FAMILY} {ruleset.QUEUE_TABLE}"
+            table = f"{FAMILY} {ruleset.QUEUE_TABLE}"
             text = f"table {table}\ndelete table {table}\n" + ruleset.queue_table(self.num)
             proc = self.run(["nft", "-f", "-"], stdin=text)
             if proc.returncode != 0:
@@ -131,7 +132,7 @@ class QueueHook:
 
     def remove(self) -> None:
         if self.native:
-            self.run(["nft", "delete", "table", ruleset.FAMILY, ruleset.QUEUE_TABLE])
+            self.run(["nft", "delete", "table", FAMILY, ruleset.QUEUE_TABLE])
             return
         for binary in _xt_binaries():
             for rule in self.rules:

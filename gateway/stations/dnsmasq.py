@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.dataplane import ruleset
+from gateway.dataplane.grants import FAMILY, TABLE
 from gateway.garden.inspector import Garden
 
 HOOK = Path(__file__).with_name("lease_hook.py")
@@ -28,14 +29,8 @@ HOOK = Path(__file__).with_name("lease_hook.py")
 MAX_CACHE_TTL = 300
 
 
-GARDEN_SETS = (
-    f"4#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN4},"
-    f"6#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN6}"
-)
-HTTP_SETS = (
-    f"4#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN_HTTP4},"
-    f"6#{ruleset.FAMILY}#{ruleset.TABLE}#{ruleset.GARDEN_HTTP6}"
-)
+GARDEN_SETS = f"4#{FAMILY}#{TABLE}#{ruleset.GARDEN4},6#{FAMILY}#{TABLE}#{ruleset.GARDEN6}"
+HTTP_SETS = f"4#{FAMILY}#{TABLE}#{ruleset.GARDEN_HTTP4},6#{FAMILY}#{TABLE}#{ruleset.GARDEN_HTTP6}"
 FRAGMENTS = "dnsmasq.d"  # under the state directory: config the daemon writes at run time
 CLOUD_GARDEN = "cloud-garden.conf"
 

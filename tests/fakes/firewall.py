@@ -13,9 +13,23 @@ from collections.abc import Iterable, Mapping
 from gateway.config import Config
 from gateway.dataplane import ruleset
 from gateway.dataplane.firewall import NftError
+from gateway.dataplane.grants import (
+    QUOTA_PREFIX,
+    SET4,
+    SET6,
+    Changes,
+    Element,
+    Grant,
+    KernelState,
+    ObjectKey,
+    Spec,
+    Start,
+    Triple,
+    desired,
+    diff,
+)
 from gateway.dataplane.journal import Journal
 from gateway.dataplane.kernel import untouched
-from gateway.dataplane.ruleset import Changes, Element, Grant, KernelState, Start
 from gateway.stations.accounting import Quota, Reading, Usage
 
 
@@ -30,8 +44,8 @@ class FakeFirewall:
 
     def __init__(self) -> None:
         self.table: str | None = None
-        self.elements: set[ruleset.Triple] = set()
-        self.objects: dict[ruleset.ObjectKey, ruleset.Spec] = {}
+        self.elements: set[Triple] = set()
+        self.objects: dict[ObjectKey, Spec] = {}
         self.counters: dict[str, list[int]] = {}  # name -> [packets, bytes]
         self.quota_used: dict[str, int] = {}
         self.calls: list[tuple[str, tuple]] = []
@@ -48,7 +62,7 @@ class FakeFirewall:
         self.table = ruleset.render(config)
         self.elements, self.objects = set(), {}
         self.counters, self.quota_used = {}, {}
-        self._commit(ruleset.diff(ruleset.desired(grants), KernelState()), start or {})
+        self._commit(diff(desired(grants), KernelState()), start or {})
         self.calls.append(("apply", tuple(sorted(e for g in grants for e in g.elements()))))
         self._committed(None)
 
@@ -76,7 +90,7 @@ class FakeFirewall:
     def drift(self, grants: Iterable[Grant]) -> Changes:
         if self.table is None:
             raise NftError("Error: No such file or directory")
-        return ruleset.diff(ruleset.desired(grants), self.state())
+        return diff(desired(grants), self.state())
 
     def readings(self, sessions: Iterable[Grant] | None = None) -> dict[str, Reading]:
         """All sessions' readings (those a snapshot installed, once), or those of `sessions`."""
@@ -98,7 +112,7 @@ class FakeFirewall:
                     {f"bytes_{prefix}": count, f"packets_{prefix}": packets}
                 )
             elif kind == "quota":
-                what = {v: k for k, v in ruleset.QUOTA_PREFIX.items()}[prefix]
+                what = {v: k for k, v in QUOTA_PREFIX.items()}[prefix]
                 quotas.setdefault(session, {})[what] = Quota(spec[0], self.quota_used[name])
         return {
             s: Reading(Usage(**usage.get(s, {})), quotas.get(s, {}))
@@ -109,7 +123,7 @@ class FakeFirewall:
         return {
             (key.split(" . ")[0], key.split(" . ")[1])
             for name, key, _ in self.elements
-            if name in (ruleset.SET4, ruleset.SET6)
+            if name in (SET4, SET6)
         }
 
     def present(self) -> bool:
@@ -225,7 +239,7 @@ class FakeFirewall:
                     [u.packets_up, u.bytes_up] if prefix == "up" else [u.packets_down, u.bytes_down]
                 )
             elif kind == "quota":
-                what = {v: k for k, v in ruleset.QUOTA_PREFIX.items()}[prefix]
+                what = {v: k for k, v in QUOTA_PREFIX.items()}[prefix]
                 self.quota_used[name] = begin.quota_used.get(what, 0)
         self.elements |= set(changes.add_elements)
 
@@ -264,7 +278,7 @@ class FakeSnapshot:
     def read_drift(self, grants: list[Grant]) -> None:
         if not self._present:
             raise NftError("Error: No such file or directory")
-        self.drift = ruleset.diff(ruleset.desired(grants), self._state)
+        self.drift = diff(desired(grants), self._state)
 
     def repair(self) -> Changes | None:
         return untouched(self.drift, self.firewall.journal.since(self.mark))

@@ -1,5 +1,5 @@
 """The reconciler's comparison without a kernel: `compare.drift` reads netlink answers crafted
-here with the module's own encoders, and must find what `ruleset.diff` finds; the daemon
+here with the module's own encoders, and must find what `grants.diff` finds; the daemon
 thread then repairs only what it did not change itself meanwhile (`Snapshot.repair`)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.dataplane import compare, messages, netlink, ruleset
+from gateway.dataplane import compare, messages, netlink
+from gateway.dataplane.grants import Changes, Grant, KernelState, Start, desired, diff
 from gateway.dataplane.journal import Journal
 from gateway.dataplane.kernel import Snapshot
 from gateway.dataplane.netlink import (
@@ -21,7 +22,6 @@ from gateway.dataplane.netlink import (
     attrs,
     cstr,
 )
-from gateway.dataplane.ruleset import Changes, Grant, KernelState, Start
 
 A = Grant("aaaa000000000001", "02:00:00:00:00:01", ("198.19.0.11",))
 B = Grant("bbbb000000000002", "02:00:00:00:00:02", ("198.19.0.12", "2001:db8:19::12"),
@@ -64,7 +64,7 @@ class KernelAnswers:
 
 
 def kernel(*grants: Grant) -> KernelState:
-    return ruleset.desired(grants)
+    return desired(grants)
 
 
 def edit(state: KernelState, drop=(), add=(), objects=None, drop_objects=()) -> KernelState:
@@ -98,7 +98,7 @@ def test_drift_finds_what_diff_finds(have: KernelState) -> None:
     grants = [A, B, C]
     answers = KernelAnswers(have)
     found = compare.drift(answers, grants)  # type: ignore[arg-type]
-    assert found == ruleset.diff(ruleset.desired(grants), have)
+    assert found == diff(desired(grants), have)
     assert set(answers.asked) == set(messages.CLIENT_SETS) | set(OBJ_TYPES)
 
 
@@ -127,10 +127,10 @@ def snapshot(drift: Changes, since: list[Changes | None]) -> Snapshot:
 def test_repair_leaves_out_what_the_daemon_changed_while_the_read_ran() -> None:
     # The kernel was read without C (deleted behind our back) while the daemon logged D in.
     d = Grant("dddd000000000004", "02:00:00:00:00:04", ("198.19.0.14",))
-    drift = ruleset.diff(ruleset.desired([A, C, d]), kernel(A))
-    login = ruleset.diff(ruleset.desired([d]), KernelState())
+    drift = diff(desired([A, C, d]), kernel(A))
+    login = diff(desired([d]), KernelState())
     repair = snapshot(drift, [login]).repair()
-    assert repair == ruleset.diff(ruleset.desired([C]), KernelState())
+    assert repair == diff(desired([C]), KernelState())
     assert snapshot(drift, []).repair() == drift
     assert snapshot(drift, [login, None]).repair() is None  # the table was replaced meanwhile
     assert not snapshot(Changes(), [login]).repair()

@@ -14,8 +14,8 @@ import inspect
 import pytest
 
 from gateway.daemon import Daemon
-from gateway.dataplane import ruleset
 from gateway.dataplane.firewall import Firewall, FirewallSnapshot
+from gateway.dataplane.grants import SET4, Changes, KernelState, desired, diff
 from gateway.dataplane.kernel import NftFirewall, Snapshot
 from gateway.gateway import Gateway
 from tests.conftest import ROOT
@@ -168,8 +168,8 @@ def test_the_reconciler_skips_when_only_this_process_committed(
 def test_the_reconciler_repairs_what_someone_else_deleted(make_gateway: MakeGateway) -> None:
     gw, fw, daemon = authorized(make_gateway)
     asyncio.run(daemon.reconcile())
-    element = next(e for e in fw.elements if e[0] == ruleset.SET4)
-    fw.external(ruleset.Changes(del_elements=(element,)))
+    element = next(e for e in fw.elements if e[0] == SET4)
+    fw.external(Changes(del_elements=(element,)))
     assert (IP, MAC) not in fw.allowed()
     asyncio.run(daemon.reconcile())
     assert (IP, MAC) in fw.allowed() and runs(daemon, "reconcile-full") == 1
@@ -204,8 +204,8 @@ def test_readings_a_snapshot_installs_leave_out_sessions_redone_meanwhile(
     with fw.snapshot() as snap:
         snap.read_readings()  # 5000 bytes down, read in the worker
         assert snap.readings is not None and snap.readings[grant.session].usage.bytes_down == 5000
-        fw.change(ruleset.diff(ruleset.desired([]), ruleset.desired([grant])))  # gone
-        fw.change(ruleset.diff(ruleset.desired([grant]), ruleset.KernelState()))  # made anew
+        fw.change(diff(desired([]), desired([grant])))  # gone
+        fw.change(diff(desired([grant]), KernelState()))  # made anew
         snap.install()
         assert grant.session not in fw.readings()  # its read numbers predate its objects
         assert fw.readings()[grant.session].usage.bytes_down == 0  # the kernel's, read anew

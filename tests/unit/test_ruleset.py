@@ -1,5 +1,15 @@
 from gateway.config import Config, LanConfig, PortalConfig
 from gateway.dataplane import ruleset
+from gateway.dataplane.grants import (
+    Grant,
+    Start,
+    change_commands,
+    desired,
+    diff,
+    element_command,
+    parse_readings,
+    parse_state,
+)
 from gateway.stations.accounting import Usage
 from tests.conftest import ROOT
 
@@ -36,7 +46,7 @@ def test_the_portal_ports_are_open_to_the_lan_whatever_they_are() -> None:
 
 
 def test_transaction_replaces_the_table_atomically() -> None:
-    grant = ruleset.Grant("s1", "02:00:00:00:00:05", ("198.19.0.5",))
+    grant = Grant("s1", "02:00:00:00:00:05", ("198.19.0.5",))
     text = ruleset.transaction(Config(), [grant])
     lines = text.splitlines()
     assert lines[:2] == ["table inet plaza", "delete table inet plaza"]
@@ -44,12 +54,12 @@ def test_transaction_replaces_the_table_atomically() -> None:
 
 
 def test_element_commands_split_families() -> None:
-    cmd = ruleset.element_command(
+    cmd = element_command(
         "add", [("198.19.0.5", "02:00:00:00:00:05"), ("2001:db8::5", "02:00:00:00:00:05")]
     )
     assert "add element inet plaza auth4 { 198.19.0.5 . 02:00:00:00:00:05 }" in cmd
     assert "add element inet plaza auth6 { 2001:db8::5 . 02:00:00:00:00:05 }" in cmd
-    assert ruleset.element_command("delete", []) == ""
+    assert element_command("delete", []) == ""
 
 
 def _chain(text: str, name: str) -> list[str]:
@@ -170,8 +180,8 @@ def test_fingerprint_follows_the_structure_not_the_clients() -> None:
 
 
 def test_grant_of_an_unlimited_client_is_auth_and_two_counters() -> None:
-    grant = ruleset.Grant("s1", MAC, ("198.19.0.5",))
-    state = ruleset.desired([grant])
+    grant = Grant("s1", MAC, ("198.19.0.5",))
+    state = desired([grant])
     assert state.elements == {
         ("auth4", f"198.19.0.5 . {MAC}", None),
         ("cnt_up4", f"198.19.0.5 . {MAC}", "up_s1"),
@@ -181,19 +191,19 @@ def test_grant_of_an_unlimited_client_is_auth_and_two_counters() -> None:
 
 
 def test_ipv6_addresses_of_one_client_share_its_objects() -> None:
-    grant = ruleset.Grant("s1", MAC, ("198.19.0.5", "2001:db8::5", "2001:db8::6"),
+    grant = Grant("s1", MAC, ("198.19.0.5", "2001:db8::5", "2001:db8::6"),
                           quota_total=10**6)  # fmt: skip
-    state = ruleset.desired([grant])
+    state = desired([grant])
     assert ("cnt_down6", "2001:db8::6", "down_s1") in state.elements
     assert ("quota_total_up6", f"2001:db8::5 . {MAC}", "qtotal_s1") in state.elements
     assert len([k for k in state.objects if k[0] == "quota"]) == 1
 
 
 def test_diff_orders_one_transaction_and_keeps_what_it_can() -> None:
-    old = ruleset.Grant("s1", MAC, ("198.19.0.5",), quota_down=10**6, rate_up=1000)
-    moved = ruleset.Grant("s1", MAC, ("198.19.0.9",), quota_down=2 * 10**6, rate_up=2000)
-    changes = ruleset.diff(ruleset.desired([moved]), ruleset.desired([old]))
-    text = ruleset.change_commands(changes).splitlines()
+    old = Grant("s1", MAC, ("198.19.0.5",), quota_down=10**6, rate_up=1000)
+    moved = Grant("s1", MAC, ("198.19.0.9",), quota_down=2 * 10**6, rate_up=2000)
+    changes = diff(desired([moved]), desired([old]))
+    text = change_commands(changes).splitlines()
     first_add = next(i for i, line in enumerate(text) if line.startswith("add"))
     assert all(line.startswith("delete") for line in text[:first_add])
     assert "delete limit inet plaza rup_s1" in text  # a limit cannot change in place
@@ -202,12 +212,12 @@ def test_diff_orders_one_transaction_and_keeps_what_it_can() -> None:
     assert 'add element inet plaza cnt_down4 { 198.19.0.9 : "down_s1" }' in text
     assert "delete element inet plaza cnt_down4 { 198.19.0.5 }" in text
     assert not any("counter" in line for line in text)  # counters stay: nothing is lost
-    assert not ruleset.diff(ruleset.desired([moved]), ruleset.desired([moved]))
+    assert not diff(desired([moved]), desired([moved]))
 
 
 def test_new_objects_start_from_carried_values() -> None:
-    grant = ruleset.Grant("s1", MAC, ("198.19.0.5",), quota_total=10**6)
-    start = {"s1": ruleset.Start(Usage(10, 1, 20, 2), {"total": 30})}
+    grant = Grant("s1", MAC, ("198.19.0.5",), quota_total=10**6)
+    start = {"s1": Start(Usage(10, 1, 20, 2), {"total": 30})}
     text = ruleset.transaction(Config(), [grant], start=start)
     assert "add counter inet plaza up_s1 { packets 1 bytes 10 }" in text
     assert "add counter inet plaza down_s1 { packets 2 bytes 20 }" in text
@@ -238,7 +248,7 @@ LISTING = (
 
 
 def test_kernel_state_from_nft_json() -> None:
-    state = ruleset.parse_state(LISTING)
+    state = parse_state(LISTING)
     assert state.elements == {
         ("auth4", f"198.19.0.5 . {MAC}", None),
         ("cnt_down4", "198.19.0.5", "down_s1"),
@@ -253,7 +263,7 @@ def test_kernel_state_from_nft_json() -> None:
 
 
 def test_readings_from_nft_json() -> None:
-    (reading,) = ruleset.parse_readings(LISTING, LISTING).values()
+    (reading,) = parse_readings(LISTING, LISTING).values()
     assert reading.usage == Usage(bytes_up=100, packets_up=5, bytes_down=900, packets_down=7)
     assert reading.quotas["total"].exhausted
 
