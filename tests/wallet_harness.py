@@ -9,21 +9,27 @@ Kept out of the test modules so the wallet tests share it without importing each
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+import pytest
 import requests
 
 from lab.pki import LabCA
+from lab.wallet.app import approve
 from lab.wallet.https import make_server
 from lab.wallet.keys import provision
 from lab.wallet.server import create_app
+from plaza.wallet import WalletProvider
 from plaza.wallet.config import WalletConfig
+from plaza.wallet.http import KeptAlive
 
 PORTAL = "https://portal.plaza.test"
 OIDC_CALLBACK = PORTAL + "/login/callback"
@@ -127,3 +133,29 @@ def _settings(material: dict) -> dict:
         {**CONFIDENTIAL, "name": "Plaza (confidential)", "redirect_uris": [OIDC_CALLBACK]}
     )
     return settings
+
+
+class PooledProvider(WalletProvider, Protocol):
+    pool: KeptAlive
+
+
+def pooled_logins(
+    provider: PooledProvider, browser: Browser, callback: str, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Log alice and bob in through `provider`; how many requests its pool made for them.
+    Fails unless every call went through the pool's one connection pool, whose SSL context
+    was made with the trust anchors once: no call may load them again (urllib3 did, per new
+    connection: ~28 ms with the system's store; plaza/wallet/http.py)."""
+    loads = []
+    real = ssl.SSLContext.load_verify_locations
+    monkeypatch.setattr(
+        ssl.SSLContext, "load_verify_locations", lambda *a, **k: loads.append(a) or real(*a, **k)
+    )
+    for user, pin in (("alice", "1234"), ("bob", "5678")):
+        url, txn = provider.start(callback)
+        answer = approve(browser, url, user=user, pin=pin)  # type: ignore[arg-type]
+        assert provider.finish(answer.query(), txn, callback).display_name
+    pools = provider.pool.poolmanager.pools
+    [pool] = [pools[key] for key in pools.keys()]  # noqa: SIM118 - no iteration of its own
+    assert [a for a in loads if a[0] is provider.pool.ssl_context] == []
+    return pool.num_requests

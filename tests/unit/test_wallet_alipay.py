@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from plaza.wallet import LoginError, WalletUser, make_provider, rsa2
 from plaza.wallet.alipay import AlipayProvider, parse_response, timestamp
 from plaza.wallet.http import new_session
 from plaza.wallet.rawjson import raw_members
-from tests.wallet_harness import ALIPAY_CALLBACK, Answer, Browser, Sandbox
+from tests.wallet_harness import ALIPAY_CALLBACK, Answer, Browser, Sandbox, pooled_logins
 
 
 def login(provider: AlipayProvider, browser: Browser, **kw: object) -> tuple[Answer, dict]:
@@ -60,20 +59,8 @@ def test_logins_reuse_the_providers_ssl_context_and_pool(
     provider: AlipayProvider, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every wallet call of two logins goes through the provider's pool, whose SSL context
-    was made with the trust anchors once: no call loads them again (urllib3 did, per new
-    connection: ~28 ms with the system's store; plaza/wallet/http.py)."""
-    loads = []
-    real = ssl.SSLContext.load_verify_locations
-    monkeypatch.setattr(
-        ssl.SSLContext, "load_verify_locations", lambda *a, **k: loads.append(a) or real(*a, **k)
-    )
-    for user, pin in (("alice", "1234"), ("bob", "5678")):
-        answer, txn = login(provider, browser, user=user, pin=pin)
-        assert provider.finish(answer.query(), txn, ALIPAY_CALLBACK).display_name
-    pools = provider.pool.poolmanager.pools
-    [pool] = [pools[key] for key in pools.keys()]  # noqa: SIM118 - no iteration of its own
-    assert pool.num_requests == 4
-    assert [a for a in loads if a[0] is provider.pool.ssl_context] == []
+    was made with the trust anchors once (see `pooled_logins`)."""
+    assert pooled_logins(provider, browser, ALIPAY_CALLBACK, monkeypatch) == 4
 
 
 def test_a_non_ascii_nick_name_survives_the_raw_text_signature(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import ssl
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,7 +20,14 @@ from joserfc.jwk import KeySet, RSAKey
 from lab.wallet.app import approve
 from plaza.wallet import LoginError, WalletUser, make_provider
 from plaza.wallet.oidc import OidcProvider
-from tests.wallet_harness import CONFIDENTIAL, OIDC_CALLBACK, Answer, Browser, Sandbox
+from tests.wallet_harness import (
+    CONFIDENTIAL,
+    OIDC_CALLBACK,
+    Answer,
+    Browser,
+    Sandbox,
+    pooled_logins,
+)
 
 VERIFIER = "v" * 43
 
@@ -100,20 +106,8 @@ def test_logins_reuse_the_providers_ssl_context_and_pool(
     provider: OidcProvider, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every wallet call of two logins goes through the provider's pool, whose SSL context
-    was made with the trust anchors once: no call loads them again (urllib3 did, per new
-    connection: ~28 ms with the system's store; plaza/wallet/http.py)."""
-    loads = []
-    real = ssl.SSLContext.load_verify_locations
-    monkeypatch.setattr(
-        ssl.SSLContext, "load_verify_locations", lambda *a, **k: loads.append(a) or real(*a, **k)
-    )
-    for user, pin in (("alice", "1234"), ("bob", "5678")):
-        answer, txn = login(provider, browser, user=user, pin=pin)
-        assert provider.finish(answer.query(), txn, OIDC_CALLBACK).display_name
-    pools = provider.pool.poolmanager.pools
-    [pool] = [pools[key] for key in pools.keys()]  # noqa: SIM118 - no iteration of its own
-    assert pool.num_requests == 6
-    assert [a for a in loads if a[0] is provider.pool.ssl_context] == []
+    was made with the trust anchors once (see `pooled_logins`)."""
+    assert pooled_logins(provider, browser, OIDC_CALLBACK, monkeypatch) == 6
 
 
 # -- the client refuses ------------------------------------------------------------------------
