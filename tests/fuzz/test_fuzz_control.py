@@ -122,7 +122,7 @@ def test_a_lease_from_the_lan_is_taken_whatever_the_host_name(
 class Captured:
     calls: list[tuple[str, dict]] = []
 
-    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+    def __init__(self, socket_path: str, timeout: float = 5.0, max_answer: int = 0) -> None:
         self.socket_path = socket_path
 
     def call(self, op: str, **args: Any) -> dict:
