@@ -165,19 +165,7 @@ CLIENT_SETS = (
 def parse_elements(name: str, messages: list[bytes], into: set[Triple]) -> None:
     """Add the (set, key, object or None) triples of a GETSETELEM dump to `into`."""
     for msg in messages:
-        for kind, start, end in attrs(msg, 0, len(msg)):
-            if kind != ELEM_LIST_ELEMENTS:
-                continue
-            for _elem, es, ee in attrs(msg, start, end):
-                key, obj = b"", None
-                for ak, as_, ae in attrs(msg, es, ee):
-                    if ak == ELEM_KEY:
-                        for dk, ds, de in attrs(msg, as_, ae):
-                            if dk == DATA_VALUE:
-                                key = msg[ds:de]
-                    elif ak == ELEM_OBJREF:
-                        obj = cstr(msg, as_, ae)
-                into.add((name, decode_key(key), obj))
+        into.update((name, key, obj) for key, obj in element_pairs(msg, 0, len(msg)))
 
 
 def element_pairs(buf: bytes | bytearray, start: int, end: int) -> list[tuple[str, str | None]]:
