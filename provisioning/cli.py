@@ -169,17 +169,22 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
         reporter.done(args.host, code, message)
         return code
 
-    if args.command == "flash":
-        runner = make_runner(args.host, "", 0)
-        flash_plan = FlashPlan(
-            claim=args.claim,
+    def plan_flash(claim: str, venue_config: Path | None) -> FlashPlan:
+        """The command line's flash options for one router (its claim and venue config are
+        the command line's, or its row's in a batch)."""
+        return FlashPlan(
+            claim=claim,
             cloud=args.cloud,
-            venue_config=args.venue_config,
+            venue_config=venue_config,
             package=args.package,
             root=args.root,
             rollback_timeout=args.rollback_timeout,
             wait=args.wait,
         )
+
+    if args.command == "flash":
+        runner = make_runner(args.host, "", 0)
+        flash_plan = plan_flash(args.claim, args.venue_config)
         return one_router(lambda: (OK, flash(runner, flash_plan, reporter).get("enrol", "")))
     if args.command == "verify":
         runner = make_runner(args.host, "", 0)
@@ -201,15 +206,7 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
     state = State(args.state or args.file.with_name(args.file.name + ".state.json"))
 
     def flash_one(row: Row) -> dict[str, str]:
-        plan = FlashPlan(
-            claim=row.claim,
-            cloud=args.cloud,
-            venue_config=row.venue_config,
-            package=args.package,
-            root=args.root,
-            rollback_timeout=args.rollback_timeout,
-            wait=args.wait,
-        )
+        plan = plan_flash(row.claim, row.venue_config)
         return flash(make_runner(row.host, row.user, row.port), plan, reporter)
 
     def verify_one(row: Row) -> int:
