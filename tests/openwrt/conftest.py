@@ -1,0 +1,30 @@
+"""The OpenWrt userland with Plaza's .ipk installed (tests/openwrt/stage.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.openwrt.host import ROOT, need_userland
+
+
+@pytest.fixture(scope="session")
+def ipk() -> Path:
+    """dist/plaza_<version>_all.ipk, built by `make package` when missing."""
+    need_userland()
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    path = ROOT / "dist" / f"plaza_{version}_all.ipk"
+    if not path.exists():
+        subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def plaza_rootfs(ipk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.openwrt.stage import stage
+
+    return stage(ipk, tmp_path_factory.mktemp("openwrt"))

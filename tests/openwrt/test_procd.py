@@ -1,0 +1,141 @@
+"""Plaza's .ipk under OpenWrt's own procd, ubus, uci and firewall4 (built from upstream by
+../shared/tools/openwrt-host), as a technician meets it: opkg's postinst creates the user,
+enables and starts the service, which refuses while disabled; once configured, procd runs
+the daemon and the portal (the portal as user plaza), respawns a killed daemon, restarts it
+when /etc/config/plaza changes, `fw4 restart` leaves Plaza's table alone, and `stop` leaves
+nothing running. A config that would lock the technician out, or that fails the checks,
+starts nothing.
+
+What this userland lacks (netifd, odhcpd, dnsmasq, ujail, musl: docs/openwrt.md) is stood in
+for: the guest bridge is made with the host's `ip` in the instance's netns, and the portal
+listens on ports above 1024 (without ujail procd cannot give it CAP_NET_BIND_SERVICE).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.openwrt.instance import OpenWrt
+
+pytestmark = pytest.mark.netns
+
+GUEST = """uci batch <<'EOB'
+set network.guest_dev=device
+set network.guest_dev.name='br-guest'
+set network.guest_dev.type='bridge'
+set network.guest=interface
+set network.guest.device='br-guest'
+set network.guest.proto='static'
+set network.guest.ipaddr='198.19.0.1'
+set network.guest.netmask='255.255.255.0'
+set dhcp.guest=dhcp
+set dhcp.guest.interface='guest'
+add firewall zone
+set firewall.@zone[-1].name='guest'
+add_list firewall.@zone[-1].network='guest'
+set firewall.@zone[-1].input='REJECT'
+set firewall.@zone[-1].output='ACCEPT'
+set firewall.@zone[-1].forward='REJECT'
+commit
+EOB
+"""
+CONFIGURE = (
+    "uci set plaza.lan.interface=br-guest; uci set plaza.gateway.enabled=1; "
+    "uci set plaza.portal.port=8000; uci set plaza.portal.intercept_port=8080; "
+    "uci commit plaza"
+)
+
+
+@pytest.fixture
+def router(plaza_rootfs: Path, tmp_path: Path) -> Iterator[OpenWrt]:
+    extra = tmp_path / "extra"
+    (extra / "etc" / "uci-defaults").mkdir(parents=True)
+    (extra / "etc" / "uci-defaults" / "10-test-guest").write_text(GUEST)
+    box = OpenWrt(f"plaza-{os.getpid()}", plaza_rootfs, (extra,))
+    box.start()
+    try:
+        box.host_net("ip", "link", "add", "br-guest", "type", "bridge")
+        box.host_net("ip", "addr", "add", "198.19.0.1/24", "dev", "br-guest")
+        box.host_net("ip", "link", "set", "br-guest", "up")
+        yield box
+    finally:
+        box.stop()
+
+
+def installed(box: OpenWrt) -> None:
+    """What `opkg install` does after laying the files: the package's postinst."""
+    box.sh("/usr/lib/opkg/info/plaza.postinst 2>/dev/null")
+
+
+def running(box: OpenWrt) -> dict[str, int] | None:
+    inst = box.instances("plaza")
+    pids = {name: i["pid"] for name, i in inst.items() if i.get("running")}
+    return pids if set(pids) == {"gateway", "portal"} else None
+
+
+def test_lifecycle_under_procd(router: OpenWrt) -> None:
+    box = router
+    installed(box)
+    assert box.sh("grep ^plaza: /etc/passwd").startswith("plaza:x:411:411:")
+    assert "S95plaza" in box.sh("ls /etc/rc.d")
+    assert "not starting: plaza.gateway.enabled is 0" in box.log()
+    assert box.instances("plaza") == {}
+
+    box.sh(CONFIGURE)
+    box.sh("/etc/init.d/plaza enable && /etc/init.d/plaza start")
+    pids = box.wait("gateway and portal running", lambda: running(box))
+    portal = box.instances("plaza")["portal"]
+    assert portal.get("user") == "plaza"
+    assert "Uid:\t411" in box.sh(f"cat /proc/{pids['portal']}/status")
+    box.wait("the daemon's nft table", lambda: "table inet plaza" in box.sh("nft list tables"))
+    # What the start set through UCI, and fw4 applied: the captive zone reaches the portal.
+    assert box.sh("uci get firewall.plaza_forward.src").strip() == "guest"
+    assert box.sh("uci get dhcp.plaza_garden").strip() == "ipset"
+    assert "Plaza-portal" in box.sh("nft list chain inet fw4 input_guest")
+
+    # kill -9: procd respawns the daemon (respawn timeout 5 s); the portal is left alone.
+    box.sh(f"kill -9 {pids['gateway']}")
+    again = box.wait(
+        "the daemon respawned",
+        lambda: (r := running(box)) and r["gateway"] != pids["gateway"] and r,
+        seconds=30,
+    )
+    assert again["portal"] == pids["portal"]
+
+    # A UCI change + reload_config: procd sees /etc/config/plaza changed, restarts both.
+    box.sh("uci set plaza.policy.session_minutes=30; uci commit plaza; reload_config")
+    box.wait(
+        "a restart after the config change",
+        lambda: (r := running(box)) and r["gateway"] != again["gateway"] and r,
+    )
+    assert box.sh("uci get plaza.policy.session_minutes").strip() == "30"
+
+    # fw4 rebuilds only its own table.
+    box.sh("fw4 restart >/dev/null 2>&1")
+    assert "table inet plaza" in box.sh("nft list tables")
+    assert running(box)
+
+    box.sh("/etc/init.d/plaza stop")
+    box.wait("no plaza instance", lambda: not box.instances("plaza"))
+    ps = box.sh("ps w")
+    assert "plaza-gateway" not in ps and "plaza-portal" not in ps, ps
+    assert "table inet plaza" not in box.sh("nft list tables")
+
+
+def test_refuses_what_would_lock_out_or_is_wrong(router: OpenWrt) -> None:
+    box = router
+    installed(box)
+    box.sh("uci set plaza.gateway.enabled=1; uci set plaza.lan.interface=br-lan; uci commit plaza")
+    box.sh("/etc/init.d/plaza start", check=False)
+    assert "is the management LAN and no admin MAC is in plaza.policy.trusted_macs" in box.log()
+    assert box.instances("plaza") == {}
+
+    box.sh(CONFIGURE + "; uci set plaza.policy.sesion_minutes=30; uci commit plaza")
+    out = box.sh("/etc/init.d/plaza start", check=False)
+    assert "sesion_minutes" in out, out  # check-config names the option at fault
+    assert box.instances("plaza") == {}
+    assert box.sh("ubus call system board", check=False)  # the router still answers
