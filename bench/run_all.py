@@ -26,6 +26,7 @@ import detection
 import forwarding
 import idle_memory
 import join_storm
+import payment_notify
 import redirect_latency
 import router_install
 import scale
@@ -40,6 +41,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (join_storm.NAME, join_storm.run),
     (cloud_ingest.NAME, cloud_ingest.run),
     (dashboard.NAME, dashboard.run),
+    (payment_notify.NAME, payment_notify.run),
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),

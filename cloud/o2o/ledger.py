@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, ForeignKey, String, event, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from cloud.db import dialect_insert
 from cloud.models import Base, BigId
 
 WALLET_CLEARING = "shopper-wallet-clearing"
@@ -79,28 +79,31 @@ def post(
     entries: Iterable[tuple[str, int]],
     at: float,
     memo: str = "",
-) -> tuple[LedgerPosting, bool]:
-    """Post `entries` under `key` in the caller's transaction: (posting, True), or the posting
-    already made under `key` and False (nothing added). LedgerError if they do not balance."""
+) -> tuple[int, bool]:
+    """Post `entries` under `key` in the caller's transaction: (posting id, True), or the id
+    of the posting already made under `key` and False (nothing added, even when a twin in
+    another transaction is inserting it right now: ON CONFLICT waits for it and yields).
+    LedgerError if they do not balance."""
     lines = [(account, int(amount)) for account, amount in entries if amount]
     if len(lines) < 2 or sum(amount for _, amount in lines) != 0:
         raise LedgerError(f"posting {key!r} does not balance: {lines}")
     if any(not account or len(account) > MAX_ACCOUNT for account, _ in lines):
         raise LedgerError(f"posting {key!r} names an invalid account")
-    existing = db.scalars(select(LedgerPosting).where(LedgerPosting.key == key)).one_or_none()
-    if existing is not None:
-        return existing, False
-    posting = LedgerPosting(key=key, kind=kind, memo=memo[:200], created_at=at)
-    try:
-        with db.begin_nested():  # a racing twin's insert fails here, not the caller's work
-            db.add(posting)
-            db.flush()
-            db.add_all(LedgerEntry(posting_id=posting.id, account=a, amount=n) for a, n in lines)
-            db.flush()
-    except IntegrityError:
-        existing = db.scalars(select(LedgerPosting).where(LedgerPosting.key == key)).one()
-        return existing, False
-    return posting, True
+    postings = LedgerPosting.__table__
+    insert = (
+        dialect_insert(db, postings)
+        .values(key=key, kind=kind, memo=memo[:200], created_at=at)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(postings.c.id)
+    )
+    posting_id = db.execute(insert).scalar()
+    if posting_id is None:
+        return db.scalars(select(LedgerPosting.id).where(LedgerPosting.key == key)).one(), False
+    db.execute(
+        LedgerEntry.__table__.insert(),
+        [{"posting_id": posting_id, "account": a, "amount": n} for a, n in lines],
+    )
+    return posting_id, True
 
 
 def balance(db: Session, account: str) -> int:

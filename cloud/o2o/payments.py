@@ -150,21 +150,20 @@ def attach_trade(db: Session, payment: Payment, trade_no: str) -> None:
         db.commit()
 
 
-def _locked(db: Session, payment_id: str) -> Payment | None:
+def locked(db: Session, payment_id: str) -> Payment | None:
     """The payment row, locked until commit on PostgreSQL (SQLite has one writer anyway)."""
     return db.get(Payment, payment_id, with_for_update=True, populate_existing=True)
 
 
 def apply_status(
-    db: Session, payment_id: str, status: str, at: float, *, trade_no: str = "",
+    db: Session, payment: Payment, status: str, at: float, *, trade_no: str = "",
     buyer_id: str = "", paid: bool = False,
 ) -> Payment:  # fmt: skip
-    """Move a payment forward to what the wallet says (a notify or a query), in the caller's
-    transaction; never backward. `paid`: the wallet says money was taken (a TRADE_CLOSED that
-    follows a full refund was paid too). A capture is booked once, whatever repeats."""
-    payment = _locked(db, payment_id)
-    if payment is None:
-        raise PaymentError("no_payment", "no such payment")
+    """Move a payment (that the caller `locked()`) forward to what the wallet says (a notify
+    or a query), in the caller's transaction; never backward. `paid`: the wallet says money
+    was taken (a TRADE_CLOSED after a full refund was paid too). A capture is booked once,
+    whatever repeats."""
+    before = (payment.state, payment.trade_no, payment.paid_at)
     if trade_no and not payment.trade_no:
         payment.trade_no = trade_no
     if paid or status in (SUCCESS, FINISHED):
@@ -189,7 +188,8 @@ def apply_status(
             payment.state = FINISHED
     elif status == CLOSED and payment.state == WAIT:
         payment.state, payment.closed_at = CLOSED, at
-    payment.updated_at = at
+    if (payment.state, payment.trade_no, payment.paid_at) != before:
+        payment.updated_at = at  # a repeated word from the wallet writes nothing
     return payment
 
 
@@ -209,7 +209,7 @@ def reserve_refund(
     """(the refund for this key, True if it still has to go to the wallet). Refused when it
     would make the refunds larger than what was paid."""
     _check_key(idempotency_key)
-    payment = _locked(db, payment_id)
+    payment = locked(db, payment_id)
     if payment is None:
         raise PaymentError("no_payment", "no such payment")
     found = db.scalars(
@@ -251,7 +251,7 @@ def settle_refund(db: Session, refund_id: str, ok: bool, at: float) -> Refund:
         raise PaymentError("no_refund", "no such refund")
     if refund.state != REFUND_PENDING:
         return refund
-    payment = _locked(db, refund.payment_id)
+    payment = locked(db, refund.payment_id)
     assert payment is not None
     if not ok:
         refund.state, refund.done_at = REFUND_FAILED, at

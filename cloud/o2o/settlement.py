@@ -64,10 +64,26 @@ def handle_notify(db: Session, client: TradeClient, params: dict[str, str], at: 
     status = params.get("trade_status", "")
     if status not in STATES:
         raise NotifyError("unknown trade_status")
-    payment = db.get(Payment, params.get("out_trade_no", ""))
-    if payment is None:
-        raise NotifyError("no such payment", 404)
-    if params.get("seller_id", "") != payment.seller_id and payment.seller_id:
+    try:
+        # Locked from the first read (PostgreSQL): the checks and the change see one version.
+        payment = payments.locked(db, params.get("out_trade_no", ""))
+        if payment is None:
+            raise NotifyError("no such payment", 404)
+        _check_matches(payment, params)
+        payment = payments.apply_status(
+            db, payment, status, at, trade_no=params["trade_no"],
+            buyer_id=params.get("buyer_id", ""), paid=_was_paid(params),
+        )  # fmt: skip
+        db.commit()
+    except Exception:
+        db.rollback()
+        raise
+    return payment
+
+
+def _check_matches(payment: Payment, params: dict[str, str]) -> None:
+    """A well-signed notify must still be about this payment as we made it."""
+    if payment.seller_id and params.get("seller_id", "") != payment.seller_id:
         raise NotifyError("the notify names another seller")
     if params.get("app_id") != payment.app_id:
         raise NotifyError("the notify is for another app")
@@ -77,16 +93,6 @@ def handle_notify(db: Session, client: TradeClient, params: dict[str, str], at: 
     trade_no = params.get("trade_no", "")
     if not trade_no or (payment.trade_no and trade_no != payment.trade_no):
         raise NotifyError("the trade number does not match the payment")
-    try:
-        payment = payments.apply_status(
-            db, payment.id, status, at, trade_no=trade_no, buyer_id=params.get("buyer_id", ""),
-            paid=_was_paid(params),
-        )  # fmt: skip
-        db.commit()
-    except Exception:
-        db.rollback()
-        raise
-    return payment
 
 
 @dataclass
@@ -124,21 +130,24 @@ def reconcile_one(db: Session, client: TradeClient, payment_id: str, at: float) 
     except TradeError as exc:
         log.warning("reconcile %s: %s", payment_id, exc)
         return "failed"
-    payment = db.get(Payment, payment_id, populate_existing=True)
+    payment = payments.locked(db, payment_id)
     if payment is None:
+        db.rollback()
         return "failed"
     if answer is None:  # the wallet never saw it: the shopper never went to pay
         if payment.state == WAIT and payment.created_at <= at - ABANDON_AFTER:
-            payments.apply_status(db, payment_id, CLOSED, at)
+            payments.apply_status(db, payment, CLOSED, at)
             db.commit()
             return "closed"
+        db.rollback()
         return "waiting"
     status = str(answer.get("trade_status", ""))
     if status not in STATES or fen(answer.get("total_amount")) != payment.amount:
+        db.rollback()
         log.warning("reconcile %s: the wallet's answer does not match", payment_id)
         return "failed"
     payment = payments.apply_status(
-        db, payment_id, status, at, trade_no=str(answer.get("trade_no", "")),
+        db, payment, status, at, trade_no=str(answer.get("trade_no", "")),
         buyer_id=str(answer.get("buyer_user_id", "")), paid=_was_paid(answer),
     )  # fmt: skip
     db.commit()

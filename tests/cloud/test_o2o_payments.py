@@ -370,3 +370,41 @@ def test_the_cli_reconciles(
     assert cli.main(["reconcile-payments"]) == 0
     assert '"paid": 1' in capsys.readouterr().out
     assert one(shop_app, payment_id).state == SUCCESS
+
+
+def test_the_same_notify_delivered_eight_times_at_once_books_once(
+    shop_app: Flask,
+    shopper: FlaskClient,
+    sandbox_wallet: SandboxWallet,
+    venue: Venue,
+    db_url: str,
+):
+    """Two instances behind a load balancer may get the wallet's retries at the same moment.
+    On PostgreSQL every one answers `success` (the row lock serializes them); SQLite may ask
+    the wallet to come back (its one writer refuses a stale snapshot), and books once too."""
+    import threading
+
+    payment_id = paid(shopper, sandbox_wallet, venue, "7.00")
+    (notify,) = sandbox_wallet.take_notifies()
+    answers: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def deliver_once() -> None:
+        client = shop_app.test_client()
+        barrier.wait()
+        try:
+            answers.append(deliver(client, notify).get_data(as_text=True))
+        except Exception as exc:  # SQLite: "database is locked", the wallet would retry
+            answers.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=deliver_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if db_url.startswith("postgresql"):
+        assert answers == ["success"] * 8
+    else:
+        assert "success" in answers
+    assert postings(shop_app) == [f"payment:{payment_id}:captured"]
+    assert one(shop_app, payment_id).state == SUCCESS
