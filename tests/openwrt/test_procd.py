@@ -97,6 +97,11 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     assert box.sh("uci get dhcp.plaza_garden").strip() == "ipset"
     assert "Plaza-portal" in box.sh("nft list chain inet fw4 input_guest")
 
+    # Idle memory on the 128 MB router class (glibc/x86_64 here, not musl/MIPS).
+    rss_kb = int(box.sh(f"grep VmRSS /proc/{pids['gateway']}/status").split()[1])
+    print(f"daemon RSS idle under procd: {rss_kb / 1024:.1f} MiB")
+    assert rss_kb <= 40 * 1024
+
     # kill -9: procd respawns the daemon (respawn timeout 5 s); the portal is left alone.
     box.sh(f"kill -9 {pids['gateway']}")
     again = box.wait(
