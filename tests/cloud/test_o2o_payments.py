@@ -408,3 +408,41 @@ def test_the_same_notify_delivered_eight_times_at_once_books_once(
         assert "success" in answers
     assert postings(shop_app) == [f"payment:{payment_id}:captured"]
     assert one(shop_app, payment_id).state == SUCCESS
+
+
+def test_two_refunds_at_once_never_exceed_the_payment(
+    shop_app: Flask,
+    shopper: FlaskClient,
+    sandbox_wallet: SandboxWallet,
+    venue: Venue,
+    clock: FakeClock,
+):
+    """Two staff members refund 6.00 of a 10.00 payment at the same moment: one refund goes
+    through, the other is refused (PostgreSQL: the payment row is locked while a refund is
+    reserved; SQLite: its one writer refuses the second, stale, transaction)."""
+    import threading
+
+    payment_id = paid(shopper, sandbox_wallet, venue, "10.00")
+    (notify,) = sandbox_wallet.take_notifies()
+    deliver(shopper, notify)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def refund_six(key: str) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(refund(shop_app, payment_id, 600, key, clock).state)
+        except PaymentError as exc:
+            outcomes.append(exc.code)
+        except Exception as exc:  # SQLite: "database is locked"
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=refund_six, args=(f"race-key-000{n}",)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 2 and outcomes.count("SUCCESS") == 1, outcomes
+    payment = one(shop_app, payment_id)
+    assert (payment.refunded, payment.state) == (600, SUCCESS)
+    assert balances(shop_app)[ledger.WALLET_CLEARING] == 400
