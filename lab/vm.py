@@ -9,20 +9,31 @@ QEMU, its taps and both bridges live in their own network namespace ("host"), so
 ever bridged to the machine's real interfaces and nothing leaves it; the internet namespace
 has no default route. The internet runs dnsmasq as the ISP: the router's WAN address by DHCP
 (198.18.0.1, the lab's WAN_ROUTER) and DNS. QEMU runs in software emulation (TCG; this
-machine's KVM does not run 64-bit guests) with `-snapshot`: a run never changes the image.
+machine's KVM does not run 64-bit guests) with `-snapshot`: a run never changes the image;
+or, with `overlay`, on a qcow2 overlay over the image that keeps what the router wrote across
+`power_cut()` (QEMU killed) and `power_on()`, as a real disk would.
 SSH reaches the router from the internet side, as a technician's laptop on the WAN would.
+With `services=True` the internet also runs the lab's cloud, sandbox wallet, web server and DNS
+(lab/vm_internet.py) and the ISP's DNS forwards to it: what the end-to-end test flashes against.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab.vm_internet import VMInternet
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
@@ -36,6 +47,8 @@ KERNEL_ARGS = "root=LABEL=plaza-root ro console=ttyS0,115200 net.ifnames=0"
 WAN_ROUTER = "198.18.0.1"  # the lab's WAN_ROUTER, handed out by the internet's DHCP
 WAN_INTERNET = "198.18.0.2/30"
 DNS_IP = "192.0.2.53"
+LAN_ROUTER = "198.19.0.1/24"  # the image's br-lan address
+PROBE_NET = "198.51.100.0/24"  # reached by the technician's laptop through the router's LAN
 WAN_MAC = "52:54:00:50:4c:01"
 LAN_MAC = "52:54:00:50:4c:02"
 SSH_OPTIONS = (
@@ -68,6 +81,8 @@ class RouterVM:
     # True: QEMU loads dist/'s kernel and initrd (the tests' way: no emulated BIOS and
     # bootloader); False: the disk boots alone through its MBR and extlinux, as a user's would.
     direct_kernel: bool = True
+    overlay: Path | None = None  # a qcow2 over `image` that keeps writes (made if missing)
+    services: bool = False  # the lab's cloud, wallet, web and DNS on the internet
 
     def __post_init__(self) -> None:
         self.host_ns = f"{self.name}-host"
@@ -76,6 +91,7 @@ class RouterVM:
         self.console = self.dir / "console.log"
         self.pid_file = self.dir / "qemu.pid"
         self.phones: list[str] = []
+        self.internet: VMInternet | None = None
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -109,11 +125,17 @@ class RouterVM:
             f"dhcp-option=option:router,{gateway}\ndhcp-option=option:dns-server,{gateway}\n"
             f"dhcp-leasefile={self.dir / 'internet.leases'}\n"
             "address=/plaza.test/192.0.2.80\nlog-dhcp\n"
+            # With the services, the lab's DNS has 192.0.2.53 (on lo, which dnsmasq adds to
+            # interface=): this one keeps off lo and forwards the lab's names there.
+            + (f"except-interface=lo\nserver={DNS_IP}\n" if self.services else "")
         )
         self._ns(
             i, "dnsmasq", f"--conf-file={conf}", f"--pid-file={self.dir / 'internet-dnsmasq.pid'}",
             f"--log-facility={self.dir / 'internet-dnsmasq.log'}",
         )  # fmt: skip
+        if self.services:
+            self.internet = VMInternet(i, self.dir)
+            self.internet.start()
 
     def add_phone(self, index: int) -> str:
         """A phone namespace wired to the VM's LAN (eth0, no address yet); returns its netns."""
@@ -127,16 +149,35 @@ class RouterVM:
         self._ns(self.host_ns, "ip", "link", "set", port, "master", "br-lan")
         self._ns(self.host_ns, "ip", "link", "set", port, "up")
         self._ns(ns, "ip", "link", "set", "eth0", "up")
+        if self.internet is not None:
+            self.internet.trust_in(ns)
         self.phones.append(ns)
         return ns
+
+    def laptop_on_lan(self, address: str = "198.19.0.50/24", probe_net: str = PROBE_NET) -> None:
+        """The technician's laptop (the internet namespace, on the WAN for SSH) joins the LAN
+        too with a second NIC, as a laptop on the venue's Wi-Fi: `probe_net` is routed through
+        the router's LAN, so `plaza-provision verify --lan-probe http://<probe_net host>/`
+        tests the captive redirect a phone meets (the laptop's own addresses stay local)."""
+        _sh("ip", "link", "add", "lan-tech", "netns", self.internet_ns, "type", "veth",
+            "peer", "lan-t", "netns", self.host_ns)  # fmt: skip
+        self._ns(self.host_ns, "ip", "link", "set", "lan-t", "master", "br-lan")
+        self._ns(self.host_ns, "ip", "link", "set", "lan-t", "up")
+        self._ns(self.internet_ns, "ip", "addr", "add", address, "dev", "lan-tech")
+        self._ns(self.internet_ns, "ip", "link", "set", "lan-tech", "up")
+        router = LAN_ROUTER.split("/")[0]
+        self._ns(
+            self.internet_ns, "ip", "route", "add", probe_net, "via", router, "dev", "lan-tech"
+        )
 
     # -- the VM ---------------------------------------------------------------------------
 
     def qemu_command(self) -> list[str]:
         return [
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
-            "-m", str(self.memory_mb), "-display", "none", "-no-reboot", "-snapshot",
-            "-drive", f"file={self.image},if=virtio,format=qcow2",
+            "-m", str(self.memory_mb), "-display", "none", "-no-reboot",
+            *(() if self.overlay else ("-snapshot",)),
+            "-drive", f"file={self.overlay or self.image},if=virtio,format=qcow2",
             *(("-kernel", str(KERNEL), "-initrd", str(INITRD), "-append", KERNEL_ARGS)
               if self.direct_kernel else ()),
             "-nic", f"tap,ifname=wan0,script=no,downscript=no,model=virtio-net-pci,mac={WAN_MAC}",
@@ -150,6 +191,9 @@ class RouterVM:
                 raise VMError(f"{path} missing: run `make router-image` first")
         self.down()  # leftovers of a crashed run
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.overlay is not None and not self.overlay.exists():
+            _sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.resolve()),
+                "-F", "qcow2", str(self.overlay))  # fmt: skip
         try:
             self._wire()
             self._ns(self.host_ns, *self.qemu_command())
@@ -157,18 +201,77 @@ class RouterVM:
             self.down()
             raise
 
+    def power_cut(self) -> None:
+        """Kill QEMU at once (SIGKILL): the guest's unwritten data is lost, as in a power cut;
+        what it had written stays in the overlay. The wiring and the internet stay up."""
+        pid = self.pid()
+        if pid is None:
+            raise VMError("no QEMU to cut")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+    def power_on(self) -> None:
+        """Boot QEMU again on the same taps (after `power_cut`); `wait_ssh()` next."""
+        if self.running():
+            raise VMError("QEMU is still running")
+        self._ns(self.host_ns, *self.qemu_command())
+
     def ssh(
-        self, command: str, check: bool = True, timeout: float = 60
+        self, command: str, check: bool = True, timeout: float = 60, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """`command` run as root on the router over SSH with the baked key (from the WAN)."""
         argv = ["ssh", *SSH_OPTIONS, "-i", str(self.key), f"root@{WAN_ROUTER}", command]
         done = subprocess.run(
-            ["ip", "netns", "exec", self.internet_ns, *argv],
+            ["ip", "netns", "exec", self.internet_ns, *argv], input=input,
             capture_output=True, text=True, check=False, timeout=timeout,
         )  # fmt: skip
         if check and done.returncode != 0:
             raise VMError(f"ssh {command!r} exited {done.returncode}: {done.stderr.strip()}")
         return done
+
+    def provision(
+        self, *argv: str, timeout: float = 900, on_line: Callable[[dict], None] | None = None
+    ) -> tuple[int, list[dict], str]:
+        """`plaza-provision ARGV --json` from the technician's laptop (the internet namespace)
+        with the baked key and this boot's known_hosts: (exit code, JSON lines, all output).
+        `on_line` sees each JSON line as it comes (to act in the middle of a flash)."""
+        tool = Path(sys.executable).parent / "plaza-provision"
+        extra = ["-i", str(self.key), "--known-hosts", str(self.dir / "known_hosts"), "--json"]
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.internet_ns, str(tool), *argv, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        lines, text = [], []
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                text.append(raw)
+                if raw.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        lines.append(json.loads(raw))
+                        if on_line is not None:
+                            on_line(lines[-1])
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return code, lines, "".join(text)
+
+    def put(self, path: str, data: bytes, mode: str = "0644", group: str = "root") -> None:
+        """Write `path` on the router (root-owned, `group`, `mode`) over SSH."""
+        quoted = shlex.quote(path)
+        self.ssh(
+            f"install -m {mode} -g {group} /dev/stdin {quoted}", input=data.decode(), timeout=60
+        )
 
     def port_open(self, port: int = 22) -> bool:
         probe = (
@@ -203,7 +306,10 @@ class RouterVM:
         return pid is not None and Path(f"/proc/{pid}").exists()
 
     def down(self) -> None:
-        """Stop QEMU and the internet's dnsmasq (by their pid files), remove every namespace."""
+        """Stop QEMU, the internet's services and dnsmasq (by their pid files), remove every
+        namespace and its /etc/netns files. The overlay, if any, is kept."""
+        VMInternet(self.internet_ns, self.dir).stop()
+        self.internet = None
         for pid_file in (self.pid_file, self.dir / "internet-dnsmasq.pid"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(pid_file.read_text().strip())
@@ -216,6 +322,8 @@ class RouterVM:
         for ns in names:
             if ns.startswith(f"{self.name}-"):
                 _sh("ip", "netns", "del", ns, check=False)
+        for etc in Path("/etc/netns").glob(f"{self.name}-*"):
+            shutil.rmtree(etc, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.dir)
         self.phones.clear()

@@ -194,8 +194,15 @@ def enrol(runner: Runner, plan: FlashPlan) -> str:
     )
 
 
-def start_services(runner: Runner) -> str:
-    for argv in (["systemctl", "enable", "--now", *UNITS], ["systemctl", "restart", *UNITS]):
+def start_services(runner: Runner, restart: bool = True) -> str:
+    """Enable and start the units; restart them only when `restart` (a new enrolment: the
+    daemon's uplink starts with it). An upgrade's postinst and a new config (the agent) have
+    restarted them already: another restart would only cut the LAN's DNS and DHCP again
+    (plaza-dnsmasq is down while it regenerates its config; the VM test counted the probes)."""
+    commands = [["systemctl", "enable", "--now", *UNITS]]
+    if restart:
+        commands.append(["systemctl", "restart", *UNITS])
+    for argv in commands:
         out = runner.run(argv, timeout=120)
         if not out.ok:
             raise ProvisionError(
@@ -203,7 +210,7 @@ def start_services(runner: Runner) -> str:
                 f"{shlex.join(argv)}: {last_line(out.stderr)}",
                 "journalctl -u plaza-gateway -u plaza-portal on the router",
             )
-    return "enabled and restarted: " + ", ".join(UNITS)
+    return ("enabled and restarted: " if restart else "enabled and running: ") + ", ".join(UNITS)
 
 
 def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]:
@@ -236,5 +243,6 @@ def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]
     with reporter.step(host, "enrol"):
         plan.result["enrol"] = enrol(runner, plan)
     with reporter.step(host, "services"):
-        plan.result["services"] = start_services(runner)
+        enrolled_now = "device_id" in plan.result  # set by enrol() only for a new enrolment
+        plan.result["services"] = start_services(runner, restart=enrolled_now)
     return plan.result

@@ -84,12 +84,15 @@ Bridge=br-lan
 """
 LAN_BRIDGE = """\
 # The router's LAN address, from /etc/plaza/gateway.toml [lan] address at image build time.
-# Up without a cable too: plaza-gateway and dnsmasq need it at boot.
+# Up without a cable too: plaza-gateway and dnsmasq need it at boot. IPMasquerade: the LAN is
+# forwarded and NATed to the WAN (networkd turns on IPv4 forwarding and adds the masquerade
+# rule); without it an authorized phone has no way out (Plaza's table only filters).
 [Match]
 Name=br-lan
 
 [Network]
 Address={address}
+IPMasquerade=ipv4
 ConfigureWithoutCarrier=yes
 LinkLocalAddressing=no
 IPv6AcceptRA=no

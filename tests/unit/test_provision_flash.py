@@ -244,6 +244,26 @@ def test_already_enrolled_router_keeps_its_identity_and_the_code() -> None:
     assert "claim code was not used" in result["enrol"]
 
 
+def test_an_upgrade_of_an_enrolled_router_restarts_nothing_more(deb: Path) -> None:
+    """The postinst restarted the units; a second restart would cut the LAN's DNS again (the
+    VM end-to-end test lost probes to it): enabled and started only."""
+    router = FakeRouter(installed=("0.1.0", "ii"), enrol="already")
+    result, _ = run(router, FlashPlan(claim=CLAIM, package=deb))
+    assert result["install"] == "plaza 0.1.0 → 0.2.0"
+    cmds = router.commands()
+    assert "systemctl enable --now plaza-gateway plaza-portal plaza-dnsmasq" in cmds
+    assert not any(c.startswith("systemctl restart") for c in cmds)
+    assert result["services"].startswith("enabled and running")
+    assert router.active == {"plaza-gateway", "plaza-portal", "plaza-dnsmasq"}
+
+
+def test_a_new_enrolment_restarts_the_units(deb: Path) -> None:
+    router = FakeRouter(installed=("0.2.0", "ii"))
+    result, _ = run(router, FlashPlan(claim=CLAIM, package=deb))
+    assert "systemctl restart plaza-gateway plaza-portal plaza-dnsmasq" in router.commands()
+    assert result["services"].startswith("enabled and restarted")
+
+
 @pytest.mark.parametrize(
     ("ssh", "words"),
     [

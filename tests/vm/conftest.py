@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,3 +49,16 @@ def vm(router_image: Path) -> Iterator[RouterVM]:
         yield machine
     finally:
         machine.down()
+
+
+@pytest.fixture(scope="session")
+def newer_package(router_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tree packaged as version 0.1.1 into a temp dir (dist/'s .deb is left alone):
+    the upgrade the end-to-end tests flash. Built before any VM boots (the CPUs are shared)."""
+    out = tmp_path_factory.mktemp("newer-deb")
+    done = subprocess.run(
+        [sys.executable, "provisioning/package/build.py", "--version", "0.1.1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / "plaza_0.1.1_amd64.deb"

@@ -63,6 +63,17 @@ def test_lan_bridge_has_the_router_address(vm: RouterVM) -> None:
     assert " eth1:" in ports, ports
 
 
+def test_the_lan_is_forwarded_and_masqueraded_to_the_wan(vm: RouterVM) -> None:
+    """Plaza's table only filters: the image's networkd forwards the LAN and NATs it to the
+    WAN (IPMasquerade= on br-lan), or an authorized phone would have no way out (the VM
+    end-to-end test found it: nothing forwarded before)."""
+    done = _wait(vm, "nft list table ip io.systemd.nat", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "elements = { 198.19.0.0/24 }" in done.stdout, done.stdout
+    assert "ip saddr @masq_saddr masquerade" in done.stdout, done.stdout
+    assert vm.ssh("sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+
+
 def test_password_login_is_refused(vm: RouterVM) -> None:
     argv = [
         "ssh", *SSH_OPTIONS, "-o", "PubkeyAuthentication=no",
