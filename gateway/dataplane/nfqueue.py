@@ -101,7 +101,10 @@ class LoopQueue:
     """One NFQUEUE number on the loop: one thread, no locks; `on_packet` gives the verdict."""
 
     def __init__(self, num: int, max_len: int, copy_range: int, reasons: RateLimitedLog) -> None:
-        from netfilterqueue import NetfilterQueue
+        try:
+            from netfilterqueue import NetfilterQueue
+        except ImportError:  # no C extension (OpenWrt): the same calls over netlink in Python
+            from gateway.dataplane.nfq_netlink import NetlinkQueue as NetfilterQueue
 
         self.num = num
         self.reasons = reasons
