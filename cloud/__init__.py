@@ -67,6 +67,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from cloud.o2o import shop  # the shopper web app (/plaza); after the dashboard: its cookie
 
     app.register_blueprint(shop.bp)
+    from cloud.o2o import voucher_admin  # vouchers: /plaza/vouchers, /plaza/staff, dashboard
+
+    voucher_admin.register(app)
     from cloud.push import presence_push  # presence push: join hook, subscriptions
 
     presence_push.init_app(app)
