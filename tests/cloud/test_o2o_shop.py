@@ -117,3 +117,40 @@ def test_without_a_wallet_sign_in_says_it_is_unavailable(app: Flask, client: Fla
     assert answer.status_code == 503 and "not available" in answer.get_data(as_text=True)
     with cloud_db.session(app) as db:
         assert db.scalar(select(func.count()).select_from(Shopper)) == 0
+
+
+def test_the_alipay_dialect_signs_in_through_the_same_pages(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet
+):
+    """With PLAZA_CLOUD_WALLET_DIALECT=alipay the same routes speak the Alipay dialect (the
+    portal's AlipayProvider: auth_code, the signed token call). The sandbox's one app is
+    registered with the cloud's callback for this test only."""
+    import dataclasses
+
+    from cloud.o2o.settings import SIGN_IN_EXT
+
+    shop_app.config["WALLET_DIALECT"] = "alipay"
+    shop_app.extensions.pop(SIGN_IN_EXT, None)
+    state = sandbox_wallet.app.extensions["wallet_alipay"]
+    original = state.settings
+    registered = dataclasses.replace(
+        original.alipay_apps[0], redirect_uri=CLOUD + "/plaza/login/callback"
+    )
+    state.settings = dataclasses.replace(original, alipay_apps=(registered,))
+    try:
+        start = get(client, "/plaza/login/wallet")
+        assert start.location.startswith(sandbox_wallet.url + "/oauth2/publicAppAuthorize.htm?")
+        query = dict(parse_qsl(urlsplit(start.location).query))
+        assert query["app_id"] == registered.app_id and query["state"]
+        back = wallet_app.approve(Browser(sandbox_wallet.ca_file), start.location, "mei", "2468")
+        assert "auth_code=" in back.location
+        parts = urlsplit(back.location)
+        done = get(client, f"{parts.path}?{parts.query}")
+        assert done.status_code == 303 and done.location.endswith("/plaza/")
+        # The same callback again (a replay): its transaction is used up, nobody signs in.
+        replay = get(client, f"{parts.path}?{parts.query}")
+        assert "error=failed" in replay.location
+    finally:
+        state.settings = original
+    assert shoppers(shop_app) == [("alipay", "2088000000000003", "王美")]
+    assert "王美" in get(client, "/plaza/").get_data(as_text=True)
