@@ -76,10 +76,12 @@ IPK_BUNDLED = ("cheroot", "jaraco", "more_itertools", "authlib", "joserfc", "pub
 # From the feed: the interpreter, Flask (werkzeug, jinja2, click, itsdangerous, markupsafe),
 # cryptography (cffi), requests (urllib3, idna, certifi, charset-normalizer); nftables-json
 # carries libnftables (fw4 needs it too); dnsmasq-full for nftset; procd-ujail for the
-# portal's CAP_NET_BIND_SERVICE (see firmware_overlay/etc/init.d/plaza).
+# portal's CAP_NET_BIND_SERVICE (see firmware_overlay/etc/init.d/plaza); kmod-nft-queue for
+# the garden inspector's and the station detector's queues (read by
+# gateway/dataplane/nfq_netlink.py: the netfilterqueue C extension is not shipped).
 IPK_DEPENDS = ("libc", "python3 (>= 3.11)", "python3-flask", "python3-cryptography",
                "python3-requests", "nftables-json", "dnsmasq-full", "firewall4",
-               "procd-ujail")  # fmt: skip
+               "procd-ujail", "kmod-nft-queue")  # fmt: skip
 IPK_CONFFILES = ("/etc/config/plaza",)
 # provisioning/ (plaza-provision-agent) flashes Debian routers over SSH (dpkg, systemctl):
 # not on OpenWrt.

@@ -62,7 +62,8 @@ def test_control(control: dict, debs: Debs) -> None:
     assert (f["Package"], f["Version"], f["Architecture"]) == ("plaza", debs.old_version, "all")
     depends = [d.strip() for d in f["Depends"].split(",")]
     for need in ("python3 (>= 3.11)", "python3-flask", "python3-cryptography",
-                 "python3-requests", "nftables-json", "dnsmasq-full", "procd-ujail"):  # fmt: skip
+                 "python3-requests", "nftables-json", "dnsmasq-full", "procd-ujail",
+                 "kmod-nft-queue"):  # fmt: skip
         assert need in depends
     assert "plaza=" in f["Require-User"]  # default_postinst creates the portal's user
     assert 0 < int(f["Installed-Size"]) <= INSTALLED_MAX
