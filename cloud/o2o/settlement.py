@@ -102,12 +102,14 @@ class Reconciled:
     closed: int = 0
     waiting: int = 0
     failed: int = 0
+    refunds: int = 0  # pending refunds sent again and settled
 
 
 def reconcile(
     db: Session, client: TradeClient, at: float, after: float = RECONCILE_AFTER
 ) -> Reconciled:
-    """Ask the wallet about every payment still waiting `after` seconds after it was made."""
+    """Ask the wallet about every payment still waiting `after` seconds after it was made,
+    and send again every refund left pending that long (the wallet was unreachable)."""
     result = Reconciled()
     waiting = db.scalars(
         select(Payment.id)
@@ -119,6 +121,7 @@ def reconcile(
         result.checked += 1
         outcome = reconcile_one(db, client, payment_id, at)
         setattr(result, outcome, getattr(result, outcome) + 1)
+    result.refunds = retry_refunds(db, client, at, after)
     return result
 
 
@@ -167,23 +170,49 @@ def refund(
 ) -> Refund:
     """Refund part or all of a payment, once per key. PaymentError if refused (more than is
     left, not paid, the wallet said no); a refund the wallet could not be asked about stays
-    pending and the same key sends it again."""
+    pending: the same key, or `reconcile`, sends it again."""
     found, todo = payments.reserve_refund(db, payment_id, amount, idempotency_key, reason, at)
     if not todo:
         return found
+    return send_refund(db, client, found, at)
+
+
+def send_refund(db: Session, client: TradeClient, pending: Refund, at: float) -> Refund:
+    """Ask the wallet for a reserved refund and settle it. The request number is the refund's
+    id, so asking again after a lost answer is answered, not refunded twice. Committed."""
     try:
-        answer = client.refund(payment_id, amount, found.id, reason or "refund")
+        answer = client.refund(pending.payment_id, pending.amount, pending.id, pending.reason)
     except TradeError as exc:
         if exc.unreachable:
             raise PaymentError(
                 "wallet_unreachable", "the wallet is unreachable; try again"
             ) from None
-        payments.settle_refund(db, found.id, False, at)
+        payments.settle_refund(db, pending.id, False, at)
         db.commit()
         raise PaymentError("refused", f"the wallet refused the refund ({exc.code})") from None
-    ok = answer.get("out_trade_no") == payment_id
-    settled = payments.settle_refund(db, found.id, ok, at)
+    ok = answer.get("out_trade_no") == pending.payment_id
+    settled = payments.settle_refund(db, pending.id, ok, at)
     db.commit()
     if not ok:
         raise PaymentError("refused", "the wallet's answer was about another payment")
+    return settled
+
+
+def retry_refunds(db: Session, client: TradeClient, at: float, after: float) -> int:
+    """Send again every refund still pending `after` seconds on; how many settled."""
+    pending = db.scalars(
+        select(Refund)
+        .where(Refund.state == payments.REFUND_PENDING, Refund.created_at <= at - after)
+        .order_by(Refund.created_at)
+        .limit(RECONCILE_BATCH)
+    ).all()
+    settled = 0
+    for found in pending:
+        try:
+            send_refund(db, client, found, at)
+        except PaymentError as exc:
+            log.warning("refund %s still pending: %s", found.id, exc)
+            if exc.code != "refused":
+                continue
+        settled += 1
     return settled

@@ -446,3 +446,45 @@ def test_two_refunds_at_once_never_exceed_the_payment(
     payment = one(shop_app, payment_id)
     assert (payment.refunded, payment.state) == (600, SUCCESS)
     assert balances(shop_app)[ledger.WALLET_CLEARING] == 400
+
+
+def test_a_refund_whose_answer_was_lost_is_settled_by_reconcile_once(
+    shop_app: Flask,
+    shopper: FlaskClient,
+    sandbox_wallet: SandboxWallet,
+    venue: Venue,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The refund reached the wallet but its answer never came back: the refund stays pending
+    (holding its amount), and reconcile sends it again under the same request number, which
+    the wallet answers without refunding twice. Booked once."""
+    from cloud.o2o.trade_client import TradeClient, TradeError
+
+    payment_id = paid(shopper, sandbox_wallet, venue, "10.00")
+    (notify,) = sandbox_wallet.take_notifies()
+    deliver(shopper, notify)
+    real_refund = TradeClient.refund
+
+    def lost_answer(self: TradeClient, *args: Any) -> dict:
+        real_refund(self, *args)  # the wallet does it...
+        raise TradeError("the wallet is unreachable", unreachable=True)  # ...we never hear
+
+    monkeypatch.setattr(TradeClient, "refund", lost_answer)
+    with pytest.raises(PaymentError) as unreachable:
+        refund(shop_app, payment_id, 400, "refund-lost-0001", clock)
+    assert unreachable.value.code == "wallet_unreachable"
+    with pytest.raises(PaymentError) as held:  # the pending one still counts
+        refund(shop_app, payment_id, 700, "refund-lost-0002", clock)
+    assert held.value.code == "refund_too_large"
+    monkeypatch.undo()
+    assert [n["refund_fee"] for n in sandbox_wallet.take_notifies()] == ["4.00"]
+    with cloud_db.session(shop_app) as db:
+        clock.advance(settlement.RECONCILE_AFTER + 1)
+        assert settlement.reconcile(db, settings.trade_client(shop_app), clock()).refunds == 1
+        assert settlement.reconcile(db, settings.trade_client(shop_app), clock()).refunds == 0
+        (row,) = db.scalars(select(Refund)).all()
+    assert row.state == "SUCCESS"
+    assert one(shop_app, payment_id).refunded == 400
+    assert sandbox_wallet.take_notifies() == []  # the wallet refunded nothing more
+    assert len(postings(shop_app)) == 2
