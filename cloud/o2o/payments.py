@@ -10,6 +10,8 @@ ledger (cloud/o2o/ledger.py) under keys named for the event, so no event is book
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, UniqueConstraint, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -24,6 +26,11 @@ FINISHED = "TRADE_FINISHED"
 STATES = (WAIT, SUCCESS, CLOSED, FINISHED)
 
 REFUND_PENDING, REFUND_SUCCESS, REFUND_FAILED = "PENDING", "SUCCESS", "FAILED"
+
+# What else a refund undoes (a voucher used on the payment goes back, cloud/o2o/vouchers):
+# each hook runs once per refund, in the transaction that books it, after the payment moved.
+RefundHook = Callable[[Session, "Payment", "Refund", float], None]
+REFUND_HOOKS: list[RefundHook] = []
 
 
 class Payment(Base):
@@ -270,4 +277,6 @@ def settle_refund(db: Session, refund_id: str, ok: bool, at: float) -> Refund:
     if payment.refunded >= payment.amount:
         payment.state, payment.closed_at = CLOSED, at
     payment.updated_at = at
+    for hook in REFUND_HOOKS:
+        hook(db, payment, refund, at)
     return refund

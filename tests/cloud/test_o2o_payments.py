@@ -488,3 +488,29 @@ def test_a_refund_whose_answer_was_lost_is_settled_by_reconcile_once(
     assert one(shop_app, payment_id).refunded == 400
     assert sandbox_wallet.take_notifies() == []  # the wallet refunded nothing more
     assert len(postings(shop_app)) == 2
+
+
+def test_a_refund_hook_runs_once_per_refund_in_its_transaction(
+    shop_app: Flask,
+    shopper: FlaskClient,
+    sandbox_wallet: SandboxWallet,
+    venue: Venue,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """What a refund undoes elsewhere (a voucher used on the payment) hangs on REFUND_HOOKS:
+    called once per refund, however often the refund is asked for."""
+    from cloud.o2o import payments
+
+    calls: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(
+        payments,
+        "REFUND_HOOKS",
+        [lambda _db, payment, rfd, _at: calls.append((payment.id, rfd.amount, payment.refunded))],
+    )
+    payment_id = paid(shopper, sandbox_wallet, venue, "9.00")
+    (notify,) = sandbox_wallet.take_notifies()
+    deliver(shopper, notify)
+    refund(shop_app, payment_id, 250, "refund-hook-0001", clock)
+    refund(shop_app, payment_id, 250, "refund-hook-0001", clock)
+    assert calls == [(payment_id, 250, 250)]
