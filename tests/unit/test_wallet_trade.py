@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from flask.testing import FlaskClient
 
 from lab.wallet.keys import provision
 from lab.wallet.server import create_app
-from lab.wallet.trade import seller_id
+from lab.wallet.trade import post_in_background, seller_id
 from plaza.wallet import LoginError, rsa2
 from plaza.wallet.alipay import AlipayProvider, parse_response
 from plaza.wallet.config import WalletConfig
@@ -163,3 +166,35 @@ def test_the_cashier_refuses_a_wrong_pin_and_an_unsigned_pay_url(trading: Tradin
     forged = trading.client.get("/gateway.do?" + urlencode(params))
     assert "isv.invalid-signature" in forged.get_data(as_text=True)
     assert trading.refused("alipay.trade.query", {"out_trade_no": "o9"}) == "ACQ.TRADE_NOT_EXIST"
+
+
+def test_the_wallet_posts_a_notify_again_until_the_merchant_says_success():
+    """The default notifier: a form POST, in the background, repeated after a refusal."""
+    bodies: list[dict[str, list[str]]] = []
+
+    class Merchant(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            bodies.append(parse_qs(self.rfile.read(length).decode()))
+            answer = b"fail" if len(bodies) == 1 else b"success"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Merchant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/plaza/notify/alipay"
+        post_in_background(url, {"notify_id": "n1", "trade_status": "TRADE_SUCCESS"})
+        deadline = time.monotonic() + 10
+        while len(bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # no third attempt after `success`
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [b["notify_id"] for b in bodies] == [["n1"], ["n1"]]
