@@ -18,7 +18,8 @@ STAMP_PIP := $(VENV)/.pip-done
 # axe-core for the accessibility checks in tests/browser (injected into each page by Playwright).
 AXE := .cache/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: all setup demo test lint bench fuzz clean lab-down package router-image
+.PHONY: all setup demo test lint bench fuzz clean lab-down package router-image vm-setup \
+	vagrant-box vm-test
 
 all: test
 
@@ -64,6 +65,25 @@ package: setup
 # changed. See provisioning/image/build.py and README "Router image".
 router-image: package
 	$(PY) provisioning/image/build.py $(if $(SSH_KEY),--ssh-key $(SSH_KEY))
+
+# The testers' VM lab (docs/vm-lab.md): Vagrant + libvirt, installed by these targets only (about
+# 300 packages and 90 s that `make test` and CI's first step do not need).
+VM_APT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
+	qemu-utils dnsmasq-base
+vm-setup: setup
+	@missing=$$(for p in $(VM_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# dist/plaza-router.box from the router image (cached), added to Vagrant as plaza/router.
+vagrant-box: router-image vm-setup
+	$(PY) -m lab.vagrant_box
+
+# The VM lab end to end: up (router + 1 phone, flash + verify), the demo, down leaving nothing.
+vm-test: vagrant-box
+	flock /tmp/plaza-netns.lock bash lab/vagrant/vm-test.sh
 
 bench: setup
 	$(PY) bench/run_all.py

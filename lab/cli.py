@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove everything the lab made (idempotent)")
     demo = sub.add_parser("demo", help="up, a narrated shopper journey, down")
     demo.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
+    vm = sub.add_parser("vm", help="the lab as VMs (Vagrant + libvirt): vm up|demo|down|status")
+    vm.add_argument("action", choices=("up", "demo", "down", "status"))
+    vm.add_argument("--phones", type=int, default=int(os.environ.get("PLAZA_PHONES", "2")))
+    vm.add_argument("--all", action="store_true", help="down: also the box, volumes, libvirtd")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("plaza-lab: needs root (network namespaces)", file=sys.stderr)
@@ -80,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             from lab import demo
 
             return demo.main(args.name, args.wallet)
+        elif args.command == "vm":
+            from lab import vagrant_cli
+
+            return vagrant_cli.main(args.action, args.phones, args.all)
     except LabError as exc:
         print(f"plaza-lab: {exc}", file=sys.stderr)
         return 1

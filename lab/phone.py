@@ -38,6 +38,14 @@ class Phone:
     def close(self) -> None:
         self._jar.unlink(missing_ok=True)
 
+    def prefix(self) -> list[str]:
+        """How a command runs on this phone: in its namespace (lab/vagrant_lab.py's phone VMs
+        run it over SSH instead)."""
+        return ["ip", "netns", "exec", self.netns]
+
+    def run(self, cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
     def request(
         self,
         url: str,
@@ -47,7 +55,7 @@ class Phone:
         extra: tuple[str, ...] = (),
     ) -> Response:
         cmd = [
-            "ip", "netns", "exec", self.netns,
+            *self.prefix(),
             "curl", "-sS", "-i", "--max-time", str(timeout), "--connect-timeout", str(timeout),
             "-b", str(self._jar), "-c", str(self._jar),
             "-w", "\n%{time_total}", "-X", method, *extra,
@@ -55,7 +63,7 @@ class Phone:
         for key, value in (data or {}).items():
             cmd += ["--data-urlencode", f"{key}={value}"]
         cmd.append(url)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)
+        proc = self.run(cmd, timeout=timeout + 5)
         out, _, took = proc.stdout.rpartition("\n")
         seconds = float(took) if re.fullmatch(r"[\d.]+", took or "") else 0.0
         if proc.returncode != 0 or not out.startswith("HTTP/"):
@@ -93,9 +101,8 @@ class Phone:
         return self.post(portal_url.rstrip("/") + "/logout", {"csrf_token": match.group(1)})
 
     def ping(self, ip: str, count: int = 1, wait: float = 1.0) -> bool:
-        proc = subprocess.run(
-            ["ip", "netns", "exec", self.netns, "ping", "-n", "-c", str(count),
-             "-W", str(wait), ip],
-            capture_output=True,
-        )  # fmt: skip
+        proc = self.run(
+            [*self.prefix(), "ping", "-n", "-c", str(count), "-W", str(wait), ip],
+            timeout=count * wait + 10,
+        )
         return proc.returncode == 0

@@ -1,0 +1,199 @@
+"""The VM lab's pure parts: the box's metadata and layer, the libvirt network checks, the
+launcher's preflight errors, and how a phone VM's commands and addresses are read. The full
+run (Vagrant, libvirt, VMs) is `make vm-test`."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway import config as gwconfig
+from lab import libvirt, vagrant_box, vagrant_lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ISOLATED_BRIDGE = """<network connections='1'><name>plaza-wan</name>
+<bridge name='virbr2' stp='on' delay='0'/><mac address='52:54:00:9e:ae:73'/></network>"""
+MGMT = """<network><name>plaza-mgmt</name><bridge name='virbr1'/>
+<ip address='198.18.100.1' netmask='255.255.255.0'><dhcp>
+<range start='198.18.100.1' end='198.18.100.254'/></dhcp></ip></network>"""
+NAT = """<network><name>plaza-mgmt</name><forward mode='nat'/><bridge name='virbr0'/>
+<ip address='192.168.121.1' netmask='255.255.255.0'><dhcp>
+<range start='192.168.121.2' end='192.168.121.254'/></dhcp></ip></network>"""
+LAN_WITH_DHCP = """<network><name>plaza-lan</name><bridge name='virbr3'/>
+<ip address='198.19.0.2' netmask='255.255.255.0'><dhcp><range start='198.19.0.3'
+end='198.19.0.9'/></dhcp></ip></network>"""
+MEMINFO = "MemTotal:       24000000 kB\nMemAvailable:   {kb} kB\n"
+
+
+def test_box_metadata_is_a_libvirt_qcow2_box() -> None:
+    meta = vagrant_box.metadata()
+    assert meta["provider"] == "libvirt" and meta["format"] == "qcow2"
+    assert meta["disks"] == [{"path": "box.img", "format": "qcow2"}]
+    assert meta["virtual_size"] == 2
+
+
+def test_box_vagrantfile_logs_in_as_root_with_the_baked_key() -> None:
+    text = vagrant_box.BOX_VAGRANTFILE
+    assert 'config.ssh.username = "root"' in text
+    assert "config.ssh.insert_key = false" in text
+
+
+def test_box_digest_follows_the_image_and_the_builder() -> None:
+    base = vagrant_box.inputs_digest("abc\n", b"source")
+    assert base == vagrant_box.inputs_digest("abc", b"source")  # the stamp's newline
+    assert base != vagrant_box.inputs_digest("abd", b"source")
+    assert base != vagrant_box.inputs_digest("abc", b"source 2")
+
+
+def test_box_is_stale_without_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vagrant_box, "IMAGE", tmp_path / "plaza-router.qcow2")
+    monkeypatch.setattr(vagrant_box, "IMAGE_INPUTS", tmp_path / "plaza-router.inputs")
+    with pytest.raises(vagrant_box.BoxError, match="make router-image"):
+        vagrant_box.is_stale()
+
+
+def test_box_staleness_by_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (("IMAGE", "img"), ("IMAGE_INPUTS", "inputs"), ("BOX", "box")):
+        monkeypatch.setattr(vagrant_box, name, tmp_path / value)
+    monkeypatch.setattr(vagrant_box, "BOX_INPUTS", tmp_path / "box.inputs")
+    (tmp_path / "img").write_text("qcow2")
+    (tmp_path / "inputs").write_text("digest-1\n")
+    assert vagrant_box.is_stale()  # no box yet
+    (tmp_path / "box").write_text("box")
+    (tmp_path / "box.inputs").write_text(vagrant_box.current_digest() + "\n")
+    assert not vagrant_box.is_stale()
+    (tmp_path / "inputs").write_text("digest-2\n")  # a new router image
+    assert vagrant_box.is_stale()
+
+
+def test_management_nic_gets_an_address_and_nothing_else() -> None:
+    net = vagrant_box.MGMT_NETWORK
+    assert f"Path=pci-0000:00:{vagrant_box.MGMT_PCI_SLOT:02x}.0" in net
+    for line in ("UseGateway=no", "UseRoutes=no", "UseDNS=no", "DHCP=ipv4"):
+        assert line in net
+    # After the WAN and LAN slots: the kernel keeps naming those eth0 and eth1.
+    assert vagrant_box.WAN_PCI_SLOT < vagrant_box.LAN_PCI_SLOT < vagrant_box.MGMT_PCI_SLOT
+
+
+def test_vagrantfile_uses_the_box_slots_and_isolated_networks() -> None:
+    text = (ROOT / "Vagrantfile").read_text()
+    assert f'management_network_pci_slot = "0x{vagrant_box.MGMT_PCI_SLOT:02x}"' in text
+    assert f'WAN_SLOT = "0x{vagrant_box.WAN_PCI_SLOT:02x}"' in text
+    assert f'LAN_SLOT = "0x{vagrant_box.LAN_PCI_SLOT:02x}"' in text
+    assert 'management_network_mode = "none"' in text
+    assert 'libvirt__forward_mode: "veryisolated"' in text
+    assert "libvirt__dhcp_enabled: false" in text
+    assert 'config.vm.box = "plaza/router"' in text
+    assert "virtualbox" not in text.lower()
+
+
+def test_isolated_networks_pass() -> None:
+    assert libvirt.network_problems("plaza-wan", ISOLATED_BRIDGE) == []
+    assert libvirt.network_problems("plaza-mgmt", MGMT) == []
+
+
+def test_a_forwarding_network_is_refused() -> None:
+    [problem] = libvirt.network_problems("plaza-mgmt", NAT)
+    assert "forwards (nat)" in problem and "isolated" in problem
+
+
+def test_a_lan_with_libvirt_dhcp_is_refused() -> None:
+    [problem] = libvirt.network_problems("plaza-lan", LAN_WITH_DHCP)
+    assert "bare bridge" in problem
+
+
+def test_management_without_dhcp_is_refused() -> None:
+    [problem] = libvirt.network_problems("plaza-mgmt", ISOLATED_BRIDGE)
+    assert "no DHCP" in problem
+
+
+def test_preflight_missing_libvirt_says_what_to_install(tmp_path: Path) -> None:
+    def which(tool: str) -> str | None:
+        return None if tool == "libvirtd" else f"/usr/bin/{tool}"
+
+    message = libvirt.check_tools(which=which, gems=tmp_path)
+    assert message is not None and "libvirt-daemon-system" in message
+    assert "\n" not in message
+
+
+def test_preflight_missing_plugin(tmp_path: Path) -> None:
+    message = libvirt.check_tools(which=lambda tool: f"/usr/bin/{tool}", gems=tmp_path)
+    assert message is not None and "apt-get install vagrant-libvirt" in message
+    (tmp_path / "vagrant-libvirt-0.11.2").mkdir()
+    assert libvirt.check_tools(which=lambda tool: f"/usr/bin/{tool}", gems=tmp_path) is None
+
+
+def test_preflight_memory() -> None:
+    enough = MEMINFO.format(kb=8 * 1024 * 1024)
+    assert libvirt.check_memory(3, enough) is None
+    short = libvirt.check_memory(3, MEMINFO.format(kb=1024 * 1024))
+    assert short is not None and "too little memory" in short and "PLAZA_PHONES" in short
+    assert "MemAvailable" in (libvirt.check_memory(1, "MemTotal: 1 kB\n") or "")
+
+
+def test_preflight_stale_box() -> None:
+    assert libvirt.check_box(stale=False) is None
+    assert "make vagrant-box" in (libvirt.check_box(stale=True) or "")
+
+
+def test_kvm_probe_without_kvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(libvirt.os, "access", lambda path, mode: False)
+    assert libvirt.kvm_usable(tmp_path / "vmlinuz") is False
+
+
+def test_domifaddr_and_bridge_parsing() -> None:
+    out = (
+        " Name       MAC address          Protocol     Address\n"
+        "-------------------------------------------------------\n"
+        " vnet2      52:54:00:17:bc:62    ipv4         198.18.100.104/24\n"
+    )
+    assert vagrant_lab.parse_domifaddr(out) == "198.18.100.104"
+    assert vagrant_lab.parse_domifaddr(out.splitlines()[0]) is None
+    assert vagrant_lab.parse_bridge("Name:           plaza-wan\nBridge:         virbr2\n") == (
+        "virbr2"
+    )
+    with pytest.raises(vagrant_lab.VMLabError, match="plaza-lab vm up"):
+        vagrant_lab.parse_bridge("Name: plaza-wan\n")
+
+
+def test_venue_config_is_a_valid_router_config() -> None:
+    config = gwconfig.from_dict(tomllib.loads(vagrant_lab.venue_toml("plaza-portal")))
+    assert config.portal.url == vagrant_lab.PORTAL_URL
+    assert config.portal.api_url == vagrant_lab.API_URL
+    assert config.cloud.ca_bundle.startswith(vagrant_lab.LAB_ETC)
+    assert config.lan.interface == "br-lan"
+
+
+def test_isp_hands_the_router_its_wan_address_only() -> None:
+    conf = vagrant_lab.isp_dnsmasq_conf(Path("/run/x/isp.leases"))
+    assert f"dhcp-range={vagrant_lab.ROUTER_WAN},{vagrant_lab.ROUTER_WAN}," in conf
+    assert "port=0" in conf  # the internet's own dnsmasq answers DNS
+
+
+def test_opt114_decoding() -> None:
+    url = "https://portal.plaza.test/api/captive"
+    assert vagrant_lab.decode_opt114(url.encode().hex()) == url
+    assert vagrant_lab.decode_opt114(url) == url
+
+
+def test_phone_vm_runs_curl_over_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "HTTP/1.1 204 No Content\n\n\n0.010", "")
+
+    monkeypatch.setattr(vagrant_lab.subprocess, "run", fake_run)
+    phone = vagrant_lab.VMPhone("phone1", "198.18.100.7")
+    r = phone.get("http://example.test/a b")
+    assert r.ok and r.status == 204
+    argv = seen[0]
+    assert argv[:4] == ["ip", "netns", "exec", libvirt.NETNS]
+    assert "root@198.18.100.7" in argv
+    remote = argv[-1]
+    assert remote.startswith("curl ") and "'http://example.test/a b'" in remote
+    assert "/root/plaza-phone.cookies" in remote
