@@ -13,6 +13,7 @@ listens on ports above 1024 (without ujail procd cannot give it CAP_NET_BIND_SER
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,19 @@ CONFIGURE = (
     "uci set plaza.portal.port=8000; uci set plaza.portal.intercept_port=8080; "
     "uci commit plaza"
 )
+
+
+PHONE_MAC, PHONE_IP = "02:50:4c:00:00:09", "198.19.0.109"
+SOCKET = "/var/run/plaza/control.sock"  # plaza.gateway.control_socket in the shipped config
+
+
+def client(box: OpenWrt, mac: str) -> dict | None:
+    out = box.sh(f"plaza-ctl --socket {SOCKET} clients --json", check=False)
+    try:
+        clients = json.loads(out)
+    except ValueError:
+        return None  # the daemon is (re)starting
+    return next((c for c in clients if c.get("mac") == mac), None)
 
 
 @pytest.fixture
@@ -97,6 +111,14 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     assert box.sh("uci get dhcp.plaza_garden").strip() == "ipset"
     assert "Plaza-portal" in box.sh("nft list chain inet fw4 input_guest")
 
+    # A DHCP lease the OpenWrt way: dnsmasq's dhcp-script -> hotplug-call dhcp -> 90-plaza.
+    box.sh(f"ACTION=add MACADDR={PHONE_MAC} IPADDR={PHONE_IP} HOSTNAME=phone9 hotplug-call dhcp")
+    phone = box.wait("the lease reaching the daemon", lambda: client(box, PHONE_MAC))
+    assert (phone["ip"], phone["state"]) == (PHONE_IP, "captive"), phone
+    box.sh(f"plaza-ctl --socket {SOCKET} auth {PHONE_MAC} --minutes 30")
+    assert client(box, PHONE_MAC)["state"] == "authorized"
+    assert PHONE_IP in box.sh("nft list set inet plaza auth4")
+
     # Idle memory on the 128 MB router class (glibc/x86_64 here, not musl/MIPS).
     rss_kb = int(box.sh(f"grep VmRSS /proc/{pids['gateway']}/status").split()[1])
     print(f"daemon RSS idle under procd: {rss_kb / 1024:.1f} MiB")
@@ -123,6 +145,10 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     box.sh("fw4 restart >/dev/null 2>&1")
     assert "table inet plaza" in box.sh("nft list tables")
     assert running(box)
+    # The session outlived the respawn, the restart and fw4's: the phone is still online.
+    box.wait("the daemon answering", lambda: client(box, PHONE_MAC))
+    assert client(box, PHONE_MAC)["state"] == "authorized"
+    assert PHONE_IP in box.sh("nft list set inet plaza auth4")
 
     box.sh("/etc/init.d/plaza stop")
     box.wait("no plaza instance", lambda: not box.instances("plaza"))
