@@ -58,12 +58,15 @@ sys.exit({function}())
 
 IPK_WRAPPER = '''#!/usr/bin/python3 -I
 """{name}: the OpenWrt package's entry point; its libraries live in /usr/lib/plaza."""
+import os
 import sys
 
 if sys.version_info[:2] != {pyver}:
     sys.exit("{name}: built for Python {pydot} (bytecode only); this is Python %d.%d"
              % sys.version_info[:2])
 sys.path.insert(0, "/usr/lib/plaza")
+# plaza-ctl's default: the control socket of the shipped /etc/config/plaza (OpenWrt's /var/run)
+os.environ.setdefault("PLAZA_CONTROL_SOCKET", "/var/run/plaza/control.sock")
 from {module} import {function}  # noqa: E402
 
 sys.exit({function}())

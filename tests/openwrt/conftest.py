@@ -12,14 +12,13 @@ from tests.openwrt.host import ROOT, need_userland
 
 @pytest.fixture(scope="session")
 def ipk() -> Path:
-    """dist/plaza_<version>_all.ipk, built by `make package` when missing."""
+    """dist/plaza_<version>_all.ipk, built afresh by `make package` (the code under test)."""
     need_userland()
     import tomllib
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     path = ROOT / "dist" / f"plaza_{version}_all.ipk"
-    if not path.exists():
-        subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["make", "-s", "package"], cwd=ROOT, check=True, capture_output=True)
     return path
 
 

@@ -52,11 +52,10 @@ CONFIGURE = (
 
 
 PHONE_MAC, PHONE_IP = "02:50:4c:00:00:09", "198.19.0.109"
-SOCKET = "/var/run/plaza/control.sock"  # plaza.gateway.control_socket in the shipped config
 
 
 def client(box: OpenWrt, mac: str) -> dict | None:
-    out = box.sh(f"plaza-ctl --socket {SOCKET} clients --json", check=False)
+    out = box.sh("plaza-ctl clients --json", check=False)  # the .ipk's default socket
     try:
         clients = json.loads(out)
     except ValueError:
@@ -115,7 +114,7 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     box.sh(f"ACTION=add MACADDR={PHONE_MAC} IPADDR={PHONE_IP} HOSTNAME=phone9 hotplug-call dhcp")
     phone = box.wait("the lease reaching the daemon", lambda: client(box, PHONE_MAC))
     assert (phone["ip"], phone["state"]) == (PHONE_IP, "captive"), phone
-    box.sh(f"plaza-ctl --socket {SOCKET} auth {PHONE_MAC} --minutes 30")
+    box.sh(f"plaza-ctl auth {PHONE_MAC} --minutes 30")
     assert client(box, PHONE_MAC)["state"] == "authorized"
     assert PHONE_IP in box.sh("nft list set inet plaza auth4")
 
