@@ -24,11 +24,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue, new_id
+from cloud.o2o import voucher_claim_pg
 from cloud.o2o.voucher_models import (
     KINDS,
     Voucher,
@@ -307,12 +308,10 @@ def _claim_once(
         "expires_at": end,
         "redeemed_at": None,
     }
-    if db.get_bind().dialect.name == "postgresql":
-        # The template's row lock is held until the commit returns; not waiting there for the
-        # WAL flush is what lets claims pass ~8 ms fsyncs (docs/decisions.md: a crash may
-        # lose the last claims, the voucher and its count together, never one without the
-        # other). Set before the lock is taken, so nothing but COMMIT follows the UPDATE.
-        db.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    if db.get_bind().dialect.name == "postgresql":  # one round trip: voucher_claim_pg.py
+        if not voucher_claim_pg.count_and_insert(db, template_id, values):
+            raise VoucherError("exhausted", "this offer has run out: every voucher was claimed")
+        return Voucher(**values)
     # The unique rows first: a lost race fails here, before the template's row lock.
     db.execute(insert(issued).values(values))
     counted = db.execute(
