@@ -15,6 +15,7 @@ checking codes offline (cloud/o2o/voucher_codes.py).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -58,7 +59,11 @@ def vt(key: str, **values: object) -> str:
 
 @bp.context_processor
 def _texts() -> dict[str, object]:
-    return {"vt": vt, "describe": describe}
+    return {"vt": vt, "describe": describe, "utc": utc}
+
+
+def utc(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def describe(template: VoucherTemplate) -> str:

@@ -109,6 +109,7 @@ def test_claim_show_and_redeem_once(app: Flask, client: FlaskClient, clock: Fake
     page = client.get(voucher_page)
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "<svg" in html and "script" not in html.lower()
+    assert "2027-01-22 08:00 UTC" in html  # the fixture clock + 7 days
     code = re.search(r'<p class="code">([^<]+)</p>', html).group(1)  # type: ignore[union-attr]
     with cloud_db.session(app) as db:
         (voucher,) = db.query(Voucher).all()
