@@ -30,6 +30,7 @@ import payment_notify
 import redirect_latency
 import router_install
 import scale
+import voucher_claims
 from benchlib import HERE, LAB_NAME, Result, log, netns_names
 
 RESULTS = HERE / "results" / "latest.json"
@@ -42,6 +43,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (cloud_ingest.NAME, cloud_ingest.run),
     (dashboard.NAME, dashboard.run),
     (payment_notify.NAME, payment_notify.run),
+    (voucher_claims.NAME, voucher_claims.run),
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),

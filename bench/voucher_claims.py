@@ -111,7 +111,7 @@ def measure(url: str, clients: int, budget: int, for_update: bool) -> dict[str, 
             "over_issue": max(0, stored - budget, issued - budget)}  # fmt: skip
 
 
-def run(clients: int, budget: int, for_update: bool) -> Result:
+def run(clients: int = 4, budget: int = 20_000, for_update: bool = False) -> Result:
     result = Result(NAME)
     with running_cluster(database="plaza_bench", durable=True) as cluster:
         log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
@@ -135,7 +135,7 @@ def run(clients: int, budget: int, for_update: bool) -> Result:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8, help="claiming processes at once")
+    parser.add_argument("--clients", type=int, default=4, help="claiming processes at once")
     parser.add_argument("--budget", type=int, default=20_000, help="the template's budget")
     parser.add_argument("--for-update", action="store_true", help="lock the row first instead")
     args = parser.parse_args()
