@@ -317,6 +317,10 @@ class VMLab:
             return android.rule(probes.Answer(r.status or None, r.body, r.location))
 
         try:
+            # The phone joins now: its DHCP client starts afresh (a lease it took while the
+            # router was still blank has no option 114; udhcpc -R releases it on the way out).
+            ssh(phone.ip, "rm -f /var/lib/plaza-phone/lease*; "
+                "systemctl restart plaza-phone-dhcp.service")  # fmt: skip
             ip = wait(lambda: ssh(phone.ip, "cat /var/lib/plaza-phone/lease 2>/dev/null").strip(),
                       90)  # fmt: skip
             expect(bool(ip), f"{machine} got no address from the router's DHCP in 90 s")
