@@ -6,6 +6,7 @@ budget, used, expired, forged and other venues' codes."""
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Any
 
 import pytest
@@ -19,9 +20,12 @@ from cloud.o2o import voucher_codes
 from cloud.o2o.shoppers import find_or_create
 from cloud.o2o.voucher_models import Voucher, VoucherTemplate
 from lab.pki import LabCA
+from lab.wallet import app as wallet_app
 from plaza import signing
 from tests.cloud.dashboard_helpers import sign_in as merchant_sign_in
+from tests.cloud.o2o_helpers import CLOUD
 from tests.conftest import FakeClock
+from tests.wallet_harness import Browser
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -209,3 +213,22 @@ def test_pkpass_download(app: Flask, client: FlaskClient, clock: FakeClock, venu
     answer = client.get(voucher_page + ".pkpass")
     assert answer.status_code == 200 and answer.mimetype == "application/vnd.apple.pkpass"
     assert answer.data[:2] == b"PK"
+
+
+def test_save_to_the_sandbox_wallet(shop_app: Flask, sandbox_wallet, clock: FakeClock,
+                                    venue: Venue, offer: str):  # fmt: skip
+    """The voucher page's wallet link adds a pass in the sandbox wallet that opens the
+    voucher page on the cloud's own origin."""
+    client = shop_app.test_client()
+    as_shopper(shop_app, client, clock)
+    voucher_page = claim(client, venue.id, offer)[0].headers["Location"]
+    html = client.get(voucher_page).get_data(as_text=True)  # links on PUBLIC_URL (CLOUD)
+    link = re.search(r'<a class="button" href="([^"]+/passes/add\?[^"]+)"', html)
+    assert link, html
+    phone = Browser(sandbox_wallet.ca_file)
+    pins = {u["login"]: u["pin"] for u in sandbox_wallet.material["users"]}
+    saved = wallet_app.save_pass(phone, unescape(link.group(1)), "alice", pins["alice"])
+    assert saved.status == 200, saved.body
+    assert (f"{venue.name}: 10 off", CLOUD + voucher_page) in wallet_app.passes(
+        phone, sandbox_wallet.url
+    )
