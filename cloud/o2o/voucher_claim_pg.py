@@ -62,5 +62,8 @@ def count_and_insert(db: Session, template_id: str, values: dict[str, Any]) -> b
     except psycopg.errors.UniqueViolation as exc:
         db.rollback()
         raise IntegrityError(str(compiled), compiled.params, exc) from exc
+    except psycopg.Error:
+        db.rollback()  # the session must not be left in a transaction psycopg aborted
+        raise
     db.commit()  # the session's own bookkeeping: the connection has nothing left to commit
     return stored
