@@ -235,13 +235,19 @@ class RouterVM:
         return done
 
     def provision(
-        self, *argv: str, timeout: float = 900, on_line: Callable[[dict], None] | None = None
+        self,
+        *argv: str,
+        timeout: float = 900,
+        on_line: Callable[[dict], None] | None = None,
+        key: Path | None = None,
     ) -> tuple[int, list[dict], str]:
         """`plaza-provision ARGV --json` from the technician's laptop (the internet namespace)
         with the baked key and this boot's known_hosts: (exit code, JSON lines, all output).
-        `on_line` sees each JSON line as it comes (to act in the middle of a flash)."""
+        `on_line` sees each JSON line as it comes (to act in the middle of a flash); `key`:
+        another SSH key than the baked one."""
         tool = Path(sys.executable).parent / "plaza-provision"
-        extra = ["-i", str(self.key), "--known-hosts", str(self.dir / "known_hosts"), "--json"]
+        known = str(self.dir / "known_hosts")
+        extra = ["-i", str(key or self.key), "--known-hosts", known, "--json"]
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.internet_ns, str(tool), *argv, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -11,6 +11,7 @@ DHCP client and curl. Steps depend on the ones before (one router, in order).
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -150,3 +151,15 @@ def test_an_upgrade_keeps_the_phone_online(
     assert installed.strip() == f"{version} ii", installed
     assert len(results) >= 10, results
     assert not lost, f"{len(lost)} of {len(results)} probes lost: {lost[:5]}\n{journal(vm)}"
+
+
+def test_a_wrong_ssh_key_is_refused_with_what_to_do(
+    lab_vm: RouterVM, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Another technician's key: exit 3 at connect, nothing run on the router."""
+    other = tmp_path_factory.mktemp("key") / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    code, lines, text = lab_vm.provision("verify", WAN_ROUTER, key=other, timeout=120)
+    assert code == 3, text
+    failed = steps(lines)["connect"]
+    assert failed["status"] == "fail" and "key" in (failed["message"] + failed["hint"]), text
