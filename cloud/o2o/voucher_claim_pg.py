@@ -15,53 +15,59 @@ and the caller retries as on any database.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import psycopg
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import bindparam, insert, literal_column, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.o2o.voucher_models import Voucher, VoucherTemplate
 
 
-def count_and_insert(db: Session, template_id: str, values: dict[str, Any]) -> bool:
-    """True if the voucher was counted, stored and committed; False if the budget ran out
-    (nothing stored). IntegrityError if a unique row was taken (nothing stored)."""
+@functools.cache
+def _statement(dialect: Dialect, names: tuple[str, ...]) -> str:
+    """The claim's SQL, compiled once per column list (the ORM's statement cache does not
+    reach a statement run on the driver's own connection)."""
     templates, vouchers = VoucherTemplate.__table__, Voucher.__table__
     counted = (
         update(templates)
         .where(
-            templates.c.id == template_id,
-            templates.c.state == "ACTIVATED",
+            templates.c.id == bindparam("claim_template_id"),
+            templates.c.state == literal_column("'ACTIVATED'"),
             templates.c.issued < templates.c.budget,
         )
-        .values(issued=templates.c.issued + 1)
+        .values(issued=templates.c.issued + literal_column("1"))
         .returning(templates.c.id)
         .cte("counted")
     )
-    names = list(values)
-    statement = (
-        insert(vouchers)
-        .from_select(
-            names,
-            select(*(literal(values[n], vouchers.c[n].type) for n in names)).select_from(counted),
-        )
-        .returning(vouchers.c.id)
+    columns = (bindparam(f"v_{n}", type_=vouchers.c[n].type) for n in names)
+    statement = insert(vouchers).from_select(
+        list(names), select(*columns).select_from(counted), include_defaults=False
     )
-    compiled = statement.compile(dialect=db.get_bind().dialect)
+    return str(statement.returning(vouchers.c.id).compile(dialect=dialect))
+
+
+def count_and_insert(db: Session, template_id: str, values: dict[str, Any]) -> bool:
+    """True if the voucher was counted, stored and committed; False if the budget ran out
+    (nothing stored). IntegrityError if a unique row was taken (nothing stored)."""
+    sql = _statement(db.get_bind().dialect, tuple(values))
+    params = {f"v_{n}": v for n, v in values.items()}
+    params["claim_template_id"] = template_id
     raw = db.connection().connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     try:
         with raw.pipeline():
             cursor = raw.cursor()
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            cursor.execute(str(compiled), compiled.params)
+            cursor.execute(sql, params)
             raw.commit()
         stored = cursor.fetchone() is not None
     except psycopg.errors.UniqueViolation as exc:
         db.rollback()
-        raise IntegrityError(str(compiled), compiled.params, exc) from exc
+        raise IntegrityError(sql, params, exc) from exc
     except psycopg.Error:
         db.rollback()  # the session must not be left in a transaction psycopg aborted
         raise
