@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.models import Venue, new_id
-from cloud.o2o import voucher_claim_pg
+from cloud.o2o import payments, voucher_claim_pg
 from cloud.o2o.voucher_models import (
     KINDS,
     Voucher,
@@ -417,14 +417,20 @@ def reverse_redemption(
     if rid is None:
         db.rollback()
         raise VoucherError("not_found", "no such redemption")
+    done = _reverse(db, rid, now, reason)
+    (db.commit if done else db.rollback)()
+    return done
+
+
+def _reverse(db: Session, redemption_id: str, now: float, reason: str) -> bool:
+    """The reversal's writes in the caller's transaction (no commit)."""
     row = db.execute(
         update(VoucherRedemption)
-        .where(VoucherRedemption.id == rid, VoucherRedemption.reversed_at.is_(None))
+        .where(VoucherRedemption.id == redemption_id, VoucherRedemption.reversed_at.is_(None))
         .values(reversed_at=now, reverse_reason=reason[:200])
         .returning(VoucherRedemption.voucher_id, VoucherRedemption.code_gen)
     ).first()
     if row is None:
-        db.rollback()
         return False
     db.execute(
         update(Voucher)
@@ -435,8 +441,24 @@ def reverse_redemption(
         )
         .values(state="ISSUED", redeemed_at=None, code_gen=Voucher.code_gen + 1)
     )
-    db.commit()
     return True
+
+
+def on_refund(db: Session, payment: Any, refund: Any, at: float) -> None:
+    """payments.REFUND_HOOKS: once a payment is refunded in full, the vouchers redeemed on it
+    (`redeem(..., payment_ref=payment.id)`) go back, in the refund's own transaction (the hook
+    must not commit). A partial refund leaves the voucher used: it discounted the order."""
+    if payment.refunded < payment.amount:
+        return
+    query = select(VoucherRedemption.id).where(
+        VoucherRedemption.payment_ref == payment.id, VoucherRedemption.reversed_at.is_(None)
+    )
+    for rid in list(db.scalars(query)):
+        _reverse(db, rid, at, f"refund {refund.id}")
+
+
+if on_refund not in payments.REFUND_HOOKS:
+    payments.REFUND_HOOKS.append(on_refund)
 
 
 def find_by_short_code(db: Session, short_code: str) -> Voucher | None:

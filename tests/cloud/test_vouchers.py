@@ -238,3 +238,31 @@ def test_short_codes_are_found_as_typed(app: Flask, venue: Venue, clock: FakeClo
         assert vouchers.find_by_short_code(db, typed).id == voucher.id
         assert vouchers.find_by_short_code(db, "NOPE") is None
         assert vouchers.find_by_short_code(db, "") is None
+
+
+def test_a_full_refund_gives_the_voucher_back(app: Flask, venue: Venue, clock: FakeClock):
+    """The payments' refund hook: in the refund's transaction, only once the payment is
+    refunded in full, and once."""
+    from types import SimpleNamespace
+
+    from cloud.o2o import payments
+
+    assert vouchers.on_refund in payments.REFUND_HOOKS
+    template = active_template(app, venue, clock(), min_spend=0)
+    (alice,) = shoppers(app, 1, clock())
+    voucher = claim(app, template, alice, clock())
+    payment = SimpleNamespace(id="pay_1", amount=5000, refunded=2000)
+    refund = SimpleNamespace(id="rfd_1")
+    with cloud_db.session(app) as db:
+        vouchers.redeem(db, voucher.id, venue.id, 1, "till", clock(), 5000, payment_ref="pay_1")
+        vouchers.on_refund(db, payment, refund, clock())  # partial: the voucher stays used
+        db.commit()
+        assert db.get(Voucher, voucher.id, populate_existing=True).state == "REDEEMED"
+        payment.refunded = 5000
+        for _ in range(2):  # a hook run twice reverses once
+            vouchers.on_refund(db, payment, refund, clock())
+            db.commit()
+        again = db.get(Voucher, voucher.id, populate_existing=True)
+        assert (again.state, again.code_gen) == ("ISSUED", 2)
+        (row,) = db.scalars(sa.select(VoucherRedemption)).all()
+        assert row.reverse_reason == "refund rfd_1"
