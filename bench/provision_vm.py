@@ -31,13 +31,11 @@ def main() -> int:
     try:
         vm.up()
         boot = vm.wait_ssh()
-        config = prepare(vm)
+        venue = prepare(vm)
         assert vm.internet is not None
         claim = vm.internet.claim()
         start = time.monotonic()
-        code, lines, text = vm.provision(
-            *flash_args(claim, "--venue-config", config, "--package", str(deb))
-        )
+        code, lines, text = vm.provision(*flash_args(claim, *venue, "--package", str(deb)))
         flashed = time.monotonic() - start
         if code != 0:
             print(f"flash failed ({code}):\n{text}", file=sys.stderr)

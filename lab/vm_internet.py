@@ -9,8 +9,9 @@ and used by a phone end to end.
 
 The ISP's dnsmasq (lab/vm.py) forwards what it does not know to 192.0.2.53, so the router
 resolves the lab's names through its WAN's DNS as it would at a venue. One lab CA signs the
-cloud, the wallet and the portal; the router gets the CA and the portal's chain as files
-(`router_files`), as a venue's IT would install its own certificate.
+cloud, the wallet and the portal; the router gets the CA as a file (`router_files`), as a venue's
+IT would install its trust anchors, and the portal's chain and key through `plaza-provision flash
+--portal-cert/--portal-key` (`portal_pair`), as a technician does.
 """
 
 from __future__ import annotations
@@ -151,14 +152,15 @@ class VMInternet:
         return labcloud.claim_code(self.directory, self.account.venue_id)
 
     def router_files(self) -> list[RouterFile]:
-        """The venue's TLS files the router needs before flash: the lab CA (to trust the cloud
-        and the wallet) and the portal's chain and key (readable by the portal's group)."""
+        """The venue's file the router needs before flash: the lab CA (to trust the cloud and
+        the wallet; a real venue's are public CAs the router already trusts)."""
+        return [RouterFile(ROUTER_CA, self.ca.cert_path.read_bytes())]
+
+    def portal_pair(self) -> tuple[Path, Path]:
+        """The portal's chain and key on the laptop, for `flash --portal-cert/--portal-key`
+        (which installs them at ROUTER_PORTAL_CERT/KEY, as the venue config names them)."""
         pki = self.directory / "pki"
-        return [
-            RouterFile(ROUTER_CA, self.ca.cert_path.read_bytes()),
-            RouterFile(ROUTER_PORTAL_CERT, (pki / "portal.pem").read_bytes()),
-            RouterFile(ROUTER_PORTAL_KEY, (pki / "portal.key").read_bytes(), "0640", "plaza"),
-        ]
+        return pki / "portal.pem", pki / "portal.key"
 
     def venue_config(self) -> str:
         """The router's gateway.toml for this lab: the package's defaults for the LAN, plus the

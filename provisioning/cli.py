@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from provisioning import tls_files
 from provisioning.batch import Row, State, read_rows, run_batch
 from provisioning.cloud_status import http_fetch
 from provisioning.errors import NAMES, OK, USAGE, ProvisionError
@@ -67,6 +68,13 @@ def ssh_arguments(p: argparse.ArgumentParser) -> None:
 def flash_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cloud", default="", metavar="URL", help="the cloud's base URL")
     p.add_argument("--package", type=Path, metavar="DEB", help="plaza_<ver>_<arch>.deb to install")
+    p.add_argument(
+        "--portal-cert",
+        type=Path,
+        metavar="PEM",
+        help="the portal's certificate chain, installed at the venue config's [portal] cert_file",
+    )
+    p.add_argument("--portal-key", type=Path, metavar="PEM", help="its private key (key_file)")
     p.add_argument(
         "--rollback-timeout",
         type=float,
@@ -172,10 +180,16 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
     def plan_flash(claim: str, venue_config: Path | None) -> FlashPlan:
         """The command line's flash options for one router (its claim and venue config are
         the command line's, or its row's in a batch)."""
+        tls = None
+        if args.portal_cert or args.portal_key:
+            if not (args.portal_cert and args.portal_key):
+                raise ProvisionError(USAGE, "--portal-cert and --portal-key go together")
+            tls = tls_files.load(args.portal_cert, args.portal_key, venue_config)
         return FlashPlan(
             claim=claim,
             cloud=args.cloud,
             venue_config=venue_config,
+            portal_tls=tls,
             package=args.package,
             root=args.root,
             rollback_timeout=args.rollback_timeout,
@@ -183,8 +197,8 @@ def run(args: argparse.Namespace, reporter: Reporter, make_runner: RunnerFactory
         )
 
     if args.command == "flash":
+        flash_plan = plan_flash(args.claim, args.venue_config)  # its files checked first
         runner = make_runner(args.host, "", 0)
-        flash_plan = plan_flash(args.claim, args.venue_config)
         return one_router(lambda: (OK, flash(runner, flash_plan, reporter).get("enrol", "")))
     if args.command == "verify":
         runner = make_runner(args.host, "", 0)

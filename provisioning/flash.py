@@ -30,6 +30,7 @@ from provisioning.errors import (
 )
 from provisioning.report import Reporter
 from provisioning.ssh import Runner, as_root
+from provisioning.tls_files import PortalTLS, install_commands
 
 PACKAGE = "plaza"
 SPARE = 20 * 1024 * 1024  # bytes kept free beyond the package's own needs
@@ -41,6 +42,7 @@ class FlashPlan:
     claim: str
     cloud: str = ""
     venue_config: Path | None = None
+    portal_tls: PortalTLS | None = None  # checked on the laptop (tls_files.load)
     package: Path | None = None
     root: str = ""  # prefix of the router's paths (tests, chroots)
     rollback_timeout: float = 60.0
@@ -158,6 +160,22 @@ def apply_config(runner: Runner, plan: FlashPlan, remote: str) -> str:
     )
 
 
+def install_tls(runner: Runner, plan: FlashPlan, tls: PortalTLS) -> str:
+    """The portal's chain and key where the venue config wants them, before the config step
+    (its check-config reads them)."""
+    chain, key = f"{plan.spool}/portal-chain.new", f"{plan.spool}/portal-key.new"
+    for data, remote in ((tls.chain, chain), (tls.key, key)):
+        runner.upload(io.BytesIO(data), len(data), remote, lambda n: None)
+    out = runner.run(["sh", "-c", install_commands(chain, key, tls, plan.config)])
+    if not out.ok:
+        raise ProvisionError(
+            HALF_DONE,
+            f"the portal's certificate could not be installed: {last_line(out.stderr)}",
+            f"check {tls.cert_file} and {tls.key_file} on the router, then run flash again",
+        )
+    return f"{tls.hostname}: {tls.cert_file}, {tls.key_file}"
+
+
 def enrol(runner: Runner, plan: FlashPlan) -> str:
     argv = ["plaza-gateway", "--config", plan.config, "enrol", "--claim", "-"]
     if plan.cloud:
@@ -231,6 +249,9 @@ def flash(runner: Runner, plan: FlashPlan, reporter: Reporter) -> dict[str, str]
                 plan.result["install"] = install(runner, plan, remote)
         finally:
             runner.run(["rm", "-f", remote])  # a router's flash is small; dpkg has its copy
+    if plan.portal_tls is not None:
+        with reporter.step(host, "portal certificate"):
+            plan.result["portal_tls"] = install_tls(runner, plan, plan.portal_tls)
     if plan.venue_config is not None:
         remote = f"{plan.spool}/gateway.toml.new"
         data = plan.venue_config.read_bytes()

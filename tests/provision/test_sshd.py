@@ -5,11 +5,13 @@ the real command line with --json, as the VM test and a technician's script call
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lab.pki import LabCA
 from provisioning import errors
 from tests.provision.conftest import Cloud, SshRouter, build_deb, free_port
 
@@ -291,3 +293,36 @@ def test_image_baked_enrolment_waits_for_the_merchant(ssh_router, cloud, tmp_pat
     code, lines, _ = provision("verify", "127.0.0.1", *ssh_router.args())
     assert device_id in checks(lines)["enrolled"]["reason"]
     assert code == errors.CHECK_FAILED  # never flashed: its services are not running
+
+
+def test_flash_installs_the_portal_certificate(
+    ssh_router: SshRouter, cloud: tuple[Cloud, str], tmp_path: Path
+):
+    """--portal-cert/--portal-key: the pair lands where the venue config says, before the
+    router's check-config reads that config, the key readable only by root and the config's
+    group."""
+    server, venue_id = cloud
+    chain, key = LabCA(tmp_path / "ca").issue("portal", ["portal.plaza.test"])
+    root = ssh_router.root
+    config = venue_config(ssh_router, tmp_path / "venue.toml", server.url)
+    with config.open("a") as f:
+        f.write(
+            f'[portal]\nhostname = "portal.plaza.test"\ncert_file = "{root}/etc/plaza/tls/'
+            f'portal.pem"\nkey_file = "{root}/etc/plaza/tls/portal.key"\n'
+        )
+    code, lines, text = provision(
+        "flash", "127.0.0.1", "--claim", server.claim(venue_id), "--cloud", server.url,
+        "--package", str(build_deb(tmp_path, "0.1.0")), "--venue-config", str(config),
+        "--portal-cert", str(chain), "--portal-key", str(key), "--rollback-timeout", "10",
+        *ssh_router.args(),
+    )  # fmt: skip
+    assert code == errors.OK, text
+    steps = [x["step"] for x in lines if "step" in x]
+    assert steps.index("portal certificate") < steps.index("config (test and rollback)")
+    placed_chain, placed_key = root / "etc/plaza/tls/portal.pem", root / "etc/plaza/tls/portal.key"
+    assert placed_chain.read_bytes() == chain.read_bytes()
+    assert placed_key.read_bytes() == key.read_bytes()
+    assert stat.S_IMODE(placed_key.stat().st_mode) == 0o640
+    assert placed_key.stat().st_gid == (root / "etc/plaza/gateway.toml").stat().st_gid
+    assert "PRIVATE KEY" not in text
+    assert not list((root / "var/cache/plaza-provision").glob("portal-*"))

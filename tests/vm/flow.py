@@ -48,16 +48,17 @@ def flash_args(claim: str, *extra: str) -> list[str]:
             "--rollback-timeout", "240", "--wait", "240", *extra]  # fmt: skip
 
 
-def prepare(vm: RouterVM) -> str:
-    """The venue's TLS files on the router, its config on the laptop, the laptop's second NIC
-    on the LAN; returns the venue config's path."""
+def prepare(vm: RouterVM) -> list[str]:
+    """The lab CA on the router, the venue config and the portal's pair on the laptop, the
+    laptop's second NIC on the LAN; returns flash's arguments for the config and the pair."""
     assert vm.internet is not None
     for f in vm.internet.router_files():
         vm.put(f.path, f.data, f.mode, f.group)
     config = vm.dir / "venue.toml"
     config.write_text(vm.internet.venue_config())
     vm.laptop_on_lan()
-    return str(config)
+    chain, key = vm.internet.portal_pair()
+    return ["--venue-config", str(config), "--portal-cert", str(chain), "--portal-key", str(key)]
 
 
 def verify_once(vm: RouterVM, claim: str) -> tuple[int, list[dict], str]:

@@ -39,7 +39,8 @@ pytestmark = [pytest.mark.vm, pytest.mark.netns]
 ROOT = Path(__file__).resolve().parents[2]
 PORTAL = f"https://{PORTAL_HOST}/"
 FLASH_STEPS = [
-    "connect", "disk space", "upload", "install", "config (test and rollback)", "enrol",
+    "connect", "disk space", "upload", "install", "portal certificate",
+    "config (test and rollback)", "enrol",
     "services",
 ]  # fmt: skip
 
@@ -63,14 +64,12 @@ def state() -> dict:
 
 def test_flash_a_blank_router_then_verify_all_ok(lab_vm: RouterVM, state: dict) -> None:
     vm = lab_vm
-    config = prepare(vm)
+    venue = prepare(vm)
     assert vm.internet is not None
     state["claim"] = claim = vm.internet.claim()
     deb = ROOT / "dist" / "plaza_0.1.0_amd64.deb"
     start = time.monotonic()
-    code, lines, text = vm.provision(
-        *flash_args(claim, "--venue-config", config, "--package", str(deb))
-    )
+    code, lines, text = vm.provision(*flash_args(claim, *venue, "--package", str(deb)))
     flashed = time.monotonic() - start
     assert code == 0, text + journal(vm)
     assert list(steps(lines)) == FLASH_STEPS, text

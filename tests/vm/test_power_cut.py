@@ -60,7 +60,7 @@ def wait_for(vm: RouterVM, command: str, timeout: float = 240) -> subprocess.Com
 
 def test_power_cut_during_install_then_flash_again(disk_vm: RouterVM, newer_package: Path):
     vm = disk_vm
-    config = prepare(vm)
+    venue = prepare(vm)
     vm.ssh("sync")  # the venue's files were put there before, not during, the flash
     assert vm.internet is not None
     claim = vm.internet.claim()
@@ -72,7 +72,7 @@ def test_power_cut_during_install_then_flash_again(disk_vm: RouterVM, newer_pack
     )
     assert code == 7 and steps(lines)["enrol"]["status"] == "fail", text
     assert "could not enrol" in steps(lines)["enrol"]["message"], text
-    argv = flash_args(claim, "--venue-config", config, "--package", str(newer_package))
+    argv = flash_args(claim, *venue, "--package", str(newer_package))
     cut: dict[str, str] = {}
 
     def on_line(line: dict) -> None:
