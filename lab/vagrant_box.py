@@ -104,10 +104,12 @@ def current_digest() -> str:
 
 
 def is_stale() -> bool:
-    """True when dist/plaza-router.box is missing or was built from another image."""
+    """True when dist/plaza-router.box is missing or was built from another image; BoxError
+    when the image itself is missing (the box is built from it: say so first)."""
+    digest = current_digest()
     if not BOX.exists() or not BOX_INPUTS.exists():
         return True
-    return BOX_INPUTS.read_text().strip() != current_digest()
+    return BOX_INPUTS.read_text().strip() != digest
 
 
 def _run(*cmd: str, timeout: float = 600, **kw) -> str:
