@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.openwrt.host import ROOT, need_userland
+from tests.openwrt.host import ROOT, need_runner
 
 
 @pytest.fixture(scope="session")
 def ipk() -> Path:
     """dist/plaza_<version>_all.ipk, built afresh by `make package` (the code under test)."""
-    need_userland()
+    need_runner()
     import tomllib
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "firmware_overlay"
-TOOL = ROOT.parent / "shared" / "tools" / "openwrt-host"
+TOOL = Path(os.environ.get("OWRT_TOOL", ROOT.parent / "shared" / "tools" / "openwrt-host"))
 OWRT_HOST = Path(os.environ.get("OWRT_HOST", "/opt/openwrt-host"))
 ROOTFS = OWRT_HOST / "rootfs"
 PREFIX = OWRT_HOST / "prefix"
@@ -29,6 +29,14 @@ def need_userland() -> None:
         pytest.skip(NOT_BUILT)
     if os.geteuid() != 0:
         pytest.skip("the OpenWrt userland runs as root (unshare, overlayfs); CI runs as root")
+
+
+def need_runner() -> None:
+    """The tool's run-in-openwrt.sh boots the instances; a clone outside the project's folder
+    (no ../shared beside it) has the built userland but not the tool."""
+    need_userland()
+    if not (TOOL / "run-in-openwrt.sh").exists():
+        pytest.skip(f"{TOOL}/run-in-openwrt.sh missing: set OWRT_TOOL to the openwrt-host tool")
 
 
 def uci_wrapper(bindir: Path) -> Path:
