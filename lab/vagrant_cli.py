@@ -1,4 +1,5 @@
-"""`plaza-lab vm ...`: the VM lab's commands (lab/vagrant_lab.py), each printing what it did."""
+"""`plaza-lab vm ...`: the VM lab's commands (lab/vagrant_lab.py, lab/vagrant_scenarios.py),
+each printing what it did."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import time
 
 from lab import libvirt
 from lab.vagrant_lab import VMLab, VMLabError
+from lab.vagrant_scenarios import SCENARIOS
+
+ACTIONS = ("up", *SCENARIOS, "down", "status")
 
 
 def main(action: str, phones: int, everything: bool = False) -> int:
@@ -16,12 +20,14 @@ def main(action: str, phones: int, everything: bool = False) -> int:
             times = lab.up()
             for stage, seconds in times.items():
                 print(f"  {stage:22} {seconds:6.1f} s")
-            print("VM lab up: plaza-lab vm demo; log in with "
+            print("VM lab up: plaza-lab vm demo|outage|crash|roam; log in with "
                   "`python -m lab.libvirt vagrant ssh router` (or phone1 ...)")  # fmt: skip
-        elif action == "demo":
+        elif action in SCENARIOS:
+            from lab import vagrant_scenarios
+
             t0 = time.monotonic()
-            ok = lab.demo()
-            print(f"demo: {time.monotonic() - t0:.1f} s")
+            ok = vagrant_scenarios.run(action, lab)
+            print(f"vm {action}: {time.monotonic() - t0:.1f} s")
             return 0 if ok else 1
         elif action == "down":
             left = lab.down(everything=everything)

@@ -1,45 +1,45 @@
-"""`plaza-lab vm up|demo|down`: the testers' lab as real VMs (Vagrantfile, docs/vm-lab.md).
+"""`plaza-lab vm up|down` and what the scenarios (lab/vagrant_scenarios.py) run on: the testers'
+lab as real VMs (Vagrantfile, docs/vm-lab.md).
 
     phone VMs --plaza-lan-- router VM --plaza-wan--veth-- [vmlab-inet netns]: fake internet,
-    (busybox udhcpc, curl)  (flashed by plaza-provision)  sandbox wallet, Plaza cloud, ISP DHCP
+    (busybox udhcpc, curl)  (flashed by plaza-provision)  sandbox wallet, Plaza cloud, the ISP
 
-libvirt and Vagrant run in the namespace plaza-virt (lab/libvirt.py). The internet is the
-namespace lab's own (lab/topology.py: the same web, DNS, wallet and cloud processes as
-`plaza-lab up`), wired into the plaza-wan bridge by a veth; its dnsmasq hands the router's WAN
-198.18.0.1, as lab/vm.py's does. The router is then brought into service the technician's way:
-`plaza-provision flash` and `verify` over SSH from the internet side. The demo walks a phone VM
-through the same steps, with the same tools (lab/phone.py's curl client, lab/shopper.py, lab/
-probes.py, lab/demo.py's checks), as `plaza-lab demo` walks a phone namespace.
+libvirt and Vagrant run in the namespace plaza-virt (lab/libvirt.py). The internet is the one the
+router image's end-to-end tests flash against (lab/vm_internet.py: the same web, DNS, wallet,
+cloud and ISP, started by the same code, plus the cloud's push worker), in the namespace
+vmlab-inet wired into the plaza-wan bridge by a veth. The router is brought into service the
+technician's way: `plaza-provision flash --portal-cert/--portal-key` and `verify` over SSH from
+the internet side; the only file put on it by hand is the lab CA (a venue's trust anchor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import shutil
+import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lab import cloud as labcloud
-from lab import libvirt, probes, shopper
-from lab.demo import StepFailed, cloud_rows, expect, wait
-from lab.internet import LAB_SITES, OCSP_HOST
+from lab import libvirt
 from lab.phone import Phone
-from lab.shopper import ShopperError
-from lab.topology import DNS_IP, PORTAL_HOST, VENUE_NAME, WALLET_HOST, Lab, LabState, nsexec
+from lab.topology import DNS_IP, PORTAL_HOST
+from lab.vm_internet import INTERNET_WAN, ROUTER_CA, ROUTER_WAN, VMInternet
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "vmlab"
+INET_NS = "vmlab-inet"
+WAN_VETH = "vmlab-wan"  # the internet's link in the plaza-wan bridge (plaza-virt's end)
+RUN_DIR = Path("/run/plaza-lab/vmlab")
 KEY = ROOT / "dist" / "plaza-lab-key"
 BIN = Path(sys.executable).parent
-ROUTER_WAN = "198.18.0.1"
-INTERNET_WAN = "198.18.0.2"
-LAB_ETC = "/etc/plaza/lab"  # on the router: the lab CA and the portal's certificate
 PORTAL_URL = f"https://{PORTAL_HOST}/"
 API_URL = PORTAL_URL + "api/captive"
+LEASE = "/var/lib/plaza-phone/lease"  # a phone VM's (lab/vagrant/phone-setup.sh)
 SSH_OPTIONS = (
     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
     "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
@@ -48,63 +48,6 @@ SSH_OPTIONS = (
 
 class VMLabError(RuntimeError):
     """A step of the VM lab failed; the message says which and what to do."""
-
-
-def venue_toml(wallet_client_id: str) -> str:
-    """The router's config for `plaza-provision flash --venue-config`: the namespace lab's
-    venue (lab/topology.py gateway_config) with the paths of the router's own files."""
-    return f"""\
-# The VM lab's venue (lab/vagrant_lab.py), flashed by plaza-provision.
-[gateway]
-state_dir = "/var/lib/plaza"
-control_socket = "/run/plaza/control.sock"
-control_group = "plaza"
-metrics_listen = "127.0.0.1:9100"
-
-[lan]
-interface = "br-lan"
-address = "198.19.0.1/24"
-dhcp_start = "198.19.0.100"
-dhcp_end = "198.19.0.250"
-upstream_dns = ["{DNS_IP}"]
-
-[portal]
-hostname = "{PORTAL_HOST}"
-cert_file = "{LAB_ETC}/portal.pem"
-key_file = "{LAB_ETC}/portal.key"
-merchant_name = "{VENUE_NAME}"
-
-[wallet]
-issuer = "https://{WALLET_HOST}"
-client_id = "{wallet_client_id}"
-ca_file = "{LAB_ETC}/ca.pem"
-
-[garden]
-http_domains = ["{OCSP_HOST}"]
-dnsmasq_restart = ["systemctl", "restart", "plaza-dnsmasq.service"]
-
-[cloud]
-url = "{labcloud.CLOUD_URL}"
-ca_bundle = "{LAB_ETC}/ca.pem"
-heartbeat_seconds = 2
-upload_seconds = 1
-
-[accounting]
-poll_seconds = 1
-interim_seconds = 3
-"""
-
-
-def isp_dnsmasq_conf(leases: Path) -> str:
-    """The ISP on the WAN: the router's address by DHCP, the fake internet's DNS (DHCP only:
-    the internet's own dnsmasq answers DNS on 192.0.2.53)."""
-    return (
-        "# The ISP: the router's WAN address by DHCP (lab/vagrant_lab.py).\n"
-        "interface=eth0\nbind-interfaces\nport=0\nno-resolv\nno-hosts\n"
-        f"dhcp-range={ROUTER_WAN},{ROUTER_WAN},255.255.255.252,1h\n"
-        f"dhcp-option=option:router,{INTERNET_WAN}\ndhcp-option=option:dns-server,{DNS_IP}\n"
-        f"dhcp-leasefile={leases}\nlog-dhcp\n"
-    )
 
 
 def parse_domifaddr(text: str) -> str | None:
@@ -179,10 +122,13 @@ class VMPhone(Phone):
 
 
 class VMLab:
+    """The VMs (through Vagrant), the internet, and what the scenarios do to them."""
+
     def __init__(self, phones: int = 2, out: Callable[[str], None] = print) -> None:
         self.phones = phones
         self.out = out
-        self.internet = Lab(NAME)  # only its internet half is used
+        # The same object in every process (`vm up`, then `vm demo`): its state is in RUN_DIR.
+        self.internet = VMInternet(INET_NS, RUN_DIR, push=True)
 
     # -- up ---------------------------------------------------------------------------------
 
@@ -220,170 +166,161 @@ class VMLab:
         minute under emulation."""
         pem = "/etc/ssl/certs/plaza-lab.pem"
         command = f"cat > {pem} && echo 'cacert = {pem}' > /root/.curlrc"
-        ssh(mgmt_ip(machine), command, stdin=self.ca_pem())
-
-    def ca_pem(self) -> str:
-        return self.internet.ca.cert_path.read_text()
+        ssh(mgmt_ip(machine), command, stdin=self.internet.ca.cert_path.read_text())
 
     def internet_up(self) -> None:
-        lab = self.internet
-        lab.down()
-        lab.run_dir.mkdir(parents=True, exist_ok=True)
-        lab.router_dir.mkdir(parents=True, exist_ok=True)
-        lab.state = LabState(name=NAME, wallet_dialect="oidc", cloud=True)
-        lab._save()
-        lab._build_internet()
-        lab._start_cloud()
-        inet = lab.state.internet
+        """The namespace vmlab-inet on the plaza-wan bridge, then lab/vm_internet.py's ISP and
+        services in it (what lab/vm.py's internet namespace runs for the end-to-end tests)."""
+        self.internet_down()
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
         bridge = parse_bridge(virsh("net-info", "plaza-wan"))
-        _run(["ip", "link", "add", "vmlab-wan", "netns", libvirt.NETNS, "type", "veth",
-              "peer", "eth0", "netns", inet])  # fmt: skip
-        _run(libvirt.in_netns("ip", "link", "set", "vmlab-wan", "master", bridge, "up"))
-        nsexec(inet, "ip", "addr", "add", f"{INTERNET_WAN}/30", "dev", "eth0")
-        nsexec(inet, "ip", "link", "set", "eth0", "up")
-        conf = lab.run_dir / "isp-dnsmasq.conf"
-        conf.write_text(isp_dnsmasq_conf(lab.run_dir / "isp.leases"))
-        lab.spawn("internet-isp", inet, "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}")
+        _run(["ip", "netns", "add", INET_NS])
+        _run(["ip", "link", "add", WAN_VETH, "netns", libvirt.NETNS, "type", "veth",
+              "peer", "eth0", "netns", INET_NS])  # fmt: skip
+        _run(libvirt.in_netns("ip", "link", "set", WAN_VETH, "master", bridge, "up"))
+        for args in (
+            ("link", "set", "lo", "up"),
+            ("addr", "add", f"{DNS_IP}/32", "dev", "lo"),
+            ("addr", "add", INTERNET_WAN, "dev", "eth0"),
+            ("link", "set", "eth0", "up"),
+        ):
+            _run(["ip", "netns", "exec", INET_NS, "ip", *args])
+        self.internet.start_isp()
+        self.internet.start()
+
+    def internet_down(self) -> None:
+        """The services (by their pid file), the namespace (its veth with it), its files."""
+        self.internet.stop()
+        subprocess.run(["ip", "netns", "del", INET_NS], capture_output=True, timeout=30)
+        shutil.rmtree(Path("/etc/netns") / INET_NS, ignore_errors=True)
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+    def wan_link(self, up: bool) -> None:
+        """The internet's link into plaza-wan up or down: for the router the whole internet
+        (cloud, wallet, web, DNS) answers or vanishes at once, as `vagrant halt internet`
+        would do to an internet VM; the router's own WAN port keeps its carrier."""
+        _run(libvirt.in_netns("ip", "link", "set", WAN_VETH, "up" if up else "down"))
 
     def router_ssh(self, command: str, timeout: float = 60, stdin: str | None = None) -> str:
         """As the technician: from the internet, to the router's WAN address."""
-        argv = ["ip", "netns", "exec", self.internet.state.internet, "ssh", *SSH_OPTIONS,
+        argv = ["ip", "netns", "exec", INET_NS, "ssh", *SSH_OPTIONS,
                 "-i", str(KEY), f"root@{ROUTER_WAN}", command]  # fmt: skip
         return _run(argv, timeout=timeout, stdin=stdin)
 
-    def provision_router(self) -> None:
-        from lab.wallet import keys
-
-        lab = self.internet
-        deadline = time.monotonic() + 180
-        while True:  # the router's WAN asks the ISP by DHCP, which only now answers
+    def wait_router(self, seconds: float = 240) -> float:
+        """Seconds until the router answers SSH on its WAN address (its DHCP from the ISP)."""
+        t0 = time.monotonic()
+        while True:
             try:
                 self.router_ssh("true", timeout=20)
-                break
+                return time.monotonic() - t0
             except (VMLabError, subprocess.TimeoutExpired) as exc:
-                if time.monotonic() > deadline:
-                    raise VMLabError("the router's WAN got no address in 180 s") from exc
+                if time.monotonic() - t0 > seconds:
+                    raise VMLabError(f"the router answered no SSH in {seconds:.0f} s") from exc
                 time.sleep(3)
-        cert, key = lab.ca.issue("portal", [PORTAL_HOST, "198.19.0.1"])
-        self.router_ssh(f"install -d -m 755 {LAB_ETC}")
-        for name, text, mode in (
-            ("ca.pem", self.ca_pem(), "644"),
-            ("portal.pem", cert.read_text(), "644"),
-            ("portal.key", key.read_text(), "640"),
-        ):
-            self.router_ssh(
-                f"cat > {LAB_ETC}/{name} && chmod {mode} {LAB_ETC}/{name} && "
-                f"chgrp plaza {LAB_ETC}/{name}",
-                stdin=text,
-            )
-        account = labcloud.bootstrap(lab.run_dir, VENUE_NAME, PORTAL_HOST)
-        claim = labcloud.claim_code(lab.run_dir, account.venue_id)
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-            f.write(venue_toml(keys.CLIENT_ID))
-        known = lab.run_dir / "provision_known_hosts"
-        common = ["-i", str(KEY), "--known-hosts", str(known)]
-        inet = ["ip", "netns", "exec", lab.state.internet]
-        self.out(f"plaza-provision flash {ROUTER_WAN} (from the internet, as a technician)")
-        self.out(_run([*inet, str(BIN / "plaza-provision"), "flash", ROUTER_WAN, "--claim", "-",
-                       "--venue-config", f.name, "--cloud", labcloud.CLOUD_URL, "--json",
-                       *common], timeout=600, stdin=claim + "\n").strip()[-600:])  # fmt: skip
-        Path(f.name).unlink()
-        self.out(f"plaza-provision verify {ROUTER_WAN}")
-        self.out(_run([*inet, str(BIN / "plaza-provision"), "verify", ROUTER_WAN, "--cloud",
-                       labcloud.CLOUD_URL, "--claim", "-", "--ca-bundle", str(lab.ca.cert_path),
-                       "--portal-ca", f"{LAB_ETC}/ca.pem", *common],
-                      timeout=300, stdin=claim + "\n").strip())  # fmt: skip
 
-    # -- the demo -----------------------------------------------------------------------------
+    def provision(self, *argv: str, timeout: float = 600, stdin: str | None = None) -> str:
+        """`plaza-provision ARGV` from the technician's laptop (the internet namespace)."""
+        common = ["-i", str(KEY), "--known-hosts", str(RUN_DIR / "provision_known_hosts")]
+        cmd = ["ip", "netns", "exec", INET_NS, str(BIN / "plaza-provision"), *argv, *common]
+        return _run(cmd, timeout=timeout, stdin=stdin)
+
+    def provision_router(self) -> None:
+        """The lab CA as the venue's trust anchor, then `flash` (config, the portal's chain and
+        key, the claim) and `verify`, re-run while the daemon's first heartbeat is due."""
+        self.wait_router()
+        for f in self.internet.router_files():
+            self.router_ssh(f"install -m {f.mode} -g {f.group} /dev/stdin {shlex.quote(f.path)}",
+                            stdin=f.data.decode())  # fmt: skip
+        config = RUN_DIR / "venue.toml"
+        config.write_text(self.internet.venue_config(quick_usage=True))
+        chain, key = self.internet.portal_pair()
+        claim = self.internet.claim()
+        self.out(f"plaza-provision flash {ROUTER_WAN} (from the internet, as a technician)")
+        done = self.provision(
+            "flash", ROUTER_WAN, "--claim", "-", "--venue-config", str(config),
+            "--portal-cert", str(chain), "--portal-key", str(key), "--cloud", labcloud.CLOUD_URL,
+            "--rollback-timeout", "240", "--json", stdin=claim + "\n",
+        )  # fmt: skip
+        self.out(done.strip()[-600:])
+        self.out(f"plaza-provision verify {ROUTER_WAN}")
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                self.out(self.provision(
+                    "verify", ROUTER_WAN, "--cloud", labcloud.CLOUD_URL, "--claim", "-",
+                    "--ca-bundle", str(self.internet.ca.cert_path), "--portal-ca", ROUTER_CA,
+                    timeout=300, stdin=claim + "\n",
+                ).strip())  # fmt: skip
+                return
+            except VMLabError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self.out(f"verify not all ok yet, again in 5 s: {str(exc)[-300:]}")
+                time.sleep(5)
+
+    # -- what the scenarios read ---------------------------------------------------------------
+
+    def clients(self) -> dict[str, dict]:
+        """The gateway's stations by MAC (`plaza-ctl clients --json` on the router)."""
+        return {c["mac"]: c for c in json.loads(self.router_ssh("plaza-ctl clients --json"))}
 
     def gateway_state(self, mac: str) -> str | None:
-        clients = json.loads(self.router_ssh("plaza-ctl clients --json"))
-        return next((c["state"] for c in clients if c["mac"] == mac), None)
+        client = self.clients().get(mac)
+        return client["state"] if client else None
 
-    def demo(self, machine: str = "phone1") -> bool:
-        """join -> captive -> wallet login -> online -> usage in the cloud -> logout."""
-        phone = VMPhone(machine, mgmt_ip(machine))
-        site = f"http://{LAB_SITES[0]}/"
-        android = next(x for x in probes.PROBES if x.os == "Android")
-        step = 0
+    def router_usage(self, mac: str) -> list[dict]:
+        """The router's usage outbox for `mac` (sent_at None: not yet acknowledged)."""
+        script = (
+            "import json, sqlite3, sys\n"
+            "db = sqlite3.connect('file:/var/lib/plaza/plaza.db?mode=ro', uri=True, timeout=10)\n"
+            "db.row_factory = sqlite3.Row\n"
+            "rows = db.execute('SELECT key, session_id, seq, bytes_down, total_bytes_down, "
+            "final, sent_at FROM usage_outbox WHERE mac = ? ORDER BY id', (sys.argv[1],))\n"
+            "print(json.dumps([dict(r) for r in rows]))\n"
+        )
+        return json.loads(self.router_ssh(f"python3 - {shlex.quote(mac)}", stdin=script))
 
-        def say(title: str, detail: str) -> None:
-            nonlocal step
-            step += 1
-            self.out(f"[{step}] {title}\n    {detail}")
+    def cloud_usage(self, mac: str) -> list[dict]:
+        """The cloud's usage records for `mac` (its SQLite file, read-only)."""
+        path = labcloud.instance_dir(RUN_DIR) / "cloud.db"
+        sql = ("SELECT key, session_id, seq, bytes_down, total_bytes_down FROM usage_records "
+               "WHERE mac = ? ORDER BY id")  # fmt: skip
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(sql, (mac,))]
 
-        def probe() -> str:
-            r = phone.get(android.url)
-            return android.rule(probes.Answer(r.status or None, r.body, r.location))
+    def phone(self, machine: str) -> VMPhone:
+        return VMPhone(machine, mgmt_ip(machine))
 
-        try:
-            # The phone joins now: its DHCP client starts afresh (a lease it took while the
-            # router was still blank has no option 114; udhcpc -R releases it on the way out).
-            ssh(phone.ip, "rm -f /var/lib/plaza-phone/lease*; "
-                "systemctl restart plaza-phone-dhcp.service")  # fmt: skip
-            ip = wait(lambda: ssh(phone.ip, "cat /var/lib/plaza-phone/lease 2>/dev/null").strip(),
-                      90)  # fmt: skip
-            expect(bool(ip), f"{machine} got no address from the router's DHCP in 90 s")
-            mac = ssh(phone.ip, "cat /sys/class/net/eth0/address").strip()
-            raw = ssh(phone.ip, "cat /var/lib/plaza-phone/lease.opt114").strip()
-            url114 = decode_opt114(raw)
-            expect(url114 == API_URL, f"DHCP option 114 carried {url114!r}, expected {API_URL!r}")
-            state = wait(lambda: self.gateway_state(mac), 20)
-            expect(state == "captive", f"a new phone must start captive, the gateway says {state}")
-            say("Phone VM joins the LAN",
-                f"{machine} ({mac}) got {ip} from the router VM's dnsmasq (busybox udhcpc) with "
-                f"option 114 = {url114}; the gateway sees it as {state}.")  # fmt: skip
+    def join(self, phone: VMPhone, seconds: float = 90) -> tuple[str, str]:
+        """The phone (re)joins the LAN: its DHCP client starts afresh (releasing any lease);
+        returns its MAC and address."""
+        ssh(phone.ip, f"systemctl stop plaza-phone-dhcp.service; rm -f {LEASE}*; "
+            "systemctl start plaza-phone-dhcp.service")  # fmt: skip
+        t0 = time.monotonic()
+        while not (ip := ssh(phone.ip, f"cat {LEASE} 2>/dev/null || true").strip()):
+            if time.monotonic() - t0 > seconds:
+                raise VMLabError(f"{phone.netns} got no address from the router in {seconds} s")
+            time.sleep(1)
+        return ssh(phone.ip, "cat /sys/class/net/eth0/address").strip(), ip
 
-            r = phone.get(API_URL)
-            doc = json.loads(r.body) if r.ok and r.status == 200 else {}
-            expect(doc.get("captive") is True, f"API answered {r.status or r.error}")
-            verdict = probe()
-            expect(verdict == probes.CAPTIVE, f"Android's probe says {verdict}")
-            r = phone.get(site)
-            expect(r.status == 302 and r.location == PORTAL_URL, f"GET {site} -> {r.status}")
-            say(
-                "Captive: the API, the OS probe and any page lead to the portal",
-                f"API captive=true; {android.url} -> captive; GET {site} -> 302 {r.location}",
-            )
+    def leave(self, phone: VMPhone) -> None:
+        """The phone walks out: its DHCP client stops (udhcpc -R releases the lease)."""
+        ssh(phone.ip, f"systemctl stop plaza-phone-dhcp.service; rm -f {LEASE}*")
 
-            t0 = time.monotonic()
-            authorize_url = shopper.start_login(phone, PORTAL_URL)
-            callback = shopper.approve_login(phone, authorize_url, PORTAL_URL, "alice", "1234")
-            welcome = shopper.finish_login(phone, PORTAL_URL, callback)
-            state = self.gateway_state(mac)
-            expect(state == "authorized" and "Alice Wang" in welcome.body, f"gateway: {state}")
-            say("Shopper logs in with the sandbox wallet",
-                f"portal -> {WALLET_HOST} (Alice approves) -> callback -> /welcome: online as "
-                f"Alice Wang in {(time.monotonic() - t0) * 1000:.0f} ms")  # fmt: skip
+    def set_mac(self, phone: VMPhone, mac: str) -> None:
+        """The phone's LAN NIC takes another MAC, as a phone's MAC randomization does."""
+        ssh(phone.ip, "ip link set eth0 down && ip -4 addr flush dev eth0 && "
+            f"ip link set eth0 address {mac} && ip link set eth0 up")  # fmt: skip
 
-            verdict = probe()
-            r = phone.get(site)
-            expect(verdict == probes.ONLINE, f"after login Android's probe says {verdict}")
-            expect(r.status == 200 and "FAKE-INTERNET-OK" in r.body, f"GET {site} -> {r.status}")
-            say("Online through the router VM", f"probe -> online; GET {site} -> 200")
-
-            phone.get(site + "bytes/2000000", timeout=60)
-            sql = "SELECT count(*), coalesce(sum(bytes_down), 0) FROM usage_records WHERE mac = ?"
-            got = wait(lambda: (row := cloud_rows(self.internet, sql, mac)[0])[1] > 2_000_000
-                       and row, 40)  # fmt: skip
-            expect(bool(got), "no usage reached the cloud")
-            say(
-                "Usage arrives in the cloud",
-                f"{got[0]} usage record(s), {got[1] / 1e6:.1f} MB down, from the router VM",
-            )
-
-            r = phone.logout(PORTAL_URL)
-            expect(r.status == 303, f"logout answered {r.status or r.error}")
-            r = phone.get(site)
-            expect(r.status == 302, f"after logout expected 302, got {r.status or r.error}")
-            say("Shopper logs out and is captive again", f"GET {site} -> 302 to the portal")
-            self.out("VM demo passed: join -> captive -> wallet login -> online -> usage -> logout")
-            return True
-        except (StepFailed, ShopperError, VMLabError) as exc:
-            self.out(f"[{step + 1}] FAILED: {exc}")
-            return False
-        finally:
-            phone.close()
+    def power_cycle_router(self) -> float:
+        """A hard power-off (`virsh destroy`: the guest writes nothing more) and a start;
+        seconds until it answers SSH again."""
+        domain = domain_id("router")
+        virsh("destroy", domain)
+        virsh("start", domain)
+        return self.wait_router()
 
     # -- down -------------------------------------------------------------------------------
 
@@ -395,7 +332,7 @@ class VMLab:
         if libvirt.running():
             for machine in sorted(self._created(), reverse=True):  # phones, then the router
                 libvirt.vagrant("destroy", "-f", machine, check=False)
-        self.internet.down()
+        self.internet_down()
         left = libvirt.leftovers() if libvirt.running() else {}
         if everything and libvirt.running():
             for volume in left.get("volumes", []):

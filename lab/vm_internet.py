@@ -49,10 +49,29 @@ ROUTER_PORTAL_CERT = "/etc/plaza/portal.pem"
 ROUTER_PORTAL_KEY = "/etc/plaza/portal.key"
 SITE = "http://www.example.test/"  # a lab site; its page says FAKE-INTERNET-OK
 ONLINE_MARK = "FAKE-INTERNET-OK"
+ROUTER_WAN = "198.18.0.1"  # the router's WAN address, handed out by the ISP's DHCP
+INTERNET_WAN = "198.18.0.2/30"  # the internet's end of the WAN link (the ISP)
 
 
 class InternetError(RuntimeError):
     """A service of the VM's internet did not start."""
+
+
+def isp_dnsmasq_conf(directory: Path, services: bool = True) -> str:
+    """The ISP on the WAN (interface eth0 of the internet namespace): the router's WAN address
+    by DHCP, and DNS. With the services, the lab's DNS has 192.0.2.53 (on lo, which dnsmasq
+    adds to interface=): this one keeps off lo and forwards the lab's names there, so the router
+    resolves cloud.test and wallet.test through its WAN's DNS as it would at a venue."""
+    gateway = INTERNET_WAN.split("/")[0]
+    return (
+        "# The ISP: the router's WAN address by DHCP, and DNS for names on the lab internet.\n"
+        "interface=eth0\nbind-interfaces\nno-resolv\nno-hosts\n"
+        f"dhcp-range={ROUTER_WAN},{ROUTER_WAN},255.255.255.252,1h\n"
+        f"dhcp-option=option:router,{gateway}\ndhcp-option=option:dns-server,{gateway}\n"
+        f"dhcp-leasefile={directory / 'internet.leases'}\n"
+        "address=/plaza.test/192.0.2.80\nlog-dhcp\n"
+        + (f"except-interface=lo\nserver={DNS_IP}\n" if services else "")
+    )
 
 
 @dataclass
@@ -71,6 +90,9 @@ class VMInternet:
     ns: str
     directory: Path
     account: labcloud.CloudAccount | None = None
+    # The cloud's push worker too (the offer pushed to a returning shopper's wallet: the
+    # Vagrant lab's demo); the end-to-end tests do without its polling.
+    push: bool = False
     pids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,6 +137,7 @@ class VMInternet:
         from lab.wallet import keys
 
         made = keys.provision(self.directory / "wallet", f"https://{PORTAL_HOST}")
+        self._push_settings = made["push"]["oidc"]
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self._spawn(
             "internet-wallet",
@@ -129,9 +152,26 @@ class VMInternet:
         }
         serve = labcloud.serve_command(self.directory, cert, key)
         self._spawn("internet-cloud", *serve, env=env)
+        if self.push:
+            self._spawn("internet-cloud-push", *labcloud.push_command(self.directory),
+                        env={**env, **self._push_env()})  # fmt: skip
         self.ca.issue("portal", [PORTAL_HOST])
         for ip, port in ((DNS_IP, 53), (WEB_IP, 80), (WALLET_IP, 443), (labcloud.CLOUD_IP, 443)):
             self._wait_listen(ip, port)
+
+    def _push_env(self) -> dict[str, str]:
+        """The push worker's wallet settings, as lab/topology.py's _start_cloud passes them."""
+        env = {f"PLAZA_CLOUD_WALLET_{k.upper()}": str(v) for k, v in self._push_settings.items()}
+        env["PLAZA_CLOUD_WALLET_URL"] = env.pop("PLAZA_CLOUD_WALLET_BASE_URL")
+        env.pop("PLAZA_CLOUD_WALLET_WALLET_PUBLIC_KEY_FILE", None)
+        env["PLAZA_CLOUD_WALLET_CA_BUNDLE"] = str(self.ca.cert_path)
+        return env
+
+    def start_isp(self) -> None:
+        """The ISP's dnsmasq on the namespace's eth0 (isp_dnsmasq_conf), ended by stop()."""
+        conf = self.directory / "isp-dnsmasq.conf"
+        conf.write_text(isp_dnsmasq_conf(self.directory))
+        self._spawn("internet-isp", "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}")
 
     def _wait_listen(self, ip: str, port: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -162,9 +202,16 @@ class VMInternet:
         pki = self.directory / "pki"
         return pki / "portal.pem", pki / "portal.key"
 
-    def venue_config(self) -> str:
+    def venue_config(self, quick_usage: bool = False) -> str:
         """The router's gateway.toml for this lab: the package's defaults for the LAN, plus the
-        portal's certificate, the sandbox wallet and the lab cloud (heartbeats every 5 s)."""
+        portal's certificate, the sandbox wallet and the lab cloud (heartbeats every 5 s).
+        `quick_usage`: usage measured every second, an interim record every 3 s and uploads
+        every second, as the namespace lab with its cloud does, so scenarios see it arrive."""
+        quick = (
+            "upload_seconds = 1\n\n[accounting]\npoll_seconds = 1\ninterim_seconds = 3\n"
+            if quick_usage
+            else ""
+        )
         return (
             "# The VM lab's venue (lab/vm_internet.py).\n"
             '[gateway]\nstate_dir = "/var/lib/plaza"\ncontrol_socket = "/run/plaza/control.sock"\n'
@@ -178,7 +225,7 @@ class VMInternet:
             f'ca_file = "{ROUTER_CA}"\n\n'
             '[garden]\ndnsmasq_restart = ["systemctl", "restart", "plaza-dnsmasq.service"]\n\n'
             f'[cloud]\nurl = "{labcloud.CLOUD_URL}"\nca_bundle = "{ROUTER_CA}"\n'
-            "heartbeat_seconds = 5\n"
+            "heartbeat_seconds = 5\n" + quick
         )
 
     def trust_in(self, ns: str) -> None:

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # `make vm-test` (run it under `flock /tmp/plaza-netns.lock`, as the Makefile does): the VM lab
 # from a clean state to a clean state. The box must be built and added (make vagrant-box).
-#   plaza-lab vm up (router + 1 phone; flash + verify) -> plaza-lab vm demo -> plaza-lab vm down --all
-# `down --all` runs on every exit (trap), also after a failure, and fails the run when libvirt
-# still holds a domain, a network or a volume; it also removes the box (`make vagrant-box`
-# re-adds it from dist/ in seconds).
+#   plaza-lab vm up (router + 1 phone; flash + verify) -> the scenarios (PLAZA_VM_SCENARIOS,
+#   default "demo outage"; all four: "demo outage crash roam") -> plaza-lab vm down --all
+# `down --all` runs on every exit (trap), also after a failure, and the run fails when libvirt
+# still holds a domain, a network or a volume, when a box is still added, or when a lab
+# namespace is left; it also removes the box (`make vagrant-box` re-adds it from dist/ in seconds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PLAZA_PHONES=1
 LAB=.venv/bin/plaza-lab
+SCENARIOS=${PLAZA_VM_SCENARIOS:-demo outage}
 start=$(date +%s)
+stage() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 cleanup() {
   rc=$?
-  echo "== plaza-lab vm down --all"
+  stage "plaza-lab vm down --all"
   $LAB vm down --all || rc=1
+  boxes=$(vagrant box list 2>/dev/null | grep -v 'There are no installed boxes' || true)
+  if [ -n "$boxes" ]; then echo "vm-test: boxes left: $boxes"; rc=1; fi
+  netns=$(ip netns list | grep -E '^(plaza-virt|vmlab-inet)\b' || true)
+  if [ -n "$netns" ]; then echo "vm-test: namespaces left: $netns"; rc=1; fi
   echo "vm-test: $(( $(date +%s) - start )) s, exit $rc"
   exit $rc
 }
 $LAB vm down >/dev/null 2>&1 || true  # a crashed run's VMs and internet
 trap cleanup EXIT
-echo "== plaza-lab vm up"
+stage "plaza-lab vm up"
 $LAB vm up --phones 1
-echo "== plaza-lab vm demo"
-$LAB vm demo
+for scenario in $SCENARIOS; do
+  stage "plaza-lab vm $scenario"
+  $LAB vm "$scenario"
+done

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import config as gwconfig
-from lab import libvirt, vagrant_box, vagrant_lab
+from lab import libvirt, vagrant_box, vagrant_lab, vagrant_scenarios, vm_internet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,18 +160,26 @@ def test_domifaddr_and_bridge_parsing() -> None:
         vagrant_lab.parse_bridge("Name: plaza-wan\n")
 
 
-def test_venue_config_is_a_valid_router_config() -> None:
-    config = gwconfig.from_dict(tomllib.loads(vagrant_lab.venue_toml("plaza-portal")))
+def test_venue_config_is_a_valid_router_config(tmp_path: Path) -> None:
+    """The Vagrant lab flashes lab/vm_internet.py's venue config, with usage every second."""
+    text = vm_internet.VMInternet("ns", tmp_path).venue_config(quick_usage=True)
+    config = gwconfig.from_dict(tomllib.loads(text))
     assert config.portal.url == vagrant_lab.PORTAL_URL
     assert config.portal.api_url == vagrant_lab.API_URL
-    assert config.cloud.ca_bundle.startswith(vagrant_lab.LAB_ETC)
+    assert config.cloud.ca_bundle == vm_internet.ROUTER_CA
     assert config.lan.interface == "br-lan"
+    assert config.cloud.upload_seconds == 1 and config.accounting.interim_seconds == 3
+    plain = gwconfig.from_dict(tomllib.loads(vm_internet.VMInternet("ns", tmp_path).venue_config()))
+    assert plain.accounting.interim_seconds == gwconfig.AccountingConfig().interim_seconds
 
 
 def test_isp_hands_the_router_its_wan_address_only() -> None:
-    conf = vagrant_lab.isp_dnsmasq_conf(Path("/run/x/isp.leases"))
-    assert f"dhcp-range={vagrant_lab.ROUTER_WAN},{vagrant_lab.ROUTER_WAN}," in conf
-    assert "port=0" in conf  # the internet's own dnsmasq answers DNS
+    conf = vm_internet.isp_dnsmasq_conf(Path("/run/x"))
+    wan = vm_internet.ROUTER_WAN
+    assert f"dhcp-range={wan},{wan},255.255.255.252," in conf
+    assert "except-interface=lo" in conf  # the lab's own DNS answers on lo; the ISP forwards
+    assert f"server={vm_internet.DNS_IP}" in conf
+    assert "except-interface" not in vm_internet.isp_dnsmasq_conf(Path("/x"), services=False)
 
 
 def test_opt114_decoding() -> None:
@@ -197,3 +205,67 @@ def test_phone_vm_runs_curl_over_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     remote = argv[-1]
     assert remote.startswith("curl ") and "'http://example.test/a b'" in remote
     assert "/root/plaza-phone.cookies" in remote
+
+
+class FakeLab:
+    """The two views delivered_once compares: the router's outbox and the cloud's records."""
+
+    def __init__(self, router: list[dict], cloud: list[dict]) -> None:
+        self.router, self.cloud = router, cloud
+
+    def router_usage(self, mac: str) -> list[dict]:
+        return self.router
+
+    def cloud_usage(self, mac: str) -> list[dict]:
+        return self.cloud
+
+
+def record(seq: int, down: int, total: int, sent: float | None = 1.0, sid: str = "s1") -> dict:
+    return {"key": f"{sid}-{seq}", "session_id": sid, "seq": seq, "bytes_down": down,
+            "total_bytes_down": total, "sent_at": sent}  # fmt: skip
+
+
+def test_usage_delivered_once_when_records_match() -> None:
+    rows = [record(1, 100, 100), record(2, 50, 150), record(1, 7, 7, sid="s2")]
+    lab = FakeLab(rows, rows)
+    said = vagrant_scenarios.delivered_once(lab, "02:00:00:00:00:01")  # type: ignore[arg-type]
+    assert said.startswith("3 record(s) of 2 session(s)")
+    assert "1 record(s) of 1" in vagrant_scenarios.delivered_once(lab, "m", "s2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("router", "cloud", "message"),
+    [
+        ([record(1, 100, 100, sent=None)], [], "still waiting"),
+        ([record(1, 100, 100)], [record(1, 100, 100)] * 2, "stored twice"),
+        ([record(1, 100, 100), record(2, 50, 150)], [record(1, 100, 100)], "not the router's"),
+        ([record(1, 100, 100), record(2, 100, 150)], [record(1, 100, 100), record(2, 100, 150)],
+         "add to 200, its total is 150"),
+        ([record(1, 100, 100), record(3, 50, 150)], [record(1, 100, 100), record(3, 50, 150)],
+         "sequence"),
+        ([], [], "no usage record"),
+    ],
+)  # fmt: skip
+def test_usage_counted_twice_or_lost_is_caught(router: list, cloud: list, message: str) -> None:
+    with pytest.raises(vagrant_scenarios.StepFailed, match=message):
+        vagrant_scenarios.delivered_once(FakeLab(router, cloud), "m")  # type: ignore[arg-type]
+
+
+def test_every_scenario_is_a_plaza_lab_vm_action() -> None:
+    from lab import cli, vagrant_cli
+
+    assert set(vagrant_scenarios.SCENARIOS) == {"demo", "outage", "crash", "roam"}
+    assert set(vagrant_cli.ACTIONS) >= set(vagrant_scenarios.SCENARIOS)
+    source = (ROOT / "lab" / "cli.py").read_text()  # plaza-lab's choices (cli.py stays light)
+    for action in vagrant_cli.ACTIONS:
+        assert f'"{action}"' in source
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["vm", "fly"])
+    assert exit_.value.code == 2
+
+
+def test_vm_test_runs_demo_and_outage_and_checks_nothing_is_left() -> None:
+    script = (ROOT / "lab" / "vagrant" / "vm-test.sh").read_text()
+    assert "PLAZA_VM_SCENARIOS:-demo outage" in script
+    assert "vm down --all" in script and "trap cleanup EXIT" in script
+    assert "vagrant box list" in script and "ip netns list" in script

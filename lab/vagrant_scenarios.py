@@ -1,0 +1,328 @@
+"""The VM lab's scenarios (`plaza-lab vm demo|outage|crash|roam`), run from the host through
+the VMs: each step says what happened and whether it matched what a working venue must do.
+
+The steps are the namespace lab's (lab/demo.py): the same shopper (lab/shopper.py), OS probe
+(lab/probes.py), wallet app (lab/wallet/app.py) and checks (lab/demo.py's expect and wait),
+with lab/phone.py's curl client run on a phone VM over SSH (lab/vagrant_lab.py VMPhone).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+from lab import probes, shopper
+from lab.demo import StepFailed, expect, wait
+from lab.shopper import ShopperError
+from lab.vagrant_lab import (
+    API_URL,
+    LEASE,
+    PORTAL_URL,
+    VMLab,
+    VMLabError,
+    VMPhone,
+    decode_opt114,
+    ssh,
+)
+from lab.vm_internet import ONLINE_MARK, SITE
+from lab.wallet.app import WALLET, WalletAppError, messages, tap
+
+SCENARIOS = ("demo", "outage", "crash", "roam")
+ROAM_MAC = "02:50:4c:aa:00:01"  # a locally administered MAC, as phones randomize
+
+
+class Narrator:
+    """Numbered steps, each with what happened and "matched"; a failure names its step."""
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out = out
+        self.step = 0
+
+    def say(self, title: str, detail: str) -> None:
+        self.step += 1
+        self.out(f"[{self.step}] {title}\n    {detail}\n    matched")
+
+
+def android(phone: VMPhone) -> str:
+    """What Android's captive-portal probe concludes on this phone."""
+    check = next(x for x in probes.PROBES if x.os == "Android")
+    r = phone.get(check.url)
+    return check.rule(probes.Answer(r.status or None, r.body, r.location))
+
+
+def login(lab: VMLab, phone: VMPhone, mac: str) -> float:
+    """Alice logs in with the sandbox wallet; milliseconds it took."""
+    t0 = time.monotonic()
+    authorize_url = shopper.start_login(phone, PORTAL_URL)
+    callback = shopper.approve_login(phone, authorize_url, PORTAL_URL, "alice", "1234")
+    welcome = shopper.finish_login(phone, PORTAL_URL, callback)
+    state = lab.gateway_state(mac)
+    expect(state == "authorized" and "Alice Wang" in welcome.body, f"gateway says {state}")
+    return (time.monotonic() - t0) * 1000
+
+
+def browse(phone: VMPhone, seconds: float = 5) -> bool:
+    r = phone.get(SITE, timeout=seconds)
+    return r.status == 200 and ONLINE_MARK in r.body
+
+
+def delivered_once(lab: VMLab, mac: str, session: str | None = None) -> str:
+    """Every record the router wrote for `mac` (or one session) is in the cloud once, none is
+    left waiting, and the deltas add up to each session's total: nobody counted twice."""
+    router = [r for r in lab.router_usage(mac) if session in (None, r["session_id"])]
+    cloud = [r for r in lab.cloud_usage(mac) if session in (None, r["session_id"])]
+    expect(bool(router), "the router wrote no usage record")
+    waiting = [r["key"] for r in router if r["sent_at"] is None]
+    expect(not waiting, f"records still waiting on the router: {waiting}")
+    keys = [r["key"] for r in cloud]
+    expect(len(keys) == len(set(keys)), f"a record stored twice in the cloud: {keys}")
+    expect(set(keys) == {r["key"] for r in router}, "the cloud's records are not the router's")
+    sessions = {r["session_id"] for r in cloud}
+    for sid in sessions:
+        mine = [r for r in cloud if r["session_id"] == sid]
+        seqs = sorted(r["seq"] for r in mine)
+        expect(seqs == list(range(1, len(seqs) + 1)), f"session {sid}: sequence {seqs}")
+        total = max(r["total_bytes_down"] for r in mine)
+        added = sum(r["bytes_down"] for r in mine)
+        expect(added == total, f"session {sid}: records add to {added}, its total is {total}")
+    down = sum(r["bytes_down"] for r in cloud)
+    return f"{len(cloud)} record(s) of {len(sessions)} session(s), {down / 1e6:.2f} MB down"
+
+
+def wait_delivered(lab: VMLab, mac: str, seconds: float = 60) -> None:
+    """Until the router has nothing waiting for `mac` (its uploads every second)."""
+    done = wait(lambda: all(r["sent_at"] for r in lab.router_usage(mac)), seconds)
+    expect(bool(done), f"usage still waiting on the router after {seconds:.0f} s")
+
+
+def fresh_phone(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> str:
+    """The phone joins afresh and is captive; its MAC."""
+    mac, ip = lab.join(phone)
+    url114 = decode_opt114(ssh(phone.ip, f"cat {LEASE}.opt114 2>/dev/null || true").strip())
+    expect(url114 == API_URL, f"DHCP option 114 carried {url114!r}, expected {API_URL!r}")
+    state = wait(lambda: lab.gateway_state(mac), 30)
+    expect(state == "captive", f"a new phone must start captive, the gateway says {state}")
+    say(
+        "Phone VM joins the LAN",
+        f"{phone.netns} ({mac}) got {ip} from the router VM's dnsmasq with option 114 = "
+        f"{url114}; the gateway sees it as {state}",
+    )
+    return mac
+
+
+def online_phone(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> str:
+    """A fresh phone logged in and browsing; its MAC."""
+    mac = fresh_phone(lab, phone, say)
+    ms = login(lab, phone, mac)
+    expect(browse(phone), "no internet after the wallet login")
+    say(
+        "Shopper logs in with the sandbox wallet and browses",
+        f"online as Alice Wang in {ms:.0f} ms; GET {SITE} -> 200",
+    )
+    return mac
+
+
+# -- the scenarios ----------------------------------------------------------------------------
+
+
+def demo(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
+    """join -> captive -> wallet login -> online -> usage -> one-tap opt-in -> walks out and
+    back: the cloud pushes the venue's offer to her wallet -> one tap -> online -> logout."""
+    mac = fresh_phone(lab, phone, say)
+    r = phone.get(API_URL)
+    doc = json.loads(r.body) if r.ok and r.status == 200 else {}
+    expect(doc.get("captive") is True, f"API answered {r.status or r.error}")
+    verdict = android(phone)
+    expect(verdict == probes.CAPTIVE, f"Android's probe says {verdict}")
+    r = phone.get(SITE)
+    expect(r.status == 302 and r.location == PORTAL_URL, f"GET {SITE} -> {r.status}")
+    say(
+        "Captive: the API, the OS probe and any page lead to the portal",
+        f"API captive=true; Android's probe -> captive; GET {SITE} -> 302 {r.location}",
+    )
+
+    ms = login(lab, phone, mac)
+    say(
+        "Shopper logs in with the sandbox wallet",
+        f"portal -> wallet.test (Alice approves) -> callback -> /welcome: online as Alice "
+        f"Wang in {ms:.0f} ms",
+    )
+
+    verdict = android(phone)
+    expect(verdict == probes.ONLINE, f"after login Android's probe says {verdict}")
+    expect(browse(phone), f"GET {SITE} did not reach the fake internet")
+    say("Online through the router VM", f"probe -> online; GET {SITE} -> 200")
+
+    phone.get(SITE + "bytes/2000000", timeout=60)
+    got = wait(lambda: sum(r["bytes_down"] for r in lab.cloud_usage(mac)) > 2_000_000, 40)
+    expect(bool(got), "no usage reached the cloud in 40 s")
+    say("Usage arrives in the cloud", delivered_once(lab, mac) + ", from the router VM")
+
+    link = shopper.opt_in_and_save(phone, PORTAL_URL, WALLET)
+    say(
+        "Shopper opts in to one-tap reconnect",
+        f"the portal's signed link {link[:48]}... is a pass in her wallet; her signed consent "
+        "to the venue's offers went to the cloud",
+    )
+
+    lab.leave(phone)
+    gone = wait(lambda: lab.clients()[mac]["ip"] is None, 30)
+    expect(bool(gone), "the gateway did not see the phone leave")
+    lab.join(phone)
+
+    def inbox() -> list:
+        try:
+            return messages(phone)
+        except WalletAppError:
+            return []
+
+    found = wait(inbox, 60)
+    expect(bool(found), "no offer reached the wallet in 60 s")
+    message = found[0]
+    t0 = time.monotonic()
+    r = phone.get(tap(phone, message))
+    state = lab.gateway_state(mac)
+    expect(r.status == 303 and state == "authorized", f"tap: {r.status}, gateway: {state}")
+    say(
+        "She walks out and comes back: the cloud pushes the offer to her wallet",
+        f"join -> cloud -> wallet message {message.title!r}; one tap on it -> online in "
+        f"{(time.monotonic() - t0) * 1000:.0f} ms",
+    )
+
+    r = phone.logout(PORTAL_URL)
+    expect(r.status == 303, f"logout answered {r.status or r.error}")
+    r = phone.get(SITE)
+    expect(r.status == 302, f"after logout expected 302, got {r.status or r.error}")
+    say("Shopper logs out and is captive again", f"GET {SITE} -> 302 to the portal")
+
+
+def outage(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
+    """The internet goes away: the phone keeps its session and the local portal, the router
+    keeps the usage; the internet comes back: the usage reaches the cloud exactly once."""
+    mac = online_phone(lab, phone, say)
+    phone.get(SITE + "bytes/1000000", timeout=60)
+    wait_delivered(lab, mac)
+    before = len(lab.cloud_usage(mac))
+    lab.wan_link(up=False)
+    try:
+        t0 = time.monotonic()
+        expect(not browse(phone, 3), "the fake internet still answers with the WAN cut")
+        r = phone.get(API_URL)
+        doc = json.loads(r.body) if r.ok and r.status == 200 else {}
+        expect(doc.get("captive") is False, f"the portal's API answered {r.status or r.error}")
+        welcome = phone.get(PORTAL_URL + "welcome")
+        expect(welcome.status == 200, f"the portal's welcome page answered {welcome.status}")
+        say(
+            "The internet goes down (its link into plaza-wan cut)",
+            f"GET {SITE} fails; the router's portal still answers: API captive=false, "
+            "/welcome 200; her session stays",
+        )
+        time.sleep(8)  # interim records every 3 s, uploads every 1 s: all of them must fail
+        waiting = [r for r in lab.router_usage(mac) if r["sent_at"] is None]
+        state = lab.gateway_state(mac)
+        expect(state == "authorized", f"the gateway says {state} during the outage")
+        expect(bool(waiting), "the router holds no usage during the outage")
+        expect(len(lab.cloud_usage(mac)) == before, "the cloud got records through a cut link")
+        say(
+            "The router keeps the usage while the cloud is unreachable",
+            f"{len(waiting)} record(s) waiting in the router's outbox after "
+            f"{time.monotonic() - t0:.0f} s; the session is still {state}",
+        )
+    finally:
+        lab.wan_link(up=True)
+    t0 = time.monotonic()
+    wait_delivered(lab, mac, 90)
+    say(
+        "The internet comes back: the usage is delivered exactly once",
+        f"outbox empty after {time.monotonic() - t0:.0f} s; {delivered_once(lab, mac)}; "
+        "each key stored once, each session's records add up to its total",
+    )
+    expect(browse(phone, 10), "no internet after the outage")
+    r = phone.logout(PORTAL_URL)
+    expect(r.status == 303, f"logout answered {r.status or r.error}")
+    wait_delivered(lab, mac)
+    say("Browsing again, then logout", f"GET {SITE} -> 200; logout -> 303; usage delivered")
+
+
+def crash(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
+    """A hard power-off of the router VM and a start: the phone's session survives (the kernel
+    table is rebuilt from the state database) and nobody is counted twice."""
+    mac = online_phone(lab, phone, say)
+    phone.get(SITE + "bytes/1000000", timeout=60)
+    wait_delivered(lab, mac)
+    session = lab.router_usage(mac)[-1]["session_id"]
+    seconds = lab.power_cycle_router()
+    say(
+        "The router VM loses power (virsh destroy) and starts again",
+        f"SSH on its WAN again after {seconds:.0f} s",
+    )
+    state = wait(lambda: _state_or_none(lab, mac) == "authorized" and "authorized", 240)
+    expect(bool(state), f"after the restart the gateway says {_state_or_none(lab, mac)}")
+    online = wait(lambda: browse(phone), 180)
+    expect(bool(online), "the phone has no internet after the router's restart")
+    r = phone.get(SITE)
+    expect(r.status == 200, f"GET {SITE} -> {r.status}: the phone had to log in again")
+    say(
+        "Her session survived: the kernel table rebuilt from the state database",
+        f"{mac} is authorized again without a login; GET {SITE} -> 200",
+    )
+    phone.get(SITE + "bytes/1000000", timeout=60)
+    wait_delivered(lab, mac, 90)
+    say("Nobody counted twice", delivered_once(lab, mac, session) + f" for session {session}")
+    r = phone.logout(PORTAL_URL)
+    expect(r.status == 303, f"logout answered {r.status or r.error}")
+
+
+def _state_or_none(lab: VMLab, mac: str) -> str | None:
+    try:
+        return lab.gateway_state(mac)
+    except (VMLabError, subprocess.TimeoutExpired, ValueError):
+        return None  # the daemon is not up yet
+
+
+def roam(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
+    """The phone's MAC changes: a new station that must log in again; the old session is not
+    reused by the new MAC."""
+    old = online_phone(lab, phone, say)
+    lab.leave(phone)
+    lab.set_mac(phone, ROAM_MAC)
+    try:
+        new, ip = lab.join(phone)
+        expect(new == ROAM_MAC, f"the phone's MAC is {new}")
+        state = wait(lambda: lab.gateway_state(new), 30)
+        expect(state == "captive", f"the new MAC is {state}, not captive")
+        r = phone.get(SITE)  # the browser still holds the old session's portal cookie
+        expect(r.status == 302, f"GET {SITE} -> {r.status}: the old session was reused")
+        old_client = lab.clients().get(old) or {}
+        say(
+            "The phone comes back with another MAC: a stranger to the gateway",
+            f"{new} got {ip} and is captive (GET {SITE} -> 302, with the old cookie); "
+            f"the old {old} is {old_client.get('state')} with address {old_client.get('ip')}",
+        )
+        ms = login(lab, phone, new)
+        expect(browse(phone), "no internet after the second login")
+        say("She logs in again", f"{new} online in {ms:.0f} ms; GET {SITE} -> 200")
+        phone.logout(PORTAL_URL)
+    finally:
+        lab.leave(phone)
+        lab.set_mac(phone, old)  # the VM as it was, for the next scenario
+        lab.join(phone)
+
+
+def run(name: str, lab: VMLab, machine: str = "phone1") -> bool:
+    """One scenario on `machine`; prints each step and the verdict, True when all matched."""
+    narrator = Narrator(lab.out)
+    phone = lab.phone(machine)
+    scenario = {"demo": demo, "outage": outage, "crash": crash, "roam": roam}[name]
+    lab.out(f"== plaza-lab vm {name}: {(scenario.__doc__ or '').split(chr(10))[0]}")
+    try:
+        scenario(lab, phone, narrator.say)
+        lab.out(f"vm {name}: passed, every step matched")
+        return True
+    except (StepFailed, ShopperError, WalletAppError, VMLabError, subprocess.TimeoutExpired) as e:
+        lab.out(f"[{narrator.step + 1}] did NOT match: {e}\nvm {name}: FAILED")
+        return False
+    finally:
+        phone.close()
