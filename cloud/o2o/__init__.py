@@ -14,4 +14,10 @@ a new module with tables adds one line below.
 
 from __future__ import annotations
 
-from cloud.o2o import ledger, payments, shoppers, voucher_models  # noqa: F401  (tables)
+from cloud.o2o import (  # noqa: F401  (tables)
+    ledger,
+    payments,
+    queue_models,
+    shoppers,
+    voucher_models,
+)
