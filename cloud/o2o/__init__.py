@@ -15,6 +15,7 @@ a new module with tables adds one line below.
 from __future__ import annotations
 
 from cloud.o2o import (  # noqa: F401  (tables)
+    booking_models,
     ledger,
     payments,
     queue_models,
