@@ -269,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reconcile-payments", help="ask the wallet about unnotified payments")
     rp.add_argument("--after", type=float, default=120.0, help="seconds a payment may wait")
     rp.set_defaults(func=cmd_reconcile_payments)
+    from cloud.transit import cli as transit_cli
+
+    transit_cli.add_parser(sub, _app)
     return p
 
 

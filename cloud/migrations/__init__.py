@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 # The plaza services' tables join `cloud.models.Base.metadata` when their package is imported;
 # whoever migrates or compares the schema goes through here, so they always do.
 import cloud.o2o  # noqa: F401
+from cloud import transit as _transit  # noqa: F401  (its tables too)
 
 HERE = Path(__file__).resolve().parent
 

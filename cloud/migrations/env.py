@@ -8,6 +8,7 @@ from alembic import context
 from cloud.db import make_engine
 from cloud.models import Base
 from cloud.o2o import ledger, payments, shoppers, voucher_models  # noqa: F401  (tables join Base)
+from cloud.transit import models as transit_models  # noqa: F401  (tables join Base)
 
 target_metadata = Base.metadata
 
