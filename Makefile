@@ -63,6 +63,9 @@ package: setup
 # The router's disk: dist/plaza-router.qcow2 (Debian 12, Plaza's .deb installed, key-only SSH
 # with SSH_KEY, default dist/plaza-lab-key.pub made for the lab). Cached: seconds when nothing
 # changed. See provisioning/image/build.py and README "Router image".
+# FLEET_SECRET=fleet-... VENUE_TAG=... FLEET_CLOUD=https://... [FLEET_CA=ca.pem]: an image whose
+# routers enrol themselves on first boot, pending the merchant's approval (make passes its
+# command line's variables to build.py in the environment, so the secret is never echoed).
 router-image: package
 	$(PY) provisioning/image/build.py $(if $(SSH_KEY),--ssh-key $(SSH_KEY))
 

@@ -10,7 +10,8 @@ It is part of the router install (the Debian package), imports nothing the route
 - `boot-check`: at boot, a config still on trial (power cut before the cloud answered) is
   replaced by the previous one (run by a oneshot unit ordered before plaza-gateway).
 - `fleet-enrol --secret-file F --venue-tag T`: an image's first boot (provisioning/fleet_enrol.py):
-  ask to join with the fleet secret and wait until the merchant approves it.
+  ask to join with the fleet secret and wait until the merchant approves it; then the secret
+  file is removed (plaza-fleet-enrol.service runs it and restarts the gateway).
 - `check`: the router-local health checks, one JSON object per line (provisioning/checks.py).
 
 `--root DIR` prefixes every path (tests and chroots); commands are taken from PATH.
@@ -190,7 +191,11 @@ def cmd_fleet_enrol(args: argparse.Namespace) -> int:
         sleep=time.sleep,
         version=version(),
     )
-    identity = enrolment.run(args.interval, args.timeout)
+    identity = enrolment.run(args.interval, args.timeout, args.max_interval)
+    # Enrolled: the secret has done its one job. It only lets a router ASK, and is in every
+    # image, so keeping it buys nothing and a router later revoked, resold or stolen could ask
+    # again with a new key; the unit's ConditionPathExists also keys on it.
+    Path(args.secret_file).unlink(missing_ok=True)
     print(
         json.dumps(
             {"enrolled": True, "device_id": identity.device_id, "venue_id": identity.venue_id}
@@ -232,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     fleet.add_argument("--venue-tag", default="", help="shown to the merchant (e.g. a venue id)")
     fleet.add_argument("--cloud", default="", help="the cloud URL (default: [cloud] url)")
     fleet.add_argument("--interval", type=float, default=30.0, help="seconds between asks")
+    fleet.add_argument(
+        "--max-interval", type=float, default=0.0, help="double the wait after each ask up to S"
+    )
     fleet.add_argument("--timeout", type=float, default=0.0, help="give up after S (0: never)")
     fleet.set_defaults(func=cmd_fleet_enrol)
     check = sub.add_parser("check", help="router-local health checks as JSON lines")

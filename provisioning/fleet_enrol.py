@@ -5,7 +5,9 @@ identity exactly as `plaza-gateway enrol` leaves it (device.key, cloud.json).
 
 The key is made once and kept while waiting (`fleet-pending.key`, 0600), so a reboot asks
 with the same key and stays one row in the merchant's list. Run by
-`plaza-provision-agent fleet-enrol` (a oneshot unit in the image, before plaza-gateway).
+`plaza-provision-agent fleet-enrol` from plaza-fleet-enrol.service, beside the gateway (which
+runs in its local mode meanwhile) rather than before it: a router waits for approval for as
+long as the merchant takes.
 """
 
 from __future__ import annotations
@@ -86,11 +88,14 @@ class FleetEnrolment:
         os.unlink(self.state_dir / PENDING_KEY)
         return identity
 
-    def run(self, interval: float = 30.0, timeout: float = 0.0) -> Identity:
-        """Ask until approved (timeout 0: for ever, as a first-boot service does)."""
+    def run(self, interval: float = 30.0, timeout: float = 0.0, most: float = 0.0) -> Identity:
+        """Ask until approved (timeout 0: for ever, as a first-boot service does). With `most`
+        above `interval` the wait doubles after each ask up to `most`: a router left waiting
+        for days (or a fleet booted at once against a cloud that is down) asks less and less
+        often, while one approved in its first minutes still joins within a few asks."""
         if (self.state_dir / CLOUD_FILE).exists():
             return Identity.load(self.state_dir)
-        start = self.clock()
+        start, wait = self.clock(), interval
         while True:
             identity = self.once()
             if identity is not None:
@@ -101,4 +106,5 @@ class FleetEnrolment:
                     f"not approved after {timeout:.0f} s (or the cloud did not answer)",
                     "the merchant approves it in the dashboard under Routers waiting",
                 )
-            self.sleep(interval)
+            self.sleep(wait)
+            wait = min(wait * 2, most) if most > interval else interval

@@ -12,8 +12,16 @@ changed costs seconds:
 3. the disk: one MBR partition, ext4 labelled plaza-root, extlinux in the MBR so the disk boots
    alone; the kernel and initrd are also copied to dist/ for `qemu -kernel` (the tests).
 
-Layers 2-3 are redone only when their inputs change: the base key, the .deb, the SSH key and
-this file (dist/plaza-router.inputs holds their digest).
+Layers 2-3 are redone only when their inputs change: the base key, the .deb, the SSH key, the
+fleet enrolment below and this file (dist/plaza-router.inputs holds their digest).
+
+Image-baked enrolment (issue 13; cloud/fleet.py, provisioning/fleet_enrol.py): with
+FLEET_SECRET (the dashboard's "New fleet secret"), VENUE_TAG (shown to the merchant beside the
+router) and FLEET_CLOUD (the cloud's https URL) in the environment, and FLEET_CA (a PEM file,
+for a cloud whose certificate no public CA signs) if needed, the image holds
+/etc/plaza/fleet.secret (0600 root), the tag in /etc/plaza/fleet.env and a [cloud] section in
+gateway.toml: each router from it asks to join on first boot (plaza-fleet-enrol.service) and
+waits for the merchant's approval. `make router-image` passes them on from its command line.
 
 Usage: python provisioning/image/build.py [--deb FILE] [--ssh-key FILE.pub] [--out DIR]
 """
@@ -24,6 +32,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +40,7 @@ import tarfile
 import time
 import tomllib
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("PLAZA_IMAGE_CACHE", "/var/cache/plaza-image"))
@@ -134,6 +144,84 @@ class ImageError(RuntimeError):
     """A step of the image build failed; the message says which."""
 
 
+# The dashboard's secrets are "fleet-" and 32 URL-safe characters (cloud/fleet.py); a little
+# slack either way, never quotes, spaces or newlines.
+SECRET_RE = re.compile(r"fleet-[A-Za-z0-9_-]{16,100}\Z")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/#@+-]{0,62}\Z")  # the cloud takes <= 63 ASCII
+URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
+FLEET_VARS = ("FLEET_SECRET", "VENUE_TAG", "FLEET_CLOUD", "FLEET_CA")
+FLEET_CA_FILE = "/etc/plaza/fleet-ca.pem"
+
+
+class Fleet(NamedTuple):  # not a dataclass: tests load this file without a module entry
+    """What an image that enrols itself carries (all checked by `fleet_from`)."""
+
+    secret: str
+    venue_tag: str
+    cloud_url: str
+    ca_pem: str = ""
+
+    def digest(self) -> bytes:
+        return "\0".join(
+            ("fleet", self.secret, self.venue_tag, self.cloud_url, self.ca_pem)
+        ).encode()
+
+
+def fleet_from(env: dict[str, str]) -> Fleet | None:
+    """The fleet enrolment asked for in `env`, None when none of its variables is set (the
+    image as without it); a one-line ImageError naming the variable that is wrong."""
+    if not any(name in env for name in FLEET_VARS):
+        return None
+    secret, tag, url = (env.get(n, "").strip() for n in FLEET_VARS[:3])
+    for name, value, pattern, what, hint in (
+        ("FLEET_SECRET", secret, SECRET_RE, "not a fleet secret",
+         "fleet-... from the dashboard's Routers waiting page"),
+        ("VENUE_TAG", tag, TAG_RE, "not 1-63 letters, digits, spaces or ._:/#@+-",
+         "shown to the merchant beside the router"),
+        ("FLEET_CLOUD", url, URL_RE, "not an https:// URL",
+         "the cloud the routers ask, e.g. https://cloud.example.com"),
+    ):  # fmt: skip
+        if not pattern.match(value):
+            raise ImageError(f"{name}: {what if value else 'missing or empty'} ({hint})")
+    ca = ""
+    if env.get("FLEET_CA", "").strip():
+        try:
+            ca = Path(env["FLEET_CA"].strip()).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageError(f"FLEET_CA: cannot read {env['FLEET_CA']!r}: {exc}") from None
+        if "-----BEGIN CERTIFICATE-----" not in ca:
+            raise ImageError(f"FLEET_CA: {env['FLEET_CA']!r} holds no PEM certificate")
+    elif "FLEET_CA" in env:
+        raise ImageError("FLEET_CA: empty (a PEM file; leave it out for a publicly signed cloud)")
+    return Fleet(secret, tag, url.rstrip("/"), ca)
+
+
+def bake_fleet(root: Path, fleet: Fleet) -> None:
+    """The secret (root only), the venue tag for the unit, the cloud in gateway.toml (which
+    the agent and, once enrolled, the gateway read: the URL and the CA for its uplink)."""
+    _write(root, "/etc/plaza/fleet.secret", fleet.secret + "\n", 0o600)
+    _write(
+        root,
+        "/etc/plaza/fleet.env",
+        "# The venue tag this image's routers show the merchant (plaza-fleet-enrol.service).\n"
+        f'PLAZA_FLEET_VENUE_TAG="{fleet.venue_tag}"\n',
+    )
+    config = root / "etc/plaza/gateway.toml"
+    text = config.read_text()
+    section = (
+        f'\n# Baked by make router-image FLEET_CLOUD=...\n[cloud]\nurl = "{fleet.cloud_url}"\n'
+    )
+    if fleet.ca_pem:
+        _write(root, FLEET_CA_FILE, fleet.ca_pem)
+        section += f'ca_bundle = "{FLEET_CA_FILE}"\n'
+    try:
+        tomllib.loads(text + section)
+    except tomllib.TOMLDecodeError as exc:  # the package's default grew a [cloud] section
+        raise ImageError(f"FLEET_CLOUD: cannot add [cloud] to gateway.toml: {exc}") from None
+    with open(config, "a") as f:  # its owner and mode (root:plaza 0640) kept
+        f.write(section)
+
+
 def _run(cmd: list[str], timeout: float = 1800) -> str:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     done = subprocess.run(
@@ -187,10 +275,12 @@ def lan_address(root: Path) -> str:
         return tomllib.load(f)["lan"]["address"]
 
 
-def configure(root: Path, deb: Path, ssh_key: str) -> None:
+def configure(root: Path, deb: Path, ssh_key: str, fleet: Fleet | None = None) -> None:
     """Layer 2: Plaza installed and the router set up in the unpacked base."""
     shutil.copy(deb, root / "tmp/plaza.deb")
     _chroot(root, "dpkg -i /tmp/plaza.deb && rm /tmp/plaza.deb")
+    if fleet is not None:
+        bake_fleet(root, fleet)
     _write(root, "/etc/hostname", "plaza-router\n")
     _write(root, "/etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tplaza-router\n")
     _write(root, "/etc/fstab", f"LABEL={LABEL}\t/\text4\terrors=remount-ro\t0\t1\n")
@@ -291,22 +381,24 @@ def deb_digest(deb: Path) -> str:
     return h.hexdigest()
 
 
-def inputs_digest(deb: Path, ssh_key: str) -> str:
+def inputs_digest(deb: Path, ssh_key: str, fleet: Fleet | None = None) -> str:
     h = hashlib.sha256()
     h.update(base_key().encode())
     h.update(deb_digest(deb).encode())
     h.update(ssh_key.strip().encode())
     h.update(Path(__file__).read_bytes())
+    if fleet is not None:  # none: the same key as an image built before fleets existed
+        h.update(fleet.digest())
     return h.hexdigest()
 
 
-def build(deb: Path, ssh_key_file: Path, out: Path) -> Path:
+def build(deb: Path, ssh_key_file: Path, out: Path, fleet: Fleet | None = None) -> Path:
     ssh_key = ssh_key_file.read_text()
     if not ssh_key.startswith(("ssh-", "ecdsa-", "sk-")):
         raise ImageError(f"{ssh_key_file} is not an OpenSSH public key")
     qcow2 = out / f"{NAME}.qcow2"
     stamp = out / f"{NAME}.inputs"
-    digest = inputs_digest(deb, ssh_key)
+    digest = inputs_digest(deb, ssh_key, fleet)
     outputs = (qcow2, out / f"{NAME}.vmlinuz", out / f"{NAME}.initrd")
     if stamp.exists() and stamp.read_text().strip() == digest and all(p.exists() for p in outputs):
         print(f"{qcow2}: up to date")
@@ -319,7 +411,7 @@ def build(deb: Path, ssh_key_file: Path, out: Path) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     _run(["tar", "-C", str(root), "-xf", str(tarball)])
-    configure(root, deb, ssh_key)
+    configure(root, deb, ssh_key, fleet)
     kernel, initrd = boot_files(root)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(kernel, out / f"{NAME}.vmlinuz")
@@ -359,9 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         print("router-image: needs root (mmdebstrap, chroot, losetup)", file=sys.stderr)
         return 2
     try:
+        fleet = fleet_from(dict(os.environ))  # first: a wrong variable costs no build
         deb = args.deb or newest_deb(args.out)
         key = args.ssh_key.expanduser() if args.ssh_key else default_ssh_key(args.out)
-        build(deb, key, args.out)
+        build(deb, key, args.out, fleet)
     except ImageError as e:
         print(f"router-image: {e}", file=sys.stderr)
         return 1

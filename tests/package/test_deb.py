@@ -15,7 +15,7 @@ pytestmark = pytest.mark.package
 ENTRY_POINTS = ("plaza-gateway", "plaza-portal", "plaza-ctl", "plaza-provision-agent")
 UNITS = (
     "plaza-gateway.service", "plaza-portal.service", "plaza-dnsmasq.service",
-    "plaza-boot-check.service",
+    "plaza-boot-check.service", "plaza-fleet-enrol.service",
 )  # fmt: skip
 DEPENDS = ("nftables", "dnsmasq-base", "libnetfilter-queue1", "iptables", "adduser")
 

@@ -21,6 +21,7 @@ UNITS = (
     "plaza-boot-check.service", "plaza-gateway.service", "plaza-dnsmasq.service",
     "plaza-portal.service",
 )  # fmt: skip
+FIRST_BOOT = "plaza-fleet-enrol.service"  # a baked image's enrolment: enabled, never started
 WRAPPERS = ("plaza-gateway", "plaza-portal", "plaza-ctl", "plaza-provision-agent")
 CHECK = ("plaza-gateway", "--config", "/etc/plaza/gateway.toml", "check-config", "--offline")
 
@@ -76,7 +77,8 @@ def test_install_upgrade_remove_purge(debian: Chroot, debs: Debs) -> None:
         assert debian.exists(f"/etc/systemd/system/multi-user.target.wants/{unit}")
     assert [f"deb-systemd-invoke start {u}" for u in UNITS] == [
         line for line in invoked(debian) if line.startswith("deb-systemd-invoke")
-    ]
+    ]  # and never the first-boot enrolment, which may wait for days: enabled only
+    assert debian.exists(f"/etc/systemd/system/multi-user.target.wants/{FIRST_BOOT}")
 
     # The router in use: sessions and enrolment in the state, the admin's edit of the config.
     debian.sh("echo sessions > /var/lib/plaza/plaza.db && echo '{}' > /var/lib/plaza/cloud.json")
@@ -110,7 +112,7 @@ def test_install_upgrade_remove_purge(debian: Chroot, debs: Debs) -> None:
     assert status(debian) == ""
     for path in ("/etc/plaza", "/var/lib/plaza", "/usr/lib/plaza"):
         assert not debian.exists(path), path
-    for unit in UNITS:
+    for unit in (*UNITS, FIRST_BOOT):
         assert not debian.exists(f"/etc/systemd/system/multi-user.target.wants/{unit}")
     assert debian.run("getent", "passwd", "plaza", check=False).returncode == 2
     assert debian.run("getent", "group", "plaza", check=False).returncode == 2

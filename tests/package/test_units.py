@@ -24,6 +24,7 @@ TARGETS = {  # unit: highest exposure accepted
     "plaza-gateway.service": 5.0,
     "plaza-dnsmasq.service": 5.0,
     "plaza-boot-check.service": 2.5,  # a oneshot that renames files in /etc/plaza
+    "plaza-fleet-enrol.service": 2.5,  # HTTPS to the cloud, files in /var/lib and /etc/plaza
 }
 
 
@@ -39,6 +40,8 @@ def unit_root(extracted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"  # Depends: dnsmasq-base
     (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
     shutil.copy2(dnsmasq, root / "usr/sbin/dnsmasq")
+    (root / "bin").mkdir(exist_ok=True)  # plaza-fleet-enrol's ExecStopPost runs /bin/sh
+    shutil.copy2("/bin/sh", root / "bin/sh")
     return root
 
 
@@ -94,6 +97,16 @@ def test_units_settings(extracted: Path) -> None:
     dnsmasq = (system / "plaza-dnsmasq.service").read_text()
     assert "dnsmasq-config --dir /run/plaza-dnsmasq" in dnsmasq
     assert "--conf-file=/run/plaza-dnsmasq/plaza-dnsmasq.conf" in dnsmasq
+    fleet = (system / "plaza-fleet-enrol.service").read_text()
+    # Idempotent: only with a baked secret and while the router has no identity.
+    assert "ConditionPathExists=/etc/plaza/fleet.secret\n" in fleet
+    assert "ConditionPathExists=!/var/lib/plaza/cloud.json\n" in fleet
+    # Never holds up the gateway's boot or a dpkg run: long-running, not ordered before it.
+    assert "Type=exec\n" in fleet and "Before=" not in fleet
+    assert "fleet-enrol --secret-file /etc/plaza/fleet.secret" in fleet
+    assert "--max-interval" in fleet and "Restart=on-failure" in fleet
+    assert "try-restart plaza-gateway.service" in fleet
+    assert "CapabilityBoundingSet=\n" in fleet
 
 
 MDWE_PROBE = r"""

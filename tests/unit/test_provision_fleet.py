@@ -76,3 +76,44 @@ def test_refused_stops_and_timeout_gives_up(tmp_path: Path) -> None:
     with pytest.raises(ProvisionError, match="not approved after 60 s"):
         enrolment(tmp_path / "b", silent, clock).run(interval=30, timeout=60)
     assert len(silent.answers) == 7  # asked at 0, 30 and 60 s
+
+
+def test_the_wait_doubles_up_to_its_most(tmp_path: Path) -> None:
+    """As plaza-fleet-enrol.service runs it (--interval 10 --max-interval 300): a router left
+    waiting asks less and less often, never less than every `most` seconds."""
+    clock = FakeClock()
+    start = clock()
+    asked: list[float] = []
+    cloud = Cloud([(202, {})] * 7 + [APPROVED])
+    post = cloud.post
+    cloud.post = lambda url, body: (asked.append(clock() - start), post(url, body))[1]
+    enrolment(tmp_path, cloud, clock).run(interval=10, most=60)
+    assert asked == [0, 10, 30, 70, 130, 190, 250, 310]
+
+
+def test_the_agent_removes_the_secret_once_enrolled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The secret only lets a router ask: once the router holds its identity it goes, so the
+    unit (ConditionPathExists=/etc/plaza/fleet.secret) never runs again and a router revoked
+    later cannot ask again with a new key. Kept while waiting (a reboot asks again)."""
+    from provisioning import agent
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[lan]\ninterface = "lo"\n[gateway]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[cloud]\nurl = "https://cloud.test"\n'
+    )
+    secret = tmp_path / "fleet.secret"
+    secret.write_text("fleet-s\n")
+    cloud = Cloud([(202, {}), OSError("cloud away")])
+    monkeypatch.setattr(agent, "http_post", lambda ca_bundle: cloud.post)
+    argv = ["--config", str(config), "fleet-enrol", "--secret-file", str(secret),
+            "--venue-tag", "main-st", "--interval", "0.01"]  # fmt: skip
+    assert agent.main([*argv, "--timeout", "0.01"]) == errors.CLOUD_UNREACHABLE
+    assert secret.exists()  # still waiting: kept
+    cloud.answers[:] = [(202, {}), APPROVED]
+    assert agent.main(argv) == errors.OK
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["device_id"] == "dev_1"
+    assert not secret.exists()
+    assert (tmp_path / "state/cloud.json").exists()
