@@ -215,6 +215,26 @@ def cmd_reconcile_payments(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_bookings_sweep(args: argparse.Namespace) -> int:
+    """Release expired holds, settle late deposits, queue reminders, close the day's bookings
+    (cron: every minute; cloud/o2o/booking_jobs.py)."""
+    import dataclasses
+
+    from cloud import db as cloud_db
+    from cloud.o2o import booking_jobs, settings
+
+    app = _app(args)
+    try:
+        client = settings.trade_client(app)
+    except (settings.NotConfigured, ValueError):
+        client = None  # no wallet: deposits wait, the rest goes on
+    with app.app_context(), cloud_db.session(app) as db:
+        base = settings.setting(app, "PUBLIC_URL").rstrip("/")
+        result = booking_jobs.sweep(db, app.config["CLOCK"](), client, base)
+    print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plaza-cloud", description=__doc__.splitlines()[0])
     p.add_argument("--database-url", help="overrides PLAZA_CLOUD_DATABASE_URL")
@@ -269,6 +289,8 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reconcile-payments", help="ask the wallet about unnotified payments")
     rp.add_argument("--after", type=float, default=120.0, help="seconds a payment may wait")
     rp.set_defaults(func=cmd_reconcile_payments)
+    bs = sub.add_parser("bookings-sweep", help="expire holds, send reminders, close bookings")
+    bs.set_defaults(func=cmd_bookings_sweep)
     from cloud.transit import cli as transit_cli
 
     transit_cli.add_parser(sub, _app)

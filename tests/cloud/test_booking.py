@@ -224,3 +224,20 @@ def test_a_paused_resource_takes_no_holds_and_no_shows_are_swept(
     assert run(app, booking_jobs.sweep, clock()).no_shows == 1
     assert state(app, held.id) == "NO_SHOW"
     check_books(app)
+
+
+def test_the_cli_sweeps(
+    app: Flask, venue: Venue, clock: FakeClock, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):  # fmt: skip
+    import json
+
+    from cloud import cli
+
+    slot = slot_at(app, resource(app, venue, clock(), hold_minutes=5), clock() + 5 * HOUR)
+    held = run(app, booking.hold, slot, shopper(app, "alice", clock()), clock())
+    clock.advance(5 * 60)
+    monkeypatch.setattr(cli, "_app", lambda _args: app)
+    assert cli.main(["bookings-sweep"]) == 0
+    assert json.loads(capsys.readouterr().out)["expired"] == 1
+    assert (state(app, held.id), taken(app, slot)) == ("EXPIRED", 0)
