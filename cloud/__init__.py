@@ -70,6 +70,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from cloud.o2o import voucher_admin  # vouchers: /plaza/vouchers, /plaza/staff, dashboard
 
     voucher_admin.register(app)
+    from cloud.transit import reader_api, views  # transit: /plaza/transit, /api/v1/transit
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(reader_api.bp)
     from cloud.o2o import booking_admin  # bookings: /plaza/bookings, dashboard, check-in
 
     booking_admin.register(app)
