@@ -311,18 +311,40 @@ def roam(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
         lab.join(phone)
 
 
+def diagnose(lab: VMLab, phone: VMPhone) -> str:
+    """What a tester looks at first when a step did not match: the router's stations and
+    journals, the phone's DHCP client and address."""
+    parts = []
+    for where, command, run_on in (
+        ("router: plaza-ctl clients", "plaza-ctl clients", lab.router_ssh),
+        ("router: journal", "journalctl --no-pager -n 40 -u plaza-gateway -u plaza-dnsmasq",
+         lab.router_ssh),
+        (f"{phone.netns}: DHCP client and eth0",
+         "journalctl --no-pager -n 15 -u plaza-phone-dhcp; ip -4 addr show dev eth0",
+         lambda c: ssh(phone.ip, c)),
+    ):  # fmt: skip
+        try:
+            parts.append(f"--- {where}\n{run_on(command).strip()[-2500:]}")
+        except (VMLabError, subprocess.TimeoutExpired) as exc:
+            parts.append(f"--- {where}: {exc}")
+    return "\n".join(parts)
+
+
 def run(name: str, lab: VMLab, machine: str = "phone1") -> bool:
     """One scenario on `machine`; prints each step and the verdict, True when all matched."""
     narrator = Narrator(lab.out)
     phone = lab.phone(machine)
     scenario = {"demo": demo, "outage": outage, "crash": crash, "roam": roam}[name]
-    lab.out(f"== plaza-lab vm {name}: {(scenario.__doc__ or '').split(chr(10))[0]}")
+    summary = " ".join((scenario.__doc__ or "").split())
+    lab.out(f"== plaza-lab vm {name}: {summary}")
     try:
         scenario(lab, phone, narrator.say)
         lab.out(f"vm {name}: passed, every step matched")
         return True
     except (StepFailed, ShopperError, WalletAppError, VMLabError, subprocess.TimeoutExpired) as e:
-        lab.out(f"[{narrator.step + 1}] did NOT match: {e}\nvm {name}: FAILED")
+        lab.out(f"[{narrator.step + 1}] did NOT match: {e}")
+        lab.out(diagnose(lab, phone))
+        lab.out(f"vm {name}: FAILED")
         return False
     finally:
         phone.close()

@@ -28,7 +28,9 @@ $LAB vm down >/dev/null 2>&1 || true  # a crashed run's VMs and internet
 trap cleanup EXIT
 stage "plaza-lab vm up"
 $LAB vm up --phones 1
-for scenario in $SCENARIOS; do
+failed=""
+for scenario in $SCENARIOS; do  # each one, even after a failure: a tester sees them all
   stage "plaza-lab vm $scenario"
-  $LAB vm "$scenario"
+  $LAB vm "$scenario" || failed="$failed $scenario"
 done
+if [ -n "$failed" ]; then echo "vm-test: did not match:$failed"; exit 1; fi
