@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.vm_internet import VMInternet
+from lab.vm_internet import INTERNET_WAN, ROUTER_WAN, VMInternet, isp_dnsmasq_conf
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
@@ -44,8 +44,8 @@ KEY = DIST / "plaza-lab-key"
 # Same as provisioning/image/build.py KERNEL_ARGS (the disk's extlinux boots with these).
 KERNEL_ARGS = "root=LABEL=plaza-root ro console=ttyS0,115200 net.ifnames=0"
 
-WAN_ROUTER = "198.18.0.1"  # the lab's WAN_ROUTER, handed out by the internet's DHCP
-WAN_INTERNET = "198.18.0.2/30"
+WAN_ROUTER = ROUTER_WAN  # the lab's WAN_ROUTER, handed out by the ISP (lab/vm_internet.py)
+WAN_INTERNET = INTERNET_WAN
 DNS_IP = "192.0.2.53"
 LAN_ROUTER = "198.19.0.1/24"  # the image's br-lan address
 PROBE_NET = "198.51.100.0/24"  # reached by the technician's laptop through the router's LAN
@@ -116,19 +116,8 @@ class RouterVM:
         self._ns(i, "ip", "addr", "add", WAN_INTERNET, "dev", "eth0")
         self._ns(i, "ip", "addr", "add", f"{DNS_IP}/32", "dev", "lo")
         self._ns(i, "ip", "link", "set", "eth0", "up")
-        gateway = WAN_INTERNET.split("/")[0]
         conf = self.dir / "internet-dnsmasq.conf"
-        conf.write_text(
-            "# The ISP: the router's WAN address by DHCP, and DNS for names on the lab internet.\n"
-            "interface=eth0\nbind-interfaces\nno-resolv\nno-hosts\n"
-            f"dhcp-range={WAN_ROUTER},{WAN_ROUTER},255.255.255.252,1h\n"
-            f"dhcp-option=option:router,{gateway}\ndhcp-option=option:dns-server,{gateway}\n"
-            f"dhcp-leasefile={self.dir / 'internet.leases'}\n"
-            "address=/plaza.test/192.0.2.80\nlog-dhcp\n"
-            # With the services, the lab's DNS has 192.0.2.53 (on lo, which dnsmasq adds to
-            # interface=): this one keeps off lo and forwards the lab's names there.
-            + (f"except-interface=lo\nserver={DNS_IP}\n" if self.services else "")
-        )
+        conf.write_text(isp_dnsmasq_conf(self.dir, self.services))  # as the Vagrant lab's ISP
         self._ns(
             i, "dnsmasq", f"--conf-file={conf}", f"--pid-file={self.dir / 'internet-dnsmasq.pid'}",
             f"--log-facility={self.dir / 'internet-dnsmasq.log'}",
