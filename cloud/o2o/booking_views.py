@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import select
 
 from cloud.api import now
 from cloud.db import get_db
@@ -119,8 +120,6 @@ def hold(slot_id: str) -> ResponseReturnValue:
 @bp.get("/bookings")
 @shopper_required
 def mine() -> ResponseReturnValue:
-    from sqlalchemy import select
-
     rows = get_db().execute(
         select(Booking, BookingSlot, BookingResource)
         .join(BookingSlot, BookingSlot.id == Booking.slot_id)

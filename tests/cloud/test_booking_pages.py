@@ -209,3 +209,56 @@ def test_merchants_cannot_touch_each_others_resources(
     with cloud_db.session(shop_app) as db:
         found = db.get(BookingResource, rid)
         assert found is not None and found.state == "ACTIVE"
+
+
+def test_the_staff_check_in_and_close_bookings_on_the_dashboard(
+    shop_app: Flask, client: FlaskClient, venue: Venue, slots: list[str], clock: FakeClock
+):
+    with cloud_db.session(shop_app) as db:
+        alice = find_or_create(db, "oidc", "alice-sub", "Alice", clock())
+        first = booking.hold(db, slots[2], alice.id, clock())
+        second = booking.hold(db, slots[3], alice.id, clock())
+        for held in (first, second):  # as if their deposits were paid (the pages test that)
+            assert booking.confirm_paid(db, held, clock())
+        db.commit()
+        slot = db.get(BookingSlot, slots[2])
+        assert slot is not None
+        starts = slot.starts_at
+    assert merchant_sign_in(client).status_code == 303
+    page = client.get(f"/dashboard/bookings/{venue.id}")
+    assert f'id="booking-{first.id}"' in page.get_data(as_text=True) and "Alice" in page.get_data(
+        as_text=True
+    )
+    token = csrf(page)
+
+    def outcome(booking_id: str, what: str) -> Any:
+        path = f"/dashboard/bookings/{venue.id}/booking/{booking_id}/{what}"
+        return client.post(path, data={"csrf_token": token})
+
+    too_early = outcome(first.id, "check-in")
+    assert too_early.status_code == 409 and "near its time" in too_early.get_data(as_text=True)
+    assert outcome(first.id, "no-show").status_code == 409  # not started yet
+    clock.now = starts - 600
+    assert outcome(first.id, "check-in").status_code == 303
+    assert outcome(first.id, "completed").status_code == 303
+    assert row(shop_app, first.id).state == "COMPLETED"
+    assert row(shop_app, first.id).checked_in_by == "staff"
+    clock.now = starts + 2 * HOUR
+    assert outcome(second.id, "no-show").status_code == 303
+    assert row(shop_app, second.id).state == "NO_SHOW"
+    assert outcome(second.id, "teleported").status_code == 404
+
+
+def test_the_shop_pages_in_chinese(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
+    slots: list[str],
+):  # fmt: skip
+    assert sign_in(client, sandbox_wallet).status_code == 303
+    times = get(client, f"/plaza/v/{venue.id}/book?lang=zh-CN")
+    assert "可预订时间" in times.get_data(as_text=True)
+    assert times.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "<script" not in times.get_data(as_text=True)
+    booking_id = hold(client, venue.id, slots[6]).location.rsplit("/", 1)[1]
+    page = get(client, f"/plaza/bookings/{booking_id}").get_data(as_text=True)
+    assert "已预留" in page and "支付定金 ¥50.00 并确认" in page
+    assert "我的预订" in get(client, "/plaza/bookings").get_data(as_text=True)
