@@ -1,0 +1,149 @@
+"""Booking contention on PostgreSQL: CLIENTS shoppers booking SLOTS slots at once, and the
+inventory counted afterwards (issue 16: 100 clients, 10 slots, 0 double-booking).
+
+A private PostgreSQL cluster (lab/postgres.py, fsync on), migrated; one venue, one resource
+with SLOTS one-seat slots, CLIENTS distinct shoppers. Every client is a thread with its own
+connection (pool of CONNECTIONS), released together by a barrier, and holds slot `i % SLOTS`
+through `cloud.o2o.booking.hold`, the function the shopper's page calls (the HTTP layer is
+not measured). Reported: the wall time of the burst, holds made and refused, the slowest
+client's latency, and the database afterwards: bookings per slot (must be exactly 1 each),
+`taken` per slot (must equal its bookings). `--rounds` repeats on fresh slots for a steadier
+figure. Figures only: nothing here is asserted on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from benchlib import Check, Result, log, main
+from sqlalchemy import create_engine, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud import migrations
+from cloud.accounts import create_merchant, create_venue
+from cloud.db import make_engine
+from cloud.o2o import booking, booking_slots
+from cloud.o2o.booking_models import Booking, BookingSlot
+from cloud.o2o.shoppers import Shopper
+from lab.postgres import running_cluster
+
+NAME = "booking_contention"
+NOW = 1_800_000_000.0
+
+
+def setup(url: str, slots: int, clients: int, rounds: int) -> tuple[list[list[str]], list[str]]:
+    engine = make_engine(url)
+    with Session(engine, expire_on_commit=False) as db:
+        merchant = create_merchant(db, "Bench", "bench@example.com", "benchbenchbench", NOW)
+        venue = create_venue(db, merchant.id, "Bench plaza", NOW, "portal.example")
+        db.commit()
+        resource = booking.create_resource(db, venue, booking.ResourceSpec(name="Table"), NOW)
+        starts = [NOW + 3600 * (i + 1) for i in range(slots * rounds)]
+        booking_slots.add_slots(db, resource, [(s, s + 3600) for s in starts])
+        ids = list(db.scalars(select(BookingSlot.id).order_by(BookingSlot.starts_at)))
+        people = [f"shp_{i:016x}" for i in range(clients * rounds)]
+        rows = [{"id": i, "provider": "oidc", "subject": i, "created_at": NOW,
+                 "last_seen_at": NOW} for i in people]  # fmt: skip
+        db.execute(insert(Shopper), rows)
+        db.commit()
+    engine.dispose()
+    return [ids[r * slots:(r + 1) * slots] for r in range(rounds)], people  # fmt: skip
+
+
+def burst(factory: sessionmaker, slots: list[str], people: list[str]) -> dict[str, Any]:
+    outcomes: Counter = Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(len(people) + 1)
+
+    def one(i: int) -> None:
+        with factory() as db:
+            db.execute(select(1))
+            db.commit()  # connected before the start
+            ready.wait()
+            began = time.perf_counter()
+            try:
+                booking.hold(db, slots[i % len(slots)], people[i], NOW)
+                outcome = "ok"
+            except booking.BookingError as exc:
+                outcome = exc.code
+            took = time.perf_counter() - began
+        with lock:
+            outcomes[outcome] += 1
+            latencies.append(took)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(people))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - began
+    latencies.sort()
+    return {"outcomes": dict(outcomes), "seconds": seconds, "p50_ms": latencies[len(latencies) // 2]
+            * 1000, "max_ms": latencies[-1] * 1000}  # fmt: skip
+
+
+def run(clients: int = 100, slots: int = 10, rounds: int = 5) -> Result:
+    result = Result(NAME)
+    with running_cluster(database="plaza_bench", durable=True) as cluster:
+        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
+        migrations.upgrade(cluster.url)
+        groups, people = setup(cluster.url, slots, clients, rounds)
+        # Every client its own connection at once (PostgreSQL's default max_connections is 100).
+        engine = create_engine(cluster.url, pool_size=min(clients, 90), max_overflow=0,
+                               pool_timeout=120)  # fmt: skip
+        factory = sessionmaker(engine, expire_on_commit=False)
+        bursts = [burst(factory, group, people[r * clients:(r + 1) * clients])
+                  for r, group in enumerate(groups)]  # fmt: skip
+        engine.dispose()
+        check = make_engine(cluster.url)
+        with Session(check) as db:
+            per_slot = Counter(db.scalars(select(Booking.slot_id)))
+            taken = dict(db.execute(select(BookingSlot.id, BookingSlot.taken)).tuples().all())
+        check.dispose()
+    all_slots = [s for group in groups for s in group]
+    double = sum(max(0, per_slot.get(s, 0) - 1) for s in all_slots)
+    empty = sum(1 for s in all_slots if per_slot.get(s, 0) == 0)
+    mismatched = sum(1 for s in all_slots if taken.get(s) != per_slot.get(s, 0))
+    ok = sum(b["outcomes"].get("ok", 0) for b in bursts)
+    seconds = sorted(b["seconds"] for b in bursts)
+    result.figures = {
+        "clients": clients, "slots": slots, "rounds": rounds,
+        "outcomes": [b["outcomes"] for b in bursts],
+        "burst_ms_median": round(seconds[len(seconds) // 2] * 1000, 1),
+        "burst_ms": [round(s * 1000, 1) for s in seconds],
+        "holds_per_s": round(clients / seconds[len(seconds) // 2]),
+        "client_p50_ms": round(sorted(b["p50_ms"] for b in bursts)[len(bursts) // 2], 1),
+        "client_max_ms": round(max(b["max_ms"] for b in bursts), 1),
+        "bookings": ok, "double_booked": double, "empty_slots": empty, "taken_mismatch": mismatched,
+    }  # fmt: skip
+    f = result.figures
+    log(f"\n{clients} clients on {slots} slots, {rounds} rounds: bookings {ok} "
+        f"(expected {slots * rounds}), double-booked {double}, empty {empty}, "
+        f"taken≠bookings {mismatched}")  # fmt: skip
+    log(f"burst (all {clients} answered) median {f['burst_ms_median']} ms {f['burst_ms']}; "
+        f"attempts/s {f['holds_per_s']:,}; per client p50 {f['client_p50_ms']} ms, "
+        f"max {f['client_max_ms']} ms")  # fmt: skip
+    if double or empty or mismatched or ok != slots * rounds:
+        result.errors.append(f"inventory broken: {f}")
+    result.checks = [
+        Check("bookings made", ok, "bookings", None),
+        Check("double-booking", double, "bookings", 0),
+        Check("burst of 100 answered (median)", f["burst_ms_median"], "ms", None),
+    ]
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100, help="shoppers at once")
+    parser.add_argument("--slots", type=int, default=10, help="one-seat slots they contend for")
+    parser.add_argument("--rounds", type=int, default=5, help="bursts, each on fresh slots")
+    args = parser.parse_args()
+    raise SystemExit(main(lambda: run(args.clients, args.slots, args.rounds)))
