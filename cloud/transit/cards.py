@@ -13,8 +13,8 @@ rotate it, and a phone without signal on the bus must still show a valid one).
 
 Negative balance policy: a reader lets a card on unless it is on the deny-list, which holds
 the lost cards and those below zero. A fare is always charged in full (the ride happened),
-so one trip may take a card below zero, at most by one fare up to NEGATIVE_FLOOR in this
-feed's terms; after that the card is refused until it is topped up.
+so one trip may take a card below zero, by at most that fare (the floor is the feed's
+dearest product); after that the card is refused until it is topped up.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from cloud.transit.models import ACTIVE, LOST, TransitCard, TransitFeed, Transit
 
 QR_PREFIX = "PT1"
 QR_SECONDS = 6 * 3600
-NEGATIVE_FLOOR = -1000  # fen: the most a card may owe after its last allowed trip
 TOPUP_MIN, TOPUP_MAX = 100, 100_000  # 1 to 1,000 yuan
 _ENGINES: dict[int, FareEngine] = {}
 
