@@ -27,6 +27,7 @@ import forwarding
 import idle_memory
 import join_storm
 import payment_notify
+import queue_take
 import redirect_latency
 import router_install
 import scale
@@ -44,6 +45,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (dashboard.NAME, dashboard.run),
     (payment_notify.NAME, payment_notify.run),
     (voucher_claims.NAME, voucher_claims.run),
+    (queue_take.NAME, queue_take.run),
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),
