@@ -7,15 +7,25 @@ Clients live in sets keyed by (address, MAC): per-packet cost is one hash lookup
 number of clients, and authorizing is one element add, never a rule per client.
 
 Walled garden (see gateway/garden/inspector.py for the why). Captive TCP/443 to a garden address is
-let through for its handshake; its first packet with payload is marked MARK_QUEUE by
-`garden_classify` (forward, priority mangle - 5), sent to NFQUEUE by a rule outside this table
-(iptables-nft mangle FORWARD at priority mangle, or a native `queue` in table `inet plaza_queue`,
-whichever the kernel has), and comes back with MARK_ALLOW or not. `lan_forward` (priority filter)
-turns that into the connection's ct mark: allowed connections then pass at kernel speed, refused
-ones get a TCP reset. A packet marked for the queue that comes back without a verdict (no inspector:
-`bypass`; a hung one: the queue fails open when full, gateway/dataplane/nfqueue.py) is refused: the
-garden fails closed. A station's first packet that skips the detection queue the same way meets the
-captive rules below like any other.
+let through for its handshake; its packets with payload are marked MARK_QUEUE by `garden_classify`
+(jumped to from `lan_antispoof`, prerouting), and those of a connection not yet decided are sent to
+NFQUEUE by a rule outside this table (iptables-nft mangle PREROUTING at priority mangle, or a native
+`queue` in table `inet plaza_queue`, whichever the kernel has; the rule checks the ct mark, which
+does not exist yet at priority raw). They come back with MARK_ALLOW or not. `lan_forward` turns that
+into the connection's ct mark: allowed connections then pass at kernel speed, refused ones get a TCP
+reset. A packet marked for the queue that comes back without a verdict (no inspector: `bypass`; a
+hung one: the queue fails open when full, gateway/dataplane/nfqueue.py) is refused: the garden fails
+closed. A station's first packet that skips the detection queue the same way meets the captive
+rules below like any other.
+
+Base chains, not rules, are what a forwarded packet pays for (docs/decisions.md, "forwarding
+against a plain router" and "three base chains"): each one is a hook call, a chain entry and its
+own first rules. An authorized station's packet, either way, meets three: `lan_antispoof`
+(prerouting, raw), the queue hook's (prerouting, mangle; iptables-nft's one rule per queue) and
+`lan_forward` (forward, filter + 10). Nothing is hooked on forward before `lan_forward`: the
+garden's classification rides in `lan_antispoof` and its queue on prerouting, so no iptables-nft
+chain is hooked on forward at all. `captive_dnat` is a nat chain: the kernel walks nat chains only
+for a connection's first packet.
 
 Per-client policy and accounting (see gateway/stations/policy.py and
 gateway/stations/accounting.py). Every session owns named objects: counters `up_<session>` and
@@ -24,8 +34,10 @@ its policy has them. Maps keyed like the clients point at them: upstream by (add
 `auth4` is, and downstream by the address alone (in the forward hook a packet to the LAN has no
 client MAC yet; the session table gives each address one owner). An IPv6 client with several
 addresses adds one element per address, all naming the same objects, so its usage adds up.
-`client_policy` (forward, priority filter + 10: after lan_forward and any other filter has accepted
-the packet) sends the client's traffic, to one chain per direction and family, through, in order:
+`lan_forward` (forward, priority filter + 10: after any other filter, fw4's or iptables', has
+judged the packet; nothing on a router's forward hook comes later) sends an authorized client's
+traffic, after the captive rules for the rest, to one chain per direction and family, through, in
+order:
 its rate limit (`limit ... over`: drop), its quotas (`quota ... over`: drop, so an exhausted client
 stops at once, in the kernel), and its counter: what is counted is what was forwarded. No element,
 no limit: an unlimited client costs one failed hash lookup per map, and a login is one transaction
@@ -157,22 +169,11 @@ def _policy_maps(family: str) -> list[str]:
     return lines
 
 
-def _policy_chains(lan: str) -> list[str]:
-    """`client_policy` and the chains it jumps to: one per direction and family, each a rate
-    limit, then quotas, then the counter. Split by family so a packet walks only its own
-    family's rules: this chain sees every forwarded packet of every client, and its rules were
-    most of what Plaza's table costs per packet (docs/decisions.md, "forwarding against a
-    plain router")."""
-    lines = [
-        "\tchain client_policy {",
-        "\t\ttype filter hook forward priority filter + 10; policy accept;",
-    ]
-    for direction, where in (("up", "iifname"), ("down", "oifname")):
-        # one interface-name test per direction (they are not free: 16 bytes copied and
-        # compared), then the family by a verdict map
-        jumps = f"ipv4 : jump client_{direction}4, ipv6 : jump client_{direction}6"
-        lines.append(f'\t\t{where} "{lan}" meta nfproto vmap {{ {jumps} }}')
-    lines.append("\t}")
+def _policy_chains() -> list[str]:
+    """The chains `lan_forward` sends an authorized client's packets to: one per direction and
+    family, each a rate limit, then quotas, then the counter. Split by family so a packet walks
+    only its own family's rules (docs/decisions.md, "forwarding against a plain router")."""
+    lines: list[str] = []
     for direction in ("up", "down"):
         for family, proto in (("4", "ip"), ("6", "ip6")):
             lines += ["", f"\tchain client_{direction}{family} {{"]
@@ -219,11 +220,10 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
     lines += [*_detect_set(DETECT4, "ipv4_addr"), "", *_detect_set(DETECT6, "ipv6_addr")]
     lines += _policy_maps("4")
     lines += _policy_maps("6")
-    queue, allow, deny, decided = (
-        _hex(MARK_QUEUE), _hex(MARK_ALLOW), _hex(MARK_DENY), _hex(MARK_DECIDED)
-    )  # fmt: skip
+    queue, allow, deny = _hex(MARK_QUEUE), _hex(MARK_ALLOW), _hex(MARK_DENY)
     verdict = _hex(MARK_QUEUE | MARK_ALLOW)
     detect = _hex(MARK_DETECT)
+    down = "ipv4 : jump client_down4, ipv6 : jump client_down6"
     lines += [
         "",
         # Reverse-path check on the LAN: a source address that would not be routed back out
@@ -245,10 +245,13 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\tip6 saddr :: return",
         "\t\tfib saddr . iif oif missing drop",
         "\t\tip6 saddr fe80::/10 return",
-        f"\t\tip saddr . ether saddr @{DETECT4} return",
-        f"\t\tip6 saddr . ether saddr @{DETECT6} return",
         # not seen yet: to the detector, which learns the pair and adds it to the set
-        f"\t\tmeta mark set meta mark | {detect}",
+        f"\t\tip saddr . ether saddr != @{DETECT4} meta mark set meta mark | {detect}",
+        f"\t\tip6 saddr . ether saddr != @{DETECT6} meta mark set meta mark | {detect}",
+        # captive TLS to the garden: here rather than in a forward chain of its own, so that
+        # the queue hook can sit on prerouting and an authorized packet meets no extra base
+        # chain on forward (see the module docstring)
+        "\t\tjump garden_classify",
         "\t}",
         "",
         # Captive HTTP goes to the portal's intercept listener; authorized clients and traffic
@@ -291,30 +294,39 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\treject with icmpx admin-prohibited",
         "\t}",
         "",
-        # Before the queue hook: which captive packets the inspector must see. Only the first
-        # segments with payload of an undecided TCP/443 connection to a garden address; the
-        # handshake and bare ACKs are left for lan_forward.
+        # From lan_antispoof, before the queue hook: which captive packets the inspector must
+        # see. Segments with payload of TCP/443 to a garden address, not to the router itself
+        # (the fib lookup comes last: only such segments pay for it); the handshake and bare
+        # ACKs are left for lan_forward. Of these, the queue hook takes only those of a
+        # connection not yet decided: the ct mark that says so does not exist yet at priority
+        # raw (conntrack runs after it), and lan_forward judges a decided connection by its
+        # ct mark before it looks at this packet mark.
         "\tchain garden_classify {",
-        "\t\ttype filter hook forward priority mangle - 5; policy accept;",
-        f'\t\tiifname != "{lan}" return',
-        f"\t\tip saddr . ether saddr @{SET4} return",
-        f"\t\tip6 saddr . ether saddr @{SET6} return",
-        f"\t\tct mark & {decided} != 0x00000000 return",
         f"\t\ttcp dport 443 ip daddr @{GARDEN4} ip length . @th,96,8 != {_bare(20)} "
-        f"meta mark set meta mark | {queue}",
+        f"fib daddr type != local meta mark set meta mark | {queue}",
         f"\t\ttcp dport 443 ip6 daddr @{GARDEN6} ip6 length . @th,96,8 != {_bare(0)} "
-        f"meta mark set meta mark | {queue}",
+        f"fib daddr type != local meta mark set meta mark | {queue}",
         "\t}",
         "",
-        # Forwarding from the LAN: authorized (address, MAC) pairs pass at kernel speed; captive
-        # TCP (HTTPS included) gets a reset at once so browsers fail fast, except TLS to the
-        # walled garden that the inspector allowed; NTP to the garden passes; the rest
-        # (QUIC included, so browsers fall back to TCP) is refused with ICMP.
+        # The one forward chain: the captive rules, then per-client policy and accounting. At
+        # filter + 10, after every filter a router runs (fw4, iptables' filter table: priority
+        # filter), so what is counted is what was forwarded; the captive rules lose nothing by
+        # coming after them (a packet another filter drops never needed refusing, one it
+        # accepts still comes here). A packet from the LAN that is also to the LAN (routed
+        # between two stations) is judged as from the LAN first, and counted both ways.
         "\tchain lan_forward {",
-        "\t\ttype filter hook forward priority filter; policy accept;",
-        f'\t\tiifname != "{lan}" return',
-        f"\t\tip saddr . ether saddr @{SET4} accept",
-        f"\t\tip6 saddr . ether saddr @{SET6} accept",
+        "\t\ttype filter hook forward priority filter + 10; policy accept;",
+        f'\t\tiifname "{lan}" jump from_lan',
+        f'\t\toifname "{lan}" meta nfproto vmap {{ {down} }}',
+        "\t}",
+        "",
+        # Forwarding from the LAN: authorized (address, MAC) pairs pass at kernel speed through
+        # their policy; captive TCP (HTTPS included) gets a reset at once so browsers fail
+        # fast, except TLS to the walled garden that the inspector allowed; NTP to the garden
+        # passes; the rest (QUIC included, so browsers fall back to TCP) is refused with ICMP.
+        "\tchain from_lan {",
+        f"\t\tip saddr . ether saddr @{SET4} goto client_up4",
+        f"\t\tip6 saddr . ether saddr @{SET6} goto client_up6",
         f"\t\tct mark & {allow} == {allow} accept",
         f"\t\tmeta l4proto tcp ct mark & {deny} == {deny} reject with tcp reset",
         # Allowed by the inspector: remember it on the connection, and keep the address in
@@ -334,9 +346,7 @@ def _render(config: Config, clients: Iterable[Element]) -> str:
         "\t\tmeta l4proto tcp reject with tcp reset",
         "\t\treject with icmpx admin-prohibited",
         "\t}",
-        "",
-        # Per-client policy and accounting, for traffic that every filter before has let through.
-        *_policy_chains(lan),
+        *_policy_chains(),
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -389,17 +399,22 @@ def queue_table(num: int = QUEUE_NUM) -> str:
     `inet plaza` table (and its golden copy) is the same whichever hook the kernel takes.
     `bypass`: with no inspector listening, packets go on unjudged and lan_forward refuses them
     (as it does those the kernel lets go past a full queue: the queues fail open).
+
+    One chain on prerouting (after conntrack, for the ct mark) holds both queues, like
+    iptables-nft's mangle PREROUTING does: one base chain for every packet, not two. A packet
+    given back by a queue goes on to the next *base chain*, never to the next rule, so the two
+    rules must not both want one packet: the detector takes only packets not marked for the
+    garden (such a packet's station is learned from its next one, or from DHCP).
     """
-    mark, detect = _hex(MARK_QUEUE), _hex(MARK_DETECT)
+    queue, detect = _hex(MARK_QUEUE), _hex(MARK_DETECT)
+    both, decided = _hex(MARK_QUEUE | MARK_DETECT), _hex(MARK_DECIDED)
     return (
         f"table {FAMILY} {QUEUE_TABLE} {{\n"
-        "\tchain detect_queue {\n"
+        "\tchain queues {\n"
         "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
-        f"\t\tmeta mark & {detect} == {detect} queue num {DETECT_QUEUE_NUM} bypass\n"
-        "\t}\n"
-        "\tchain garden_queue {\n"
-        "\t\ttype filter hook forward priority mangle; policy accept;\n"
-        f"\t\tmeta mark & {mark} == {mark} queue num {num} bypass\n"
+        f"\t\tmeta mark & {both} == {detect} queue num {DETECT_QUEUE_NUM} bypass\n"
+        f"\t\tmeta l4proto tcp meta mark & {queue} == {queue} ct mark & {decided} == 0x00000000 "
+        f"queue num {num} bypass\n"
         "\t}\n"
         "}\n"
     )

@@ -4,8 +4,10 @@ The hooks send packets that `garden_classify` marked MARK_QUEUE to queue QUEUE_N
 packets of unseen stations that `lan_antispoof` marked MARK_DETECT to the station detector's queue
 DETECT_QUEUE_NUM (gateway/stations/detect.py). Kernels differ: some have nft's native `queue`
 expression, others (the test kernel) only the xtables NFQUEUE target. Which one is probed once at
-start with `nft --check`; the xt rules are then put in iptables-nft's mangle FORWARD chain (after
-`garden_classify`) and PREROUTING chain (after `lan_antispoof`) for both families. All carry
+start with `nft --check`; the xt rules are then put in iptables-nft's mangle PREROUTING chain (after
+`lan_antispoof`, which also classifies the garden's packets) for both families: one iptables-nft
+chain, so that a forwarded packet meets no iptables-nft chain on the forward hook (each base
+chain costs every forwarded packet: docs/decisions.md, "three base chains"). All carry
 `bypass`: with no reader, packets go on without a verdict; the garden's are then refused by
 lan_forward, so a stopped inspector fails closed and fast (a reset), never hangs, and undetected
 stations are still learned from DHCP and neighbours. The queues also fail open
@@ -71,20 +73,43 @@ def _xt_binaries() -> list[str]:
 
 
 def xt_rule(num: int = ruleset.QUEUE_NUM) -> list[str]:
+    """Packets marked for the garden, of a connection the inspector has not decided yet (the
+    ct mark: `lan_antispoof` runs before conntrack and cannot see it)."""
     mark = f"{ruleset.MARK_QUEUE:#x}"
     return [
-        "FORWARD", "-p", "tcp", "-m", "mark", "--mark", f"{mark}/{mark}",
+        "PREROUTING", "-p", "tcp", "-m", "mark", "--mark", f"{mark}/{mark}",
+        "-m", "connmark", "--mark", f"0x0/{ruleset.MARK_DECIDED:#x}",
         "-m", "comment", "--comment", COMMENT,
         "-j", "NFQUEUE", "--queue-num", str(num), "--queue-bypass",
     ]  # fmt: skip
 
 
 def xt_detect_rule() -> list[str]:
+    """Packets marked for the detector and not for the garden. A queued packet, given back,
+    goes on to the next base chain, never to this chain's next rule: one that wanted both
+    queues would miss the garden's and be refused. Its station is learned from its next
+    packet (or DHCP) instead."""
     mark = f"{ruleset.MARK_DETECT:#x}"
+    mask = f"{ruleset.MARK_DETECT | ruleset.MARK_QUEUE:#x}"
     return [
-        "PREROUTING", "-m", "mark", "--mark", f"{mark}/{mark}",
+        "PREROUTING", "-m", "mark", "--mark", f"{mark}/{mask}",
         "-m", "comment", "--comment", DETECT_COMMENT,
         "-j", "NFQUEUE", "--queue-num", str(ruleset.DETECT_QUEUE_NUM), "--queue-bypass",
+    ]  # fmt: skip
+
+
+def legacy_rules(num: int = ruleset.QUEUE_NUM) -> list[list[str]]:
+    """The rules of releases before 2026-12-06 (garden queue on mangle FORWARD, detection
+    without the garden's bit in its mask): a daemon that was killed left them behind, and
+    the garden's would queue a packet a second time."""
+    queue, detect = f"{ruleset.MARK_QUEUE:#x}", f"{ruleset.MARK_DETECT:#x}"
+    return [
+        ["FORWARD", "-p", "tcp", "-m", "mark", "--mark", f"{queue}/{queue}",
+         "-m", "comment", "--comment", COMMENT,
+         "-j", "NFQUEUE", "--queue-num", str(num), "--queue-bypass"],
+        ["PREROUTING", "-m", "mark", "--mark", f"{detect}/{detect}",
+         "-m", "comment", "--comment", DETECT_COMMENT,
+         "-j", "NFQUEUE", "--queue-num", str(ruleset.DETECT_QUEUE_NUM), "--queue-bypass"],
     ]  # fmt: skip
 
 
@@ -126,9 +151,23 @@ class QueueHook:
         if not binaries:
             raise RuntimeError("neither a native nft queue nor iptables-nft is available")
         for binary in binaries:
+            self._remove_legacy(binary)
             for rule in self.rules:
                 if not self._xt(binary, "-C", rule) and not self._xt(binary, "-I", rule):
                     raise RuntimeError(f"{binary} refused the NFQUEUE rule")
+
+    def _remove_legacy(self, binary: str) -> None:
+        """Take out an older release's rules, and the mangle FORWARD chain if that leaves it
+        empty: an empty iptables-nft base chain still costs every forwarded packet its hook
+        call. `-X` refuses a chain that holds anyone's rules."""
+        found = False
+        for rule in legacy_rules(self.num):
+            for _ in range(8):
+                if not self._xt(binary, "-D", rule):
+                    break
+                found = True
+        if found:
+            self.run([binary, "-w", "-t", "mangle", "-X", "FORWARD"])
 
     def remove(self) -> None:
         if self.native:

@@ -291,7 +291,8 @@ def test_without_the_inspector_the_garden_fails_closed_and_fast(lab: Lab, phone:
         r = phone.get(WALLET, timeout=3, extra=("-4",))
         assert not r.ok and r.exit_code in RESET and r.seconds < 1.0, r
     finally:
-        nsexec(router, "iptables", "-t", "mangle", "-I", "FORWARD", "1", *xt_rule()[1:])
+        rule = xt_rule()
+        nsexec(router, "iptables", "-t", "mangle", "-I", rule[0], "1", *rule[1:])
     assert phone.get(WALLET, extra=("-4",)).ok
 
 

@@ -47,7 +47,8 @@ def test_native_hook_is_its_own_table() -> None:
     cmd, text = run.calls[-1]
     assert cmd == ["nft", "-f", "-"] and text is not None
     assert text.startswith("table inet plaza_queue\ndelete table inet plaza_queue\n")
-    assert "meta mark & 0x00100000 == 0x00100000 queue num 11 bypass" in text
+    garden = "meta mark & 0x00100000 == 0x00100000 ct mark & 0x00600000 == 0x00000000"
+    assert f"{garden} queue num 11 bypass" in text
     hook.remove()
     assert run.calls[-1][0] == ["nft", "delete", "table", "inet", "plaza_queue"]
 
@@ -59,20 +60,48 @@ def test_xt_hook_is_inserted_once_per_family() -> None:
     inserted = [cmd for cmd, _ in run.calls if "-I" in cmd]
     assert [cmd[0] for cmd in inserted] == ["iptables-nft"] * 2 + ["ip6tables-nft"] * 2
     rule = inserted[0][inserted[0].index("-I") :]
-    assert rule[:3] == ["-I", "FORWARD", "1"]
+    # prerouting, not forward: no iptables-nft chain on a forwarded packet's forward hook
+    assert rule[:3] == ["-I", "PREROUTING", "1"]
     assert " ".join(rule).endswith(
-        "-m mark --mark 0x100000/0x100000 -m comment --comment plaza-garden "
-        "-j NFQUEUE --queue-num 11 --queue-bypass"
+        "-m mark --mark 0x100000/0x100000 -m connmark --mark 0x0/0x600000 "
+        "-m comment --comment plaza-garden -j NFQUEUE --queue-num 11 --queue-bypass"
     )
     detect = inserted[1][inserted[1].index("-I") :]
     assert detect[:3] == ["-I", "PREROUTING", "1"]
     assert " ".join(detect).endswith(
-        "-m mark --mark 0x800000/0x800000 -m comment --comment plaza-detect "
+        "-m mark --mark 0x800000/0x900000 -m comment --comment plaza-detect "
         "-j NFQUEUE --queue-num 12 --queue-bypass"
     )
     present = FakeRun()  # -C succeeds: nothing is added twice
     QueueHook(present, native=False).install()
     assert not any("-I" in cmd for cmd, _ in present.calls)
+
+
+def test_xt_hook_install_takes_an_older_release_rules_out() -> None:
+    """An older release's garden rule on mangle FORWARD would queue a packet twice, and its
+    empty chain would still cost every forwarded packet: both go at install."""
+    run = FakeRun(fail=("-C",))
+    QueueHook(run, native=False).install()
+    for binary in ("iptables-nft", "ip6tables-nft"):
+        mine = [c for c, _ in run.calls if c[0] == binary]
+        deleted = [c[c.index("-D") + 1 :] for c in mine if "-D" in c]
+        assert (deleted[0][:7]) == [
+            "FORWARD",
+            "-p",
+            "tcp",
+            "-m",
+            "mark",
+            "--mark",
+            "0x100000/0x100000",
+        ]
+        assert any(d[:4] == ["PREROUTING", "-m", "mark", "--mark"] and
+                   d[4] == "0x800000/0x800000" for d in deleted)  # fmt: skip
+        x = next(i for i, c in enumerate(mine) if "-X" in c)
+        assert mine[x][-2:] == ["-X", "FORWARD"]
+        assert x < next(i for i, c in enumerate(mine) if "-I" in c)
+    quiet = FakeRun(fail=("-C", "-D"))  # nothing old there: the chain is left alone
+    QueueHook(quiet, native=False).install()
+    assert not any("-X" in c for c, _ in quiet.calls)
 
 
 def test_xt_hook_install_failure_is_reported() -> None:

@@ -78,12 +78,20 @@ def test_garden_sets_are_large_and_time_out() -> None:
 
 
 def test_garden_classify_runs_before_the_queue_hook() -> None:
-    rules = _chain(ruleset.render(Config()), "garden_classify")
-    assert rules[0] == "type filter hook forward priority mangle - 5; policy accept;"
-    assert "ct mark & 0x00600000 != 0x00000000 return" in rules  # decided: never again
+    """Classified from lan_antispoof (prerouting, raw: before the queue hook at mangle),
+    after the checks that let authorized pairs by and drop forged sources; a chain of its
+    own, hooked nowhere."""
+    text = ruleset.render(Config())
+    antispoof = _chain(text, "lan_antispoof")
+    assert antispoof[0] == "type filter hook prerouting priority raw; policy accept;"
+    assert antispoof[-1] == "jump garden_classify"
+    assert antispoof.index("fib saddr . iif oif missing drop") < len(antispoof) - 1
+    rules = _chain(text, "garden_classify")
+    assert not any(r.startswith("type ") for r in rules)
     queue4 = next(r for r in rules if "@garden4" in r)
     assert queue4.startswith("tcp dport 443 ip daddr @garden4 ip length . @th,96,8 != {")
-    assert queue4.endswith("meta mark set meta mark | 0x00100000")
+    # not the router's own addresses: only forwarded traffic goes to the inspector
+    assert queue4.endswith("fib daddr type != local meta mark set meta mark | 0x00100000")
     # every "no payload" pair: 20-byte IPv4 header + 4 * data offset (5..15 words)
     assert "40 . 0x50, 44 . 0x60" in queue4 and "80 . 0xf0 }" in queue4
     queue6 = next(r for r in rules if "@garden6" in r)
@@ -91,9 +99,9 @@ def test_garden_classify_runs_before_the_queue_hook() -> None:
 
 
 def test_lan_forward_turns_verdicts_into_connection_marks() -> None:
-    rules = _chain(ruleset.render(Config()), "lan_forward")
+    rules = _chain(ruleset.render(Config()), "from_lan")
     order = [
-        "ip saddr . ether saddr @auth4 accept",
+        "ip saddr . ether saddr @auth4 goto client_up4",
         "ct mark & 0x00200000 == 0x00200000 accept",
         "meta l4proto tcp ct mark & 0x00400000 == 0x00400000 reject with tcp reset",
         "meta mark & 0x00300000 == 0x00300000 update @garden4 { ip daddr } "
@@ -137,8 +145,16 @@ def test_garden_elements_from_nft_json() -> None:
 def test_native_queue_table() -> None:
     text = ruleset.queue_table(7)
     assert text.startswith("table inet plaza_queue {")
-    assert "type filter hook forward priority mangle; policy accept;" in text
-    assert "meta mark & 0x00100000 == 0x00100000 queue num 7 bypass" in text
+    # one base chain, on prerouting after conntrack (the ct mark) and lan_antispoof
+    assert text.count("type filter hook") == 1
+    assert "type filter hook prerouting priority mangle; policy accept;" in text
+    assert (
+        "meta l4proto tcp meta mark & 0x00100000 == 0x00100000 "
+        "ct mark & 0x00600000 == 0x00000000 queue num 7 bypass"
+    ) in text  # a decided connection: never again
+    # the detector never takes a packet the garden's queue wants (a given-back packet skips
+    # the chain's other rules)
+    assert "meta mark & 0x00900000 == 0x00800000 queue num 12 bypass" in text
 
 
 # -- per-client policy and accounting ------------------------------------------------------
@@ -147,10 +163,15 @@ MAC = "02:00:00:00:00:05"
 
 def test_client_policy_runs_after_the_filters_limit_then_quota_then_counter() -> None:
     text = ruleset.render(Config())
-    assert _chain(text, "client_policy") == [
+    assert _chain(text, "lan_forward") == [
         "type filter hook forward priority filter + 10; policy accept;",
-        'iifname "br-lan" meta nfproto vmap { ipv4 : jump client_up4, ipv6 : jump client_up6 }',
+        'iifname "br-lan" jump from_lan',
         'oifname "br-lan" meta nfproto vmap { ipv4 : jump client_down4, ipv6 : jump client_down6 }',
+    ]
+    # authorized pairs go on to their policy; everything else from the LAN is judged
+    assert _chain(text, "from_lan")[:2] == [
+        "ip saddr . ether saddr @auth4 goto client_up4",
+        "ip6 saddr . ether saddr @auth6 goto client_up6",
     ]
     up = _chain(text, "client_up4")
     assert up == ["limit name ip saddr . ether saddr map @rate_up4 drop",
@@ -276,6 +297,27 @@ def test_authorized_pairs_skip_the_route_lookup_and_nothing_else_does() -> None:
     fib = rules.index("fib saddr . iif oif missing drop")
     assert rules.index("ip saddr . ether saddr @auth4 return") < fib
     assert rules.index("ip6 saddr . ether saddr @auth6 return") < fib
-    assert fib < rules.index("ip saddr . ether saddr @seen4 return")
-    assert fib < rules.index("ip6 saddr . ether saddr @seen6 return")
-    assert fib < rules.index("meta mark set meta mark | 0x00800000")
+    assert fib < rules.index(
+        "ip saddr . ether saddr != @seen4 meta mark set meta mark | 0x00800000"
+    )
+    assert fib < rules.index(
+        "ip6 saddr . ether saddr != @seen6 meta mark set meta mark | 0x00800000"
+    )
+    assert fib < rules.index("jump garden_classify")
+
+
+def test_an_authorized_packet_meets_one_forward_chain_and_one_more_on_prerouting() -> None:
+    """Forwarding speed (docs/decisions.md, "three base chains"): every base chain costs every
+    forwarded packet. Plaza's table hooks one chain on forward and one filter chain on
+    prerouting; the queue hook adds one more on prerouting (gateway/garden/queue.py), none on
+    forward. captive_dnat is a nat chain: walked for a connection's first packet only."""
+    text = ruleset.render(Config())
+    hooks = [line.strip() for line in text.splitlines() if line.strip().startswith("type ")]
+    assert [h for h in hooks if "hook forward" in h] == [
+        "type filter hook forward priority filter + 10; policy accept;"
+    ]
+    assert [h for h in hooks if "hook prerouting" in h] == [
+        "type filter hook prerouting priority raw; policy accept;",
+        "type nat hook prerouting priority dstnat; policy accept;",
+    ]
+    assert "hook forward" not in ruleset.queue_table()
