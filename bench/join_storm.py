@@ -262,11 +262,11 @@ def late_hooks(lab: Lab, limit: float = 20.0) -> dict[str, float]:
 
 
 def lease_calls(lab: Lab) -> int:
-    """Lease events the gateway has been sent so far: one per run of the lease hook."""
+    """Lease events the gateway has had so far: read from dnsmasq's lease file
+    (gateway/stations/lease_watch.py), or sent over the control socket by a lease hook."""
     page = scrape(lab)
-    return int(
-        sum(v for k, v in page.items() if k.startswith('plaza_control_requests_total{op="lease"'))
-    )
+    prefixes = ("plaza_lease_events_total{", 'plaza_control_requests_total{op="lease"')
+    return int(sum(v for k, v in page.items() if k.startswith(prefixes)))
 
 
 MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -535,8 +535,8 @@ def log_per_login(figures: dict[str, Any], logins: int) -> None:
     for label, ms in figures["router_cpu_ms_per_login"].items():
         log(f"  {label:<48} {ms:7.2f}")
     runs = figures["lease_hook_runs"]
-    log(f"  (lease hook runs {runs}, {runs / max(logins, 1):.2f} per login, "
-        f"{figures['lease_hook_cpu_ms_per_run']:.1f} ms each; "
+    log(f"  (lease events {runs}, {runs / max(logins, 1):.2f} per login, lease hook CPU "
+        f"{figures['lease_hook_cpu_ms_per_run']:.1f} ms per event; "
         f"{figures['dhcpacks']} DHCPACKs)")  # fmt: skip
     log("lab CPU per login (wallet, fake internet, phones: not the router), ms:")
     for label, ms in figures["lab_cpu_ms_per_login"].items():

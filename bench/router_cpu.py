@@ -11,9 +11,10 @@ time of reaped children) and charged to a part:
   few HMACs of signed cookies) and the rest (Python: Flask, templates, the wallet client,
   control calls, and the kernel's share of its sockets);
 - dnsmasq: DHCP and DNS;
-- lease hooks: every process dnsmasq's script helper starts (`sh`, then `python -I` of
-  gateway/stations/lease_hook.py), one per DHCP event: the helper's reaped children plus any
-  still running.
+- lease hooks: every process dnsmasq's script helper starts, the helper's reaped children plus
+  any still running. None since the daemon reads dnsmasq's lease file instead
+  (gateway/stations/lease_watch.py): that work is now in the gateway daemon's share; the part
+  stays so a config with a `dhcp-script` (OpenWrt's hotplug) still shows its cost.
 
 Processes in the other namespaces (wallet, fake internet) are charged to their lab process.
 """

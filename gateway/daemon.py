@@ -31,12 +31,15 @@ from gateway.dataplane.firewall import NftError
 from gateway.garden.venue import VenueGarden
 from gateway.gateway import Gateway
 from gateway.ops.metrics import Family, GatewayMetrics
+from gateway.stations.station import SessionError
 from plaza import sdnotify
 
 if TYPE_CHECKING:
     from gateway.dataplane.guard import Guard
     from gateway.garden.queue import GardenInspector
     from gateway.stations.detect import DetectQueue
+    from gateway.stations.lease_watch import LeaseWatch
+    from gateway.stations.leases import Event
 
 log = logging.getLogger("plaza.daemon")
 
@@ -103,6 +106,7 @@ class Daemon:
         self.detector: DetectQueue | None = None
         self.uplink_stop = threading.Event()
         self.guard: Guard | None = None
+        self.leases: LeaseWatch | None = None
         self.uplink_threads: list[threading.Thread] = []
         self.metrics = GatewayMetrics(gateway, garden=lambda: self.garden)
         self.metrics_listen = metrics_listen  # (host, port) of GET /metrics, None: not served
@@ -164,6 +168,38 @@ class Daemon:
 
         assert self.lan_ifindex is not None
         await neighbours.watch(self.gateway, self.lan_ifindex, self.config.lan.interface)
+
+    def start_leases(self, loop: asyncio.AbstractEventLoop) -> None:
+        """dnsmasq's leases from its lease file (gateway/stations/lease_watch.py): read now,
+        then at every change, on this loop."""
+        from gateway.stations import dnsmasq
+        from gateway.stations.lease_watch import LeaseWatch
+
+        watch = self.leases = LeaseWatch(dnsmasq.lease_file(self.config), self._lease)
+        watch.start(loop)
+
+        def families() -> list[Family]:
+            events = Family(
+                "plaza_lease_events_total", "counter",
+                "DHCP lease events read from dnsmasq's lease file, by action.",
+            )  # fmt: skip
+            for action in ("add", "old", "del"):
+                events.add(watch.events[action], action=action)
+            bad = Family(
+                "plaza_lease_file_bad_lines_total", "counter",
+                "Lines of dnsmasq's lease file that were no lease (each logged once).",
+            )  # fmt: skip
+            bad.add(watch.bad_lines)
+            return [events, bad]
+
+        self.metrics.register_collector(families)
+
+    def _lease(self, event: Event) -> None:
+        lease = event.lease
+        try:
+            self.gateway.requests.lease(event.action, lease.mac, lease.ip, lease.hostname)
+        except SessionError as exc:
+            log.info("lease %s %s %s ignored: %s", event.action, lease.mac, lease.ip, exc)
 
     def start_guard(self) -> None:
         """The LAN bridge's guard table (gateway/dataplane/guard.py), with its drops in the
@@ -398,6 +434,7 @@ class Daemon:
         if self.lan_ifindex is not None:  # stations may not be DHCP servers or routers
             self.start_guard()
         self.apply_venue_garden()  # before the first tick: the file may have changed while down
+        self.start_leases(loop)
         self.start_uplink(loop)
         tasks = [asyncio.create_task(self.periodic())]
         if self.lan_ifindex is not None:
@@ -415,6 +452,8 @@ class Daemon:
             garden.stop()
         if detector is not None:
             detector.close()
+        if self.leases is not None:
+            self.leases.close()
         self.uplink_stop.set()  # its threads are daemons: a long poll in flight just ends
         for task in tasks:
             task.cancel()

@@ -464,7 +464,7 @@ class Lab:
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
         self.gateway_config_path.write_text(gwconfig.to_toml(cfg))
-        conf_path, _hook = _dnsmasq_files(self, cfg)
+        conf_path = _dnsmasq_files(self, cfg)
         if self.state.cloud:
             self._start_cloud()
             self.enrol_router()
@@ -607,7 +607,7 @@ class Lab:
         self._save()
 
         def learned() -> bool:
-            """dnsmasq's lease hook has told the gateway about every phone (name included)."""
+            """The gateway has read every phone's lease (name included) from dnsmasq's file."""
             try:
                 known = {c["mac"]: c for c in self.control().clients()}
             except ControlError:
@@ -819,7 +819,7 @@ RESPAWN = (
 )
 
 
-def _dnsmasq_files(lab: Lab, cfg: gwconfig.Config) -> tuple[Path, Path]:
+def _dnsmasq_files(lab: Lab, cfg: gwconfig.Config) -> Path:
     from gateway.stations import dnsmasq
 
     return dnsmasq.write(cfg, lab.router_dir)

@@ -62,9 +62,7 @@ def cmd_ruleset(args: argparse.Namespace) -> int:
 def cmd_dnsmasq_config(args: argparse.Namespace) -> int:
     from gateway.stations import dnsmasq
 
-    conf, hook = dnsmasq.write(configmod.load(args.config), Path(args.dir))
-    print(conf)
-    print(hook)
+    print(dnsmasq.write(configmod.load(args.config), Path(args.dir)))
     return 0
 
 
@@ -164,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--format", choices=("uci", "toml"), help="default: the file's own")
     show.set_defaults(func=cmd_show_config)
     sub.add_parser("ruleset", help="print the nftables table").set_defaults(func=cmd_ruleset)
-    dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment and lease hook")
+    dm = sub.add_parser("dnsmasq-config", help="write the dnsmasq fragment")
     dm.add_argument("--dir", required=True)
     dm.set_defaults(func=cmd_dnsmasq_config)
     enrol = sub.add_parser("enrol", help="enrol this router with the cloud; prints its device id")

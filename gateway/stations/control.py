@@ -189,14 +189,18 @@ class ControlRequests:
         return {}
 
     def op_lease(self, request: dict) -> dict:
-        """A DHCP lease event from dnsmasq's script: add, old (renew/restart) or del. A host name
-        that is not printable UTF-8 is dropped (gateway/stations/hostnames.py), the event kept."""
-        action = self._str(request, "action")
-        mac = self._str(request, "mac")
-        ip = self._str(request, "ip")
+        """A DHCP lease event sent over the socket (the daemon reads dnsmasq's own from its
+        lease file, gateway/stations/lease_watch.py; tests and benchmarks send them here)."""
+        action, mac, ip = (self._str(request, key) for key in ("action", "mac", "ip"))
         hostname = request.get("hostname") or ""
         if not isinstance(hostname, str):
             raise SessionError("'hostname' must be a string")
+        self.lease(action, mac, ip, hostname)
+        return {}
+
+    def lease(self, action: str, mac: str, ip: str, hostname: str = "") -> None:
+        """A DHCP lease event: add, old (renewed, or replayed at start) or del. A host name
+        that is not printable UTF-8 is dropped (gateway/stations/hostnames.py), the event kept."""
         hostname = hostnames.clean(hostname)
         now = self.gateway.clock()
         if action in ("add", "old"):
@@ -206,7 +210,6 @@ class ControlRequests:
             self._released(mac, ip, now)
         else:
             raise SessionError(f"unknown lease action: {action!r}")
-        return {}
 
     def _released(self, mac: str, ip: str, now: float) -> None:
         """dnsmasq dropped a lease: a DHCPRELEASE (or the lease ran out). A release names the

@@ -6,7 +6,7 @@ operator's terminal through `plaza-ctl clients`, and a byte that is not UTF-8 (0
 a lone surrogate that SQLite refused, failing the whole write. A name is only a label for the
 operator, so a bad one is dropped, not repaired: the lease itself still counts.
 
-Stdlib only: the lease hook imports this in the process dnsmasq forks per DHCP event.
+Stdlib only: OpenWrt's lease hook imports this in the process started per DHCP event.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""dnsmasq's dhcp-script: forward one lease event to the gateway's control socket.
+"""OpenWrt's lease events: forward one DHCP event to the gateway's control socket.
 
-Run as `python -I -S lease_hook.py ACTION MAC IP [HOSTNAME]`, once per DHCP event: a crowd joining
-at once runs it a hundred times in a few seconds, on the router's CPU. So it imports next to
+Only OpenWrt's dnsmasq runs it, through its own dhcp-script and hotplug
+(firmware_overlay/etc/hotplug.d/dhcp/90-plaza), whose lease file Plaza does not configure;
+elsewhere the daemon reads the lease file of the dnsmasq Plaza configures
+(gateway/stations/lease_watch.py) and no process is started per event. Run as
+`python -I -S lease_hook.py ACTION MAC IP [HOSTNAME]`, once per DHCP event: a crowd joining at
+once runs it a hundred times in a few seconds, on the router's CPU. So it imports next to
 nothing: the shared control client (gateway/control_client.py, which speaks the protocol with
 CPython's `_socket` and `_json` accelerators, not `json` and `socket`) and the host-name check
-(gateway/stations/hostnames.py, stdlib only). The host name is
-the phone's raw bytes: one that is not printable UTF-8 is dropped here
-(gateway/stations/hostnames.py), so the event itself still reaches the gateway. A gateway that is
-down is not an error for dnsmasq: the daemon also learns stations from netlink and from the lease
-file's replay (dnsmasq re-runs the script with "old" for every lease when it restarts).
+(gateway/stations/hostnames.py, stdlib only). The host name is the phone's raw bytes: one that
+is not printable UTF-8 is dropped here (gateway/stations/hostnames.py), so the event itself
+still reaches the gateway. A gateway that is down is not an error for dnsmasq: the daemon also
+learns stations from netlink and from the lease file's replay (dnsmasq re-runs the script with
+"old" for every lease when it restarts).
 """
 
 from __future__ import annotations

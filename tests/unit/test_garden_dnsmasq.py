@@ -11,7 +11,7 @@ SETS = "4#inet#plaza#garden4,6#inet#plaza#garden6"
 
 def test_nftset_line_per_garden_domain_and_wallet_host() -> None:
     config = Config(garden=GardenConfig(domains=("*.ocsp.example", "Merchant.Example")))
-    conf = dnsmasq.render_conf(config, "/hook")
+    conf = dnsmasq.render_conf(config)
     lines = [line for line in conf.splitlines() if line.startswith("nftset=")]
     assert lines == [
         f"nftset=/merchant.example/{SETS}",
@@ -32,17 +32,17 @@ def test_alipay_wallet_hosts_are_in_the_garden() -> None:
 
 def test_option_114_carries_the_api_url_forced() -> None:
     portal = PortalConfig(hostname="wifi.shop.example", cert_file="/c.pem", key_file="/k.pem")
-    conf = dnsmasq.render_conf(Config(portal=portal), "/hook")
+    conf = dnsmasq.render_conf(Config(portal=portal))
     assert 'dhcp-option-force=114,"https://wifi.shop.example/api/captive"' in conf.splitlines()
 
 
 def test_no_option_114_without_https() -> None:
-    conf = dnsmasq.render_conf(Config(), "/hook")  # the default portal has no certificate
+    conf = dnsmasq.render_conf(Config())  # the default portal has no certificate
     assert "114" not in conf
 
 
 def test_cache_forgets_before_garden_addresses_time_out() -> None:
-    conf = dnsmasq.render_conf(Config(), "/hook").splitlines()
+    conf = dnsmasq.render_conf(Config()).splitlines()
     assert f"max-cache-ttl={dnsmasq.MAX_CACHE_TTL}" in conf
     assert dnsmasq.MAX_CACHE_TTL < 3600  # ruleset.GARDEN_TIMEOUT
 

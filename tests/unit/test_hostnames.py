@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from gateway.config import Config
 from gateway.control_client import ControlClient
 from gateway.gateway import Gateway
 from gateway.ops import ctl
-from gateway.stations import dnsmasq, hostnames
+from gateway.stations import dnsmasq, hostnames, lease_hook
 from tests.unit.conftest import RunDaemon
 
 MAC = "02:50:4c:00:00:01"
@@ -43,10 +45,12 @@ def test_only_printable_utf8_is_kept(raw: bytes | str, kept: str) -> None:
 
 
 def run_hook(config: Config, tmp_path: Path, args: list[bytes], env: dict[bytes, bytes]) -> str:
-    """dnsmasq's view: the generated wrapper script, run with bytes as dnsmasq passes them."""
-    _conf, hook = dnsmasq.write(config, tmp_path / "dnsmasq")
+    """OpenWrt's view (firmware_overlay/etc/hotplug.d/dhcp/90-plaza): the hook run as
+    `python3 -I -S lease_hook.py ACTION MAC IP [HOSTNAME]`, with bytes as dnsmasq passes them."""
+    socket = os.fsencode(config.gateway.control_socket)
     done = subprocess.run(
-        [str(hook).encode(), *args], env={b"PATH": os.environb[b"PATH"], **env},
+        [os.fsencode(sys.executable), b"-I", b"-S", os.fsencode(lease_hook.__file__), *args],
+        env={b"PATH": os.environb[b"PATH"], b"PLAZA_CONTROL_SOCKET": socket, **env},
         capture_output=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0
@@ -73,6 +77,37 @@ def test_escape_sequences_and_bad_bytes_through_the_real_lease_hook(
         good = {b"DNSMASQ_SUPPLIED_HOSTNAME": "Mei\u2019s phone".encode()}
         run_hook(config, tmp_path, [b"old", MAC.encode(), IP.encode()], good)
         assert client.client(MAC)["hostname"] == "Mei\u2019s phone"
+
+    run_daemon(config, script)
+
+
+def test_escape_sequences_and_bad_bytes_through_the_lease_file(
+    run_daemon: RunDaemon, config: Config
+) -> None:
+    """dnsmasq's lease file, as the daemon reads it: the same names dropped, the leases kept."""
+    others = {"02:50:4c:00:00:02": "198.19.0.102", "02:50:4c:00:00:03": "198.19.0.103"}
+    leases = dnsmasq.lease_file(config)
+    (mac2, ip2), (mac3, ip3) = others.items()
+
+    def wait(found: dict, client: ControlClient) -> None:
+        for _ in range(300):
+            if {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found:
+                return
+            time.sleep(0.01)
+        assert {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found
+
+    def script(client: ControlClient, gw: Gateway) -> None:
+        lines = [
+            b"1900000000 " + MAC.encode() + b" " + IP.encode() + b" " + CLEAR_SCREEN + b"owned *",
+            f"1900000000 {mac2} {ip2} caf".encode() + b"\xff *",
+            f"1900000000 {mac3} {ip3} tablet".encode() + b"\xff\x1b *",
+        ]
+        leases.write_bytes(b"\n".join(lines) + b"\n")
+        wait({MAC: (IP, ""), mac2: (ip2, ""), mac3: (ip3, "")}, client)
+        assert {c.mac: c.hostname for c in gw.store.load()} == {MAC: "", mac2: "", mac3: ""}
+        lines[0] = f"1900000600 {MAC} {IP} Mei\u2019s-phone *".encode()
+        leases.write_bytes(b"\n".join(lines) + b"\n")
+        wait({MAC: (IP, "Mei\u2019s-phone"), mac2: (ip2, ""), mac3: (ip3, "")}, client)
 
     run_daemon(config, script)
 

@@ -132,7 +132,7 @@ def test_a_failing_or_missing_restart_command_is_counted_not_raised(tmp_path: Pa
 
 def test_dnsmasq_reads_the_generated_config_with_the_cloud_fragment(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    conf, _hook = dnsmasq.write(config, tmp_path / "etc")
+    conf = dnsmasq.write(config, tmp_path / "etc")
     write_cloud(config, ["shop.test", "*.cdn.shop.test"])
     VenueGarden(config).check()
     assert f"conf-dir={dnsmasq.fragments_dir(config)},*.conf" in conf.read_text()
