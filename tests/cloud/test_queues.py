@@ -16,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.models import Venue
-from cloud.o2o import queues
+from cloud.o2o import queue_push, queues
 from cloud.o2o.queue_models import QueueTicket, ServiceQueue
 from cloud.o2o.queues import QueueError, QueueSpec
 from cloud.o2o.shoppers import find_or_create
@@ -256,3 +256,14 @@ def test_nonsense_queues_are_refused(override: dict[str, object], words: str):
     with pytest.raises(QueueError) as info:
         QueueSpec(**values).check()  # type: ignore[arg-type]
     assert info.value.code == "invalid_queue" and words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("ahead", "told", "push"),
+    [(12, None, None), (10, None, 10), (9, 10, None), (5, 10, 5), (2, 5, 3), (0, 5, 0),
+     (0, 0, None), (3, 3, None), (4, None, 5)],
+)  # fmt: skip
+def test_pushes_only_at_milestones_not_told_yet(ahead: int, told: int | None, push: int | None):
+    """A jump over several milestones (two windows calling at once) is one push, of the
+    lowest reached; nothing twice; nothing beyond 10 ahead."""
+    assert queue_push.milestone(ahead, told) == push
