@@ -38,6 +38,7 @@ from cloud.transit.models import CHARGED, NEW, REFUSED, TransitCard, TransitTap
 log = logging.getLogger("plaza.cloud.transit")
 
 MAX_BATCH = 5000
+COMMIT_EVERY = 200  # cards charged per transaction by the charge pass
 MAX_SEQ = 2**62
 ID_LEN = 64
 
@@ -112,14 +113,23 @@ def charge_pending(db: Session, at: float, limit: int = 10000) -> dict[str, int]
         .order_by(func.min(TransitTap.tapped_at))
         .limit(limit)
     ).all()
-    for card_id, _ in pending:
-        for key, value in charge_card(db, card_id, at).items():
+    merchants: dict[str, str] = {}
+    for n, (card_id, _) in enumerate(pending, 1):
+        for key, value in charge_card(db, card_id, at, merchants, commit=False).items():
             result[key] += value
+        if n % COMMIT_EVERY == 0:
+            db.commit()  # a commit per card would be an fsync per card
+    db.commit()
     return result
 
 
-def charge_card(db: Session, card_id: str, at: float) -> dict[str, int]:
-    """Charge one card's new taps (its row locked: two passes never price it at once)."""
+def charge_card(
+    db: Session, card_id: str, at: float, merchants: dict[str, str] | None = None,
+    commit: bool = True,
+) -> dict[str, int]:  # fmt: skip
+    """Charge one card's new taps (its row locked until the commit: two passes never price
+    it at once). `merchants` caches reader -> merchant across cards."""
+    merchants = {} if merchants is None else merchants
     result = {"charged": 0, "refused": 0, "fen": 0}
     card = (
         db.get(TransitCard, card_id, with_for_update=True) if card_id.startswith("tcd_") else None
@@ -133,7 +143,8 @@ def charge_card(db: Session, card_id: str, at: float) -> dict[str, int]:
         for tap in new:
             tap.state, tap.note = REFUSED, "unknown card"
         result["refused"] = len(new)
-        db.commit()
+        if commit:
+            db.commit()
         return result
     engine = cards.engine_for(feed)
     for tap in new:
@@ -153,7 +164,9 @@ def charge_card(db: Session, card_id: str, at: float) -> dict[str, int]:
             continue
         already = sum(t.fare or 0 for t in counted if t.state == CHARGED)
         fare = _fen(quote.total) - already
-        agency = ledger.merchant_receivable(_merchant_of(db, tap.reader_id, feed.venue_id))
+        if tap.reader_id not in merchants:
+            merchants[tap.reader_id] = _merchant_of(db, tap.reader_id, feed.venue_id)
+        agency = ledger.merchant_receivable(merchants[tap.reader_id])
         if fare:
             ledger.post(
                 db, f"transit-fare:{tap.id}", "transit-fare",
@@ -164,7 +177,8 @@ def charge_card(db: Session, card_id: str, at: float) -> dict[str, int]:
         db.flush()
         result["charged"] += 1
         result["fen"] += fare
-    db.commit()
+    if commit:
+        db.commit()
     return result
 
 
