@@ -206,13 +206,15 @@ def remind(db: Session, now: float, link_base: str) -> int:
                   "when": local_time(slot, resource)}  # fmt: skip
         message = {"title": title.format(**values)[:80], "body": body.format(**values),
                    "link": f"{link_base}/plaza/bookings/{found.id}"}  # fmt: skip
-        jobs = [_job(venue.id, "wallet", shopper.subject, shopper.subject, message, now)]
+        # `shopper` is the shp_ id: a reminder is transactional, so it neither counts for nor
+        # is held back by the presence push's per-wallet-user interval (marketing).
+        jobs = [_job(venue.id, "wallet", shopper.subject, shopper.id, message, now)]
         subscriptions = db.scalars(select(PushSubscription.id).where(
             PushSubscription.venue_id == venue.id,
             PushSubscription.wallet_user == shopper.subject)).all()  # fmt: skip
         web = {"title": message["title"], "body": message["body"], "url": message["link"],
                "venue": venue.id, "offers": []}  # fmt: skip
-        jobs += [_job(venue.id, "webpush", sid, shopper.subject, web, now) for sid in subscriptions]
+        jobs += [_job(venue.id, "webpush", sid, shopper.id, web, now) for sid in subscriptions]
         db.add_all(jobs)
         queued += 1
     db.commit()

@@ -125,7 +125,7 @@ def test_hold_confirm_check_in_by_presence_and_complete(
     assert run(app, booking_jobs.sweep, clock()).reminded == 0
     with cloud_db.session(app) as db:
         (job,) = db.scalars(select(PushJob)).all()
-        assert (job.kind, job.target) == ("wallet", "alice")
+        assert (job.kind, job.target, job.shopper) == ("wallet", "alice", alice)
         assert job.payload["link"] == f"https://cloud.test/plaza/bookings/{held.id}"
 
     # Alice's phone logged in once with the wallet (opted in); her joining now checks her in.
