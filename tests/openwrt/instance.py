@@ -22,8 +22,11 @@ class OpenWrt:
         self.rootfs = rootfs
         self.overlays = overlays
 
-    def start(self) -> None:
+    def start(self, netns: str | None = None) -> None:
+        """Boot; in the named network namespace `netns` (owrt-*) if given, else a fresh one."""
         cmd = [str(RUN), "start", "-n", self.name, "-r", str(self.rootfs)]
+        if netns:
+            cmd += ["--netns", netns]
         for overlay in self.overlays:
             cmd += ["-o", str(overlay)]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)

@@ -88,3 +88,44 @@ def stage(ipk: Path, dest: Path) -> Path:
         shutil.copy2(Path("/etc") / name, root / "etc" / name)
     install_ipk(ipk, root)
     return root
+
+
+STANDIN = Path(__file__).with_name("standin")
+# This machine's dnsmasq stands in for OpenWrt's dnsmasq-full (same upstream, 2.90 with
+# nftset), and its iptables-nft for kmod-nft-queue: this kernel has no nft `queue` expression
+# (CONFIG_NFT_QUEUE is not set), only the xtables NFQUEUE target, which only iptables-nft can
+# put in a rule. OpenWrt 24.10 has nft_queue; there the daemon uses the native statement.
+HOST_TOOLS = (Path("/usr/sbin/dnsmasq"), Path("/usr/sbin/xtables-nft-multi"))
+XT_LINKS = ("iptables-nft", "ip6tables-nft")
+XT_LIBDIR = Path("/usr/lib/x86_64-linux-gnu/xtables")
+
+
+def standin_overlay(dest: Path) -> Path:
+    """An overlay tree (run-in-openwrt.sh -o) with what the userland tool lacks for a phone to
+    join: dnsmasq with a stand-in for OpenWrt's init and dhcp-script (tests/openwrt/standin),
+    iptables-nft with its extensions, their libraries, /etc/resolv.conf as on OpenWrt."""
+    shutil.copytree(STANDIN, dest, symlinks=True)
+    sbin = dest / "usr" / "sbin"
+    sbin.mkdir(parents=True, exist_ok=True)
+    for tool in HOST_TOOLS:
+        shutil.copy2(tool, sbin / tool.name)
+    for link in XT_LINKS:
+        (sbin / link).symlink_to("xtables-nft-multi")
+    shutil.copytree(XT_LIBDIR, dest / XT_LIBDIR.relative_to("/"))
+    lib = dest / "lib"
+    lib.mkdir(exist_ok=True)
+    for found in _libraries([*HOST_TOOLS, *XT_LIBDIR.glob("*.so")]):
+        if not (ROOTFS / "lib" / found.name).exists():
+            shutil.copy2(found, lib / found.name)
+    (dest / "etc").mkdir(exist_ok=True)
+    (dest / "etc" / "resolv.conf").symlink_to("/tmp/resolv.conf")
+    # musl resolves through /etc/resolv.conf by itself; glibc, standing in, asks nsswitch,
+    # which the userland's rootfs limits to files.
+    nss = (ROOTFS / "etc" / "nsswitch.conf").read_text()
+    (dest / "etc" / "nsswitch.conf").write_text(nss.replace("hosts: files", "hosts: files dns"))
+    for found in _libraries([Path("/lib/x86_64-linux-gnu/libnss_dns.so.2")]):
+        if not (ROOTFS / "lib" / found.name).exists():
+            shutil.copy2(found, lib / found.name)
+    shutil.copy2("/lib/x86_64-linux-gnu/libnss_dns.so.2", lib / "libnss_dns.so.2")
+    (dest / "run").mkdir(exist_ok=True)  # iptables' lock, /run/xtables.lock
+    return dest

@@ -130,6 +130,13 @@ def test_twice_gives_the_same_configs(staging: Path, tmp_path: Path) -> None:
     assert get("firewall.plaza_portal.src") == "guest"
     assert get("firewall.plaza_portal.dest_port") == "80 443 8080"
     assert get("firewall.plaza_portal.target") == "ACCEPT"
+    # The guest zone rejects input: the phones' DNS and DHCP to the router's dnsmasq pass.
+    assert (get("firewall.plaza_dns.src"), get("firewall.plaza_dns.proto")) == ("guest", "tcp udp")
+    assert (get("firewall.plaza_dns.dest_port"), get("firewall.plaza_dns.target")) == (
+        "53", "ACCEPT")  # fmt: skip
+    assert (get("firewall.plaza_dhcp.src"), get("firewall.plaza_dhcp.proto")) == ("guest", "udp")
+    assert (get("firewall.plaza_dhcp.dest_port"), get("firewall.plaza_dhcp.family")) == (
+        "67", "ipv4")  # fmt: skip
 
 
 def test_a_changed_portal_is_followed_and_option_114_removed(staging: Path, tmp_path: Path) -> None:

@@ -128,12 +128,29 @@ plaza_sync_portal_dns() {
 }
 
 # fw4: the captive zone may forward to wan (Plaza's own table, inet plaza, decides per
-# client) and reach the portal's ports on the router.
+# client) and reach the portal's ports, DNS and DHCP on the router: a guest zone's input
+# policy is REJECT, and without the router's dnsmasq a phone gets no address, and no garden
+# name reaches Plaza's sets (dnsmasq fills them as it answers).
 plaza_sync_firewall() {
 	local zone="$1" port https intercept
 	plaza_uci delete firewall.plaza_forward
 	plaza_uci delete firewall.plaza_portal
+	plaza_uci delete firewall.plaza_dns
+	plaza_uci delete firewall.plaza_dhcp
 	[ -n "$zone" ] || return 0
+	plaza_uci set firewall.plaza_dns=rule
+	plaza_uci set firewall.plaza_dns.name=Plaza-DNS
+	plaza_uci set "firewall.plaza_dns.src=$zone"
+	plaza_uci set firewall.plaza_dns.proto='tcp udp'
+	plaza_uci set firewall.plaza_dns.dest_port=53
+	plaza_uci set firewall.plaza_dns.target=ACCEPT
+	plaza_uci set firewall.plaza_dhcp=rule
+	plaza_uci set firewall.plaza_dhcp.name=Plaza-DHCP
+	plaza_uci set "firewall.plaza_dhcp.src=$zone"
+	plaza_uci set firewall.plaza_dhcp.proto=udp
+	plaza_uci set firewall.plaza_dhcp.dest_port=67
+	plaza_uci set firewall.plaza_dhcp.family=ipv4
+	plaza_uci set firewall.plaza_dhcp.target=ACCEPT
 	port=$(plaza_uci get plaza.portal.port)
 	https=$(plaza_uci get plaza.portal.https_port)
 	intercept=$(plaza_uci get plaza.portal.intercept_port)
