@@ -129,6 +129,7 @@ class VMLab:
         self.out = out
         # The same object in every process (`vm up`, then `vm demo`): its state is in RUN_DIR.
         self.internet = VMInternet(INET_NS, RUN_DIR, push=True)
+        self._router_ip: str | None = None  # its management address, looked up once
 
     # -- up ---------------------------------------------------------------------------------
 
@@ -261,9 +262,21 @@ class VMLab:
 
     # -- what the scenarios read ---------------------------------------------------------------
 
+    def router(self, command: str, timeout: float = 60, stdin: str | None = None) -> str:
+        """`command` on the router over the management network (Vagrant's own way in), which
+        an outage of the internet does not cut."""
+        if self._router_ip is None:
+            self._router_ip = mgmt_ip("router")
+        return ssh(self._router_ip, command, timeout=timeout, stdin=stdin)
+
     def clients(self) -> dict[str, dict]:
         """The gateway's stations by MAC (`plaza-ctl clients --json` on the router)."""
-        return {c["mac"]: c for c in json.loads(self.router_ssh("plaza-ctl clients --json"))}
+        return {c["mac"]: c for c in json.loads(self.router("plaza-ctl clients --json"))}
+
+    def deauth(self, mac: str) -> None:
+        """End `mac`'s session if it has one (a scenario starts from a stranger)."""
+        if self.gateway_state(mac) == "authorized":
+            self.router(f"plaza-ctl deauth {shlex.quote(mac)}")
 
     def gateway_state(self, mac: str) -> str | None:
         client = self.clients().get(mac)
@@ -279,7 +292,7 @@ class VMLab:
             "final, sent_at FROM usage_outbox WHERE mac = ? ORDER BY id', (sys.argv[1],))\n"
             "print(json.dumps([dict(r) for r in rows]))\n"
         )
-        return json.loads(self.router_ssh(f"python3 - {shlex.quote(mac)}", stdin=script))
+        return json.loads(self.router(f"python3 - {shlex.quote(mac)}", stdin=script))
 
     def cloud_usage(self, mac: str) -> list[dict]:
         """The cloud's usage records for `mac` (its SQLite file, read-only)."""
@@ -320,6 +333,7 @@ class VMLab:
         domain = domain_id("router")
         virsh("destroy", domain)
         virsh("start", domain)
+        self._router_ip = None  # a new lease on the management network, maybe
         return self.wait_router()
 
     # -- down -------------------------------------------------------------------------------
