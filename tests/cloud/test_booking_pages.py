@@ -262,3 +262,5 @@ def test_the_shop_pages_in_chinese(
     page = get(client, f"/plaza/bookings/{booking_id}").get_data(as_text=True)
     assert "已预留" in page and "支付定金 ¥50.00 并确认" in page
     assert "我的预订" in get(client, "/plaza/bookings").get_data(as_text=True)
+    home = get(client, "/plaza/").get_data(as_text=True)
+    assert 'href="/plaza/bookings">您的预订</a>' in home
