@@ -5,11 +5,16 @@ dnsmasq used to run a `dhcp-script` per DHCP event: a process each (sh, then a P
 queued behind them (docs/decisions.md, "The lease file instead of the lease hook"). dnsmasq
 writes every change to its lease file anyway; the daemon watches that file's directory with
 inotify (the file may not exist yet, and is rewritten in place by dnsmasq or replaced by a
-restore), reads it a few milliseconds after a change (dnsmasq writes a long file in several
-chunks, then truncates it: reading at the first chunk would see half of it), compares it with
-the last reading (gateway/stations/leases.py) and hands each event to `apply`, on the daemon's
-loop. At start the file is read once and every lease given as `old`, as dnsmasq replays its
-leases to a script when it restarts.
+restore), reads it a few milliseconds after a change, compares it with the last reading
+(gateway/stations/leases.py) and hands each event to `apply`, on the daemon's loop.
+
+A reading may catch dnsmasq mid-write: it truncates the file, then writes it (a long one in
+4 KiB chunks), so a reading is a prefix of the new file: empty, or cut mid-line, or, rarely,
+cut at a line's end (dnsmasq's lease.c: rewind, ftruncate, fprintf per lease, fflush). New and
+renewed leases in a prefix are true; a missing lease may only be missing from the prefix. So a
+half line is read again, and a lease that went is only released when the next reading, a few
+milliseconds later, still lacks it. At start the file is read once and every lease given as
+`old`, as dnsmasq replays its leases to a script when it restarts.
 
 inotify through ctypes (libc's inotify_init1 / inotify_add_watch; glibc and musl both have them):
 three calls, no dependency to install on a router. Should inotify be unavailable (no instances
@@ -32,7 +37,7 @@ from gateway.stations.leases import Event, Lease
 
 log = logging.getLogger("plaza.gateway")
 
-DEBOUNCE = 0.01  # after the first change: dnsmasq has written, truncated and synced by then
+DEBOUNCE = 0.01  # after the first change: dnsmasq has truncated, written and synced by then
 RETRIES = 3  # readings of a half-written file (no final newline, a torn line) before it counts
 POLL_SECONDS = 0.5  # without inotify
 
@@ -82,8 +87,10 @@ class LeaseWatch:
         self.bad_lines = 0  # lines logged as bad, for the metrics
         self._logged_bad: set[bytes] = set()  # bad lines already logged, by their text
         self._fd: int | None = None
-        self._pending: asyncio.TimerHandle | None = None
+        self._pending: asyncio.TimerHandle | None = None  # the next reading
+        self._polling: asyncio.TimerHandle | None = None  # without inotify
         self._retries = 0
+        self._missing: set[tuple[str, str]] = set()  # leases the last reading lacked
         self._stat: tuple[int, int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -94,14 +101,15 @@ class LeaseWatch:
             self._fd = inotify_watch(self.path.parent)
         except (OSError, AttributeError) as exc:
             log.error("lease file %s polled every %.1f s: %s", self.path, POLL_SECONDS, exc)
-            self._pending = loop.call_later(POLL_SECONDS, self._poll)
+            self._polling = loop.call_later(POLL_SECONDS, self._poll)
         else:
             loop.add_reader(self._fd, self._on_events)
         self.read(replay=True)
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        for handle in (self._pending, self._polling):
+            if handle is not None:
+                handle.cancel()
         if self._fd is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
@@ -130,7 +138,7 @@ class LeaseWatch:
 
     def _poll(self) -> None:
         assert self._loop is not None
-        self._pending = self._loop.call_later(POLL_SECONDS, self._poll)
+        self._polling = self._loop.call_later(POLL_SECONDS, self._poll)
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -166,7 +174,14 @@ class LeaseWatch:
             events = [Event("old", lease) for lease in reading.leases.values()]
         else:
             events = leases.diff(self.leases, reading.leases)
-        self.leases = reading.leases
+        missing = {(e.lease.mac, e.lease.ip) for e in events if e.action == "del"}
+        unconfirmed = missing - self._missing  # lacking from this reading only: read again
+        self._missing = unconfirmed
+        if unconfirmed:
+            self._schedule()
+        events = [e for e in events if (e.lease.mac, e.lease.ip) not in unconfirmed]
+        kept = {key: self.leases[key] for key in unconfirmed}
+        self.leases = {**kept, **reading.leases}
         for event in events:
             self.events[event.action] += 1
             try:

@@ -196,6 +196,33 @@ def test_a_half_written_file_waits_for_the_rest(tmp_path: Path) -> None:
     run_watch(tmp_path, steps)
 
 
+def test_a_lease_is_released_only_when_two_readings_lack_it(tmp_path: Path) -> None:
+    """dnsmasq truncates its file before writing it: a reading in between is empty, or a
+    prefix of the new file cut at a line's end. A missing lease counts only when the next
+    reading still lacks it."""
+    path = tmp_path / "dnsmasq.leases"
+    seen: list[Event] = []
+    watch = LeaseWatch(path, seen.append)  # not started: each reading made here, by hand
+    path.write_bytes(A + B)
+    watch.read()
+    assert seen == [Event("add", LEASE_A), Event("add", LEASE_B)]
+    for torn in (b"", A, b"", B):  # caught mid-write, then the whole file again
+        path.write_bytes(torn)
+        watch.read()
+        path.write_bytes(A + B)
+        watch.read()
+    assert len(seen) == 2 and watch.leases == {
+        (LEASE_A.mac, LEASE_A.ip): LEASE_A,
+        (LEASE_B.mac, LEASE_B.ip): LEASE_B,
+    }
+    path.write_bytes(B)  # A released
+    watch.read()
+    assert len(seen) == 2
+    watch.read()
+    assert seen[2:] == [Event("del", LEASE_A)]
+    assert list(watch.leases.values()) == [LEASE_B]
+
+
 def test_a_bad_line_is_logged_once_and_the_rest_applied(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
