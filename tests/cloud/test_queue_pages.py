@@ -198,6 +198,13 @@ def test_bad_inputs_are_refused_with_a_clear_message(
                  f"/dashboard/queues/{venue.id}/{queue}/state"):  # fmt: skip
         assert rival.post(path, data={"csrf_token": token(page)}).status_code == 404
     assert rival.get(f"/dashboard/queues/{venue.id}/{queue}").status_code == 404
+    assert rival.get(f"/dashboard/queues/{venue.id}").status_code == 404
+    a1 = ticket_of(app, "A001")
+    for path in (f"/dashboard/queues/{venue.id}/new",
+                 f"/dashboard/queues/{venue.id}/{queue}/tickets/{a1.id}/serve",
+                 f"/dashboard/queues/{elsewhere}/{queue}/tickets/{a1.id}/serve"):  # fmt: skip
+        assert rival.post(path, data={"csrf_token": token(page), "name": "X"}).status_code == 404
+    assert ticket_of(app, "A001").state == "WAITING" and len(queue_ids(app, venue.id)) == 1
     # A number from another venue on this venue's staff page
     page = signed_in.get(f"/dashboard/queues/{venue.id}/{queue}")
     wrong = signed_in.post(f"/dashboard/queues/{venue.id}/{queue}/tickets/{foreign.id}/serve",
