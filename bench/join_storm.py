@@ -261,12 +261,16 @@ def late_hooks(lab: Lab, limit: float = 20.0) -> dict[str, float]:
     return processes
 
 
-def lease_calls(lab: Lab) -> int:
-    """Lease events the gateway has had so far: read from dnsmasq's lease file
-    (gateway/stations/lease_watch.py), or sent over the control socket by a lease hook."""
-    page = scrape(lab)
-    prefixes = ("plaza_lease_events_total{", 'plaza_control_requests_total{op="lease"')
-    return int(sum(v for k, v in page.items() if k.startswith(prefixes)))
+def lease_events(lab: Lab) -> Counter[str]:
+    """Lease events the gateway has had so far, by action when read from dnsmasq's lease file
+    (gateway/stations/lease_watch.py), as `hook` when a lease hook sent them."""
+    found: Counter[str] = Counter()
+    for key, value in scrape(lab).items():
+        if key.startswith("plaza_lease_events_total{"):
+            found[key.split('"')[1]] += int(value)
+        elif key.startswith('plaza_control_requests_total{op="lease"'):
+            found["hook"] += int(value)
+    return found
 
 
 MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -374,7 +378,7 @@ def run(
         figures["waited_for_quiet_s"], quiet = wait_quiet(quiet_wait)
         dnsmasq_log = lab.run_dir / "router-dnsmasq.log"
         log_offset = dnsmasq_log.stat().st_size
-        leases_before = lease_calls(lab)
+        leases_before = lease_events(lab)
         before = Snapshot.take(lab)
         # Load the storm did not cause (other labs or tests on this machine) just before it.
         figures["machine_busy_before_pct"] = busy_pct(Snapshot(0, {}, quiet, {}, {}), before)
@@ -391,7 +395,10 @@ def run(
         with dnsmasq_log.open("rb") as f:
             f.seek(log_offset)
             figures["dhcpacks"] = f.read().count(b"DHCPACK(")
-        figures["lease_hook_runs"] = lease_calls(lab) - leases_before
+        events = lease_events(lab)
+        events.subtract(leases_before)
+        figures["lease_events"] = {k: v for k, v in sorted(events.items()) if v}
+        figures["lease_hook_runs"] = sum(events.values())
         figures["portal_perf_dso_pct"] = perf.stop()
         authorized = {c["ip"] for c in lab.control().clients() if c["state"] == "authorized"}
     finally:
@@ -537,7 +544,7 @@ def log_per_login(figures: dict[str, Any], logins: int) -> None:
     runs = figures["lease_hook_runs"]
     log(f"  (lease events {runs}, {runs / max(logins, 1):.2f} per login, lease hook CPU "
         f"{figures['lease_hook_cpu_ms_per_run']:.1f} ms per event; "
-        f"{figures['dhcpacks']} DHCPACKs)")  # fmt: skip
+        f"{figures['dhcpacks']} DHCPACKs; {figures['lease_events']})")  # fmt: skip
     log("lab CPU per login (wallet, fake internet, phones: not the router), ms:")
     for label, ms in figures["lab_cpu_ms_per_login"].items():
         log(f"  {label:<48} {ms:7.2f}")
