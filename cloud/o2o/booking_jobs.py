@@ -5,8 +5,10 @@ check-in when the shopper's phone joins the venue's Wi-Fi.
 The deposit is an ordinary payment (cloud/o2o/payments.py, purpose `deposit`, idempotency
 key `deposit-<booking>`), so the notify, the reconciliation by query, the ledger and the
 refunds are the payments' own. The booking learns that it was paid lazily: when its page is
-shown (which queries a payment still waiting, the wallet's return) and on every sweep; the
-payments module needs no hook for it. A deposit paid after the hold ran out confirms the
+shown (which queries a payment still waiting, the wallet's return) and on every sweep, and at
+once when the notify (or a reconciling query) books the capture (`on_paid`, a
+payments.PAID_HOOKS hook): the shopper who closed the wallet before it returned finds the
+booking confirmed. A deposit paid after the hold ran out confirms the
 booking if a seat is still free, and is refunded in full otherwise (`slot_lost`).
 
 Reminders go through the push outbox (`push_jobs`, cloud/push/worker.py sends them): a
@@ -129,6 +131,22 @@ def sync_deposit(db: Session, found: Booking, now: float, client: TradeClient | 
         log.warning("deposit refund for %s not done yet: %s", found.id, exc)
         return "unpaid"
     return "refunded"
+
+
+def on_paid(db: Session, payment: Payment, at: float) -> None:
+    """payments.PAID_HOOKS: the deposit's capture confirms its booking in the same
+    transaction. When the seat is gone the booking stays as it is: the refund needs the
+    wallet, so `sync_deposit` (the page or the next sweep) cancels and refunds it."""
+    if payment.purpose != "deposit" or payment.refunded:
+        return
+    query = select(Booking).where(Booking.payment_id == payment.id)
+    found = db.scalar(query.execution_options(populate_existing=True))
+    if found is not None and found.state in (HELD, EXPIRED):
+        booking.confirm_paid(db, found, at)
+
+
+if on_paid not in payments.PAID_HOOKS:
+    payments.PAID_HOOKS.append(on_paid)
 
 
 # -- the sweep --------------------------------------------------------------------------------

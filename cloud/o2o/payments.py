@@ -31,6 +31,12 @@ REFUND_PENDING, REFUND_SUCCESS, REFUND_FAILED = "PENDING", "SUCCESS", "FAILED"
 # each hook runs once per refund, in the transaction that books it, after the payment moved.
 RefundHook = Callable[[Session, "Payment", "Refund", float], None]
 REFUND_HOOKS: list[RefundHook] = []
+# What a capture sets off (a booking's deposit confirms it, cloud/o2o/booking_jobs): each hook
+# runs once per payment, when `apply_status` first books the capture (a notify or a query),
+# in that transaction; a hook must not commit, and anything that needs the wallet is left to
+# the caller's next sweep.
+PaidHook = Callable[[Session, "Payment", float], None]
+PAID_HOOKS: list[PaidHook] = []
 
 
 class Payment(Base):
@@ -189,6 +195,8 @@ def apply_status(
                 at,
                 memo=payment.subject,
             )
+            for hook in PAID_HOOKS:
+                hook(db, payment, at)
         if payment.state in (WAIT, CLOSED) and payment.refunded < payment.amount:
             payment.state = SUCCESS
         if status == FINISHED and payment.state == SUCCESS:

@@ -1,0 +1,92 @@
+"""A deposit's notify confirms its booking at once (payments.PAID_HOOKS, booking_jobs.on_paid),
+on both databases: no page view and no sweep in between. A notify delivered twice confirms
+once; a deposit paid after the hold ran out confirms while the seat is free; when the seat
+went to another, the hook leaves the booking for the sweep, which cancels and refunds it."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from cloud import db as cloud_db
+from cloud.models import Venue
+from cloud.o2o import booking, booking_jobs, payments, settings
+from cloud.o2o.payments import Payment
+from cloud.o2o.shoppers import find_or_create
+from tests.cloud.o2o_helpers import CLOUD, SandboxWallet, approve_payment, deliver, sign_in
+from tests.cloud.test_booking_pages import hold, press, row, slots  # noqa: F401 (fixture)
+from tests.conftest import FakeClock
+
+
+def paid_by_notify(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> dict:
+    """The shopper approves at the cashier and never comes back; only the notify arrives."""
+    start = press(client, booking_id, "deposit")
+    assert start.status_code == 303
+    assert approve_payment(wallet, start.location).status == 302
+    (notify,) = wallet.take_notifies()
+    assert deliver(client, notify).get_data(as_text=True) == "success"
+    return notify
+
+
+def test_the_hook_is_installed():
+    assert booking_jobs.on_paid in payments.PAID_HOOKS
+
+
+def test_the_notify_confirms_the_booking_once(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
+    slots: list[str], clock: FakeClock,  # noqa: F811
+):  # fmt: skip
+    assert sign_in(client, sandbox_wallet).status_code == 303
+    booking_id = hold(client, venue.id, slots[3]).location.rsplit("/", 1)[1]
+    assert row(shop_app, booking_id).state == "HELD"
+    notify = paid_by_notify(client, sandbox_wallet, booking_id)
+    found = row(shop_app, booking_id)  # straight from the database: no page, no sweep
+    assert (found.state, found.confirmed_at) == ("CONFIRMED", clock())
+    clock.advance(30)
+    assert deliver(client, notify).get_data(as_text=True) == "success"  # the wallet repeats
+    again = row(shop_app, booking_id)
+    assert (again.state, again.confirmed_at) == ("CONFIRMED", found.confirmed_at)
+
+
+def test_a_late_deposit_confirms_while_the_seat_is_free(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
+    slots: list[str], clock: FakeClock,  # noqa: F811
+):  # fmt: skip
+    assert sign_in(client, sandbox_wallet).status_code == 303
+    booking_id = hold(client, venue.id, slots[2]).location.rsplit("/", 1)[1]
+    start = press(client, booking_id, "deposit")
+    clock.advance(11 * 60)  # the hold runs out at the cashier
+    with cloud_db.session(shop_app) as db:
+        assert booking.release_expired(db, clock()) == 1
+        db.commit()
+    assert row(shop_app, booking_id).state == "EXPIRED"
+    assert approve_payment(sandbox_wallet, start.location).status == 302
+    (notify,) = sandbox_wallet.take_notifies()
+    assert deliver(client, notify).get_data(as_text=True) == "success"
+    assert row(shop_app, booking_id).state == "CONFIRMED"
+
+
+def test_a_lost_seat_is_left_to_the_sweep(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
+    slots: list[str], clock: FakeClock,  # noqa: F811
+):  # fmt: skip
+    assert sign_in(client, sandbox_wallet).status_code == 303
+    booking_id = hold(client, venue.id, slots[4]).location.rsplit("/", 1)[1]
+    start = press(client, booking_id, "deposit")
+    clock.advance(11 * 60)
+    with cloud_db.session(shop_app) as db:
+        bob = find_or_create(db, "oidc", "bob-sub", "Bob", clock())
+        booking.hold(db, slots[4], bob.id, clock())
+    assert approve_payment(sandbox_wallet, start.location).status == 302
+    (notify,) = sandbox_wallet.take_notifies()
+    assert deliver(client, notify).get_data(as_text=True) == "success"
+    assert row(shop_app, booking_id).state == "EXPIRED"  # paid, but no seat: not confirmed
+    with cloud_db.session(shop_app) as db:
+        swept = booking_jobs.sweep(db, clock(), settings.trade_client(shop_app), CLOUD)
+        assert swept.deposits == 1
+        payment = db.query(Payment).one()
+        assert payment.refunded == payment.amount
+    assert (row(shop_app, booking_id).state, row(shop_app, booking_id).reason) == (
+        "CANCELLED",
+        "slot_lost",
+    )
