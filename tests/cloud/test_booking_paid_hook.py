@@ -5,17 +5,66 @@ went to another, the hook leaves the booking for the sweep, which cancels and re
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from cloud import db as cloud_db
 from cloud.models import Venue
-from cloud.o2o import booking, booking_jobs, payments, settings
+from cloud.o2o import booking, booking_jobs, booking_slots, payments, settings
+from cloud.o2o.booking_models import Booking, BookingSlot
 from cloud.o2o.payments import Payment
 from cloud.o2o.shoppers import find_or_create
-from tests.cloud.o2o_helpers import CLOUD, SandboxWallet, approve_payment, deliver, sign_in
-from tests.cloud.test_booking_pages import hold, press, row, slots  # noqa: F401 (fixture)
+from tests.cloud.o2o_helpers import (
+    CLOUD,
+    SandboxWallet,
+    approve_payment,
+    csrf,
+    deliver,
+    get,
+    post,
+    sign_in,
+)
 from tests.conftest import FakeClock
+
+KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+
+
+@pytest.fixture
+def slots(shop_app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock) -> list[str]:
+    """A one-seat table with a ¥50 deposit and hourly slots for two days, the ones ahead."""
+    spec = booking.ResourceSpec(name="Window table", hours=(("00:00", "24:00"),), deposit=5000)
+    with cloud_db.session(shop_app) as db:
+        resource = booking.create_resource(db, venue, spec, clock())
+        first = dt.datetime.fromtimestamp(clock(), dt.UTC).date()
+        assert booking_slots.generate(db, resource, first, 2) > 0
+        query = select(BookingSlot.id).where(BookingSlot.starts_at > clock())
+        return list(db.scalars(query.order_by(BookingSlot.starts_at)))
+
+
+def hold(client: FlaskClient, venue_id: str, slot_id: str) -> Any:
+    page = get(client, f"/plaza/v/{venue_id}/book")
+    key = KEY.search(page.get_data(as_text=True))
+    assert key
+    return post(client, f"/plaza/book/{slot_id}",
+                {"csrf_token": csrf(page), "idempotency_key": key.group(1)})  # fmt: skip
+
+
+def press(client: FlaskClient, booking_id: str, action: str) -> Any:
+    page = get(client, f"/plaza/bookings/{booking_id}")
+    return post(client, f"/plaza/bookings/{booking_id}/{action}", {"csrf_token": csrf(page)})
+
+
+def row(app: Flask, booking_id: str) -> Booking:
+    with cloud_db.session(app) as db:
+        found = db.get(Booking, booking_id)
+        assert found is not None
+        return found
 
 
 def paid_by_notify(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> dict:
@@ -34,7 +83,7 @@ def test_the_hook_is_installed():
 
 def test_the_notify_confirms_the_booking_once(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
-    slots: list[str], clock: FakeClock,  # noqa: F811
+    slots: list[str], clock: FakeClock,
 ):  # fmt: skip
     assert sign_in(client, sandbox_wallet).status_code == 303
     booking_id = hold(client, venue.id, slots[3]).location.rsplit("/", 1)[1]
@@ -50,7 +99,7 @@ def test_the_notify_confirms_the_booking_once(
 
 def test_a_late_deposit_confirms_while_the_seat_is_free(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
-    slots: list[str], clock: FakeClock,  # noqa: F811
+    slots: list[str], clock: FakeClock,
 ):  # fmt: skip
     assert sign_in(client, sandbox_wallet).status_code == 303
     booking_id = hold(client, venue.id, slots[2]).location.rsplit("/", 1)[1]
@@ -68,7 +117,7 @@ def test_a_late_deposit_confirms_while_the_seat_is_free(
 
 def test_a_lost_seat_is_left_to_the_sweep(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
-    slots: list[str], clock: FakeClock,  # noqa: F811
+    slots: list[str], clock: FakeClock,
 ):  # fmt: skip
     assert sign_in(client, sandbox_wallet).status_code == 303
     booking_id = hold(client, venue.id, slots[4]).location.rsplit("/", 1)[1]
