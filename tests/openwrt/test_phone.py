@@ -210,17 +210,78 @@ def test_usage_reaches_the_cloud(site: tuple, phone: Phone) -> None:
     box.wait("the usage in the cloud", lambda: _usage(lab, device) >= n, seconds=30)
 
 
-def test_fw4_and_dnsmasq_restarts_leave_plaza_and_the_sessions(site: tuple, phone: Phone) -> None:
+def test_kill_9_of_the_daemon_keeps_the_phone_online(site: tuple, phone: Phone) -> None:
     lab, box, _ = site
-    other = Phone(lab.add_guest_phone(2).netns)
+    pids = running(box)
+    box.sh(f"kill -9 {pids['gateway']}")
+    assert phone.get(SITE).status == 200  # the kernel's table, with no daemon at all
+    box.wait("procd's respawn", lambda: (r := running(box)) and r["gateway"] != pids["gateway"])
+    seen = box.wait("the daemon answering", lambda: client(box, lab.state.phones[0].mac))
+    assert seen["state"] == "authorized"
+    assert phone.get(SITE).status == 200
+
+
+@pytest.fixture(scope="module")
+def other(site: tuple) -> Iterator[Phone]:
+    """A second phone, captive throughout (until the mid-login test logs it in)."""
+    lab, _box, _device = site
+    p = Phone(lab.add_guest_phone(2).netns)
+    lab.lease(lab.state.phones[1])
+    yield p
+    p.close()
+
+
+def _set_garden(lab: OpenWrtLab, device: str, domains: list[str]) -> None:
+    """The merchant edits the venue's walled garden; the cloud tells the router at once."""
+    account = labcloud.bootstrap(lab.run_dir, "Plaza Demo Café", "portal.plaza.test")
+    labcloud.edit_venue(
+        lab.run_dir, account.venue_id, lambda c: c["garden"].update(domains=domains)
+    )
+    labcloud.cli(lab.run_dir, "command", device, "refresh-config")
+
+
+def test_the_clouds_garden_names_reach_openwrts_dnsmasq(site: tuple, other: Phone) -> None:
+    """shop.example.test shares www's address: once the merchant puts shop in the garden,
+    /etc/init.d/plaza garden copies the daemon's fragment into dnsmasq's confdir and restarts
+    it, so the captive phone reaches shop; www is still refused by name."""
+    lab, box, device = site
+    shop = "https://shop.example.test/"
+    assert not other.get(shop, timeout=3).ok
     try:
-        lab.lease(lab.state.phones[1])
-        for step in ("fw4 reload", "fw4 restart", "/etc/init.d/dnsmasq restart"):
-            box.sh(f"{step} >/dev/null 2>&1")
-            assert "table inet plaza" in box.sh("nft list tables"), step
-            assert phone.get(SITE).status == 200, step  # authorized: still online
-            r = other.get(SITE)
-            assert r.status == 302 and r.location == PORTAL, (step, r)  # captive: still captive
-        assert running(box)
+        _set_garden(lab, device, ["shop.example.test"])
+        box.wait(
+            "the cloud's garden name reachable from a captive phone",
+            lambda: (r := other.get(shop, timeout=3)).ok and "FAKE-INTERNET-OK" in r.body,
+        )
+        assert "nftset=/shop.example.test/" in box.sh("cat /tmp/dnsmasq.d/plaza-cloud-garden.conf")
+        www = other.get(SITE.replace("http:", "https:"), timeout=3)
+        assert not www.ok and "FAKE-INTERNET-OK" not in www.body
     finally:
-        other.close()
+        _set_garden(lab, device, [])
+
+
+RESTARTS = ("fw4 reload", "fw4 restart", "/etc/init.d/dnsmasq restart")
+
+
+def test_fw4_and_dnsmasq_restarts_leave_plaza_and_the_sessions(
+    site: tuple, phone: Phone, other: Phone
+) -> None:
+    _lab, box, _ = site
+    for step in RESTARTS:
+        box.sh(f"{step} >/dev/null 2>&1")
+        assert "table inet plaza" in box.sh("nft list tables"), step
+        assert phone.get(SITE).status == 200, step  # authorized: still online
+        r = other.get(SITE)
+        assert r.status == 302 and r.location == PORTAL, (step, r)  # captive: still captive
+    assert running(box)
+
+
+def test_a_login_across_fw4_and_dnsmasq_restarts(site: tuple, other: Phone) -> None:
+    """The phone is at the wallet when the firewall and dnsmasq restart: its login ends."""
+    lab, box, _ = site
+    callback = shopper.approve_login(other, shopper.start_login(other, PORTAL), PORTAL)
+    for step in RESTARTS:
+        box.sh(f"{step} >/dev/null 2>&1")
+    shopper.finish_login(other, PORTAL, callback)
+    assert client(box, lab.state.phones[1].mac)["state"] == "authorized"
+    assert other.get(SITE).status == 200

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,7 @@ CONFIGURE = (
 
 
 PHONE_MAC, PHONE_IP = "02:50:4c:00:00:09", "198.19.0.109"
+OTHER_MAC, OTHER_IP = "02:50:4c:00:00:0a", "198.19.0.110"
 
 
 def client(box: OpenWrt, mac: str) -> dict | None:
@@ -139,6 +141,12 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
         lambda: (r := running(box)) and r["gateway"] != again["gateway"] and r,
     )
     assert box.sh("uci get plaza.policy.session_minutes").strip() == "30"
+    # ... and takes effect: a session granted now lasts the new default (the shipped one is 60).
+    box.sh(f"ACTION=add MACADDR={OTHER_MAC} IPADDR={OTHER_IP} HOSTNAME=phone10 hotplug-call dhcp")
+    box.wait("the second lease reaching the daemon", lambda: client(box, OTHER_MAC))
+    box.sh(f"plaza-ctl auth {OTHER_MAC}")
+    left = client(box, OTHER_MAC)["expires_at"] - time.time()
+    assert 30 * 60 - 60 < left <= 30 * 60, left
 
     # fw4 rebuilds only its own table.
     box.sh("fw4 restart >/dev/null 2>&1")

@@ -62,7 +62,8 @@ def test_the_reference_file_loads_with_its_openwrt_values(tmp_path: Path) -> Non
     config = cfg.load(write(tmp_path, reference()))
     assert config.gateway.enabled is False  # disabled until configured
     assert config.gateway.state_dir == "/etc/plaza/state"  # survives reboot and sysupgrade
-    assert config.garden.dnsmasq_restart == ("/etc/init.d/dnsmasq", "restart")
+    # /etc/init.d/plaza garden: copies the cloud's names into dnsmasq's confdir, restarts it
+    assert config.garden.dnsmasq_restart == ("/etc/init.d/plaza", "garden")
     assert config.lan.interface == "lo" and config.lan.upstream_dns == ("192.0.2.53",)
     # everything else is the dataclasses' default
     openwrt = cfg.GatewayConfig(
@@ -71,7 +72,7 @@ def test_the_reference_file_loads_with_its_openwrt_values(tmp_path: Path) -> Non
     assert config == cfg.Config(
         gateway=openwrt,
         lan=cfg.LanConfig(interface="lo"),
-        garden=cfg.GardenConfig(dnsmasq_restart=("/etc/init.d/dnsmasq", "restart")),
+        garden=cfg.GardenConfig(dnsmasq_restart=("/etc/init.d/plaza", "garden")),
     )
 
 

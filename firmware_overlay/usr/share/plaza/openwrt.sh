@@ -206,3 +206,22 @@ plaza_sync() {
 	fi
 	return 0
 }
+
+# The cloud's walled-garden names: the daemon keeps them in
+# <state_dir>/dnsmasq.d/cloud-garden.conf (nftset= lines). OpenWrt's dnsmasq reads its confdir
+# (dhcp.@dnsmasq[0].confdir, /tmp/dnsmasq.d by default) and, jailed by procd, sees nothing
+# else: a copy goes there (a link would point outside its jail). No fragment, no copy.
+plaza_cloud_garden() {
+	local state="$1" fragment confdir
+	fragment="$state/dnsmasq.d/cloud-garden.conf"
+	confdir=$(plaza_uci get "dhcp.@dnsmasq[0].confdir")
+	confdir=${confdir%%,*}
+	confdir=${confdir:-/tmp/dnsmasq.d}
+	if [ -f "$fragment" ]; then
+		mkdir -p "$confdir"
+		cp "$fragment" "$confdir/plaza-cloud-garden.conf.new" &&
+			mv "$confdir/plaza-cloud-garden.conf.new" "$confdir/plaza-cloud-garden.conf"
+	else
+		rm -f "$confdir/plaza-cloud-garden.conf"
+	fi
+}
