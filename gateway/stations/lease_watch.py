@@ -12,8 +12,11 @@ A reading may catch dnsmasq mid-write: it truncates the file, then writes it (a 
 4 KiB chunks), so a reading is a prefix of the new file: empty, or cut mid-line, or, rarely,
 cut at a line's end (dnsmasq's lease.c: rewind, ftruncate, fprintf per lease, fflush). New and
 renewed leases in a prefix are true; a missing lease may only be missing from the prefix. So a
-half line is read again, and a lease that went is only released when the next reading, a few
-milliseconds later, still lacks it. At start the file is read once and every lease given as
+half line is read again, and a lease that went is only released when a reading RELEASE_AFTER
+later still lacks it: on a loaded machine dnsmasq can be kept off the CPU mid-write for longer
+than a few milliseconds (a 100-phone storm on two CPUs showed 44 such readings in a row when
+the next reading came 10 ms later). A release is not urgent: it only starts a re-probe of the
+station (gateway/stations/control.py). At start the file is read once and every lease given as
 `old`, as dnsmasq replays its leases to a script when it restarts.
 
 inotify through ctypes (libc's inotify_init1 / inotify_add_watch; glibc and musl both have them):
@@ -28,6 +31,7 @@ import ctypes
 import logging
 import os
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +43,7 @@ log = logging.getLogger("plaza.gateway")
 
 DEBOUNCE = 0.01  # after the first change: dnsmasq has truncated, written and synced by then
 RETRIES = 3  # readings of a half-written file (no final newline, a torn line) before it counts
+RELEASE_AFTER = 1.0  # seconds a lease must stay missing before it counts as released
 POLL_SECONDS = 0.5  # without inotify
 
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x2, 0x8, 0x40, 0x80
@@ -77,9 +82,14 @@ class LeaseWatch:
     """Reads `path` on the running loop when it changes and hands `apply` what changed."""
 
     def __init__(
-        self, path: Path, apply: Callable[[Event], None], debounce: float = DEBOUNCE
+        self,
+        path: Path,
+        apply: Callable[[Event], None],
+        debounce: float = DEBOUNCE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
+        self.clock = clock
         self.apply = apply
         self.debounce = debounce
         self.leases: dict[tuple[str, str], Lease] = {}
@@ -90,7 +100,8 @@ class LeaseWatch:
         self._pending: asyncio.TimerHandle | None = None  # the next reading
         self._polling: asyncio.TimerHandle | None = None  # without inotify
         self._retries = 0
-        self._missing: set[tuple[str, str]] = set()  # leases the last reading lacked
+        self._missing: dict[tuple[str, str], float] = {}  # leases readings lack, since when
+        self._confirm: asyncio.TimerHandle | None = None  # the reading that may release them
         self._stat: tuple[int, int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -107,7 +118,7 @@ class LeaseWatch:
         self.read(replay=True)
 
     def close(self) -> None:
-        for handle in (self._pending, self._polling):
+        for handle in (self._pending, self._polling, self._confirm):
             if handle is not None:
                 handle.cancel()
         if self._fd is not None and self._loop is not None:
@@ -131,6 +142,14 @@ class LeaseWatch:
     def _schedule(self) -> None:
         if self._pending is None and self._loop is not None:
             self._pending = self._loop.call_later(self.debounce, self._due)
+
+    def _confirm_later(self, delay: float) -> None:
+        if self._loop is not None and self._confirm is None:
+            self._confirm = self._loop.call_later(max(delay, self.debounce), self._confirmed)
+
+    def _confirmed(self) -> None:
+        self._confirm = None
+        self.read()
 
     def _due(self) -> None:
         self._pending = None
@@ -174,11 +193,14 @@ class LeaseWatch:
             events = [Event("old", lease) for lease in reading.leases.values()]
         else:
             events = leases.diff(self.leases, reading.leases)
+        now = self.clock()
         missing = {(e.lease.mac, e.lease.ip) for e in events if e.action == "del"}
-        unconfirmed = missing - self._missing  # lacking from this reading only: read again
-        self._missing = unconfirmed
+        self._missing = {key: self._missing.get(key, now) for key in missing}
+        unconfirmed = {k for k, since in self._missing.items() if now - since < RELEASE_AFTER}
+        for key in missing - unconfirmed:
+            del self._missing[key]
         if unconfirmed:
-            self._schedule()
+            self._confirm_later(min(self._missing.values()) + RELEASE_AFTER - now)
         events = [e for e in events if (e.lease.mac, e.lease.ip) not in unconfirmed]
         kept = {key: self.leases[key] for key in unconfirmed}
         self.leases = {**kept, **reading.leases}

@@ -55,7 +55,8 @@ def test_neighbour_events_learn_a_station_without_dhcp() -> None:
     try:
         old_ip = lab.state.phones[0].ipv4
         lab.stop("phone1-dhcp")  # udhcpc -R releases its lease: the gateway forgets the IP
-        # The release reaches the daemon through dnsmasq's script, asynchronously, and counts
+        # The release reaches the daemon through dnsmasq's lease file, asynchronously (a lease
+        # must be missing from it for a second: gateway/stations/lease_watch.py), and counts
         # only once a re-probe of the phone's MAC at that address has gone unanswered (~3 s:
         # anyone can forge a release). Until then the station still holds its old address,
         # and a neighbour entry (a claim anyone can forge) never moves a station's address:

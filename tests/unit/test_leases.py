@@ -196,18 +196,21 @@ def test_a_half_written_file_waits_for_the_rest(tmp_path: Path) -> None:
     run_watch(tmp_path, steps)
 
 
-def test_a_lease_is_released_only_when_two_readings_lack_it(tmp_path: Path) -> None:
+def test_a_lease_is_released_only_when_missing_for_a_while(tmp_path: Path) -> None:
     """dnsmasq truncates its file before writing it: a reading in between is empty, or a
-    prefix of the new file cut at a line's end. A missing lease counts only when the next
-    reading still lacks it."""
+    prefix of the new file cut at a line's end, and dnsmasq may stay off the CPU there for a
+    while. A missing lease counts only when a reading RELEASE_AFTER later still lacks it."""
     path = tmp_path / "dnsmasq.leases"
     seen: list[Event] = []
-    watch = LeaseWatch(path, seen.append)  # not started: each reading made here, by hand
+    now = [1000.0]
+    watch = LeaseWatch(path, seen.append, clock=lambda: now[0])  # readings made here, by hand
     path.write_bytes(A + B)
     watch.read()
     assert seen == [Event("add", LEASE_A), Event("add", LEASE_B)]
-    for torn in (b"", A, b"", B):  # caught mid-write, then the whole file again
+    for torn in (b"", A, b"", B):  # caught mid-write, again 0.9 s later, then the whole file
         path.write_bytes(torn)
+        watch.read()
+        now[0] += 0.9
         watch.read()
         path.write_bytes(A + B)
         watch.read()
@@ -217,10 +220,15 @@ def test_a_lease_is_released_only_when_two_readings_lack_it(tmp_path: Path) -> N
     }
     path.write_bytes(B)  # A released
     watch.read()
+    now[0] += lease_watch.RELEASE_AFTER - 0.01
+    watch.read()
     assert len(seen) == 2
+    now[0] += 0.01
     watch.read()
     assert seen[2:] == [Event("del", LEASE_A)]
     assert list(watch.leases.values()) == [LEASE_B]
+    watch.read()
+    assert len(seen) == 3
 
 
 def test_a_bad_line_is_logged_once_and_the_rest_applied(
