@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from cloud.db import dialect_insert
@@ -79,8 +79,26 @@ def parse_batch(body: Any, default_route: str, now: float) -> list[dict[str, Any
     return out
 
 
+# PostgreSQL: the batch as five arrays (unnest) instead of 5,000 rows of bound values, which
+# is what made the driver and SQLAlchemy, not the database, the bottleneck of an upload.
+PG_STORE = text(
+    "INSERT INTO transit_taps (reader_id, seq, card_id, route_id, stop_id, tapped_at, "
+    "received_at, state, note) SELECT :reader, u.seq, u.card, u.route, u.stop, u.at, :now, "
+    ":state, '' FROM unnest(CAST(:seqs AS bigint[]), CAST(:cards AS text[]), "
+    "CAST(:routes AS text[]), CAST(:stops AS text[]), CAST(:ats AS double precision[])) "
+    "AS u(seq, card, route, stop, at) ON CONFLICT (reader_id, seq) DO NOTHING"
+)
+
+
 def store(db: Session, reader_id: str, taps: list[dict[str, Any]], now: float) -> int:
     """Insert the taps not stored yet, in one statement; how many were new. Committed."""
+    if db.get_bind().dialect.name == "postgresql":
+        columns = {"seqs": "seq", "cards": "card_id", "routes": "route_id", "stops": "stop_id",
+                   "ats": "tapped_at"}  # fmt: skip
+        params = {name: [tap[key] for tap in taps] for name, key in columns.items()}
+        result = db.execute(PG_STORE, {**params, "reader": reader_id, "now": now, "state": NEW})
+        db.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
     rows = [{**tap, "reader_id": reader_id, "received_at": now, "state": NEW, "note": ""}
             for tap in taps]  # fmt: skip
     table = TransitTap.__table__
