@@ -18,6 +18,8 @@ not exist.
 | `views.py` | the venues list and the venue page |
 | `editor.py` | branding/offers editor, push-to-routers, claim codes |
 | `fleet.py` | routers from a baked image waiting for approval, the fleet secret |
+| `funnel.py`, `privacy.py` | the plaza funnel's figures; the under-5 and daily-salt rules |
+| `plaza_views.py` | their page (its own blueprint, registered by the app) |
 """
 
 from __future__ import annotations
