@@ -80,6 +80,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from cloud.o2o import queue_admin  # service windows: /plaza/queues, kiosk, screen, dashboard
 
     queue_admin.register(app)
+    from cloud import hospital  # the hospital's FHIR R4 API (/fhir/r4), arrival by presence
+
+    hospital.register(app)
     from cloud.dashboard import plaza_views  # the merchant's funnel and plaza charts
 
     plaza_views.register(app)

@@ -1,0 +1,21 @@
+"""The hospital (issue 17): a FHIR R4 API on the booking and queue cores.
+
+Nothing here owns a table of its own for appointments: a FHIR Schedule is a booking resource
+of kind `appointment`, a Slot is a booking slot, an Appointment is a booking (its fee is the
+booking's deposit, paid through the wallet's payments and ledger), and the clinic's line is a
+service queue of kind `clinic`. This package only translates: FHIR in, the cores' calls, FHIR
+out (resources.py builds the JSON, fhir_api.py serves it under /fhir/r4/).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    """The FHIR API's blueprint (its own error handlers: every error an OperationOutcome)."""
+    from cloud.hospital import arrival, fhir_api, patients
+
+    app.register_blueprint(fhir_api.bp)
+    app.register_blueprint(patients.bp)
+    arrival.init_app()

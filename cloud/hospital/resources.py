@@ -1,0 +1,220 @@
+"""FHIR R4 JSON from the booking and queue rows: pure functions, no request, no session.
+
+One mapping, written once, so the API's reads, searches and answers agree:
+
+| FHIR            | Plaza                                             |
+|-----------------|---------------------------------------------------|
+| Schedule        | booking resource of kind `appointment`            |
+| Slot            | booking slot (`free` while a seat is left)        |
+| Appointment     | booking (its fee is the booking's deposit)        |
+| Encounter       | the appointment's clinic queue ticket (ref = id)  |
+| Patient         | shopper: the wallet user, nothing more            |
+
+The library (`fhir.resources`) is not imported here: it is heavy and only checks what these
+functions already build to its models; the tests validate every resource the API emits with
+it. Codes the API accepts (statuses, search prefixes) are checked by the API itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from cloud.o2o.booking_models import (
+    CANCELLED,
+    CHECKED_IN,
+    COMPLETED,
+    CONFIRMED,
+    EXPIRED,
+    HELD,
+    NO_SHOW,
+    Booking,
+    BookingResource,
+    BookingSlot,
+)
+from cloud.o2o.queue_models import QueueTicket
+from cloud.o2o.shoppers import Shopper
+
+FHIR_VERSION = "4.0.1"
+MIME = "application/fhir+json"
+EXTENSION = "https://plaza.invalid/fhir/StructureDefinition/"
+APPOINTMENT_STATUS = {
+    HELD: "pending",  # held, the fee not paid yet
+    CONFIRMED: "booked",
+    CHECKED_IN: "arrived",
+    COMPLETED: "fulfilled",
+    NO_SHOW: "noshow",
+    CANCELLED: "cancelled",
+    EXPIRED: "cancelled",
+}
+ENCOUNTER_STATUS = {
+    "WAITING": "arrived",
+    "SKIPPED": "arrived",
+    "CALLED": "in-progress",
+    "SERVED": "finished",
+    "EXPIRED": "cancelled",
+    "CANCELLED": "cancelled",
+}
+
+
+def fid(plaza_id: str) -> str:
+    """A Plaza id as a FHIR id (FHIR ids are [A-Za-z0-9.-]: `bsl_ab12` is `bsl-ab12`)."""
+    return plaza_id.replace("_", "-", 1)
+
+
+def pid(fhir_id: str) -> str:
+    """A FHIR id back to the Plaza id (anything else stays itself and is found nowhere)."""
+    return fhir_id.replace("-", "_", 1)
+
+
+def instant(at: float) -> str:
+    """An epoch second as a FHIR instant (UTC, `Z`)."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:
+    """An OperationOutcome of one issue; `code` is from the IssueType value set."""
+    issue = {"severity": severity, "code": code, "diagnostics": diagnostics[:500]}
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def bundle(base: str, self_url: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A searchset Bundle of `resources` (every one a match)."""
+    entries = [
+        {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+         "search": {"mode": "match"}}
+        for r in resources
+    ]  # fmt: skip
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
+            "link": [{"relation": "self", "url": self_url}], "entry": entries}  # fmt: skip
+
+
+def clinic_name(resource: BookingResource) -> str:
+    """The clinic a schedule belongs to: its name up to a colon ("Cardiology: Dr Wang" is
+    Cardiology's), which is also the name of the clinic's queue."""
+    return resource.name.split(":", 1)[0].strip()
+
+
+def schedule(resource: BookingResource) -> dict[str, Any]:
+    return {
+        "resourceType": "Schedule",
+        "id": fid(resource.id),
+        "active": resource.state == "ACTIVE",
+        "serviceType": [{"text": clinic_name(resource)}],
+        "actor": [{"display": resource.name}],
+        "comment": f"{resource.slot_minutes}-minute slots, fee {resource.deposit / 100:.2f}",
+    }
+
+
+def slot(row: BookingSlot) -> dict[str, Any]:
+    return {
+        "resourceType": "Slot",
+        "id": fid(row.id),
+        "schedule": {"reference": f"Schedule/{fid(row.resource_id)}"},
+        "status": "free" if row.taken < row.capacity else "busy",
+        "start": instant(row.starts_at),
+        "end": instant(row.ends_at),
+    }
+
+
+def appointment(
+    found: Booking, row: BookingSlot, resource: BookingResource, pay_url: str | None = None
+) -> dict[str, Any]:
+    """The booking as an Appointment; `pay_url` (the shop's page that takes the fee through
+    the wallet) while the fee is due."""
+    status = APPOINTMENT_STATUS[found.state]
+    accepted = "needs-action" if status == "pending" else "accepted"
+    body: dict[str, Any] = {
+        "resourceType": "Appointment",
+        "id": fid(found.id),
+        "status": status,
+        "serviceType": [{"text": clinic_name(resource)}],
+        "start": instant(row.starts_at),
+        "end": instant(row.ends_at),
+        "created": instant(found.held_at),
+        "slot": [{"reference": f"Slot/{fid(row.id)}"}],
+        "participant": [
+            {"actor": {"reference": f"Patient/{fid(found.shopper_id)}"}, "status": accepted},
+            {"actor": {"display": resource.name}, "status": "accepted"},
+        ],
+    }
+    if found.reason:
+        body["cancelationReason"] = {"text": found.reason}
+    extensions = [{"url": EXTENSION + "fee", "valueMoney": {"value": found.deposit / 100,
+                                                              "currency": "CNY"}}]  # fmt: skip
+    if pay_url and found.state == HELD and found.deposit:
+        extensions.append({"url": EXTENSION + "payment-page", "valueUrl": pay_url})
+    body["extension"] = extensions
+    return body
+
+
+def encounter(ticket: QueueTicket, found: Booking) -> dict[str, Any]:
+    """The visit of an arrived appointment: its clinic queue ticket (the number is its
+    identifier; called is in progress, served is finished)."""
+    body: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "id": fid(ticket.id),
+        "status": ENCOUNTER_STATUS.get(ticket.state, "unknown"),
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                  "code": "AMB", "display": "ambulatory"},
+        "identifier": [{"system": EXTENSION + "queue-number", "value": ticket.label}],
+        "subject": {"reference": f"Patient/{fid(found.shopper_id)}"},
+        "appointment": [{"reference": f"Appointment/{fid(found.id)}"}],
+        "period": {"start": instant(ticket.taken_at)},
+    }  # fmt: skip
+    if ticket.ended_at is not None and ticket.state == "SERVED":
+        body["period"]["end"] = instant(ticket.ended_at)
+    if ticket.counter:
+        body["location"] = [{"location": {"display": f"Room {ticket.counter}"}}]
+    return body
+
+
+def patient(shopper: Shopper) -> dict[str, Any]:
+    """The wallet user, minimal: an identifier in the wallet's dialect and a name if known."""
+    body: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": fid(shopper.id),
+        "active": True,
+        "identifier": [{"system": f"urn:plaza:wallet:{shopper.provider}",
+                        "value": shopper.subject}],
+    }  # fmt: skip
+    if shopper.display_name:
+        body["name"] = [{"text": shopper.display_name}]
+    return body
+
+
+SEARCH = {
+    "Schedule": ["active"],
+    "Slot": ["schedule", "start", "status", "_count"],
+    "Appointment": ["patient", "_count"],
+    "Encounter": ["patient", "appointment"],
+    "Patient": [],
+}
+WRITES = {"Appointment": ["create", "update"]}
+
+
+def capability(base: str, at: float) -> dict[str, Any]:
+    """What this server does: JSON only, these resources, interactions and parameters."""
+    kinds = {"_count": "number", "start": "date", "active": "token", "status": "token"}
+    resources = []
+    for name, params in SEARCH.items():
+        interactions = [{"code": "read"}] + [{"code": code} for code in WRITES.get(name, [])]
+        if params or name == "Patient":
+            interactions.append({"code": "search-type"})
+        resources.append({
+            "type": name,
+            "interaction": interactions,
+            "searchParam": [{"name": p, "type": kinds.get(p, "reference")}
+                            for p in params if p != "_count"],
+        })  # fmt: skip
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(at)[:10],
+        "kind": "instance",
+        "software": {"name": "Plaza cloud"},
+        "implementation": {"description": "Plaza hospital FHIR API", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [{"mode": "server", "resource": resources}],
+    }
