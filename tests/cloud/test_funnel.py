@@ -14,10 +14,9 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.dashboard import funnel
 from cloud.dashboard.privacy import DAY, SaltBook, floor_count, shown
-from cloud.models import Device, PresenceEvent, PushJob, ShopperLink, Venue
-from cloud.o2o.shoppers import Shopper
-from cloud.o2o.voucher_models import Voucher, VoucherRedemption, VoucherTemplate
+from cloud.models import Venue
 from tests.cloud.dashboard_helpers import sign_in, text
+from tests.cloud.funnel_helpers import seed
 from tests.conftest import FakeClock
 
 OTHER = ("other@shop.example", "hunter2hunter2")
@@ -54,88 +53,6 @@ def test_a_days_salt_is_forgotten_when_the_day_is_over():
     assert book.pseudonym(101, "aa:bb:cc:dd:ee:01") != first  # another day: unlinkable
     book.forget_before(101)
     assert book.held() == [101]
-
-
-def seed(app: Flask, venue: Venue, at: float, joins: int, logins: int, pushes: int,
-         coffee: int, redeemed: int, cake: int) -> None:  # fmt: skip
-    """`joins` phones join; the first `logins` sign in with the wallet (linked to their MAC),
-    the first `pushes` get the offer push, the first `coffee` claim the coffee voucher (the
-    first `redeemed` of them redeem it) and the first `cake` the cake one."""
-    with cloud_db.session(app) as db:
-        device = Device(venue_id=venue.id, public_key="x" * 43, enrolled_at=at)
-        db.add(device)
-        templates = {}
-        for title in ("Coffee", "Cake"):
-            templates[title] = VoucherTemplate(
-                venue_id=venue.id, title=f"{title} {venue.id[-4:]}", kind="amount",
-                amount_off=500, budget=100, issued=0, state="ACTIVATED", created_at=at,
-                updated_at=at,
-            )  # fmt: skip
-        db.add_all(templates.values())
-        db.flush()
-        for i in range(joins):
-            mac = f"02:00:00:{venue.id[-2:].encode().hex()[:2]}:00:{i:02x}"
-            user = f"{venue.id}-user{i}"
-            db.add(PresenceEvent(device_id=device.id, venue_id=venue.id, key=f"j{i}",
-                                 kind="join", mac=mac, at=at))  # fmt: skip
-            if i >= logins:
-                continue
-            db.add(
-                PresenceEvent(
-                    device_id=device.id,
-                    venue_id=venue.id,
-                    key=f"l{i}",
-                    kind="login",
-                    mac=mac,
-                    at=at,
-                    wallet_user=user,
-                    opt_in=True,
-                )
-            )
-            db.add(ShopperLink(venue_id=venue.id, mac=mac, wallet_user=user, updated_at=at))
-            shopper = Shopper(provider="oidc", subject=user, created_at=at, last_seen_at=at)
-            db.add(shopper)
-            db.flush()
-            if i < pushes:
-                db.add(
-                    PushJob(
-                        venue_id=venue.id,
-                        kind="wallet",
-                        target=user,
-                        shopper=user,
-                        payload={},
-                        created_at=at,
-                        attempts=1,
-                        sent_at=at,
-                    )
-                )
-            for title, n in (("Coffee", coffee), ("Cake", cake)):
-                if i >= n:
-                    continue
-                voucher = Voucher(
-                    template_id=templates[title].id, venue_id=venue.id, shopper=shopper.id,
-                    seq=1, day="2026-01-01", day_seq=1,
-                    short_code=f"{title[:2]}{venue.id[-6:]}{i:02d}".upper(), claimed_at=at,
-                    valid_from=at, expires_at=at + DAY,
-                )  # fmt: skip
-                db.add(voucher)
-                db.flush()
-                if title == "Coffee" and i < redeemed:
-                    db.add(VoucherRedemption(voucher_id=voucher.id, venue_id=venue.id, at=at,
-                                             staff="counter", code_gen=1))  # fmt: skip
-        db.add(
-            PushJob(
-                venue_id=venue.id,
-                kind="wallet",
-                target="x",
-                shopper="shp_queue",
-                payload={},
-                created_at=at,
-                attempts=1,
-                sent_at=at,
-            )
-        )  # not an offer
-        db.commit()
 
 
 def other_venue(app: Flask, clock: FakeClock) -> Venue:
