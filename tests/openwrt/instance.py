@@ -73,3 +73,24 @@ class OpenWrt:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
             time.sleep(0.3)
+
+
+# What the tests ask of an instance with Plaza installed (tests/openwrt/test_*.py).
+def client(box: OpenWrt, mac: str) -> dict | None:
+    out = box.sh("plaza-ctl clients --json", check=False)  # the .ipk's default socket
+    try:
+        clients = json.loads(out)
+    except ValueError:
+        return None  # the daemon is (re)starting
+    return next((c for c in clients if c.get("mac") == mac), None)
+
+
+def installed(box: OpenWrt) -> None:
+    """What `opkg install` does after laying the files: the package's postinst."""
+    box.sh("/usr/lib/opkg/info/plaza.postinst 2>/dev/null")
+
+
+def running(box: OpenWrt) -> dict[str, int] | None:
+    inst = box.instances("plaza")
+    pids = {name: i["pid"] for name, i in inst.items() if i.get("running")}
+    return pids if set(pids) == {"gateway", "portal"} else None

@@ -31,10 +31,9 @@ from lab import cloud as labcloud
 from lab import internet, shopper
 from lab.phone import Phone
 from lab.topology import WALLET_IP
-from tests.openwrt.instance import OpenWrt
+from tests.openwrt.instance import OpenWrt, client, installed, running
 from tests.openwrt.lan import OpenWrtLab
 from tests.openwrt.stage import standin_overlay
-from tests.openwrt.test_procd import client, installed, running
 
 pytestmark = pytest.mark.netns
 

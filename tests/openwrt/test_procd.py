@@ -13,7 +13,6 @@ listens on ports above 1024 (without ujail procd cannot give it CAP_NET_BIND_SER
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.openwrt.instance import OpenWrt
+from tests.openwrt.instance import OpenWrt, client, installed, running
 
 pytestmark = pytest.mark.netns
 
@@ -56,15 +55,6 @@ PHONE_MAC, PHONE_IP = "02:50:4c:00:00:09", "198.19.0.109"
 OTHER_MAC, OTHER_IP = "02:50:4c:00:00:0a", "198.19.0.110"
 
 
-def client(box: OpenWrt, mac: str) -> dict | None:
-    out = box.sh("plaza-ctl clients --json", check=False)  # the .ipk's default socket
-    try:
-        clients = json.loads(out)
-    except ValueError:
-        return None  # the daemon is (re)starting
-    return next((c for c in clients if c.get("mac") == mac), None)
-
-
 @pytest.fixture
 def router(plaza_rootfs: Path, tmp_path: Path) -> Iterator[OpenWrt]:
     extra = tmp_path / "extra"
@@ -79,17 +69,6 @@ def router(plaza_rootfs: Path, tmp_path: Path) -> Iterator[OpenWrt]:
         yield box
     finally:
         box.stop()
-
-
-def installed(box: OpenWrt) -> None:
-    """What `opkg install` does after laying the files: the package's postinst."""
-    box.sh("/usr/lib/opkg/info/plaza.postinst 2>/dev/null")
-
-
-def running(box: OpenWrt) -> dict[str, int] | None:
-    inst = box.instances("plaza")
-    pids = {name: i["pid"] for name, i in inst.items() if i.get("running")}
-    return pids if set(pids) == {"gateway", "portal"} else None
 
 
 def test_lifecycle_under_procd(router: OpenWrt) -> None:
