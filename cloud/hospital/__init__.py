@@ -14,8 +14,10 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """The FHIR API's blueprint (its own error handlers: every error an OperationOutcome)."""
-    from cloud.hospital import arrival, fhir_api, patients
+    # reports adds its routes to fhir_api.bp: imported before the blueprint is registered
+    from cloud.hospital import arrival, fhir_api, patients, reports
 
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(patients.bp)
+    app.register_blueprint(reports.admin)
     arrival.init_app()

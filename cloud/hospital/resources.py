@@ -189,6 +189,8 @@ SEARCH = {
     "Appointment": ["patient", "_count"],
     "Encounter": ["patient", "appointment"],
     "Patient": [],
+    "DiagnosticReport": ["patient"],
+    "Binary": [],
 }
 WRITES = {"Appointment": ["create", "update"]}
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 # whoever migrates or compares the schema goes through here, so they always do.
 import cloud.o2o  # noqa: F401
 from cloud import transit as _transit  # noqa: F401  (its tables too)
+from cloud.hospital import models as _hospital  # noqa: F401  (its reports)
 
 HERE = Path(__file__).resolve().parent
 

@@ -128,7 +128,8 @@ def test_metadata_says_what_is_supported(client: FlaskClient):
     assert body["resourceType"] == "CapabilityStatement"
     assert body["fhirVersion"] == "4.0.1" and body["format"][0] == MIME
     served = {r["type"]: r for r in body["rest"][0]["resource"]}
-    assert set(served) == {"Schedule", "Slot", "Appointment", "Encounter", "Patient"}
+    assert set(served) == {"Schedule", "Slot", "Appointment", "Encounter", "Patient",
+                           "DiagnosticReport", "Binary"}
     assert {p["name"] for p in served["Slot"]["searchParam"]} == {"schedule", "start", "status"}
     assert {"create", "update", "read"} <= {i["code"] for i in served["Appointment"]["interaction"]}
 
