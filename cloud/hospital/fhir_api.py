@@ -297,6 +297,10 @@ def read_appointment(booking_id: str) -> Response:
     found = _own(db, booking_id)
     with contextlib.suppress(settings.NotConfigured, ValueError):  # the fee paid meanwhile?
         booking_jobs.sync_deposit(db, found, now(), settings.trade_client(current_app))
+    if found.state == "HELD" and found.hold_expires_at <= now():  # unpaid: the hold ran out
+        booking.release_expired(db, now(), found.slot_id)
+        db.commit()
+        db.refresh(found)
     return fhir(_appointment(db, found))
 
 
