@@ -319,8 +319,11 @@ class VMLab:
         return ssh(phone.ip, "cat /sys/class/net/eth0/address").strip(), ip
 
     def leave(self, phone: VMPhone) -> None:
-        """The phone walks out: its DHCP client stops (udhcpc -R releases the lease)."""
-        ssh(phone.ip, f"systemctl stop plaza-phone-dhcp.service; rm -f {LEASE}*")
+        """The phone walks out: its DHCP client stops (udhcpc -R releases the lease) and its
+        address goes (the client's deconfig script may be killed with its unit before it
+        flushes it): the router's probe of the released address gets no answer."""
+        ssh(phone.ip, "systemctl stop plaza-phone-dhcp.service; ip -4 addr flush dev eth0; "
+            f"rm -f {LEASE}*")  # fmt: skip
 
     def set_mac(self, phone: VMPhone, mac: str) -> None:
         """The phone's LAN NIC takes another MAC, as a phone's MAC randomization does."""
