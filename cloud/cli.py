@@ -294,6 +294,9 @@ def parser() -> argparse.ArgumentParser:
     from cloud.transit import cli as transit_cli
 
     transit_cli.add_parser(sub, _app)
+    from cloud.hospital import seed as hospital_seed
+
+    hospital_seed.add_parser(sub, _app)
     return p
 
 
