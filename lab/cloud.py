@@ -87,6 +87,7 @@ def bootstrap(run_dir: Path, venue_name: str, portal_host: str) -> CloudAccount:
         run_dir, "create-venue", merchant, venue_name, "--portal-host", portal_host
     ).split()[-1]
     _demo_offers(run_dir, venue, venue_name)
+    cli(run_dir, "hospital", "seed", venue)  # clinics, schedules, free slots (issue 17)
     account = CloudAccount(merchant_id=merchant, venue_id=venue)
     saved.write_text(json.dumps(account.__dict__))
     return account
