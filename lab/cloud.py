@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import plaza_seed
+
 CLOUD_HOST = "cloud.test"
 CLOUD_IP = "192.0.2.40"
 CLOUD_URL = f"https://{CLOUD_HOST}"
@@ -88,6 +90,7 @@ def bootstrap(run_dir: Path, venue_name: str, portal_host: str) -> CloudAccount:
     ).split()[-1]
     _demo_offers(run_dir, venue, venue_name)
     cli(run_dir, "hospital", "seed", venue)  # clinics, schedules, free slots (issue 17)
+    plaza_seed.seed(instance_dir(run_dir) / "cloud.db", venue, merchant)  # the shop
     account = CloudAccount(merchant_id=merchant, venue_id=venue)
     saved.write_text(json.dumps(account.__dict__))
     return account
@@ -103,7 +106,7 @@ def _demo_offers(run_dir: Path, venue_id: str, venue_name: str) -> None:
             {"id": "flat-white",
              "title": {"en": "Flat white ¥12 until noon", "zh-CN": "中午前馥芮白 12 元"},
              "body": {"en": "Show this screen at the counter.", "zh-CN": "在柜台出示此页面即可。"},
-             "url": ""},
+             "url": f"{CLOUD_URL}/plaza/vouchers/offers/{venue_id}"},  # the shop's voucher
             {"id": "pastry",
              "title": {"en": "Free pastry with any large drink", "zh-CN": "大杯饮品送糕点"},
              "body": "", "url": ""},

@@ -369,7 +369,9 @@ class Lab:
         """The sandbox wallet on the fake internet: both dialects, fresh keys per lab."""
         from lab.wallet import keys
 
-        made = keys.provision(self.wallet_dir, f"https://{PORTAL_HOST}")
+        made = keys.provision(
+            self.wallet_dir, f"https://{PORTAL_HOST}", cloud_base=labcloud.CLOUD_URL
+        )
         self._wallet_push = made["push"]
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self.spawn(
@@ -378,6 +380,8 @@ class Lab:
             str(BIN / "python"), "-m", "lab.wallet.server", "--settings", made["settings"],
             "--listen", f"{WALLET_IP}:443", "--listen", f"[{WALLET_IP6}]:443",
             "--cert", str(cert), "--key", str(key),
+            # Its payment notifies go to the lab cloud over HTTPS: trust the lab CA.
+            env={"REQUESTS_CA_BUNDLE": str(self.ca.cert_path)},
         )  # fmt: skip
 
     def _start_cloud(self) -> None:
@@ -407,7 +411,24 @@ class Lab:
         """The cloud's web instance on the fake internet (again, after a test stopped it)."""
         cert, key = self.ca.issue("cloud", [labcloud.CLOUD_HOST])
         serve = labcloud.serve_command(self.run_dir, cert, key)
-        self.spawn("internet-cloud", self.state.internet, *serve, env=self._cloud_env())
+        env = {**self._cloud_env(), **self._shop_env()}
+        self.spawn("internet-cloud", self.state.internet, *serve, env=env)
+
+    def _shop_env(self) -> dict[str, str]:
+        """The shop (/plaza) signs shoppers in with the sandbox wallet (its OIDC client, PKCE,
+        in either lab dialect) and takes payments through the wallet's trade API: the files
+        `lab.wallet.keys.provision` wrote, named as cloud/o2o/settings.py reads them."""
+        from lab.wallet import keys
+        from lab.wallet.trade import seller_id
+
+        names = {
+            "URL": keys.ISSUER, "DIALECT": "oidc", "CLIENT_ID": keys.CLOUD_CLIENT_ID,
+            "CLIENT_SECRET_FILE": self.wallet_dir / "cloud-client-secret",
+            "APP_ID": keys.APP_ID, "APP_PRIVATE_KEY_FILE": self.wallet_dir / "app-rsa2.key",
+            "SELLER_ID": seller_id(keys.APP_ID), "CA_BUNDLE": self.ca.cert_path,
+        }  # fmt: skip
+        env = {f"PLAZA_CLOUD_WALLET_{k}": str(v) for k, v in names.items()}
+        return {**env, "PLAZA_CLOUD_PUBLIC_URL": labcloud.CLOUD_URL}
 
     def enrol_router(self) -> str:
         """Enrol the router with a fresh claim code, as a technician would; returns the
