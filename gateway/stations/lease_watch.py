@@ -96,6 +96,7 @@ class LeaseWatch:
         self.events: Counter[str] = Counter()  # by action, for the metrics
         self.bad_lines = 0  # lines logged as bad, for the metrics
         self._logged_bad: set[bytes] = set()  # bad lines already logged, by their text
+        self._lines: dict[bytes, Lease] = {}  # the last reading's lines, parsed
         self._fd: int | None = None
         self._pending: asyncio.TimerHandle | None = None  # the next reading
         self._polling: asyncio.TimerHandle | None = None  # without inotify
@@ -177,7 +178,8 @@ class LeaseWatch:
         except OSError as exc:
             log.error("cannot read the lease file %s: %s", self.path, exc)
             return
-        reading = leases.parse(data)
+        reading = leases.parse(data, self._lines)
+        self._lines = reading.lines
         new_bad = [bad for bad in reading.bad if bad.line not in self._logged_bad]
         unsettled = not reading.complete or bool(new_bad)
         if unsettled and not replay and self._retries < RETRIES:

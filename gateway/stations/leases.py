@@ -19,7 +19,8 @@ Pure: text in, leases and events out (gateway/stations/lease_watch.py reads the 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gateway.stations import hostnames
 from plaza.validators import MAC_RE
@@ -59,6 +60,7 @@ class Reading:
     leases: dict[tuple[str, str], Lease]  # by (MAC, IP): one station may hold two addresses
     bad: list[Bad]
     complete: bool  # False: the last line has no newline (read while dnsmasq was writing)
+    lines: dict[bytes, Lease] = field(default_factory=dict)  # each good line's lease
 
 
 def parse_line(fields: list[bytes]) -> Lease:
@@ -79,8 +81,11 @@ def parse_line(fields: list[bytes]) -> Lease:
     return Lease(mac, str(ip), hostname, int(expiry_s))
 
 
-def parse(data: bytes) -> Reading:
-    """The lease file's contents; bad lines are listed, never fatal."""
+def parse(data: bytes, known: Mapping[bytes, Lease] | None = None) -> Reading:
+    """The lease file's contents; bad lines are listed, never fatal. `known`: the previous
+    reading's `lines`: dnsmasq rewrites the whole file for each change, so most lines are
+    the same, and a line seen before is not checked again."""
+    known = known or {}
     reading = Reading({}, [], complete=not data or data.endswith(b"\n"))
     lines = data.split(b"\n")
     if not reading.complete:
@@ -95,11 +100,14 @@ def parse(data: bytes) -> Reading:
             continue
         if ipv6:
             continue
-        try:
-            lease = parse_line(fields)
-        except ValueError as exc:
-            reading.bad.append(Bad(number, str(exc), line))
-            continue
+        lease = known.get(line)
+        if lease is None:
+            try:
+                lease = parse_line(fields)
+            except ValueError as exc:
+                reading.bad.append(Bad(number, str(exc), line))
+                continue
+        reading.lines[line] = lease
         reading.leases[(lease.mac, lease.ip)] = lease
     return reading
 

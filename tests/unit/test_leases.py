@@ -311,3 +311,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 3.0) -> None:
     while not check() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert check()
+
+
+def test_a_line_read_before_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = leases.parse(A + B)
+    assert set(first.lines) == {A.strip(), B.strip()}
+    parsed: list[list[bytes]] = []
+    real = leases.parse_line
+    monkeypatch.setattr(leases, "parse_line", lambda f: parsed.append(f) or real(f))
+    c = b"1765000200 02:50:4c:00:00:03 198.19.0.102 tablet *\n"
+    again = leases.parse(c + A + B, first.lines)
+    assert [f[1] for f in parsed] == [b"02:50:4c:00:00:03"]  # only the new line
+    assert list(again.leases.values())[1:] == [LEASE_A, LEASE_B]
