@@ -32,8 +32,8 @@ from lab.wallet.app import WALLET, WalletAppError, messages, tap
 
 SCENARIOS = ("demo", "outage", "crash", "roam")
 LAN_ROUTER = "198.19.0.1"  # the router's LAN address (the venue config)
-ROAM_MAC = "02:50:4c:aa:00:01"
-WRITEBACK_SECONDS = 40  # > vm.dirty_expire_centisecs (30 s): what the guest wrote is on disk  # a locally administered MAC, as phones randomize
+ROAM_MAC = "02:50:4c:aa:00:01"  # a locally administered MAC, as phones randomize
+WRITEBACK_SECONDS = 40  # > vm.dirty_expire_centisecs (30 s): what the guest wrote is on disk
 
 
 class Narrator:
