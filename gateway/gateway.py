@@ -205,7 +205,9 @@ class Gateway:
     def apply(self, ops: list[Op], records: Iterable[UsageRecord] = ()) -> None:
         """Database first (clients, ended sessions, usage records in one transaction), then
         the kernel (the touched sessions' grants, in one transaction). Within `atomic()`, a
-        failed write rolls the table back to what the database holds."""
+        failed write rolls the table back to what the database holds. A batch that grants,
+        revokes or ends a session is committed durably: who is online must survive a power
+        cut, or a shopper who just paid with a login is captive again after the reboot."""
         saves = [op.client for op in ops if isinstance(op, Save)]
         ended = [op for op in ops if isinstance(op, EndSession)]
         records = list(records)
@@ -214,7 +216,8 @@ class Gateway:
             meter = self.meters.get(e.session_id) or Meter(e.session_id, e.mac, e.ip, e.started_at)
             closing.append(replace(meter, closing=e.reason.value, ended_at=e.ended_at))
         try:
-            self.store.write(saves, ended, records, closing)
+            durable = bool(ended) or any(isinstance(op, (Allow, Revoke)) for op in ops)
+            self.store.write(saves, ended, records, closing, durable=durable)
         except Exception:
             self._unrecord(records)  # not written: the next record carries this usage again
             self.table.rollback()

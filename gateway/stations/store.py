@@ -224,8 +224,10 @@ def _meter(row: sqlite3.Row, mac: str, ip: str | None, started_at: float, now: f
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     conn.row_factory = sqlite3.Row
-    # WAL + NORMAL survives a killed process (not power loss, which FULL would add at a cost
-    # per authorize); busy_timeout lets readers (tests, tools) read while the daemon writes.
+    # WAL + NORMAL survives a killed process but not a power cut: the commits since the last
+    # checkpoint may be lost. That is fine for usage totals (the kernel's counters die with the
+    # power too) but not for who is authorized: `transaction(durable=True)` syncs those commits.
+    # busy_timeout lets readers (tests, tools) read while the daemon writes.
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -259,16 +261,27 @@ class Store:
         yield conn
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed if the block ends, rolled back if it raises."""
+    def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block ends, rolled back if it raises.
+
+        `durable` commits with `synchronous=FULL`, so the commit is on the flash before it
+        returns: a session granted seconds before a power cut is still granted after the boot
+        (the VM lab's crash scenario lost one with NORMAL). One fsync per grant or revoke is
+        cheap next to a wallet login; usage batches keep NORMAL."""
         with self.connection() as db:
-            db.execute("BEGIN IMMEDIATE")
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
     def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -320,14 +333,15 @@ class Store:
         ended: list[EndSession],
         records: Iterable[UsageRecord] = (),
         closing: Iterable[Meter] = (),
+        durable: bool = False,
     ) -> None:
         """Persist changed clients, ended sessions, usage records and sessions whose final
-        record is still to come, in one transaction. Each record moves its session's
-        `reported` totals on; a final one removes them."""
+        record is still to come, in one transaction (`durable`: see `transaction`). Each
+        record moves its session's `reported` totals on; a final one removes them."""
         records, closing = list(records), list(closing)
         if not saves and not ended and not records and not closing:
             return
-        with self.transaction() as db:
+        with self.transaction(durable) as db:
             if saves:
                 db.executemany(_SAVE_CLIENT, [_client_values(c) for c in saves])
             if closing:
