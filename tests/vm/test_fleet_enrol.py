@@ -235,3 +235,18 @@ def test_approved_in_the_dashboard_it_joins_and_heartbeats(
         f"\nboot to pending {state['asked']:.0f} s after SSH, approval to heartbeat with "
         f"config {joined:.0f} s (emulated, TCG): {row}"
     )
+
+
+def test_enrolled_the_unit_is_skipped_and_the_gateway_left_alone(
+    fleet_vm: FleetRouterVM, state: dict
+) -> None:
+    """Idempotent: started again (as at every later boot) its conditions skip it, nothing runs
+    and the gateway is not restarted."""
+    vm = fleet_vm
+    before = router_facts(vm)
+    vm.ssh(f"systemctl start {UNIT}")
+    result = vm.ssh(f"systemctl show -p ConditionResult --value {UNIT}").stdout.strip()
+    after = router_facts(vm)
+    assert result == "no", unit_journal(vm)
+    assert after["since"] == before["since"] and after["gateway"] == "active", (before, after)
+    assert after["unit"] == "inactive" and after["secret"] == "gone", after
