@@ -117,3 +117,13 @@ def test_the_agent_removes_the_secret_once_enrolled(
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["device_id"] == "dev_1"
     assert not secret.exists()
     assert (tmp_path / "state/cloud.json").exists()
+
+
+def test_the_unit_stops_retrying_on_the_agents_final_exit_codes() -> None:
+    """plaza-fleet-enrol.service restarts the agent on failure except for a refusal or revoked
+    secret and a missing cloud URL or secret: those codes are the agent's own."""
+    unit = Path(__file__).resolve().parents[2] / "provisioning/package/systemd"
+    text = (unit / "plaza-fleet-enrol.service").read_text()
+    (line,) = [x for x in text.splitlines() if x.startswith("RestartPreventExitStatus=")]
+    codes = {int(c) for c in line.split("=", 1)[1].split()}
+    assert codes == {errors.CLAIM_REFUSED, errors.USAGE}
