@@ -212,6 +212,11 @@ def test_usage_reaches_the_cloud(site: tuple, phone: Phone) -> None:
 def test_kill_9_of_the_daemon_keeps_the_phone_online(site: tuple, phone: Phone) -> None:
     lab, box, _ = site
     pids = running(box)
+    # Memory with a session, the cloud uplink and the SNI inspector, measured (printed with
+    # -s): 48.3 MiB here (glibc/x86_64, not musl/MIPS), over the 40 MB the issue sets for an
+    # idle daemon (test_procd asserts that one: 30.8 MiB); docs/openwrt.md, "Footprint".
+    rss_kb = int(box.sh(f"grep VmRSS /proc/{pids['gateway']}/status").split()[1])
+    print(f"daemon RSS with a phone online, enrolled, inspector on: {rss_kb / 1024:.1f} MiB")
     box.sh(f"kill -9 {pids['gateway']}")
     assert phone.get(SITE).status == 200  # the kernel's table, with no daemon at all
     box.wait("procd's respawn", lambda: (r := running(box)) and r["gateway"] != pids["gateway"])
