@@ -135,8 +135,9 @@ def _ref(value: str, kind: str) -> str:
     return resources.pid(tail)
 
 
-def _search(name: str, items: list[dict[str, Any]]) -> Response:
-    return fhir(resources.bundle(base(), request.url, items))
+def _search(name: str, items: list[dict[str, Any]], limit: int | None = None) -> Response:
+    """The searchset; `limit` the `_count` the query was cut at (a full page: no total)."""
+    return fhir(resources.bundle(base(), request.url, items, limit is None or len(items) < limit))
 
 
 @bp.before_request
@@ -245,7 +246,7 @@ def search_slots() -> Response:
         query = query.where(full if statuses[0] == "busy" else ~full)
     count = _count(params.get("_count", []))
     rows = db.scalars(query.order_by(BookingSlot.starts_at, BookingSlot.id).limit(count)).all()
-    return _search("Slot", [resources.slot(r) for r in rows])
+    return _search("Slot", [resources.slot(r) for r in rows], count)
 
 
 # -- the patient's own -----------------------------------------------------------------------

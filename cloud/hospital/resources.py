@@ -78,15 +78,20 @@ def outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, A
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
-def bundle(base: str, self_url: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """A searchset Bundle of `resources` (every one a match)."""
+def bundle(base: str, self_url: str, resources: list[dict[str, Any]],
+           complete: bool = True) -> dict[str, Any]:  # fmt: skip
+    """A searchset Bundle of `resources` (every one a match). `total` is the number of
+    matches, so it is left out when `_count` cut the matches short (not `complete`)."""
     entries = [
         {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
          "search": {"mode": "match"}}
         for r in resources
     ]  # fmt: skip
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
-            "link": [{"relation": "self", "url": self_url}], "entry": entries}  # fmt: skip
+    found: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if complete:
+        found["total"] = len(entries)
+    found.update(link=[{"relation": "self", "url": self_url}], entry=entries)
+    return found
 
 
 def clinic_name(resource: BookingResource) -> str:

@@ -128,8 +128,15 @@ def test_metadata_says_what_is_supported(client: FlaskClient):
     assert body["resourceType"] == "CapabilityStatement"
     assert body["fhirVersion"] == "4.0.1" and body["format"][0] == MIME
     served = {r["type"]: r for r in body["rest"][0]["resource"]}
-    assert set(served) == {"Schedule", "Slot", "Appointment", "Encounter", "Patient",
-                           "DiagnosticReport", "Binary"}
+    assert set(served) == {
+        "Schedule",
+        "Slot",
+        "Appointment",
+        "Encounter",
+        "Patient",
+        "DiagnosticReport",
+        "Binary",
+    }
     assert {p["name"] for p in served["Slot"]["searchParam"]} == {"schedule", "start", "status"}
     assert {"create", "update", "read"} <= {i["code"] for i in served["Appointment"]["interaction"]}
 
@@ -154,7 +161,8 @@ def test_schedules_and_slot_search(app: Flask, client: FlaskClient, venue: Venue
     ranged = answer(client.get(f"{FHIR}/Slot?schedule={fid(schedule)}"
                                f"&start=ge{first['start']}&start=lt{third}"), 200)  # fmt: skip
     assert [e["resource"]["id"] for e in ranged["entry"]] == [fid(s) for s in slots[:2]]
-    assert answer(client.get(f"{FHIR}/Slot?_count=3"), 200)["total"] == 3
+    page = answer(client.get(f"{FHIR}/Slot?_count=3"), 200)
+    assert len(page["entry"]) == 3 and "total" not in page  # 16 match: a page, no total
     assert answer(client.get(f"{FHIR}/Slot/{fid(slots[1])}"), 200)["end"]
 
     alice = patient(app, "alice", clock())

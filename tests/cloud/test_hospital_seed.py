@@ -43,7 +43,7 @@ def test_seed_a_demo_hospital(cloud, capsys, tmp_path: Path):
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "SECRET_KEY": "t",
                       "INSTANCE_PATH": str(tmp_path / "instance")})  # fmt: skip
     bundle = app.test_client().get("/fhir/r4/Slot?status=free&_count=500").get_json()
-    assert bundle["resourceType"] == "Bundle" and bundle["total"] == 500
+    assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 500
     schedules = app.test_client().get("/fhir/r4/Schedule").get_json()
     names = sorted(e["resource"]["actor"][0]["display"] for e in schedules["entry"])
     assert names[0] == "Cardiology: Dr Li" and len(names) == 4
