@@ -27,11 +27,13 @@ from cloud.o2o.booking import ResourceSpec
 from cloud.o2o.booking_models import BookingResource, BookingSlot
 from cloud.o2o.queues import QueueSpec
 from cloud.o2o.shoppers import SHOPPER_KEY, SINCE_KEY, find_or_create
+from tests.cloud.conftest import Router, opt_in_event
 from tests.conftest import FakeClock
 
 FHIR = "/fhir/r4"
 MIME = "application/fhir+json"
 HOUR = 3600.0
+PRESENCE = "/api/v1/device/presence"
 
 
 def valid(body: dict[str, Any]) -> dict[str, Any]:
@@ -303,3 +305,23 @@ def test_only_appointment_schedules_are_fhir(app: Flask, client: FlaskClient, ve
         assert db.get(BookingResource, table.id) is not None and other.id
     refused(client.get(f"{FHIR}/Schedule/{fid(table.id)}"), 404, "not-found")
     assert answer(client.get(f"{FHIR}/Schedule"), 200)["total"] == 0
+
+
+def test_the_phone_joining_the_wifi_on_the_day_arrives(
+    app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock, router: Router
+):
+    """Presence through the router's signed API: the booking core checks in, the hospital's
+    join hook gives the clinic's number; the Appointment reads `arrived`."""
+    _, slots = hospital(app, venue, clock())
+    alice = patient(app, "alice", clock())
+    as_patient(client, alice, clock())
+    made = answer(book(client, slots[0]), 201)["id"]
+    login = router.post(PRESENCE, {"events": [opt_in_event("l1", clock(), "alice")]})
+    assert login.status_code == 200, login.get_json()
+    clock.now = starts(app, slots[0]) - 10 * 60
+    join = {"key": "j1", "kind": "join", "mac": "02:00:00:00:00:0b", "at": clock()}
+    assert router.post(PRESENCE, {"events": [join]}).status_code == 200
+    assert answer(client.get(f"{FHIR}/Appointment/{made}"), 200)["status"] == "arrived"
+    (visit,) = answer(client.get(f"{FHIR}/Encounter?appointment={made}"), 200)["entry"]
+    assert visit["resource"]["identifier"][0]["value"] == "C001"
+    assert visit["resource"]["status"] == "arrived"
