@@ -23,6 +23,7 @@ import churn
 import cloud_ingest
 import dashboard
 import detection
+import fhir_slots
 import forwarding
 import idle_memory
 import join_storm
@@ -46,6 +47,7 @@ BENCHMARKS: list[tuple[str, Callable[[], Result]]] = [
     (payment_notify.NAME, payment_notify.run),
     (voucher_claims.NAME, voucher_claims.run),
     (queue_take.NAME, queue_take.run),
+    (fhir_slots.NAME, fhir_slots.run),
     (scale.NAME, scale.run),
     (churn.NAME, churn.run),
     (detection.NAME, detection.run),
