@@ -4,11 +4,13 @@ Per run the phone takes a fresh random MAC (as a phone joining for the first tim
 per-network MAC randomization) and runs one DHCP exchange (busybox udhcpc, releasing at once).
 A sniffer on the router's LAN bridge stamps each DHCPACK with the kernel's receive time; the
 gateway stamps the station's `first_seen` when the first of its three sources reports it
-(dnsmasq's lease hook, a netlink neighbour entry, the first queued packet). Both are wall-clock
+(dnsmasq's lease file, a netlink neighbour entry, the first queued packet). Both are wall-clock
 times on one machine. Target (issue 4): p99 <= 100 ms. The station is usually known *before*
 the ACK (a negative figure): dnsmasq unicasts its OFFER by putting the offered address in the
-router's ARP table, and that neighbour entry is the first source to report. The lease hook's
-own path (a process dnsmasq forks after the ACK) is shown too, polled (an upper bound).
+router's ARP table, and that neighbour entry is the first source to report. The lease's own
+path (the daemon reads dnsmasq's lease file after the ACK: the host name comes that way; the
+figures keep the name "lease hook" it had when a process was forked per event) is shown too,
+polled (an upper bound).
 
 A second figure, for IPv6 (SLAAC has no ACK): from the phone's first packet from a new address
 to the gateway holding that address, via the first-packet detector.
