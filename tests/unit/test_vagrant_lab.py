@@ -269,3 +269,5 @@ def test_vm_test_runs_demo_and_outage_and_checks_nothing_is_left() -> None:
     assert "PLAZA_VM_SCENARIOS:-demo outage" in script
     assert "vm down --all" in script and "trap cleanup EXIT" in script
     assert "vagrant box list" in script and "ip netns list" in script
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index("make test") < ci.index("make vm-test")  # its own step, after the suite
