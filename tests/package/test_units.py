@@ -105,6 +105,8 @@ def test_units_settings(extracted: Path) -> None:
     assert "Type=exec\n" in fleet and "Before=" not in fleet
     assert "fleet-enrol --secret-file /etc/plaza/fleet.secret" in fleet
     assert "--max-interval" in fleet and "Restart=on-failure" in fleet
+    # A refusal or a revoked secret (6) and no cloud URL or secret (2) wait for a person.
+    assert "RestartPreventExitStatus=2 6\n" in fleet
     assert "try-restart plaza-gateway.service" in fleet
     assert "CapabilityBoundingSet=\n" in fleet
 
