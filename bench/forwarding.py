@@ -376,7 +376,9 @@ def run(
                         record = _perf_record(seconds) if perf else None
                         figures = iperf(lab, seconds, omit, server)
                         if record is not None:
-                            figures["netfilter_share"] = _perf_share(record)
+                            share, symbols = _perf_share(record)
+                            figures["netfilter_share"] = share
+                            figures["netfilter_symbols"] = symbols
                     finally:
                         router.restore()
                     runs.append({"round": i + 1, "arm": arm, **figures})
@@ -434,6 +436,11 @@ def run(
             result.figures[f"median_netfilter_share_{arm}"] = round(median, 4)
             listed = ", ".join(f"{x:.1%}" for x in shares)
             log(f"{arm:>9} netfilter share of the forwarding CPU: median {median:.1%} ({listed})")
+            mine = [r["netfilter_symbols"] for r in runs if r["arm"] == arm]
+            names = {name for symbols in mine for name in symbols}
+            top = sorted(((statistics.median(m.get(n, 0.0) for m in mine), n) for n in names),
+                         reverse=True)[:10]  # fmt: skip
+            log("          " + ", ".join(f"{n} {v:.2%}" for v, n in top))
     log(f"{'ratio':>16} {'of medians':>11} {'per round: median':>18} {'IQR':>13}")
     for arm in arms:
         if arm == reference:
@@ -481,7 +488,7 @@ def _perf_record(seconds: float) -> tuple[subprocess.Popen[bytes], str]:
     return proc, path
 
 
-def _perf_share(record: tuple[subprocess.Popen[bytes], str]) -> float:
+def _perf_share(record: tuple[subprocess.Popen[bytes], str]) -> tuple[float, dict[str, float]]:
     """The share of the forwarding path's samples (the iperf3 processes, in whose softirq the
     router forwards, and ksoftirqd) spent in netfilter: a ratio within one run, so other work
     on the machine cancels out of it, as it does not out of Gbit/s."""
@@ -493,12 +500,12 @@ def _perf_share(record: tuple[subprocess.Popen[bytes], str]) -> float:
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     os.unlink(path)
-    share = 0.0
+    symbols: dict[str, float] = {}
     for line in report.splitlines():
         match = re.match(r"\s*([\d.]+)%\s+\[[kH.]\]\s+(\S+)", line)
         if match and NETFILTER.match(match.group(2)):
-            share += float(match.group(1)) / 100
-    return share
+            symbols[match.group(2)] = float(match.group(1)) / 100
+    return sum(symbols.values()), symbols
 
 
 def _in_ns(ns: str) -> Callable[..., subprocess.CompletedProcess[str]]:
