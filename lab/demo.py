@@ -14,7 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from lab import cloud as labcloud
-from lab import probes, shopper
+from lab import demo_plaza, probes, shopper
 from lab.phone import CSRF_RE, Phone
 from lab.shopper import ShopperError, wallet_saved
 from lab.topology import Lab
@@ -253,6 +253,8 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
             f"tapping {title!r} in the wallet app -> online in "
             f"{(time.monotonic() - t0) * 1000:.0f} ms",
         )
+        if cloud:  # the plaza chapter: the venue's shop, bookings, service desk, counter
+            demo_plaza.run(phone, portal, cloud["venue_id"], say)
         out(
             "Demo passed: join -> captive -> wallet login -> online -> usage in the cloud -> "
             "one-tap opt-in -> leave and return -> offer pushed to the wallet -> one tap -> "
