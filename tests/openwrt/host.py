@@ -14,7 +14,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "firmware_overlay"
-TOOL = Path(os.environ.get("OWRT_TOOL", ROOT.parent / "shared" / "tools" / "openwrt-host"))
+# The tool beside the project's folder, or (a clone made elsewhere on this machine kind, as CI
+# makes one) at the machine's shared folder; OWRT_TOOL names it outright.
+TOOL_PLACES = [
+    ROOT.parent / "shared" / "tools" / "openwrt-host",
+    Path("/work/shared/tools/openwrt-host"),
+]
+TOOL = Path(
+    os.environ.get("OWRT_TOOL")
+    or next((p for p in TOOL_PLACES if (p / "run-in-openwrt.sh").exists()), TOOL_PLACES[0])
+)
 OWRT_HOST = Path(os.environ.get("OWRT_HOST", "/opt/openwrt-host"))
 ROOTFS = OWRT_HOST / "rootfs"
 PREFIX = OWRT_HOST / "prefix"
