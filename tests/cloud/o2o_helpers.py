@@ -11,15 +11,18 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import db as cloud_db
 from cloud.o2o import ledger
@@ -161,3 +164,42 @@ def approve_payment(wallet: SandboxWallet, pay_url: str, user: str = "alice") ->
 def deliver(client: FlaskClient, params: dict[str, str]) -> Any:
     """One notify POSTed to the cloud as the wallet would."""
     return client.post(NOTIFY, data=params, base_url=CLOUD)
+
+
+def race(
+    app: Flask,
+    count: int,
+    connections: int,
+    work: Callable[[Session, int], str],
+    refusal: type[Exception],
+) -> Counter:
+    """`count` threads start at once, each with a session from a pool of `connections` real
+    connections; returns the outcome counts: what `work(db, i)` returned, or the `code` of the
+    domain's refusal it raised (voucher claims, bookings, queue numbers race through this)."""
+    engine = sa.create_engine(
+        cloud_db.engine(app).url, pool_size=connections, max_overflow=0, pool_timeout=60
+    )
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", cloud_db._sqlite_pragmas)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        start.wait()
+        with factory() as db:
+            try:
+                result = work(db, i)
+            except refusal as exc:
+                result = exc.code  # type: ignore[attr-defined]
+        with lock:
+            outcomes[result] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.dispose()
+    return outcomes

@@ -4,12 +4,10 @@ writer is single, with 30 clients on 3 slots)."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.orm import sessionmaker
 
 from cloud import db as cloud_db
 from cloud.models import Venue
@@ -17,41 +15,19 @@ from cloud.o2o import booking, booking_slots
 from cloud.o2o.booking import BookingError, ResourceSpec
 from cloud.o2o.booking_models import Booking, BookingSlot
 from cloud.o2o.shoppers import find_or_create
-from tests.cloud.o2o_helpers import check_books
+from tests.cloud.o2o_helpers import check_books, race
 from tests.conftest import FakeClock
 
 
 def contend(app: Flask, slots: list[str], shoppers: list[str], now: float,
             connections: int) -> Counter:  # fmt: skip
-    """Shopper i holds slot i % len(slots), all released at once by a barrier."""
-    engine = sa.create_engine(
-        cloud_db.engine(app).url, pool_size=connections, max_overflow=0, pool_timeout=60
-    )
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", cloud_db._sqlite_pragmas)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    outcomes: Counter = Counter()
-    lock = threading.Lock()
-    start = threading.Barrier(len(shoppers))
+    """Shopper i holds slot i % len(slots), all released at once."""
 
-    def run(i: int) -> None:
-        start.wait()
-        with factory() as db:
-            try:
-                booking.hold(db, slots[i % len(slots)], shoppers[i], now)
-                result = "ok"
-            except BookingError as exc:
-                result = exc.code
-        with lock:
-            outcomes[result] += 1
+    def work(db, i: int) -> str:
+        booking.hold(db, slots[i % len(slots)], shoppers[i], now)
+        return "ok"
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(shoppers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    engine.dispose()
-    return outcomes
+    return race(app, len(shoppers), connections, work, BookingError)
 
 
 def test_100_clients_on_10_slots_make_10_bookings(app: Flask, venue: Venue, clock: FakeClock):

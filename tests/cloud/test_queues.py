@@ -4,14 +4,12 @@ windows, recall within its limits, the estimator, and the refusals."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.orm import sessionmaker
 
 from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
@@ -20,6 +18,7 @@ from cloud.o2o import queue_push, queues
 from cloud.o2o.queue_models import QueueTicket, ServiceQueue
 from cloud.o2o.queues import QueueError, QueueSpec
 from cloud.o2o.shoppers import find_or_create
+from tests.cloud.o2o_helpers import race
 from tests.conftest import FakeClock
 
 
@@ -54,35 +53,7 @@ def refused(code: str, action: Callable[[], object]) -> str:
 
 
 def _threads(app: Flask, count: int, connections: int, work: Callable[..., str]) -> Counter:
-    """`count` threads start at once, each with a session from a pool of `connections` real
-    connections; returns the outcome counts (what `work(db, i)` returned, or the error)."""
-    engine = sa.create_engine(
-        cloud_db.engine(app).url, pool_size=connections, max_overflow=0, pool_timeout=60
-    )
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", cloud_db._sqlite_pragmas)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    outcomes: Counter = Counter()
-    lock = threading.Lock()
-    start = threading.Barrier(count)
-
-    def run(i: int) -> None:
-        start.wait()
-        with factory() as db:
-            try:
-                result = work(db, i)
-            except QueueError as exc:
-                result = exc.code
-        with lock:
-            outcomes[result] += 1
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    engine.dispose()
-    return outcomes
+    return race(app, count, connections, work, QueueError)
 
 
 def numbers(app: Flask, queue_id: str) -> list[int]:

@@ -3,14 +3,12 @@ over-issue (threads on real connections, both databases), redemption once, rever
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.orm import sessionmaker
 
 from cloud import db as cloud_db
 from cloud.models import Venue
@@ -18,6 +16,7 @@ from cloud.o2o import vouchers
 from cloud.o2o.shoppers import find_or_create
 from cloud.o2o.voucher_models import Voucher, VoucherAudit, VoucherRedemption, VoucherTemplate
 from cloud.o2o.vouchers import TemplateSpec, VoucherError
+from tests.cloud.o2o_helpers import race
 from tests.conftest import FakeClock
 
 DAY = 86400
@@ -137,36 +136,13 @@ def test_budget_runs_out(app: Flask, venue: Venue, clock: FakeClock):
 
 
 def _race(app: Flask, template: str, people: list[str], now: float, connections: int) -> Counter:
-    """Every shopper claims at once, each thread on its own session from a pool of
-    `connections` real connections; returns the outcome counts."""
-    engine = sa.create_engine(
-        cloud_db.engine(app).url, pool_size=connections, max_overflow=0, pool_timeout=60
-    )
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", cloud_db._sqlite_pragmas)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    outcomes: Counter = Counter()
-    lock = threading.Lock()
-    start = threading.Barrier(len(people))
+    """Every shopper claims at once, each on its own pooled connection; the outcome counts."""
 
-    def run(shopper: str) -> None:
-        start.wait()
-        with factory() as db:
-            try:
-                vouchers.claim(db, template, shopper, now)
-                result = "ok"
-            except VoucherError as exc:
-                result = exc.code
-        with lock:
-            outcomes[result] += 1
+    def work(db, i: int) -> str:
+        vouchers.claim(db, template, people[i], now)
+        return "ok"
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in people]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    engine.dispose()
-    return outcomes
+    return race(app, len(people), connections, work, VoucherError)
 
 
 def test_concurrent_claims_never_exceed_the_budget(app: Flask, venue: Venue, clock: FakeClock):
