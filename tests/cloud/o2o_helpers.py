@@ -122,6 +122,28 @@ def post(client: FlaskClient, path: str, data: dict[str, str]) -> Any:
     return client.post(path, data=data, base_url=CLOUD)
 
 
+IDEMPOTENCY_KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
+
+
+def hold(client: FlaskClient, venue_id: str, slot_id: str) -> Any:
+    """The signed-in shopper holds `slot_id` from the venue's booking page (its form's key)."""
+    page = get(client, f"/plaza/v/{venue_id}/book")
+    assert page.status_code == 200, page.status_code
+    text = page.get_data(as_text=True)
+    assert f"/plaza/book/{slot_id}" in text
+    key = IDEMPOTENCY_KEY.search(text)
+    assert key
+    return post(client, f"/plaza/book/{slot_id}",
+                {"csrf_token": csrf(page), "idempotency_key": key.group(1)})  # fmt: skip
+
+
+def press(client: FlaskClient, booking_id: str, action: str, **extra: str) -> Any:
+    """A button on the shopper's booking page (pay, cancel, ...)."""
+    page = get(client, f"/plaza/bookings/{booking_id}")
+    return post(client, f"/plaza/bookings/{booking_id}/{action}",
+                {"csrf_token": csrf(page), **extra})  # fmt: skip
+
+
 def csrf(page: Any) -> str:
     found = CSRF_RE.search(page.get_data(as_text=True))
     assert found, page.get_data(as_text=True)

@@ -7,7 +7,6 @@ booking, another merchant's resource. The books balance after every test (`books
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import icalendar
@@ -31,12 +30,13 @@ from tests.cloud.o2o_helpers import (
     csrf,
     deliver,
     get,
+    hold,
     post,
+    press,
     sign_in,
 )
 from tests.conftest import FakeClock
 
-KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 HOUR = 3600.0
 
 
@@ -66,23 +66,6 @@ def slots(shop_app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock) 
     with cloud_db.session(shop_app) as db:
         query = select(BookingSlot.id).where(BookingSlot.starts_at > clock())
         return list(db.scalars(query.order_by(BookingSlot.starts_at)))  # the ones still ahead
-
-
-def hold(client: FlaskClient, venue_id: str, slot_id: str) -> Any:
-    page = get(client, f"/plaza/v/{venue_id}/book")
-    assert page.status_code == 200, page.status_code
-    text = page.get_data(as_text=True)
-    assert f"/plaza/book/{slot_id}" in text
-    key = KEY.search(text)
-    assert key
-    return post(client, f"/plaza/book/{slot_id}",
-                {"csrf_token": csrf(page), "idempotency_key": key.group(1)})  # fmt: skip
-
-
-def press(client: FlaskClient, booking_id: str, action: str, **extra: str) -> Any:
-    page = get(client, f"/plaza/bookings/{booking_id}")
-    return post(client, f"/plaza/bookings/{booking_id}/{action}",
-                {"csrf_token": csrf(page), **extra})  # fmt: skip
 
 
 def pay_deposit(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> str:

@@ -6,8 +6,6 @@ went to another, the hook leaves the booking for the sweep, which cancels and re
 from __future__ import annotations
 
 import datetime as dt
-import re
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -24,15 +22,12 @@ from tests.cloud.o2o_helpers import (
     CLOUD,
     SandboxWallet,
     approve_payment,
-    csrf,
     deliver,
-    get,
-    post,
+    hold,
+    press,
     sign_in,
 )
 from tests.conftest import FakeClock
-
-KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -45,19 +40,6 @@ def slots(shop_app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock) 
         assert booking_slots.generate(db, resource, first, 2) > 0
         query = select(BookingSlot.id).where(BookingSlot.starts_at > clock())
         return list(db.scalars(query.order_by(BookingSlot.starts_at)))
-
-
-def hold(client: FlaskClient, venue_id: str, slot_id: str) -> Any:
-    page = get(client, f"/plaza/v/{venue_id}/book")
-    key = KEY.search(page.get_data(as_text=True))
-    assert key
-    return post(client, f"/plaza/book/{slot_id}",
-                {"csrf_token": csrf(page), "idempotency_key": key.group(1)})  # fmt: skip
-
-
-def press(client: FlaskClient, booking_id: str, action: str) -> Any:
-    page = get(client, f"/plaza/bookings/{booking_id}")
-    return post(client, f"/plaza/bookings/{booking_id}/{action}", {"csrf_token": csrf(page)})
 
 
 def row(app: Flask, booking_id: str) -> Booking:
