@@ -4,17 +4,27 @@ Run as `ip netns exec <phone> python -m lab.browser ...`: Chromium then has exac
 network (its DHCP address, the router's DNS, the gateway in the path). It trusts the lab CA
 through an NSS database in a private HOME, as a phone with the venue's CA installed would; the
 host's trust stores are untouched. Prints one JSON object describing what the shopper saw.
+
+`phone_browser(...)` is the same phone for a caller that drives the pages itself, step by
+step (the demo's chapters): Python stays in the host namespace and only Chromium runs in the
+phone's, through a wrapper that is `ip netns exec <phone> chromium "$@"` (Playwright talks to
+Chromium over pipes, which `ip netns exec` hands on, so no socket crosses namespaces).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags from the machine's notes: no background connections to the closed network, no QUIC.
@@ -37,6 +47,61 @@ def trust_lab_ca(home: Path, ca_cert: str) -> None:
         ["certutil", "-d", f"sql:{nssdb}", "-A", "-n", "plaza-lab-ca", "-t", "C,,", "-i", ca_cert],
         check=True,
     )
+
+
+@dataclass
+class PhoneBrowser:
+    """One phone's Chromium tab: `page` (Playwright's), `snap(name)` saves the full page as
+    `<shots_dir>/<name>.png` and returns the path; `shots` lists what was saved."""
+
+    page: Any
+    shots_dir: Path
+    shots: list[Path] = field(default_factory=list)
+
+    def snap(self, name: str) -> Path:
+        path = self.shots_dir / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path)
+        return path
+
+
+def netns_wrapper(home: Path, netns: str) -> Path:
+    """An executable that starts Chromium inside `netns` with the arguments it is given."""
+    wrapper = home / "chromium-in-netns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {shlex.quote(netns)} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@contextlib.contextmanager
+def phone_browser(
+    netns: str | None, ca_cert: str | Path | None, shots_dir: str | Path, locale: str = "en-US"
+) -> Iterator[PhoneBrowser]:
+    """A phone-sized headless Chromium with the network of `netns` (None: this namespace's)
+    that trusts `ca_cert` (None: only the system's roots). Closed, with its private HOME
+    removed, on leaving the block."""
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(shots_dir)
+    shots.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="plaza-browser-") as home:
+        if ca_cert is not None:
+            trust_lab_ca(Path(home), str(ca_cert))
+        executable = netns_wrapper(Path(home), netns) if netns else Path(CHROMIUM)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=str(executable), headless=True, args=ARGS,
+                env={**os.environ, "HOME": home},
+            )  # fmt: skip
+            try:
+                context = browser.new_context(
+                    viewport={"width": 390, "height": 844}, locale=locale, is_mobile=True
+                )
+                page = context.new_page()
+                page.set_default_timeout(20000)
+                yield PhoneBrowser(page, shots)
+            finally:
+                browser.close()
 
 
 def journey(args: argparse.Namespace) -> dict:
