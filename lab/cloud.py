@@ -32,6 +32,7 @@ BIN = Path(sys.executable).parent
 # explicitly, in the environment of the web instance and of the push worker.
 PUSH_ALLOWED_NETWORKS = "192.0.2.0/24 198.18.0.0/15 2001:db8::/32"
 ENV = {"PLAZA_CLOUD_PUSH_ALLOWED_NETWORKS": PUSH_ALLOWED_NETWORKS}
+TRANSIT_FEED = Path(__file__).resolve().parent / "transit_feed"  # two buses, a transfer fee
 
 
 class CloudLabError(RuntimeError):
@@ -90,6 +91,7 @@ def bootstrap(run_dir: Path, venue_name: str, portal_host: str) -> CloudAccount:
     ).split()[-1]
     _demo_offers(run_dir, venue, venue_name)
     cli(run_dir, "hospital", "seed", venue)  # clinics, schedules, free slots (issue 17)
+    cli(run_dir, "transit", "load-feed", str(TRANSIT_FEED), "--venue", venue)  # the bus agency
     plaza_seed.seed(instance_dir(run_dir) / "cloud.db", venue, merchant)  # the shop
     account = CloudAccount(merchant_id=merchant, venue_id=venue)
     saved.write_text(json.dumps(account.__dict__))
