@@ -12,7 +12,7 @@ not exist.
 | `security.py` | cookie flags, CSRF, the `next` check, response headers |
 | `ratelimit.py` | the sign-in throttle (client, client + e-mail, account), before any hash |
 | `auth.py` | sign-in, sign-out, `login_required`, the signed-in merchant |
-| `tenancy.py` | `own_venue`: the one place a venue id from a URL becomes a row |
+| `tenancy.py` | `own_venue`, `owned`: the one place a URL's venue id (or row id) becomes a row |
 | `stats.py` | the SQL aggregates behind every figure |
 | `charts.py` | bar-chart geometry for the SVG templates |
 | `views.py` | the venues list and the venue page |

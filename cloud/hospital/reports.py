@@ -15,13 +15,13 @@ import base64
 import hashlib
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, redirect, render_template_string, request
+from flask import Blueprint, Response, g, redirect, render_template_string, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from cloud.api import now
 from cloud.dashboard import auth, security
-from cloud.dashboard.tenancy import own_venue
+from cloud.dashboard.tenancy import own_venue, owned
 from cloud.db import get_db
 from cloud.hospital import fhir_api, resources
 from cloud.hospital.fhir_api import FhirError, bp
@@ -161,9 +161,7 @@ def upload(venue_id: str) -> ResponseReturnValue:
     venue = own_venue(venue_id)
     db = get_db()
     booking_id = request.form.get("booking_id", "")
-    found = db.get(Booking, booking_id) if booking_id.startswith("bkg_") else None
-    if found is None or found.venue_id != venue.id:
-        abort(404)  # another hospital's appointment does not exist here
+    found = owned(db, Booking, booking_id, "bkg_", venue)  # another hospital's: a 404 here
     title = request.form.get("title", "").strip()
     upload = request.files.get("pdf")
     data = upload.read(MAX_PDF + 1) if upload is not None else b""
@@ -190,7 +188,4 @@ def upload(venue_id: str) -> ResponseReturnValue:
 @auth.login_required
 def clinician_pdf(venue_id: str, report_id: str) -> ResponseReturnValue:
     venue = own_venue(venue_id)
-    row = get_db().get(HospitalReport, report_id) if report_id.startswith("drp_") else None
-    if row is None or row.venue_id != venue.id:
-        abort(404)
-    return _pdf(row)
+    return _pdf(owned(get_db(), HospitalReport, report_id, "drp_", venue))

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from cloud.api import now
 from cloud.dashboard import auth, security
-from cloud.dashboard.tenancy import own_venue
+from cloud.dashboard.tenancy import own_venue, owned
 from cloud.db import get_db
 from cloud.models import Venue
 from cloud.o2o import booking, booking_jobs, booking_slots, booking_views
@@ -104,10 +104,7 @@ def _page(venue: Venue, error: str | None = None, status: int = 200) -> Response
 
 
 def _resource(venue: Venue, resource_id: str) -> BookingResource:
-    found = get_db().get(BookingResource, resource_id) if resource_id.startswith("brs_") else None
-    if found is None or found.venue_id != venue.id:
-        abort(404)  # another merchant's resource, or none: the same answer
-    return found
+    return owned(get_db(), BookingResource, resource_id, "brs_", venue)
 
 
 @bp.get("/<venue_id>")
@@ -163,9 +160,7 @@ def outcome(venue_id: str, booking_id: str, outcome: str) -> ResponseReturnValue
     security.require_csrf()
     venue = own_venue(venue_id)
     db = get_db()
-    found = db.get(Booking, booking_id) if booking_id.startswith("bkg_") else None
-    if found is None or found.venue_id != venue.id:
-        abort(404)
+    found = owned(db, Booking, booking_id, "bkg_", venue)
     try:
         if outcome == "check-in":
             if not booking.check_in(db, found, now(), "staff"):

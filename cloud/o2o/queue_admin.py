@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from cloud.api import now
 from cloud.dashboard import auth, security
-from cloud.dashboard.tenancy import own_venue
+from cloud.dashboard.tenancy import own_venue, owned
 from cloud.db import get_db
 from cloud.models import Venue
 from cloud.o2o import queue_push, queue_views, queues
@@ -63,10 +63,7 @@ def spec_from_form(form: dict[str, str]) -> QueueSpec:
 
 
 def _own_queue(venue: Venue, queue_id: str) -> ServiceQueue:
-    queue = get_db().get(ServiceQueue, queue_id) if queue_id.startswith("svq_") else None
-    if queue is None or queue.venue_id != venue.id:
-        abort(404)  # another merchant's queue, or another venue's: as one that does not exist
-    return queue
+    return owned(get_db(), ServiceQueue, queue_id, "svq_", venue)
 
 
 def _index(venue_id: str, error: str | None = None, status: int = 200) -> ResponseReturnValue:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from flask import Blueprint, Flask, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from cloud.api import now
 from cloud.dashboard import auth, security
-from cloud.dashboard.tenancy import own_venue
+from cloud.dashboard.tenancy import own_venue, owned
 from cloud.db import get_db
 from cloud.o2o import voucher_views
 from cloud.o2o.voucher_models import VoucherAudit, VoucherTemplate
@@ -118,9 +118,7 @@ def act(venue_id: str, template_id: str, action: str) -> ResponseReturnValue:
     security.require_csrf()
     venue = own_venue(venue_id)
     db = get_db()
-    template = db.get(VoucherTemplate, template_id) if template_id.startswith("vtp_") else None
-    if template is None or template.venue_id != venue.id:
-        abort(404)
+    template = owned(db, VoucherTemplate, template_id, "vtp_", venue)
     try:
         change_state(db, template, action, g.merchant.id, now())
     except VoucherError as exc:
