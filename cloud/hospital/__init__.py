@@ -4,7 +4,8 @@ Nothing here owns a table of its own for appointments: a FHIR Schedule is a book
 of kind `appointment`, a Slot is a booking slot, an Appointment is a booking (its fee is the
 booking's deposit, paid through the wallet's payments and ledger), and the clinic's line is a
 service queue of kind `clinic`. This package only translates: FHIR in, the cores' calls, FHIR
-out (resources.py builds the JSON, fhir_api.py serves it under /fhir/r4/).
+out (resources.py builds the JSON, fhir_api.py serves it under /fhir/r4/), and the patient's
+pages under /plaza/hospital (pages.py) show the same appointments on a phone.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from flask import Flask
 def register(app: Flask) -> None:
     """The FHIR API's blueprint (its own error handlers: every error an OperationOutcome)."""
     # reports adds its routes to fhir_api.bp: imported before the blueprint is registered
-    from cloud.hospital import arrival, fhir_api, patients, reports
+    from cloud.hospital import arrival, fhir_api, pages, patients, reports
 
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(patients.bp)
+    app.register_blueprint(pages.bp)  # the patient's pages, in the shop's cookie
     app.register_blueprint(reports.admin)
     arrival.init_app()

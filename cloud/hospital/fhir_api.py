@@ -17,7 +17,6 @@ before the cut-off) or `arrived` (check-in and a clinic queue number, arrival.py
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import zoneinfo
 from typing import Any
@@ -29,8 +28,8 @@ from werkzeug.exceptions import HTTPException
 
 from cloud.api import now
 from cloud.db import get_db
-from cloud.hospital import arrival, patients, resources
-from cloud.o2o import booking, booking_jobs, queues, settings
+from cloud.hospital import arrival, patients, resources, visits
+from cloud.o2o import queues
 from cloud.o2o.booking import BookingError
 from cloud.o2o.booking_models import Booking, BookingResource, BookingSlot
 from cloud.o2o.shoppers import Shopper
@@ -38,7 +37,7 @@ from cloud.o2o.shoppers import Shopper
 bp = Blueprint("fhir", __name__, url_prefix="/fhir/r4")
 MAX_COUNT = 500
 DEFAULT_COUNT = 100
-KIND = "appointment"  # the booking resources the hospital exposes as Schedules
+KIND = visits.KIND  # the booking resources the hospital exposes as Schedules
 BOOKING_STATUS = {  # BookingError code -> (HTTP status, IssueType)
     "no_slot": (404, "not-found"),
     "taken": (409, "conflict"),
@@ -157,8 +156,8 @@ def metadata() -> Response:
 
 def _schedule(db: Session, schedule_id: str) -> BookingResource:
     schedule_id = resources.pid(schedule_id)
-    found = db.get(BookingResource, schedule_id) if schedule_id.startswith("brs_") else None
-    if found is None or found.kind != KIND:
+    found = visits.schedule(db, schedule_id)
+    if found is None:
         raise FhirError(404, "not-found", f"no Schedule {schedule_id[:40]}")
     return found
 
@@ -282,10 +281,8 @@ def _appointment(db: Session, found: Booking) -> dict[str, Any]:
 
 def _own(db: Session, booking_id: str) -> Booking:
     me, booking_id = _patient(), resources.pid(booking_id)
-    found = db.get(Booking, booking_id, populate_existing=True) if booking_id.startswith(
-        "bkg_") else None  # fmt: skip
-    resource = db.get(BookingResource, found.resource_id) if found is not None else None
-    if found is None or resource is None or resource.kind != KIND:
+    found = visits.appointment(db, booking_id)
+    if found is None:
         raise FhirError(404, "not-found", f"no Appointment {booking_id[:40]}")
     if found.shopper_id != me.id:
         raise FhirError(403, "forbidden", "another patient's appointment")
@@ -296,12 +293,7 @@ def _own(db: Session, booking_id: str) -> Booking:
 def read_appointment(booking_id: str) -> Response:
     db = get_db()
     found = _own(db, booking_id)
-    with contextlib.suppress(settings.NotConfigured, ValueError):  # the fee paid meanwhile?
-        booking_jobs.sync_deposit(db, found, now(), settings.trade_client(current_app))
-    if found.state == "HELD" and found.hold_expires_at <= now():  # unpaid: the hold ran out
-        booking.release_expired(db, now(), found.slot_id)
-        db.commit()
-        db.refresh(found)
+    visits.refresh(db, found, now(), visits.trade_client(current_app))  # paid? expired?
     return fhir(_appointment(db, found))
 
 
@@ -370,13 +362,9 @@ def create_appointment() -> Response:
     _check_participants(body, me)
     db = get_db()
     slot_id = _slot_of(body)
-    row = db.get(BookingSlot, slot_id) if slot_id.startswith("bsl_") else None
-    if row is None:
+    if visits.slot(db, slot_id) is None:
         raise FhirError(404, "not-found", f"no Slot {slot_id[:40]}")
-    _schedule(db, row.resource_id)
-    found = booking.hold(db, slot_id, me.id, now(), _key(body))
-    if not found.deposit and found.state == "HELD":
-        found = booking.confirm(db, found.id, me.id, now())
+    found = visits.book(db, slot_id, me.id, now(), _key(body))
     location = f"{base()}/Appointment/{resources.fid(found.id)}"
     return fhir(_appointment(db, found), 201, Location=location)
 
@@ -394,9 +382,7 @@ def update_appointment(booking_id: str) -> Response:
     if wanted == current:
         return fhir(_appointment(db, found))
     if wanted == "cancelled":
-        booking.cancel(db, found.id, found.shopper_id, now())
-        with contextlib.suppress(settings.NotConfigured, ValueError):  # refund before cut-off
-            booking_jobs.sync_deposit(db, found, now(), settings.trade_client(current_app))
+        visits.cancel(db, found, now(), visits.trade_client(current_app))  # refund in time
     elif wanted == "arrived":
         arrival.arrive(db, found, now(), "staff")
     else:

@@ -90,7 +90,7 @@ def search_reports() -> Response:
                                           [report(r, fhir_api.base()) for r in rows]))  # fmt: skip
 
 
-def _pdf(row: HospitalReport) -> Response:
+def pdf_response(row: HospitalReport) -> Response:
     response = Response(row.pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = f'attachment; filename="{row.id}.pdf"'
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -101,7 +101,7 @@ def _pdf(row: HospitalReport) -> Response:
 @bp.get("/Binary/<report_id>")
 def read_binary(report_id: str) -> Response:
     """The report's PDF itself (only the PDF form: a Binary is only ever a report here)."""
-    return _pdf(_own_report(report_id))
+    return pdf_response(_own_report(report_id))
 
 
 # -- the clinician's side ---------------------------------------------------------------------
@@ -188,4 +188,4 @@ def upload(venue_id: str) -> ResponseReturnValue:
 @auth.login_required
 def clinician_pdf(venue_id: str, report_id: str) -> ResponseReturnValue:
     venue = own_venue(venue_id)
-    return _pdf(owned(get_db(), HospitalReport, report_id, "drp_", venue))
+    return pdf_response(owned(get_db(), HospitalReport, report_id, "drp_", venue))

@@ -5,6 +5,10 @@ runs it for its venue, so a phone on the lab's Wi-Fi arrives by presence).
 Idempotent: a schedule or queue already there (by name) is kept and only the slots of the
 days ahead are added (adding a slot twice adds nothing), so running it every day keeps a
 week of free times.
+
+`--on-call` adds a doctor on call around the clock, every day, with a fee: the demo and the
+browser test book a slot that starts within 20 minutes, whenever they run, so arriving
+(from 30 minutes before the slot) is allowed at once. A real hospital would not seed it.
 """
 
 from __future__ import annotations
@@ -35,20 +39,25 @@ CLINICS = (
     ("Dermatology", "D", ("Dr Chen",), 1500),
     ("General Practice", "G", ("Dr Zhao",), 0),
 )
+ON_CALL = ("Emergency", "E", ("Dr Sun",), 1000)
+ALL_DAY = (("00:00", "24:00"),)
 
 
 class SeedError(Exception):
     """The venue to seed does not exist."""
 
 
-def seed(db: Session, venue_id: str, now: float, days: int = 7) -> dict[str, int]:
-    """The demo hospital at `venue_id`; counts of what was added."""
+def seed(
+    db: Session, venue_id: str, now: float, days: int = 7, on_call: bool = False
+) -> dict[str, int]:
+    """The demo hospital at `venue_id` (and its doctor on call); counts of what was added."""
     venue = db.get(Venue, venue_id)
     if venue is None:
         raise SeedError(f"no venue {venue_id}")
     added = {"schedules": 0, "queues": 0, "slots": 0}
     first = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    for clinic, prefix, doctors, fee in CLINICS:
+    for clinic, prefix, doctors, fee in CLINICS + ((ON_CALL,) if on_call else ()):
+        always = (clinic, prefix, doctors, fee) == ON_CALL
         query = select(ServiceQueue.id).where(ServiceQueue.venue_id == venue.id,
                                               ServiceQueue.name == clinic)  # fmt: skip
         if db.scalar(query) is None:
@@ -62,7 +71,8 @@ def seed(db: Session, venue_id: str, now: float, days: int = 7) -> dict[str, int
                 BookingResource.venue_id == venue.id, BookingResource.name == name))  # fmt: skip
             if resource is None:
                 spec = ResourceSpec(name=name, kind="appointment", capacity=1, slot_minutes=20,
-                                    hours=HOURS, weekdays="123456", tz=TZ, deposit=fee,
+                                    hours=ALL_DAY if always else HOURS,
+                                    weekdays="1234567" if always else "123456", tz=TZ, deposit=fee,
                                     hold_minutes=15, cancel_cutoff_minutes=240)  # fmt: skip
                 resource = booking.create_resource(db, venue, spec, now)
                 added["schedules"] += 1
@@ -76,7 +86,7 @@ def cmd_seed(args: argparse.Namespace, make_app: Callable[[argparse.Namespace], 
     app = make_app(args)
     try:
         with app.app_context(), cloud_db.session(app) as db:
-            print(json.dumps(seed(db, args.venue, time.time(), args.days)))
+            print(json.dumps(seed(db, args.venue, time.time(), args.days, args.on_call)))
     except (SeedError, booking.BookingError) as exc:
         print(f"plaza-cloud hospital seed: {exc}", file=sys.stderr)
         return 2
@@ -92,4 +102,10 @@ def add_parser(sub: Any, make_app: Callable[[argparse.Namespace], Flask]) -> Non
     s = group.add_parser("seed", help="clinics, schedules, a week of free slots, clinic queues")
     s.add_argument("venue", help="the hospital's venue id")
     s.add_argument("--days", type=int, default=7)
+    s.add_argument(
+        "--on-call",
+        action="store_true",
+        help="a doctor on call around the clock "
+        "(the lab's demo: a slot to arrive at, whatever the hour)",
+    )
     s.set_defaults(func=lambda a: cmd_seed(a, make_app))

@@ -180,6 +180,21 @@ def confirm(booking_id: str) -> ResponseReturnValue:
     return redirect(f"/plaza/bookings/{found.id}", code=303)
 
 
+def cashier_url(found: Booking, client: TradeClient, back: str) -> str | None:
+    """The wallet's cashier for the booking's deposit (one payment per booking), which sends
+    the shopper back to the path `back`; None once the deposit is paid. Raises BookingError,
+    PaymentError, NotConfigured, TradeError. The hospital's pages pay their fee through it."""
+    db = get_db()
+    payment = booking_jobs.start_deposit(db, found.id, found.shopper_id, client, now())
+    if payment.state != WAIT:
+        return None
+    base = settings.public_url(current_app)
+    notify_url, return_url = base + shop.NOTIFY, base + back
+    trade_no = client.create(payment.id, payment.amount, payment.subject, notify_url)
+    attach_trade(db, payment, trade_no)
+    return client.pay_url(payment.id, payment.amount, payment.subject, notify_url, return_url)
+
+
 @bp.post("/bookings/<booking_id>/deposit")
 @shopper_required
 def deposit(booking_id: str) -> ResponseReturnValue:
@@ -187,18 +202,13 @@ def deposit(booking_id: str) -> ResponseReturnValue:
     sends the shopper back to the booking's page."""
     require_csrf()
     found = _own(booking_id)
-    db, client = get_db(), _client()
+    client = _client()
     if client is None:
         return _page(found, "payments are not available right now", 503)
     try:
-        payment = booking_jobs.start_deposit(db, found.id, _shopper_id(), client, now())
-        if payment.state != WAIT:
+        url = cashier_url(found, client, f"/plaza/bookings/{found.id}")
+        if url is None:  # paid already
             return redirect(f"/plaza/bookings/{found.id}", code=303)
-        base = settings.public_url(current_app)
-        notify_url, return_url = base + shop.NOTIFY, f"{base}/plaza/bookings/{found.id}"
-        trade_no = client.create(payment.id, payment.amount, payment.subject, notify_url)
-        attach_trade(db, payment, trade_no)
-        url = client.pay_url(payment.id, payment.amount, payment.subject, notify_url, return_url)
     except (BookingError, PaymentError) as exc:
         return _page(found, exc, 409)
     except (settings.NotConfigured, TradeError) as exc:
