@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing as mp
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from cloud import migrations
+from cloud.accounts import create_merchant, create_venue
+from cloud.models import Venue
+from cloud.o2o.shoppers import Shopper
 from gateway.control_client import ControlError
+from lab.postgres import running_cluster
 from lab.topology import Lab, LabError
 
 LAB_NAME = "bench"
@@ -246,6 +256,102 @@ def print_checks(result: Result) -> None:
         log(f"  error: {error}")
     if len(result.errors) > 10:
         log(f"  ... and {len(result.errors) - 10} more errors")
+
+
+# -- the PostgreSQL benchmarks ------------------------------------------------------------
+
+BENCH_NOW = 1_800_000_000.0  # the clock of their rows: fixed, so every run books the same day
+ItemT = TypeVar("ItemT")
+
+
+@contextlib.contextmanager
+def bench_postgres(database: str = "plaza_bench") -> Iterator[str]:
+    """A private PostgreSQL cluster with the default durability (fsync on), migrated; its URL.
+    Stopped afterwards whatever happens inside."""
+    with running_cluster(database=database, durable=True) as cluster:
+        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
+        migrations.upgrade(cluster.url)
+        yield cluster.url
+
+
+def bench_venue(db: Session, at: float = BENCH_NOW) -> Venue:
+    """One merchant with one venue (committed): the tenant the measured rows belong to."""
+    merchant = create_merchant(db, "Bench", "bench@example.com", "benchbenchbench", at)
+    venue = create_venue(db, merchant.id, "Bench plaza", at, "portal.example")
+    db.commit()
+    return venue
+
+
+def add_shoppers(db: Session, count: int, at: float = BENCH_NOW) -> list[str]:
+    """`count` shoppers in one multi-row INSERT (not committed), ids `shp_<16 hex>`."""
+    ids = [f"shp_{i:016x}" for i in range(count)]
+    rows = [{"id": i, "provider": "oidc", "subject": i, "created_at": at,
+             "last_seen_at": at} for i in ids]  # fmt: skip
+    if rows:
+        db.execute(sa.insert(Shopper), rows)
+    return ids
+
+
+def release_together(
+    target: Callable[..., None],
+    shares: Sequence[tuple[Any, ...]],
+    settle: float = 1.0,
+    timeout: float = 600.0,
+) -> tuple[list[Any], float]:
+    """One forked process per share, each running `target(*share, start, out)`: it gets ready
+    (connects), waits on `start`, works, and puts one result on `out`. All are released at once
+    after `settle` seconds; returns their results and the wall seconds from the release to the
+    last result. Processes, not threads: each has its own interpreter, so the figure is the
+    database's and the code's, not one GIL's."""
+    ctx = mp.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*share, start, out)) for share in shares]
+    for proc in procs:
+        proc.start()
+    time.sleep(settle)  # every process connected and waiting
+    began = time.perf_counter()
+    start.set()
+    results = [out.get(timeout=timeout) for _ in procs]
+    seconds = time.perf_counter() - began
+    for proc in procs:
+        proc.join()
+    return results, seconds
+
+
+def count_outcomes(
+    url: str,
+    items: Sequence[ItemT],
+    attempt: Callable[[Session, ItemT], object],
+    refused: type[Exception],
+    start: Any,
+    out: Any,
+) -> None:
+    """A `release_together` target: one connection, opened and kept before the start, then
+    `attempt(db, item)` for each item; puts {outcome: count} on `out`, the outcome being "ok"
+    or the refusal's `code` (after a rollback)."""
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
+    counts: Counter[str] = Counter()
+    with Session(engine, expire_on_commit=False) as db:
+        db.execute(sa.select(1))
+        db.commit()  # connected before the start
+        start.wait()
+        for item in items:
+            try:
+                attempt(db, item)
+                counts["ok"] += 1
+            except refused as exc:
+                db.rollback()
+                counts[str(getattr(exc, "code", type(exc).__name__))] += 1
+    engine.dispose()
+    out.put(dict(counts))
+
+
+def merged(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    """The processes' outcome counts added up."""
+    total: Counter[str] = Counter()
+    for one in counts:
+        total.update(one)
+    return dict(total)
 
 
 def main(run: Callable[[], Result]) -> int:

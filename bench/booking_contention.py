@@ -20,36 +20,27 @@ import time
 from collections import Counter
 from typing import Any
 
-from benchlib import Check, Result, log, main
-from sqlalchemy import create_engine, insert, select
+from benchlib import BENCH_NOW, Check, Result, add_shoppers, bench_postgres, bench_venue, log, main
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud import migrations
-from cloud.accounts import create_merchant, create_venue
 from cloud.db import make_engine
 from cloud.o2o import booking, booking_slots
 from cloud.o2o.booking_models import Booking, BookingSlot
-from cloud.o2o.shoppers import Shopper
-from lab.postgres import running_cluster
 
 NAME = "booking_contention"
-NOW = 1_800_000_000.0
+NOW = BENCH_NOW
 
 
 def setup(url: str, slots: int, clients: int, rounds: int) -> tuple[list[list[str]], list[str]]:
     engine = make_engine(url)
     with Session(engine, expire_on_commit=False) as db:
-        merchant = create_merchant(db, "Bench", "bench@example.com", "benchbenchbench", NOW)
-        venue = create_venue(db, merchant.id, "Bench plaza", NOW, "portal.example")
-        db.commit()
+        venue = bench_venue(db)
         resource = booking.create_resource(db, venue, booking.ResourceSpec(name="Table"), NOW)
         starts = [NOW + 3600 * (i + 1) for i in range(slots * rounds)]
         booking_slots.add_slots(db, resource, [(s, s + 3600) for s in starts])
         ids = list(db.scalars(select(BookingSlot.id).order_by(BookingSlot.starts_at)))
-        people = [f"shp_{i:016x}" for i in range(clients * rounds)]
-        rows = [{"id": i, "provider": "oidc", "subject": i, "created_at": NOW,
-                 "last_seen_at": NOW} for i in people]  # fmt: skip
-        db.execute(insert(Shopper), rows)
+        people = add_shoppers(db, clients * rounds)
         db.commit()
     engine.dispose()
     return [ids[r * slots:(r + 1) * slots] for r in range(rounds)], people  # fmt: skip
@@ -90,13 +81,11 @@ def burst(factory: sessionmaker, slots: list[str], people: list[str]) -> dict[st
 
 def run(clients: int = 100, slots: int = 10, rounds: int = 5, connections: int = 40) -> Result:
     result = Result(NAME)
-    with running_cluster(database="plaza_bench", durable=True) as cluster:
-        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
-        migrations.upgrade(cluster.url)
-        groups, people = setup(cluster.url, slots, clients, rounds)
+    with bench_postgres() as url:
+        groups, people = setup(url, slots, clients, rounds)
         # The clients share CONNECTIONS connections, as an app's workers share a pool (the
         # lab cluster allows 50), all opened before the first burst.
-        engine = create_engine(cluster.url, pool_size=connections, max_overflow=0,
+        engine = create_engine(url, pool_size=connections, max_overflow=0,
                                pool_timeout=120)  # fmt: skip
         warm = [engine.connect() for _ in range(connections)]
         for conn in warm:
@@ -105,7 +94,7 @@ def run(clients: int = 100, slots: int = 10, rounds: int = 5, connections: int =
         bursts = [burst(factory, group, people[r * clients:(r + 1) * clients])
                   for r, group in enumerate(groups)]  # fmt: skip
         engine.dispose()
-        check = make_engine(cluster.url)
+        check = make_engine(url)
         with Session(check) as db:
             per_slot = Counter(db.scalars(select(Booking.slot_id)))
             taken = {i: n for i, n in db.execute(select(BookingSlot.id, BookingSlot.taken))}

@@ -28,17 +28,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-from benchlib import Check, Result, log, main
+from benchlib import Check, Result, bench_postgres, bench_venue, log, main
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
-from cloud import create_app, migrations
+from cloud import create_app
 from cloud import db as cloud_db
-from cloud.accounts import create_merchant, create_venue
 from cloud.o2o import ledger
 from cloud.o2o.payments import SUCCESS, Payment, create_payment
 from cloud.o2o.shoppers import find_or_create
-from lab.postgres import running_cluster
 from plaza.wallet import rsa2
 from plaza.wallet.alipay import timestamp
 
@@ -131,17 +129,12 @@ def deliver(base: str, notifies: list[dict[str, str]], clients: int, expect: int
 def run(payments: int = 2000, clients: int = 8) -> Result:
     result = Result(NAME)
     errors: list[str] = []
-    with running_cluster(database="plaza_bench", durable=True) as cluster, \
-            tempfile.TemporaryDirectory(prefix="plaza-pay-bench-") as tmp:  # fmt: skip
-        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
-        migrations.upgrade(cluster.url)
+    with bench_postgres() as url, tempfile.TemporaryDirectory(prefix="plaza-pay-bench-") as tmp:
         wallet_key, env = keys(Path(tmp))
-        app = create_app({"DATABASE_URL": cluster.url, "INSTANCE_PATH": f"{tmp}/instance"})
+        app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": f"{tmp}/instance"})
         made: list[tuple[str, int]] = []
         with cloud_db.session(app) as db:
-            merchant = create_merchant(db, "Bench", "bench@bench.example", "benchbench", 0.0)
-            venue = create_venue(db, merchant.id, "Bench venue", time.time())
-            db.commit()
+            venue = bench_venue(db, time.time())
             shopper = find_or_create(db, "alipay", "2088000000000001", "Bench", time.time())
             for n in range(payments + WARM):
                 amount = 100 + n % 5000
@@ -154,7 +147,7 @@ def run(payments: int = 2000, clients: int = 8) -> Result:
         signed = [notify_for(pid, amount, wallet_key) for pid, amount in made]
         warm, timed = signed[:WARM], signed[WARM:]
         forged = [{**n, "total_amount": "0.01"} for n in timed[: max(1, payments // 10)]]
-        with cloud_server(cluster.url, Path(tmp) / "instance", env) as base:
+        with cloud_server(url, Path(tmp) / "instance", env) as base:
             deliver(base, warm, clients, 200, errors)
             first = deliver(base, timed, clients, 200, errors)
             again = deliver(base, timed, clients, 200, errors)

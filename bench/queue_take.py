@@ -16,39 +16,40 @@ ticket must survive a crash, or the counter would hand it out again (docs/decisi
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import time
 from typing import Any
 
-from benchlib import Check, Result, log, main
-from sqlalchemy import create_engine, insert, select
+from benchlib import (
+    BENCH_NOW,
+    Check,
+    Result,
+    add_shoppers,
+    bench_postgres,
+    bench_venue,
+    count_outcomes,
+    log,
+    main,
+    merged,
+    release_together,
+)
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud import migrations
-from cloud.accounts import create_merchant, create_venue
 from cloud.db import make_engine
 from cloud.o2o import queues
 from cloud.o2o.queue_models import QueueTicket, ServiceQueue
-from cloud.o2o.shoppers import Shopper
-from lab.postgres import running_cluster
 
 NAME = "queue_take"
 TARGET = 100  # takes/s: a busy plaza's kiosks and phones at opening time, with room to spare
-NOW = 1_800_000_000.0
+NOW = BENCH_NOW
 
 
 def setup(url: str, takes: int) -> tuple[str, list[str | None]]:
     engine = make_engine(url)
     with Session(engine, expire_on_commit=False) as db:
-        merchant = create_merchant(db, "Bench", "bench@example.com", "benchbenchbench", NOW)
-        venue = create_venue(db, merchant.id, "Bench plaza", NOW, "portal.example")
-        db.commit()
+        venue = bench_venue(db)
         spec = queues.QueueSpec(name="Customer service", prefix="A", time_zone="Asia/Shanghai")
         queue = queues.create_queue(db, venue.id, spec, NOW)
-        ids = [f"shp_{i:016x}" for i in range(takes // 2)]
-        rows = [{"id": i, "provider": "oidc", "subject": i, "created_at": NOW,
-                 "last_seen_at": NOW} for i in ids]  # fmt: skip
-        db.execute(insert(Shopper), rows)
+        ids = add_shoppers(db, takes // 2)
         db.commit()
     engine.dispose()
     who: list[str | None] = [None] * takes
@@ -56,44 +57,15 @@ def setup(url: str, takes: int) -> tuple[str, list[str | None]]:
     return queue.id, who
 
 
-def client(url: str, queue: str, who: list[str | None], start: Any, out: Any) -> None:
-    engine = create_engine(url, pool_size=1, max_overflow=0)  # one connection, kept
-    counts: dict[str, int] = {}
-    with Session(engine, expire_on_commit=False) as db:
-        db.execute(select(1))
-        db.commit()  # connected before the start
-        start.wait()
-        for shopper in who:
-            try:
-                queues.take(db, queue, NOW, source="phone" if shopper else "kiosk",
-                            shopper_id=shopper)  # fmt: skip
-                outcome = "ok"
-            except queues.QueueError as exc:
-                db.rollback()
-                outcome = exc.code
-            counts[outcome] = counts.get(outcome, 0) + 1
-    engine.dispose()
-    out.put(counts)
-
-
 def measure(url: str, clients: int, takes: int) -> dict[str, Any]:
     queue, who = setup(url, takes)
-    ctx = mp.get_context("fork")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=client, args=(url, queue, who[i::clients], start, out))
-             for i in range(clients)]  # fmt: skip
-    for proc in procs:
-        proc.start()
-    time.sleep(1.0)  # every client connected and waiting
-    began = time.perf_counter()
-    start.set()
-    totals: dict[str, int] = {}
-    for _ in procs:
-        for outcome, n in out.get(timeout=600).items():
-            totals[outcome] = totals.get(outcome, 0) + n
-    seconds = time.perf_counter() - began
-    for proc in procs:
-        proc.join()
+
+    def take(db: Session, shopper: str | None) -> None:
+        queues.take(db, queue, NOW, source="phone" if shopper else "kiosk", shopper_id=shopper)
+
+    shares = [(url, who[i::clients], take, queues.QueueError) for i in range(clients)]
+    counts, seconds = release_together(count_outcomes, shares)
+    totals = merged(counts)
     engine = make_engine(url)
     with Session(engine) as db:
         numbers = sorted(db.scalars(select(QueueTicket.number)
@@ -108,10 +80,8 @@ def measure(url: str, clients: int, takes: int) -> dict[str, Any]:
 
 def run(clients: int = 4, takes: int = 2000) -> Result:
     result = Result(NAME)
-    with running_cluster(database="plaza_bench", durable=True) as cluster:
-        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
-        migrations.upgrade(cluster.url)
-        figures = measure(cluster.url, clients, takes)
+    with bench_postgres() as url:
+        figures = measure(url, clients, takes)
     result.figures = figures
     log(f"\n{takes:,} takes by {clients} clients: {figures['outcomes']}")
     log(f"takes/s {figures['takes_per_s']:,}   stored {figures['stored']:,}   last number "

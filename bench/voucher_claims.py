@@ -18,88 +18,60 @@ docs/decisions.md compares.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import time
 from typing import Any
 
-from benchlib import Check, Result, log, main
-from sqlalchemy import create_engine, func, insert, select
+from benchlib import (
+    BENCH_NOW,
+    Check,
+    Result,
+    add_shoppers,
+    bench_postgres,
+    bench_venue,
+    count_outcomes,
+    log,
+    main,
+    merged,
+    release_together,
+)
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cloud import migrations
-from cloud.accounts import create_merchant, create_venue
 from cloud.db import make_engine
 from cloud.o2o import vouchers
-from cloud.o2o.shoppers import Shopper
 from cloud.o2o.voucher_models import Voucher, VoucherTemplate
-from lab.postgres import running_cluster
 
 NAME = "voucher_claims"
 TARGET = 1000  # claims/s, issue 16
-NOW = 1_800_000_000.0
+NOW = BENCH_NOW
 
 
 def setup(url: str, budget: int, claims: int) -> tuple[str, list[str]]:
     engine = make_engine(url)
     with Session(engine, expire_on_commit=False) as db:
-        merchant = create_merchant(db, "Bench", "bench@example.com", "benchbenchbench", NOW)
-        venue = create_venue(db, merchant.id, "Bench plaza", NOW, "portal.example")
-        db.commit()
+        venue = bench_venue(db)
         spec = vouchers.TemplateSpec(title="10 off", kind="amount", amount_off=1000,
                                      budget=budget, valid_days=30)  # fmt: skip
-        template = vouchers.create_template(db, venue, spec, merchant.id, NOW)
-        vouchers.change_state(db, template, "activate", merchant.id, NOW)
-        ids = [f"shp_{i:016x}" for i in range(claims)]
-        rows = [{"id": i, "provider": "oidc", "subject": i, "created_at": NOW,
-                 "last_seen_at": NOW} for i in ids]  # fmt: skip
-        db.execute(insert(Shopper), rows)
+        template = vouchers.create_template(db, venue, spec, venue.merchant_id, NOW)
+        vouchers.change_state(db, template, "activate", venue.merchant_id, NOW)
+        ids = add_shoppers(db, claims)
         db.commit()
     engine.dispose()
     return template.id, ids
 
 
-def client(url: str, template: str, shoppers: list[str], for_update: bool, start: Any,
-           out: Any) -> None:  # fmt: skip
-    engine = create_engine(url, pool_size=1, max_overflow=0)  # one connection, kept
-    counts: dict[str, int] = {}
-    with Session(engine, expire_on_commit=False) as db:
-        db.execute(select(1))
-        db.commit()  # connected before the start
-        start.wait()
-        for shopper in shoppers:
-            try:
-                if for_update:
-                    query = select(VoucherTemplate.id).where(VoucherTemplate.id == template)
-                    db.execute(query.with_for_update())
-                vouchers.claim(db, template, shopper, NOW)
-                outcome = "ok"
-            except vouchers.VoucherError as exc:
-                db.rollback()
-                outcome = exc.code
-            counts[outcome] = counts.get(outcome, 0) + 1
-    engine.dispose()
-    out.put(counts)
-
-
 def measure(url: str, clients: int, budget: int, for_update: bool) -> dict[str, Any]:
     claims = budget + budget // 5
     template, ids = setup(url, budget, claims)
-    ctx = mp.get_context("fork")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=client, args=(url, template, ids[i::clients], for_update, start,
-                                              out)) for i in range(clients)]  # fmt: skip
-    for proc in procs:
-        proc.start()
-    time.sleep(1.0)  # every client connected and waiting
-    began = time.perf_counter()
-    start.set()
-    totals: dict[str, int] = {}
-    for _ in procs:
-        for outcome, n in out.get(timeout=600).items():
-            totals[outcome] = totals.get(outcome, 0) + n
-    seconds = time.perf_counter() - began
-    for proc in procs:
-        proc.join()
+
+    def claim(db: Session, shopper: str) -> None:
+        if for_update:
+            query = select(VoucherTemplate.id).where(VoucherTemplate.id == template)
+            db.execute(query.with_for_update())
+        vouchers.claim(db, template, shopper, NOW)
+
+    shares = [(url, ids[i::clients], claim, vouchers.VoucherError) for i in range(clients)]
+    counts, seconds = release_together(count_outcomes, shares)
+    totals = merged(counts)
     engine = make_engine(url)
     with Session(engine) as db:
         stored = db.scalar(select(func.count()).where(Voucher.template_id == template)) or 0
@@ -113,10 +85,8 @@ def measure(url: str, clients: int, budget: int, for_update: bool) -> dict[str, 
 
 def run(clients: int = 4, budget: int = 20_000, for_update: bool = False) -> Result:
     result = Result(NAME)
-    with running_cluster(database="plaza_bench", durable=True) as cluster:
-        log(f"PostgreSQL: private cluster at {cluster.socket_dir} (fsync on)")
-        migrations.upgrade(cluster.url)
-        figures = measure(cluster.url, clients, budget, for_update)
+    with bench_postgres() as url:
+        figures = measure(url, clients, budget, for_update)
     result.figures = {"lock": "for update" if for_update else "conditional update", **figures}
     log(f"\n{figures['attempts']:,} claims by {clients} clients on a budget of {budget:,} "
         f"({result.figures['lock']}): {figures['outcomes']}")  # fmt: skip
