@@ -13,70 +13,24 @@ told to accept it: certificate checks are the lab's and the wallet tests' busine
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from cloud import create_app, migrations
-from cloud import db as cloud_db
-from cloud.accounts import create_merchant, create_venue
 from lab import plaza_seed
-from lab.pki import LabCA
-from lab.wallet.https import make_server
-from lab.wallet.keys import provision
-from lab.wallet.server import create_app as wallet_server
 from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD
+from tests.browser.shop_cloud import serve_shop_cloud
 
 
 @pytest.fixture(scope="module")
 def plaza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("plaza-shopper")
-    pki = LabCA(tmp / "ca")
-    cert, key = pki.issue("wallet", ["wallet.test", "127.0.0.1"])
-    wallet = make_server("127.0.0.1", 0, None, str(cert), str(key))
-    wallet_url = f"https://127.0.0.1:{wallet.server_port}"
-    url = f"sqlite:///{tmp / 'cloud.db'}"
-    migrations.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "INSTANCE_PATH": str(tmp / "instance")})
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=4, server_name="plaza-test")
-    cloud_cert, cloud_key = pki.issue("cloud", ["127.0.0.1"])
-    server.ssl_adapter = BuiltinSSLAdapter(str(cloud_cert), str(cloud_key))
-    server.prepare()
-    base = "https://{}:{}".format(*server.bind_addr[:2])
-    made = provision(tmp / "keys", "https://portal.plaza.test", issuer=wallet_url, cloud_base=base)
-    wallet.app = wallet_server(json.loads(Path(made["settings"]).read_text()), clock=time.time)
-    oidc, trade = made["push"]["oidc"], made["trade"]
-    app.config.update(
-        PUBLIC_URL=base, WALLET_URL=wallet_url, WALLET_DIALECT="oidc",
-        WALLET_CLIENT_ID=oidc["client_id"], WALLET_CLIENT_SECRET_FILE=oidc["client_secret_file"],
-        WALLET_APP_ID=trade["app_id"], WALLET_APP_PRIVATE_KEY_FILE=trade["app_private_key_file"],
-        WALLET_PUBLIC_KEY_FILE=trade["wallet_public_key_file"],
-        WALLET_SELLER_ID=trade["seller_id"], WALLET_CA_BUNDLE=str(pki.cert_path),
-    )  # fmt: skip
-    now = time.time()
-    with cloud_db.session(app) as db:
-        merchant = create_merchant(db, "Cafe Uno", EMAIL, PASSWORD, now)
-        venue = create_venue(db, merchant.id, "Cafe Uno Main St", now)
-        db.commit()
-        venue_id, merchant_id = venue.id, merchant.id
-    seeded = plaza_seed.seed(tmp / "cloud.db", venue_id, merchant_id, now)
-    for serve in (server.serve, wallet.serve_forever):
-        threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield {"base": base, "wallet": wallet_url, "venue_id": venue_id, "seed": seeded}
-    finally:
-        server.stop()
-        wallet.shutdown()
-        wallet.server_close()
-        cloud_db.engine(app).dispose()
+    with serve_shop_cloud(tmp_path_factory.mktemp("plaza-shopper")) as shop:
+        seeded = plaza_seed.seed(shop.database, shop.venue_id, shop.merchant_id, time.time())
+        yield {"base": shop.base, "wallet": shop.wallet, "venue_id": shop.venue_id,
+               "seed": seeded}  # fmt: skip
 
 
 def shot(page: Any, name: str) -> None:
