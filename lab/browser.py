@@ -104,6 +104,26 @@ def phone_browser(
                 browser.close()
 
 
+def wallet_approve(page: Any, user: str = "alice", pin: str = "1234") -> None:
+    """On a sandbox wallet page (sign-in consent or cashier): log in if it asks, approve."""
+    if page.locator("input[name=login]").count():
+        page.fill("input[name=login]", user)
+    if page.locator("input[name=pin]").count():
+        page.fill("input[name=pin]", pin)
+    page.click("button[name=decision][value=approve]")
+
+
+def shop_sign_in(page: Any, base: str, next_path: str, user: str = "alice",
+                 pin: str = "1234") -> None:  # fmt: skip
+    """The cloud shop's wallet sign-in (OIDC + PKCE, the wallet's own pages), ending back on
+    `next_path`."""
+    page.goto(f"{base}/plaza/signin?next={next_path}")
+    page.click("a[href='/plaza/login/wallet']")
+    page.wait_for_selector("button[name=decision][value=approve]")
+    wallet_approve(page, user, pin)
+    page.wait_for_url(f"{base}{next_path}")
+
+
 def journey(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 

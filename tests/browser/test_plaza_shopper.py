@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from lab import plaza_seed
+from lab.browser import wallet_approve
 from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD
 from tests.browser.shop_cloud import serve_shop_cloud
 
@@ -36,15 +37,6 @@ def plaza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"shopper-{name}.png"), full_page=True)
-
-
-def wallet_approve(page: Any, user: str = "alice", pin: str = "1234") -> None:
-    """On a wallet page (consent or cashier): sign in if it asks, then approve."""
-    if page.locator("input[name=login]").count():
-        page.fill("input[name=login]", user)
-    if page.locator("input[name=pin]").count():
-        page.fill("input[name=pin]", pin)
-    page.click("button[name=decision][value=approve]")
 
 
 def test_the_shoppers_plaza_path_in_chromium(plaza: dict[str, Any], browser: Any) -> None:
