@@ -107,6 +107,14 @@ def sqlite_only() -> None:
 
 
 @pytest.fixture
+def cloud(tmp_path: Path) -> list[str]:
+    """The `plaza-cloud` global options pointing at a fresh instance dir and SQLite database
+    (the command tests run it with tests/cloud/cli_helpers.py's `run`)."""
+    return ["--instance", str(tmp_path / "instance"), "--database-url",
+            f"sqlite:///{tmp_path / 'cli.db'}"]  # fmt: skip
+
+
+@pytest.fixture
 def app(db_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Flask]:
     app = create_app(
         {

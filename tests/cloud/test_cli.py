@@ -11,29 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import requests
 from sqlalchemy import select
 
-from cloud import cli, create_app, migrations
+from cloud import create_app, migrations
 from cloud import db as cloud_db
 from cloud.accounts import check_password
 from cloud.enrol import code_hash
 from cloud.models import ClaimCode, Command, Device, Merchant, Venue
 from plaza import signing
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> list[str]:
-    """Global options pointing the CLI at a fresh instance dir and database."""
-    return ["--instance", str(tmp_path / "instance"), "--database-url",
-            f"sqlite:///{tmp_path / 'cli.db'}"]  # fmt: skip
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.strip(), err.strip()
+from tests.cloud.cli_helpers import run
 
 
 def session(cloud: list[str]):

@@ -7,22 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from cloud import cli, create_app
+from cloud import create_app
 from cloud import db as cloud_db
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> list[str]:
-    return ["--instance", str(tmp_path / "instance"), "--database-url",
-            f"sqlite:///{tmp_path / 'cli.db'}"]  # fmt: skip
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.strip(), err.strip()
+from tests.cloud.cli_helpers import run
 
 
 def test_seed_a_demo_hospital(cloud, capsys, tmp_path: Path):

@@ -8,25 +8,13 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
-from cloud import cli, create_app
+from cloud import create_app
 from cloud import db as cloud_db
 from cloud.transit.models import TransitFeed, TransitReader
+from tests.cloud.cli_helpers import run
 from tests.cloud.transit_helpers import CITY
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> list[str]:
-    return ["--instance", str(tmp_path / "instance"), "--database-url",
-            f"sqlite:///{tmp_path / 'cli.db'}"]  # fmt: skip
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out.strip(), err.strip()
 
 
 def test_load_feed_reader_claim_and_charge(cloud, capsys, tmp_path: Path):
