@@ -13,7 +13,17 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
@@ -23,7 +33,7 @@ from cloud.accounts import check_password
 from cloud.api import now
 from cloud.dashboard.blueprint import bp
 from cloud.dashboard.ratelimit import LoginLimiter, client_of
-from cloud.dashboard.security import require_csrf, safe_next
+from cloud.dashboard.security import add_headers, require_csrf, safe_next, template_globals
 from cloud.db import get_db
 from cloud.models import Merchant
 
@@ -41,6 +51,17 @@ def _dummy_hash() -> str:
 
 def _limiter() -> LoginLimiter:
     return current_app.extensions["plaza_login_limiter"]
+
+
+def guard(pages: Blueprint) -> Blueprint:
+    """`pages`, a blueprint of merchant pages registered apart from the dashboard's own (the
+    o2o and hospital pages, the plaza figures), behind the same guard: the signed-in merchant
+    loaded before each request, the dashboard's headers after it, the CSRF field in its
+    templates. `login_required` stays on each view, as on the dashboard's own."""
+    pages.before_request(load_merchant)
+    pages.after_request(add_headers)
+    pages.context_processor(template_globals)
+    return pages
 
 
 @bp.before_request

@@ -29,9 +29,5 @@ def _install(state: BlueprintSetupState) -> None:
     app.extensions["plaza_login_limiter"] = LoginLimiter()
 
 
-@bp.context_processor
-def _template_globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD}
-
-
+bp.context_processor(security.template_globals)
 bp.after_request(security.add_headers)

@@ -18,20 +18,12 @@ from flask import Blueprint, Flask, render_template
 from flask.typing import ResponseReturnValue
 
 from cloud.api import now
-from cloud.dashboard import auth, charts, funnel, security
+from cloud.dashboard import auth, charts, funnel
 from cloud.dashboard.privacy import DAY, MIN_GROUP, floor_count, shown
 from cloud.dashboard.tenancy import own_venue
 from cloud.db import get_db
 
-bp = Blueprint("plaza_stats", __name__, url_prefix="/dashboard/plaza")
-bp.before_request(auth.load_merchant)
-bp.after_request(security.add_headers)
-
-
-@bp.context_processor
-def _template_globals() -> dict[str, object]:
-    """What base.html needs (the sign-out form's CSRF field), as on the dashboard's pages."""
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD}
+bp = auth.guard(Blueprint("plaza_stats", __name__, url_prefix="/dashboard/plaza"))
 
 
 def people_chart(chart_id: str, title: str, summary: str, labels: list[str],

@@ -77,6 +77,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def template_globals() -> dict[str, object]:
+    """What every dashboard template needs, on every blueprint of merchant pages: the CSRF
+    field of its forms (base.html's sign-out form included)."""
+    return {"csrf_token": csrf_token, "CSRF_FIELD": CSRF_FIELD}
+
+
 def add_headers(response: Response) -> Response:
     """Every dashboard answer: strict CSP, no framing, and no caching of private pages."""
     response.headers.update(SECURITY_HEADERS)

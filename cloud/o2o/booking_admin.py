@@ -32,18 +32,15 @@ from cloud.o2o.booking_models import (
 )
 from cloud.o2o.shoppers import Shopper
 
-bp = Blueprint("booking_admin", __name__, url_prefix="/dashboard/bookings",
-               template_folder="templates")  # fmt: skip
-bp.before_request(auth.load_merchant)
-bp.after_request(security.add_headers)
+bp = auth.guard(Blueprint("booking_admin", __name__, url_prefix="/dashboard/bookings",
+                          template_folder="templates"))  # fmt: skip
 
 SHOWN_DAYS = 7
 
 
 @bp.context_processor
 def _globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD,
-            "local_time": booking_jobs.local_time}  # fmt: skip
+    return {"local_time": booking_jobs.local_time}
 
 
 def _number(text: str, field: str) -> int:

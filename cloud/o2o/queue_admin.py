@@ -27,18 +27,15 @@ from cloud.o2o.queue_models import QueueTicket, ServiceQueue
 from cloud.o2o.queue_views import link_key
 from cloud.o2o.queues import QueueError, QueueSpec
 
-bp = Blueprint("queue_admin", __name__, url_prefix="/dashboard/queues",
-               template_folder="templates")  # fmt: skip
-bp.before_request(auth.load_merchant)
-bp.after_request(security.add_headers)
+bp = auth.guard(Blueprint("queue_admin", __name__, url_prefix="/dashboard/queues",
+                          template_folder="templates"))  # fmt: skip
 
 ACTIONS = {"recall", "skip", "serve"}
 
 
 @bp.context_processor
 def _globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD,
-            "minutes": lambda seconds: max(1, round(seconds / 60))}  # fmt: skip
+    return {"minutes": lambda seconds: max(1, round(seconds / 60))}
 
 
 def _number(text: str, field: str, default: int) -> int:

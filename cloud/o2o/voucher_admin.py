@@ -24,18 +24,15 @@ from cloud.o2o.voucher_models import VoucherAudit, VoucherTemplate
 from cloud.o2o.voucher_views import describe, staff_key
 from cloud.o2o.vouchers import TemplateSpec, VoucherError, change_state, create_template
 
-bp = Blueprint("voucher_admin", __name__, url_prefix="/dashboard/vouchers",
-               template_folder="templates")  # fmt: skip
-bp.before_request(auth.load_merchant)
-bp.after_request(security.add_headers)
+bp = auth.guard(Blueprint("voucher_admin", __name__, url_prefix="/dashboard/vouchers",
+                          template_folder="templates"))  # fmt: skip
 
 DAY = 86400
 
 
 @bp.context_processor
 def _globals() -> dict[str, object]:
-    return {"csrf_token": security.csrf_token, "CSRF_FIELD": security.CSRF_FIELD,
-            "describe": describe}  # fmt: skip
+    return {"describe": describe}
 
 
 def _fen(text: str, field: str) -> int:
