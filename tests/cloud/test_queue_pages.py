@@ -19,11 +19,10 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.models import PushJob, PushSubscription, Venue
 from cloud.o2o.queue_models import QueueTicket, ServiceQueue
-from cloud.o2o.shoppers import find_or_create
 from tests.cloud.dashboard_helpers import sign_in as merchant_sign_in
+from tests.cloud.o2o_helpers import as_shopper, csrf
 from tests.conftest import FakeClock
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK = re.compile(r'<code id="(kiosk|display)-link">([^<]+)</code>')
 
 
@@ -31,23 +30,9 @@ def text(page: Any) -> str:
     return unescape(page.get_data(as_text=True))
 
 
-def token(page: Any) -> str:
-    match = CSRF.search(page.get_data(as_text=True))
-    assert match, page.get_data(as_text=True)[:500]
-    return match.group(1)
-
-
-def as_shopper(app: Flask, client: FlaskClient, clock: FakeClock, user: str) -> str:
-    with cloud_db.session(app) as db:
-        shopper = find_or_create(db, "oidc", user, user.title(), clock())
-    with client.session_transaction("/plaza/") as session:
-        session["shopper_id"], session["shopper_since"] = shopper.id, clock()
-    return shopper.id
-
-
 def new_queue(client: FlaskClient, venue_id: str, **fields: str) -> Any:
     page = client.get(f"/dashboard/queues/{venue_id}")
-    form = {"csrf_token": token(page), "name": "Customer service", "prefix": "a",
+    form = {"csrf_token": csrf(page), "name": "Customer service", "prefix": "a",
             "kind": "service", "time_zone": "Asia/Shanghai", "service_minutes": "2",
             "recall_minutes": "10", "max_calls": "3"}  # fmt: skip
     form.update(fields)
@@ -62,14 +47,14 @@ def queue_ids(app: Flask, venue_id: str) -> list[str]:
 
 def take(client: FlaskClient, venue_id: str, queue_id: str, notify: bool = True) -> Any:
     page = client.get(f"/plaza/queues/{venue_id}")
-    data = {"csrf_token": token(page), **({"notify": "on"} if notify else {})}
+    data = {"csrf_token": csrf(page), **({"notify": "on"} if notify else {})}
     return client.post(f"/plaza/queues/{venue_id}/take/{queue_id}", data=data)
 
 
 def staff(client: FlaskClient, venue_id: str, queue_id: str, path: str, counter: str) -> Any:
     base = f"/dashboard/queues/{venue_id}/{queue_id}"
     page = client.get(f"{base}?counter={counter}")
-    return client.post(f"{base}/{path}", data={"csrf_token": token(page), "counter": counter})
+    return client.post(f"{base}/{path}", data={"csrf_token": csrf(page), "counter": counter})
 
 
 def ticket_of(app: Flask, label: str) -> QueueTicket:
@@ -110,7 +95,7 @@ def test_a_number_from_take_to_served(app: Flask, signed_in: FlaskClient, venue:
     # The kiosk: its number printed with the status page's link and QR; that page needs no one
     kiosk_path = links["kiosk"].split("localhost", 1)[1]
     printed = kiosk.post(f"{kiosk_path}/take/{queue}",
-                         data={"csrf_token": token(kiosk.get(kiosk_path))})  # fmt: skip
+                         data={"csrf_token": csrf(kiosk.get(kiosk_path))})  # fmt: skip
     assert printed.status_code == 200 and "A002" in text(printed) and "<svg" in text(printed)
     status_link = re.search(r'<span id="status-link">[^<]*(/plaza/q/[^<]+)</span>', text(printed))
     assert status_link
@@ -133,7 +118,7 @@ def test_a_number_from_take_to_served(app: Flask, signed_in: FlaskClient, venue:
     base = f"/dashboard/queues/{venue.id}/{queue}/tickets/{a1.id}"
     for action in ("skip", "recall", "serve"):
         page = signed_in.get(f"/dashboard/queues/{venue.id}/{queue}?counter=2")
-        done = signed_in.post(f"{base}/{action}", data={"csrf_token": token(page), "counter": "2"})
+        done = signed_in.post(f"{base}/{action}", data={"csrf_token": csrf(page), "counter": "2"})
         assert done.status_code == 303, (action, text(done))
     assert [body for user, body in pushes(app) if user == "alice"][1:] == [
         "You missed your call. Come to the desk within 10 min to be recalled.",
@@ -196,19 +181,19 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     for path in (f"/dashboard/queues/{venue.id}/{queue}/next",
                  f"/dashboard/queues/{elsewhere}/{queue}/next",
                  f"/dashboard/queues/{venue.id}/{queue}/state"):  # fmt: skip
-        assert rival.post(path, data={"csrf_token": token(page)}).status_code == 404
+        assert rival.post(path, data={"csrf_token": csrf(page)}).status_code == 404
     assert rival.get(f"/dashboard/queues/{venue.id}/{queue}").status_code == 404
     assert rival.get(f"/dashboard/queues/{venue.id}").status_code == 404
     a1 = ticket_of(app, "A001")
     for path in (f"/dashboard/queues/{venue.id}/new",
                  f"/dashboard/queues/{venue.id}/{queue}/tickets/{a1.id}/serve",
                  f"/dashboard/queues/{elsewhere}/{queue}/tickets/{a1.id}/serve"):  # fmt: skip
-        assert rival.post(path, data={"csrf_token": token(page), "name": "X"}).status_code == 404
+        assert rival.post(path, data={"csrf_token": csrf(page), "name": "X"}).status_code == 404
     assert ticket_of(app, "A001").state == "WAITING" and len(queue_ids(app, venue.id)) == 1
     # A number from another venue on this venue's staff page
     page = signed_in.get(f"/dashboard/queues/{venue.id}/{queue}")
     wrong = signed_in.post(f"/dashboard/queues/{venue.id}/{queue}/tickets/{foreign.id}/serve",
-                           data={"csrf_token": token(page), "counter": "1"})  # fmt: skip
+                           data={"csrf_token": csrf(page), "counter": "1"})  # fmt: skip
     assert wrong.status_code == 409 and "P001 was taken at another venue" in text(wrong)
     # A queue of another venue through this venue's phone page and kiosk
     cross = take(alice, venue.id, foreign_queue)
@@ -216,7 +201,7 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     kiosk_path = dict(LINK.findall(text(signed_in.get(f"/dashboard/queues/{venue.id}"))))[
         "kiosk"].split("localhost", 1)[1]  # fmt: skip
     kiosk = app.test_client()
-    form = {"csrf_token": token(kiosk.get(kiosk_path))}
+    form = {"csrf_token": csrf(kiosk.get(kiosk_path))}
     refused = kiosk.post(f"{kiosk_path}/take/{foreign_queue}", data=form)
     assert refused.status_code == 409 and "another venue" in text(refused)
     assert kiosk.get(kiosk_path[:-4] + "0000").status_code == 404  # a made-up kiosk key
@@ -226,7 +211,7 @@ def test_bad_inputs_are_refused_with_a_clear_message(
     assert bob.get(f"/plaza/queues/tickets/{ticket_of(app, 'A001').id}").status_code == 404
     page = signed_in.get(f"/dashboard/queues/{venue.id}")
     closed = signed_in.post(f"/dashboard/queues/{venue.id}/{queue}/state",
-                            data={"csrf_token": token(page), "state": "CLOSED"})  # fmt: skip
+                            data={"csrf_token": csrf(page), "state": "CLOSED"})  # fmt: skip
     assert closed.status_code == 303
     late = take(bob, venue.id, queue)
     assert late.status_code == 409 and "Customer service is closed" in text(late)
@@ -245,7 +230,7 @@ def test_leave_from_the_phone_and_from_the_token_page(
     taken = take(alice, venue.id, queue)
     a1 = ticket_of(app, "A001")
     page = alice.get(taken.location)
-    left = alice.post(f"/plaza/queues/tickets/{a1.id}/leave", data={"csrf_token": token(page)})
+    left = alice.post(f"/plaza/queues/tickets/{a1.id}/leave", data={"csrf_token": csrf(page)})
     assert left.status_code == 303 and "You left the queue" in text(alice.get(left.location))
     assert take(alice, venue.id, queue).status_code == 303  # gave it up: may take again
     assert ticket_of(app, "A002").state == "WAITING"
@@ -262,5 +247,5 @@ def test_pages_in_chinese(app: Flask, signed_in: FlaskClient, venue: Venue, queu
     assert "您前面还有 1 位" in text(second.get(taken.location, headers=zh))
     page = second.get(f"/plaza/queues/{venue.id}", headers=zh)
     again = second.post(f"/plaza/queues/{venue.id}/take/{queue}",
-                        data={"csrf_token": token(page)}, headers=zh)  # fmt: skip
+                        data={"csrf_token": csrf(page)}, headers=zh)  # fmt: skip
     assert again.status_code == 409 and "您在这个队列中已经有号码了：A002" in text(again)

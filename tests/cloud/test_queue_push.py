@@ -4,9 +4,6 @@ message is in the shopper's wallet inbox, linking back to the number's page."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,16 +14,8 @@ from cloud.o2o.queue_models import QueueTicket, ServiceQueue
 from cloud.push import presence_push, worker
 from cloud.push.settings import PushSettings
 from lab.wallet import app as wallet_app
-from tests.cloud.o2o_helpers import CLOUD, SandboxWallet, get, post, sign_in
+from tests.cloud.o2o_helpers import CLOUD, SandboxWallet, csrf, get, post, sign_in
 from tests.wallet_harness import Browser
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def token(page: Any) -> str:
-    match = CSRF.search(page.get_data(as_text=True))
-    assert match, page.get_data(as_text=True)[:500]
-    return match.group(1)
 
 
 def test_a_called_number_reaches_the_wallet_inbox(
@@ -36,7 +25,7 @@ def test_a_called_number_reaches_the_wallet_inbox(
     name = f"Parcels {venue.id[-6:]}"  # the wallet outlives the test: a title of its own
     page = signed_in.get(f"/dashboard/queues/{venue.id}")
     made = signed_in.post(f"/dashboard/queues/{venue.id}/new",
-                          data={"csrf_token": token(page), "name": name,
+                          data={"csrf_token": csrf(page), "name": name,
                                 "prefix": "P", "time_zone": "UTC"})  # fmt: skip
     assert made.status_code == 303
     with cloud_db.session(shop_app) as db:
@@ -45,11 +34,11 @@ def test_a_called_number_reaches_the_wallet_inbox(
     assert sign_in(phone, sandbox_wallet, "alice").status_code == 303
     page = get(phone, f"/plaza/queues/{venue.id}")
     taken = post(phone, f"/plaza/queues/{venue.id}/take/{queue}",
-                 {"csrf_token": token(page), "notify": "on"})  # fmt: skip
+                 {"csrf_token": csrf(page), "notify": "on"})  # fmt: skip
     assert taken.status_code == 303
     page = signed_in.get(f"/dashboard/queues/{venue.id}/{queue}?counter=4")
     called = signed_in.post(f"/dashboard/queues/{venue.id}/{queue}/next",
-                            data={"csrf_token": token(page), "counter": "4"})  # fmt: skip
+                            data={"csrf_token": csrf(page), "counter": "4"})  # fmt: skip
     assert called.status_code == 303
     assert worker.run_once(shop_app) == 1
     assert worker.run_once(shop_app) == 0  # sent is sent

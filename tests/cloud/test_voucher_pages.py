@@ -17,36 +17,19 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.models import Venue
 from cloud.o2o import voucher_codes
-from cloud.o2o.shoppers import find_or_create
 from cloud.o2o.voucher_models import Voucher, VoucherTemplate
 from lab.pki import LabCA
 from lab.wallet import app as wallet_app
 from plaza import signing
 from tests.cloud.dashboard_helpers import sign_in as merchant_sign_in
-from tests.cloud.o2o_helpers import CLOUD
+from tests.cloud.o2o_helpers import CLOUD, as_shopper, csrf
 from tests.conftest import FakeClock
 from tests.wallet_harness import Browser
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def token(page: Any) -> str:
-    match = CSRF.search(page.get_data(as_text=True))
-    assert match, page.get_data(as_text=True)[:500]
-    return match.group(1)
-
-
-def as_shopper(app: Flask, client: FlaskClient, clock: FakeClock, user: str = "alice") -> str:
-    with cloud_db.session(app) as db:
-        shopper = find_or_create(db, "oidc", user, user.title(), clock())
-    with client.session_transaction("/plaza/") as session:
-        session["shopper_id"], session["shopper_since"] = shopper.id, clock()
-    return shopper.id
 
 
 def new_template(client: FlaskClient, venue_id: str, **fields: str) -> Any:
     page = client.get(f"/dashboard/vouchers/{venue_id}")
-    form = {"csrf_token": token(page), "title": "10 off", "kind": "amount", "amount_off": "10",
+    form = {"csrf_token": csrf(page), "title": "10 off", "kind": "amount", "amount_off": "10",
             "min_spend": "30", "budget": "2", "per_user_limit": "1", "valid_days": "7"}  # fmt: skip
     form.update(fields)
     return client.post(f"/dashboard/vouchers/{venue_id}/new", data=form)
@@ -55,7 +38,7 @@ def new_template(client: FlaskClient, venue_id: str, **fields: str) -> Any:
 def act(client: FlaskClient, venue_id: str, template_id: str, action: str) -> Any:
     page = client.get(f"/dashboard/vouchers/{venue_id}")
     return client.post(f"/dashboard/vouchers/{venue_id}/{template_id}/{action}",
-                       data={"csrf_token": token(page)})  # fmt: skip
+                       data={"csrf_token": csrf(page)})  # fmt: skip
 
 
 def only_template(app: Flask) -> str:
@@ -82,7 +65,7 @@ def claim(client: FlaskClient, venue_id: str, template_id: str) -> Any:
     assert page.status_code == 200, page.status_code
     key = re.search(r'name="idempotency_key" value="([^"]+)"', page.get_data(as_text=True))
     assert key
-    form = {"csrf_token": token(page), "idempotency_key": key.group(1)}
+    form = {"csrf_token": csrf(page), "idempotency_key": key.group(1)}
     return client.post(f"/plaza/vouchers/claim/{template_id}", data=form), form
 
 
@@ -95,7 +78,7 @@ def counter_url(app: Flask, venue_id: str) -> str:
 
 def counter(client: FlaskClient, url: str, code: str, action: str, amount: str = "") -> Any:
     page = client.get(url)
-    return client.post(url, data={"csrf_token": token(page), "code": code, "action": action,
+    return client.post(url, data={"csrf_token": csrf(page), "code": code, "action": action,
                                   "amount": amount})  # fmt: skip
 
 
@@ -188,7 +171,7 @@ def test_merchants_cannot_touch_each_others_templates(
     assert client.get(f"/dashboard/vouchers/{venue.id}").status_code == 404
     page = client.get(f"/dashboard/vouchers/{theirs.id}")
     assert page.status_code == 200
-    form = {"csrf_token": token(page)}
+    form = {"csrf_token": csrf(page)}
     for path in (f"/dashboard/vouchers/{venue.id}/{offer}/pause",  # not their venue
                  f"/dashboard/vouchers/{theirs.id}/{offer}/pause",  # not their template
                  f"/dashboard/vouchers/{venue.id}/new"):  # fmt: skip
