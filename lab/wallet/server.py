@@ -19,14 +19,17 @@ import argparse
 import datetime as dt
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from cheroot import wsgi
 from flask import Flask, Response, jsonify
 
 from lab.wallet import alipay, messages, oidc, passes, trade
 from lab.wallet.settings import WalletSettings, load_settings, settings_from_dict
+from plaza import tls
 
 
 def create_app(
@@ -59,6 +62,23 @@ def create_app(
     return app
 
 
+# Served like the portal (portal/cli.py): cheroot, HTTP/1.1 keep-alive, TLS handshakes in the
+# worker threads. werkzeug's server closed every connection, so each login cost the wallet four
+# handshakes (two from the phone, the token and userinfo calls from the portal) and the portal
+# two of its own; a browser and the portal's pooled back-channel reuse a connection instead.
+THREADS = 16
+ACCEPT_BACKLOG = 1024  # a storm of phones connects at once (bench/join_storm.py)
+KEEP_ALIVE_LIMIT = 1000  # cheroot's default of 10 would close the 11th phone's connection
+
+
+def build_server(host: str, port: int, app: Flask, cert: str, key: str) -> wsgi.Server:
+    """The wallet's HTTPS listener on (host, port); call prepare() then serve()."""
+    server = wsgi.Server((host, port), app, numthreads=THREADS, request_queue_size=ACCEPT_BACKLOG)
+    server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
+    server.ssl_adapter = tls.server_adapter(cert, key)
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the Plaza lab's sandbox wallet (HTTPS)")
     parser.add_argument("--settings", required=True, help="settings JSON from lab.wallet.keys")
@@ -69,17 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True, help="its private key (PEM)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="wallet: %(message)s")
-    import threading
-
-    from lab.wallet.https import make_server
-
     app = create_app(load_settings(args.settings))
     servers = []
     for listen in args.listen:
         host, _, port = listen.rpartition(":")
-        servers.append(make_server(host.strip("[]"), int(port), app, args.cert, args.key))
+        servers.append(build_server(host.strip("[]"), int(port), app, args.cert, args.key))
+        servers[-1].prepare()
         logging.info("serving %s on https://%s", app.config["WALLET_SETTINGS"].issuer, listen)
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    threads = [threading.Thread(target=s.serve, daemon=True) for s in servers]
     for thread in threads:
         thread.start()
     try:
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         for server in servers:
-            server.server_close()
+            server.stop()
     return 0
 
 

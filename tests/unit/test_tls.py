@@ -3,6 +3,7 @@ own ssl client: CBC suites and TLS 1.1 are refused, AES-GCM and TLS 1.3 work."""
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -92,3 +93,34 @@ def test_tls11_is_refused(port: int, pki: tuple[Path, ...]) -> None:
 
 def test_tls13_as_is(port: int, pki: tuple[Path, ...]) -> None:
     assert handshake(port, pki[0], version=ssl.TLSVersion.TLSv1_3).startswith("TLS_")
+
+
+def test_a_stalled_client_does_not_hold_the_listener(port: int, pki: tuple[Path, ...]) -> None:
+    """A client that connects and says nothing holds one worker, not the accept loop: another
+    phone's handshake completes meanwhile (cheroot's own adapter shook hands in accept())."""
+    with create_connection(("127.0.0.1", port), timeout=5):
+        assert handshake(port, pki[0], version=ssl.TLSVersion.TLSv1_3).startswith("TLS_")
+
+
+def test_plain_http_to_the_tls_port_is_told_so(port: int) -> None:
+    with create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: portal.plaza.test\r\n\r\n")
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"HTTPS" in answer
+
+
+def test_one_tls_connection_serves_several_requests(port: int, pki: tuple[Path, ...]) -> None:
+    """Keep-alive, as a browser uses it for the login's redirect, callback and welcome page:
+    three requests, one handshake."""
+    ctx = ssl.create_default_context(cafile=str(pki[0]))
+    conn = http.client.HTTPSConnection("portal.plaza.test", port, context=ctx, timeout=5)
+    conn.sock = ctx.wrap_socket(
+        create_connection(("127.0.0.1", port), timeout=5), server_hostname="portal.plaza.test"
+    )
+    first = conn.sock
+    for _ in range(3):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"ok")
+    assert conn.sock is first
+    conn.close()
