@@ -17,7 +17,6 @@ test_transit_rider.py) walks too, on loopback.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ Say = Callable[[str, str], None]
 CARD = "/plaza/transit/"
 TOPUP = 2000  # fen: the ¥20 button
 RIDE, TRANSFER = 200, 50  # fen: the lab feed's bus_ride and bus_transfer products
-SHOTS = Path(tempfile.gettempdir()) / "plaza-demo"  # the chapter's screenshots, kept after down
+SHOTS = Path("/var/tmp/plaza-demo/transit")  # the chapter's screenshots, kept after down
 BUSES = (("b1", "bus 1", "s_plaza"), ("b2", "bus 2", "s_station"))  # route, label, stop
 
 
