@@ -60,9 +60,10 @@ class KeptAlive(HTTPAdapter):
     one of these, and its sessions borrow it: the context is made once, with the same trust
     anchors and urllib3's defaults as before; urllib3's pool is thread-safe and keeps up to
     POOL_SIZE idle connections per host, so a wallet that allows keep-alive costs one TLS
-    handshake per connection rather than per request (the lab's sandbox wallet closes every
-    connection). No retries, as before: a token request is never sent twice. A session that
-    borrowed it closes without closing the pool (the provider lives as long as the portal).
+    handshake per connection rather than per request (the lab's sandbox wallet does since
+    2026-12-07: tests/unit/test_wallet_server.py). No retries, as before: a token request is
+    never sent twice. A session that borrowed it closes without closing the pool (the provider
+    lives as long as the portal).
     """
 
     def __init__(self, ca_file: str) -> None:
