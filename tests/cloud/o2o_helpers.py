@@ -25,7 +25,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import db as cloud_db
-from cloud.o2o import ledger
+from cloud.o2o import booking, ledger
+from cloud.o2o.booking_models import Booking
 from cloud.o2o.shoppers import find_or_create
 from lab.pki import LabCA
 from lab.wallet import app as wallet_app
@@ -33,6 +34,7 @@ from lab.wallet.https import make_server
 from lab.wallet.keys import provision
 from lab.wallet.server import create_app as wallet_server
 from plaza.wallet import rsa2
+from tests.conftest import FakeClock
 from tests.wallet_harness import Answer, Browser
 
 CLOUD = "https://cloud.plaza.test"  # the cloud's public origin (PUBLIC_URL) in these tests
@@ -188,6 +190,53 @@ def start_payment(
     """The pay form filled and sent: a 303 to the wallet's cashier URL when it worked."""
     data = {**pay_form(client, venue_id), "amount": amount, "subject": subject, **over}
     return post(client, f"/plaza/v/{venue_id}/pay", data)
+
+
+def booking_row(app: Flask, booking_id: str) -> Booking:
+    """The booking as the database holds it (no page, no sweep in between)."""
+    with cloud_db.session(app) as db:
+        found = db.get(Booking, booking_id)
+        assert found is not None
+        return found
+
+
+def pay_deposit(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> dict[str, str]:
+    """The booking's deposit paid at the cashier and its notify delivered (the shopper's
+    browser is not sent back to the cloud: only the notify arrives); the notify."""
+    start = press(client, booking_id, "deposit")
+    assert start.status_code == 303 and start.location.startswith(wallet.url), start.location
+    back = approve_payment(wallet, start.location)
+    assert back.status == 302
+    assert back.location.startswith(f"{CLOUD}/plaza/bookings/{booking_id}?out_trade_no=")
+    (notify,) = wallet.take_notifies()
+    assert deliver(client, notify).get_data(as_text=True) == "success"
+    return notify
+
+
+def hold_runs_out_at_the_cashier(client: FlaskClient, wallet: SandboxWallet, venue_id: str,
+                                 slot_id: str, clock: FakeClock) -> tuple[str, Any]:  # fmt: skip
+    """Alice signs in, holds `slot_id` and goes to pay its deposit, then dawdles at the
+    cashier until her hold (10 minutes) has run out. Her booking's id and the cashier answer
+    (its `location` is the payment's page at the wallet)."""
+    assert sign_in(client, wallet).status_code == 303
+    booking_id = hold(client, venue_id, slot_id).location.rsplit("/", 1)[1]
+    start = press(client, booking_id, "deposit")
+    clock.advance(11 * 60)
+    return booking_id, start
+
+
+def paid_after_the_seat_went(app: Flask, client: FlaskClient, wallet: SandboxWallet,
+                             venue_id: str, slot_id: str, clock: FakeClock) -> str:  # fmt: skip
+    """Alice's hold runs out at the cashier, Bob takes the one seat, then Alice pays and the
+    wallet's notify is delivered (answered `success`: the money is in). Alice's booking id."""
+    booking_id, start = hold_runs_out_at_the_cashier(client, wallet, venue_id, slot_id, clock)
+    with cloud_db.session(app) as db:
+        bob = find_or_create(db, "oidc", "bob-sub", "Bob", clock())
+        booking.hold(db, slot_id, bob.id, clock())  # and bob takes the seat
+    assert approve_payment(wallet, start.location).status == 302
+    (notify,) = wallet.take_notifies()
+    assert deliver(client, notify).get_data(as_text=True) == "success"
+    return booking_id
 
 
 def approve_payment(wallet: SandboxWallet, pay_url: str, user: str = "alice") -> Answer:

@@ -19,18 +19,19 @@ from cloud import db as cloud_db
 from cloud.accounts import create_merchant, create_venue
 from cloud.models import Venue
 from cloud.o2o import booking, booking_jobs, ledger, settings
-from cloud.o2o.booking_models import Booking, BookingResource, BookingSlot
+from cloud.o2o.booking_models import BookingResource, BookingSlot
 from cloud.o2o.payments import Payment
 from cloud.o2o.shoppers import find_or_create
 from tests.cloud.dashboard_helpers import sign_in as merchant_sign_in
 from tests.cloud.o2o_helpers import (
     CLOUD,
     SandboxWallet,
-    approve_payment,
+    booking_row,
     csrf,
-    deliver,
     get,
     hold,
+    paid_after_the_seat_went,
+    pay_deposit,
     post,
     press,
     sign_in,
@@ -68,25 +69,6 @@ def slots(shop_app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock) 
         return list(db.scalars(query.order_by(BookingSlot.starts_at)))  # the ones still ahead
 
 
-def pay_deposit(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> str:
-    """The deposit paid at the cashier and its notify delivered; the payment's id."""
-    start = press(client, booking_id, "deposit")
-    assert start.status_code == 303 and start.location.startswith(wallet.url), start.location
-    back = approve_payment(wallet, start.location)
-    assert back.status == 302
-    assert back.location.startswith(f"{CLOUD}/plaza/bookings/{booking_id}?out_trade_no=")
-    (notify,) = wallet.take_notifies()
-    assert deliver(client, notify).get_data(as_text=True) == "success"
-    return notify["out_trade_no"]
-
-
-def row(app: Flask, booking_id: str) -> Booking:
-    with cloud_db.session(app) as db:
-        found = db.get(Booking, booking_id)
-        assert found is not None
-        return found
-
-
 def test_deposit_ics_and_a_free_cancellation_refunded(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     slots: list[str], clock: FakeClock,
@@ -100,10 +82,10 @@ def test_deposit_ics_and_a_free_cancellation_refunded(
     refused = press(client, booking_id, "confirm")  # no deposit, no confirmation
     assert refused.status_code == 409 and "pay the deposit" in refused.get_data(as_text=True)
 
-    payment_id = pay_deposit(client, sandbox_wallet, booking_id)
+    payment_id = pay_deposit(client, sandbox_wallet, booking_id)["out_trade_no"]
     shown = get(client, f"/plaza/bookings/{booking_id}")  # the wallet's return: in step
     assert 'id="state">Confirmed' in shown.get_data(as_text=True)
-    assert row(shop_app, booking_id).payment_id == payment_id
+    assert booking_row(shop_app, booking_id).payment_id == payment_id
 
     ics = get(client, f"/plaza/bookings/{booking_id}.ics")
     assert ics.status_code == 200 and ics.mimetype == "text/calendar"
@@ -117,7 +99,7 @@ def test_deposit_ics_and_a_free_cancellation_refunded(
 
     cancelled = press(client, booking_id, "cancel")
     assert cancelled.status_code == 303
-    found = row(shop_app, booking_id)
+    found = booking_row(shop_app, booking_id)
     assert (found.state, found.reason) == ("CANCELLED", "cancelled_free")
     with cloud_db.session(shop_app) as db:
         payment = db.get(Payment, payment_id)
@@ -143,24 +125,15 @@ def test_refusals_on_the_pages(
     page = get(client, "/plaza/bookings")
     assert post(client, f"/plaza/bookings/{bobs.id}/cancel",
                 {"csrf_token": csrf(page)}).status_code == 404  # fmt: skip
-    assert row(shop_app, bobs.id).state == "HELD"
+    assert booking_row(shop_app, bobs.id).state == "HELD"
 
 
 def test_a_deposit_paid_after_the_seat_went_to_another_is_refunded(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     slots: list[str], clock: FakeClock,
 ):  # fmt: skip
-    assert sign_in(client, sandbox_wallet).status_code == 303
-    booking_id = hold(client, venue.id, slots[4]).location.rsplit("/", 1)[1]
-    start = press(client, booking_id, "deposit")
-    clock.advance(11 * 60)  # alice dawdles at the cashier; her hold runs out
-    with cloud_db.session(shop_app) as db:
-        bob = find_or_create(db, "oidc", "bob-sub", "Bob", clock())
-        booking.hold(db, slots[4], bob.id, clock())  # and bob takes the seat
-    back = approve_payment(sandbox_wallet, start.location)
-    assert back.status == 302
-    (notify,) = sandbox_wallet.take_notifies()
-    assert deliver(client, notify).get_data(as_text=True) == "success"
+    booking_id = paid_after_the_seat_went(shop_app, client, sandbox_wallet, venue.id, slots[4],
+                                          clock)  # fmt: skip
     with cloud_db.session(shop_app) as db:
         client_ = settings.trade_client(shop_app)
         swept = booking_jobs.sweep(db, clock(), client_, CLOUD)
@@ -168,7 +141,7 @@ def test_a_deposit_paid_after_the_seat_went_to_another_is_refunded(
         assert booking_jobs.sweep(db, clock(), client_, CLOUD).deposits == 0  # once
         payment = db.scalars(select(Payment)).one()
         assert payment.refunded == payment.amount == 5000
-    found = row(shop_app, booking_id)
+    found = booking_row(shop_app, booking_id)
     assert (found.state, found.reason) == ("CANCELLED", "slot_lost")
 
 
@@ -224,11 +197,11 @@ def test_the_staff_check_in_and_close_bookings_on_the_dashboard(
     clock.now = starts - 600
     assert outcome(first.id, "check-in").status_code == 303
     assert outcome(first.id, "completed").status_code == 303
-    assert row(shop_app, first.id).state == "COMPLETED"
-    assert row(shop_app, first.id).checked_in_by == "staff"
+    assert booking_row(shop_app, first.id).state == "COMPLETED"
+    assert booking_row(shop_app, first.id).checked_in_by == "staff"
     clock.now = starts + 2 * HOUR
     assert outcome(second.id, "no-show").status_code == 303
-    assert row(shop_app, second.id).state == "NO_SHOW"
+    assert booking_row(shop_app, second.id).state == "NO_SHOW"
     assert outcome(second.id, "teleported").status_code == 404
 
 

@@ -15,16 +15,18 @@ from sqlalchemy import select
 from cloud import db as cloud_db
 from cloud.models import Venue
 from cloud.o2o import booking, booking_jobs, booking_slots, payments, settings
-from cloud.o2o.booking_models import Booking, BookingSlot
+from cloud.o2o.booking_models import BookingSlot
 from cloud.o2o.payments import Payment
-from cloud.o2o.shoppers import find_or_create
 from tests.cloud.o2o_helpers import (
     CLOUD,
     SandboxWallet,
     approve_payment,
+    booking_row,
     deliver,
     hold,
-    press,
+    hold_runs_out_at_the_cashier,
+    paid_after_the_seat_went,
+    pay_deposit,
     sign_in,
 )
 from tests.conftest import FakeClock
@@ -42,23 +44,6 @@ def slots(shop_app: Flask, client: FlaskClient, venue: Venue, clock: FakeClock) 
         return list(db.scalars(query.order_by(BookingSlot.starts_at)))
 
 
-def row(app: Flask, booking_id: str) -> Booking:
-    with cloud_db.session(app) as db:
-        found = db.get(Booking, booking_id)
-        assert found is not None
-        return found
-
-
-def paid_by_notify(client: FlaskClient, wallet: SandboxWallet, booking_id: str) -> dict:
-    """The shopper approves at the cashier and never comes back; only the notify arrives."""
-    start = press(client, booking_id, "deposit")
-    assert start.status_code == 303
-    assert approve_payment(wallet, start.location).status == 302
-    (notify,) = wallet.take_notifies()
-    assert deliver(client, notify).get_data(as_text=True) == "success"
-    return notify
-
-
 def test_the_hook_is_installed():
     assert booking_jobs.on_paid in payments.PAID_HOOKS
 
@@ -69,13 +54,13 @@ def test_the_notify_confirms_the_booking_once(
 ):  # fmt: skip
     assert sign_in(client, sandbox_wallet).status_code == 303
     booking_id = hold(client, venue.id, slots[3]).location.rsplit("/", 1)[1]
-    assert row(shop_app, booking_id).state == "HELD"
-    notify = paid_by_notify(client, sandbox_wallet, booking_id)
-    found = row(shop_app, booking_id)  # straight from the database: no page, no sweep
+    assert booking_row(shop_app, booking_id).state == "HELD"
+    notify = pay_deposit(client, sandbox_wallet, booking_id)
+    found = booking_row(shop_app, booking_id)  # straight from the database: no page, no sweep
     assert (found.state, found.confirmed_at) == ("CONFIRMED", clock())
     clock.advance(30)
     assert deliver(client, notify).get_data(as_text=True) == "success"  # the wallet repeats
-    again = row(shop_app, booking_id)
+    again = booking_row(shop_app, booking_id)
     assert (again.state, again.confirmed_at) == ("CONFIRMED", found.confirmed_at)
 
 
@@ -83,41 +68,31 @@ def test_a_late_deposit_confirms_while_the_seat_is_free(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     slots: list[str], clock: FakeClock,
 ):  # fmt: skip
-    assert sign_in(client, sandbox_wallet).status_code == 303
-    booking_id = hold(client, venue.id, slots[2]).location.rsplit("/", 1)[1]
-    start = press(client, booking_id, "deposit")
-    clock.advance(11 * 60)  # the hold runs out at the cashier
+    booking_id, start = hold_runs_out_at_the_cashier(client, sandbox_wallet, venue.id, slots[2],
+                                                     clock)  # fmt: skip
     with cloud_db.session(shop_app) as db:
         assert booking.release_expired(db, clock()) == 1
         db.commit()
-    assert row(shop_app, booking_id).state == "EXPIRED"
+    assert booking_row(shop_app, booking_id).state == "EXPIRED"
     assert approve_payment(sandbox_wallet, start.location).status == 302
     (notify,) = sandbox_wallet.take_notifies()
     assert deliver(client, notify).get_data(as_text=True) == "success"
-    assert row(shop_app, booking_id).state == "CONFIRMED"
+    assert booking_row(shop_app, booking_id).state == "CONFIRMED"
 
 
 def test_a_lost_seat_is_left_to_the_sweep(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     slots: list[str], clock: FakeClock,
 ):  # fmt: skip
-    assert sign_in(client, sandbox_wallet).status_code == 303
-    booking_id = hold(client, venue.id, slots[4]).location.rsplit("/", 1)[1]
-    start = press(client, booking_id, "deposit")
-    clock.advance(11 * 60)
-    with cloud_db.session(shop_app) as db:
-        bob = find_or_create(db, "oidc", "bob-sub", "Bob", clock())
-        booking.hold(db, slots[4], bob.id, clock())
-    assert approve_payment(sandbox_wallet, start.location).status == 302
-    (notify,) = sandbox_wallet.take_notifies()
-    assert deliver(client, notify).get_data(as_text=True) == "success"
-    assert row(shop_app, booking_id).state == "EXPIRED"  # paid, but no seat: not confirmed
+    booking_id = paid_after_the_seat_went(shop_app, client, sandbox_wallet, venue.id, slots[4],
+                                          clock)  # fmt: skip
+    assert booking_row(shop_app, booking_id).state == "EXPIRED"  # paid, but no seat: not confirmed
     with cloud_db.session(shop_app) as db:
         swept = booking_jobs.sweep(db, clock(), settings.trade_client(shop_app), CLOUD)
         assert swept.deposits == 1
         payment = db.query(Payment).one()
         assert payment.refunded == payment.amount
-    assert (row(shop_app, booking_id).state, row(shop_app, booking_id).reason) == (
+    assert (booking_row(shop_app, booking_id).state, booking_row(shop_app, booking_id).reason) == (
         "CANCELLED",
         "slot_lost",
     )
