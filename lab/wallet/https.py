@@ -4,6 +4,10 @@ werkzeug's own TLS mode shakes hands inside accept(), on the one listening threa
 phone that opens a connection and stalls (a captive client often does) would freeze the wallet
 for everyone. Here accept() returns at once and each connection's thread does its handshake,
 with a deadline.
+
+It closes every connection after one answer (werkzeug's server does). The lab's wallet itself
+(`python -m lab.wallet.server`) is served by cheroot with keep-alive instead (server.py
+`build_server`); this one stays for tests and helpers that bind first and set `.app` after.
 """
 
 from __future__ import annotations
