@@ -51,6 +51,16 @@ def first_slot(app: Flask, doctor: str, after: float) -> str:
         ).one()  # fmt: skip
 
 
+def ready(app: Flask, venue: Venue, clock: FakeClock, client: FlaskClient,
+          wallet: SandboxWallet, doctor: str = "Emergency: Dr Sun",
+          after: float = 0) -> str:  # fmt: skip
+    """The demo hospital seeded, Alice signed in; the first slot of `doctor` after `after` s."""
+    seeded(app, venue, clock())
+    slot_id = first_slot(app, doctor, clock() + after)
+    assert sign_in(client, wallet).status_code == 303
+    return slot_id
+
+
 def book(client: FlaskClient, venue_id: str, slot_id: str, day: str = "") -> Any:
     page = get(client, f"/plaza/hospital/{venue_id}" + (f"?day={day}" if day else ""))
     text = page.get_data(as_text=True)
@@ -75,9 +85,7 @@ def test_book_pay_arrive_called_and_the_report(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     clock: FakeClock,
 ):  # fmt: skip
-    seeded(shop_app, venue, clock())
-    slot_id = first_slot(shop_app, "Emergency: Dr Sun", clock())
-    assert sign_in(client, sandbox_wallet).status_code == 303
+    slot_id = ready(shop_app, venue, clock, client, sandbox_wallet)
     clinics = get(client, f"/plaza/hospital/{venue.id}").get_data(as_text=True)
     assert "Cardiology" in clinics and "Dr Sun" in clinics and "Fee ¥10.00" in clinics
 
@@ -135,10 +143,10 @@ def test_a_slot_just_taken_is_refused(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     clock: FakeClock,
 ):  # fmt: skip
-    seeded(shop_app, venue, clock())
-    slot_id = first_slot(shop_app, "General Practice: Dr Zhao", clock())  # no fee
+    slot_id = ready(
+        shop_app, venue, clock, client, sandbox_wallet, "General Practice: Dr Zhao"
+    )  # no fee
     other = shop_app.test_client()
-    assert sign_in(client, sandbox_wallet).status_code == 303
     assert sign_in(other, sandbox_wallet, "bob").status_code == 303
     day = re.search(r"\d{4}-\d\d-\d\d", _local(shop_app, slot_id))
     assert day
@@ -170,9 +178,9 @@ def test_arriving_outside_the_window_says_when(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     clock: FakeClock,
 ):  # fmt: skip
-    seeded(shop_app, venue, clock())
-    slot_id = first_slot(shop_app, "General Practice: Dr Zhao", clock() + 86400)  # tomorrow
-    assert sign_in(client, sandbox_wallet).status_code == 303
+    slot_id = ready(
+        shop_app, venue, clock, client, sandbox_wallet, "General Practice: Dr Zhao", after=86400
+    )  # tomorrow
     day = re.search(r"\d{4}-\d\d-\d\d", _local(shop_app, slot_id))
     assert day
     made = book(client, venue.id, slot_id, day.group(0))
@@ -195,9 +203,7 @@ def test_forms_without_the_csrf_token_are_refused(
     shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet, venue: Venue,
     clock: FakeClock,
 ):  # fmt: skip
-    seeded(shop_app, venue, clock())
-    slot_id = first_slot(shop_app, "Emergency: Dr Sun", clock())
-    assert sign_in(client, sandbox_wallet).status_code == 303
+    slot_id = ready(shop_app, venue, clock, client, sandbox_wallet)
     forged = post(client, f"/plaza/hospital/book/{slot_id}", {"idempotency_key": "k" * 16})
     assert forged.status_code == 400
     made = book(client, venue.id, slot_id)
