@@ -36,9 +36,7 @@ from cloud.o2o.booking_models import (
 )
 
 MAX_PDF = 700 * 1024  # the app's body limit is 1 MiB, forms included
-admin = Blueprint("hospital_admin", __name__, url_prefix="/dashboard/hospital")
-admin.before_request(auth.load_merchant)
-admin.after_request(security.add_headers)
+admin = auth.guard(Blueprint("hospital_admin", __name__, url_prefix="/dashboard/hospital"))
 
 
 def report(row: HospitalReport, base: str) -> dict[str, Any]:
