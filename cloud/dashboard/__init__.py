@@ -11,7 +11,7 @@ not exist.
 | `blueprint.py` | the blueprint, its session settings, template globals and headers |
 | `security.py` | cookie flags, CSRF, the `next` check, response headers |
 | `ratelimit.py` | the sign-in throttle (client, client + e-mail, account), before any hash |
-| `auth.py` | sign-in, sign-out, `login_required`, the signed-in merchant |
+| `auth.py` | sign-in, sign-out, `login_required`, the merchant; `guard` for other blueprints |
 | `tenancy.py` | `own_venue`, `owned`: the one place a URL's venue id (or row id) becomes a row |
 | `stats.py` | the SQL aggregates behind every figure |
 | `charts.py` | bar-chart geometry for the SVG templates |
