@@ -16,16 +16,18 @@ test_transit_rider.py) walks too, on loopback.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from lab import cloud as labcloud
 from lab.shopper import ShopperError, check
-from lab.transit_reader import ReaderError, boarding_times, run_in
+from lab.transit_reader import TIMEZONE, ReaderError, boarding_times, run_in
 
 Say = Callable[[str, str], None]
 CARD = "/plaza/transit/"
@@ -38,11 +40,11 @@ BUSES = (("b1", "bus 1", "s_plaza"), ("b2", "bus 2", "s_station"))  # route, lab
 @dataclass(frozen=True)
 class CardView:
     """What the rider's card page shows: balance (fen), the QR's payload, the trips (route,
-    stop, fare text, state) newest first."""
+    stop, time of day, fare text, state) newest first."""
 
     balance: int
     qr: str
-    trips: list[tuple[str, str, str, str]]
+    trips: list[tuple[str, str, str, str, str]]
 
 
 def wallet_approve(page: Any, user: str, pin: str) -> None:
@@ -88,8 +90,9 @@ def card(page: Any) -> CardView:
     for item in page.locator("li[data-seq]").all():
         route, _, rest = item.inner_text().partition("·")
         stop = rest.split()[0] if rest.split() else ""
-        fare = item.locator(".amount").inner_text().strip()
-        trips.append((route.strip(), stop, fare, item.locator(".state").inner_text().strip()))
+        when, fare, state = (item.locator(f".{part}").inner_text().strip()
+                             for part in ("when", "amount", "state"))  # fmt: skip
+        trips.append((route.strip(), stop, when, fare, state))
     qr = (page.text_content("#qr-text") or "").strip()
     check(page.locator(".qr svg").count() == 1, "the card page shows no QR")
     return CardView(int(balance or 0), qr, trips)
@@ -227,7 +230,7 @@ def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -
     say(
         "Two buses 18 minutes apart: each reader reads the QR and uploads a signed batch",
         f"the page's QR payload ({paid.qr[:16]}..., checked offline with the cloud's key and "
-        f"the deny-list) -> bus 1 at {_clock(first)} at Plaza, bus 2 at {_clock(second)} at "
+        f"the deny-list) -> bus 1 at {clock(first)} at Plaza, bus 2 at {clock(second)} at "
         f"Station (tap times are the taps' own); uploads stored {stored}, charged on upload "
         f"{[a.get('fen') for a in answers]} fen; the charge pass after: {charged}; matched",
     )
@@ -236,10 +239,8 @@ def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -
     check((replay["stored"], replay["duplicates"]) == (0, 1), f"a replayed batch: {replay}")
     page.reload()
     rode = card(page)
-    want = [
-        ("b2", "s_station", yuan(TRANSFER), "Charged"),
-        ("b1", "s_plaza", yuan(RIDE), "Charged"),
-    ]
+    want = [("b2", "s_station", clock(second), yuan(TRANSFER), "Charged"),
+            ("b1", "s_plaza", clock(first), yuan(RIDE), "Charged")]  # fmt: skip
     check(rode.trips == want, f"the trips read {rode.trips}, expected {want}")
     left = TOPUP - RIDE - TRANSFER
     check(rode.balance == left, f"the balance reads {yuan(rode.balance)}, expected {yuan(left)}")
@@ -254,10 +255,6 @@ def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -
     )
 
 
-def _clock(at: float) -> str:
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
-    from lab.transit_reader import TIMEZONE
-
+def clock(at: float) -> str:
+    """A tap's time of day as the rider's page shows it (the feed's zone)."""
     return dt.datetime.fromtimestamp(at, ZoneInfo(TIMEZONE)).strftime("%H:%M")

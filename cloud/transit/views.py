@@ -110,23 +110,28 @@ def _page(card: TransitCard | None, error: str | None = None, status: int = 200,
     db, t = get_db(), now()
     context: dict[str, object] = {"card": card, "error": error, "notice": notice}
     if card is not None:
-        key = current_app.config["CLOUD_KEY"]
+        key, trips, zone = current_app.config["CLOUD_KEY"], taps.history(db, [card.id]), _zone(db)
         code = cards.qr_text(key, card.id, t)
         context.update(
             balance=cards.balance(db, card.id),
             qr=segno.make(code, error="m").svg_inline(scale=4, omitsize=False),
             qr_text=code,
-            qr_until=_local(db, t + cards.QR_SECONDS),
-            trips=taps.history(db, [card.id]),
+            qr_until=_clock(t + cards.QR_SECONDS, zone, "%Y-%m-%d %H:%M"),
+            trips=trips,
+            when={trip.id: _clock(trip.tapped_at, zone) for trip in trips},  # the agency's zone
             form_key=secrets.token_urlsafe(18),
         )
     return render_template("transit/card.html", **context), status
 
 
-def _local(db: Session, at: float) -> str:
+def _clock(at: float, zone: ZoneInfo, form: str = "%H:%M") -> str:
+    return dt.datetime.fromtimestamp(at, zone).strftime(form)
+
+
+def _zone(db: Session) -> ZoneInfo:
+    """The agency's time zone (the feed in force's), in which riders read times."""
     feed = cards.current_feed(db)
-    zone = ZoneInfo(cards.engine_for(feed).feed.timezone if feed else DEFAULT_TIMEZONE)
-    return dt.datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M")
+    return ZoneInfo(cards.engine_for(feed).feed.timezone if feed else DEFAULT_TIMEZONE)
 
 
 @bp.get("/")

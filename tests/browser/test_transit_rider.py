@@ -108,8 +108,8 @@ def test_the_riders_transit_path_in_chromium(agency: ShopCloud, browser: Any, tm
     page.reload()
     rode = rider.card(page)
     assert rode.trips == [
-        ("b2", "s_station", "¥0.50", "Charged"),
-        ("b1", "s_plaza", "¥2.00", "Charged"),
+        ("b2", "s_station", rider.clock(second), "¥0.50", "Charged"),
+        ("b1", "s_plaza", rider.clock(first), "¥2.00", "Charged"),
     ]
     assert rode.balance == 2000 - 200 - 50
     assert "¥17.50" in page.inner_text("main")
