@@ -145,10 +145,13 @@ def walk(patient: PhoneBrowser, base: str, venue_id: str, merchant: tuple[str, s
     seen["number"], waiting = text_of(page, "#number"), text_of(page, "#queue-state")
     check(seen["number"].startswith("E") and ("ahead of you" in waiting or waiting ==
           "You are next"), f"arrival: {_seen(page)}")  # fmt: skip
+    with step(page, "follow the number"):
+        page.click("#follow")  # the page refreshes itself from here on
+        page.wait_for_selector("meta[http-equiv=refresh]", state="attached")
     shot = patient.snap("hospital-05-number")
     say("On the day she taps \"I have arrived\"",
-        f"checked in, the {CLINIC} queue's number {seen['number']}: {waiting!r}; matched "
-        f"({shot})")  # fmt: skip
+        f"checked in, the {CLINIC} queue's number {seen['number']}: {waiting!r}; she asks the "
+        f"page to refresh itself; matched ({shot})")  # fmt: skip
 
     browser = page.context.browser
     desk = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -204,12 +207,15 @@ def call_and_report(clinician: Any, base: str, venue_id: str, merchant: tuple[st
         clinician.goto(clinician.url.split("?")[0] + f"?counter={ROOM}")
         with clinician.expect_navigation():
             clinician.click("#call-next")
-        page.reload()
+        page.wait_for_function(  # no reload: the patient's page refreshes itself
+            "() => /room/.test(document.querySelector('#queue-state').innerText)",
+            timeout=40000)  # fmt: skip
     called = text_of(page, "#queue-state")
     check(called == f"Called: please go to room {ROOM}", f"not called: {_seen(page)}")
     shot = patient.snap("hospital-06-called")
     say(f"The clinician calls the next patient from room {ROOM}",
-        f"the dashboard's {CLINIC} queue, window {ROOM}: Call next; her page: {called!r}; "
+        f"the dashboard's {CLINIC} queue, window {ROOM}: Call next; her page, refreshing "
+        f"itself: {called!r}; "
         f"matched ({shot})")  # fmt: skip
 
     pdf = tiny_pdf(f"{REPORT_TITLE}: no abnormality seen.")

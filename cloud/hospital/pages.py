@@ -2,7 +2,7 @@
 
 In the shop's cookie, CSP, languages and forms (cloud/o2o/shop.py): the patient is the
 wallet-signed-in shopper, every POST carries the CSRF token, no script (the pages that
-follow a queue number refresh themselves). They call what the FHIR API calls (visits.py,
+follow a queue number refresh themselves when asked to). They call what the FHIR API calls (visits.py,
 arrival.py, the booking and queue cores), so an appointment booked here is the FHIR
 Appointment and the reverse:
 
@@ -11,7 +11,8 @@ Appointment and the reverse:
   (booking_views.cashier_url), which sends the patient back to the appointment.
 - `/appointments`, `/appointments/<id>`: status, pay, cancel (the booking's rules), "I have
   arrived" (arrival.arrive, as FHIR's `status=arrived`: checked in, a clinic number), then
-  the number with "N ahead of you" or the room it is called to.
+  the number with "N ahead of you" or the room it is called to (the page refreshes itself
+  only when the patient asks: `?follow=1`, WCAG 2.2.1's "timing adjustable").
 - `/reports`, `/reports/<id>.pdf`: the patient's own reports. Another patient's appointment
   or report is a 404 here, as if it did not exist (the shop's rule; FHIR says 403).
 """
@@ -170,7 +171,8 @@ def _page(found: Booking, error: str | None = None, status: int = 200) -> Respon
         venue=db.get(Venue, found.venue_id), ticket=ticket, error=error, reports=reports,
         stand=queues.standing(db, ticket, now()) if ticket is not None else None,
         held_until=booking_jobs.local_at(found.hold_expires_at, resource.tz)[-5:],
-        refresh=FOLLOW_REFRESH,
+        refresh=FOLLOW_REFRESH, follow=ticket is not None and ticket.state in ("WAITING", "CALLED")
+        and request.args.get("follow") == "1",
     ), status  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """What the browser tests share: headless Chromium (Debian's, driven by Playwright), where
-screenshots go, and the merchant dashboard served by cheroot on 127.0.0.1 with a day of usage
-seeded around the real clock, so a page shows what a merchant would see.
+screenshots go, axe-core's audit of a loaded page, and the merchant dashboard served by
+cheroot on 127.0.0.1 with a day of usage seeded around the real clock, so a page shows what
+a merchant would see.
 
 Here rather than in a test module, so the dashboard, accessibility and push tests share them
 without importing each other (tests/unit/test_test_modules.py).
@@ -32,6 +33,25 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]  # fmt: skip
 EMAIL, PASSWORD = "owner@cafe.example", "flat white please"
+AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def audit(page: Any, name: str) -> list[str]:
+    """Run axe on the loaded page; print what it finds and return the serious or critical."""
+    assert AXE.exists(), f"{AXE} missing: run `make test` (npm install axe-core)"
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("rules => axe.run(document, {runOnly: rules})", RULES)
+    bad = []
+    for v in result["violations"]:
+        targets = [" ".join(n["target"]) for n in v["nodes"]][:4]
+        line = f"{name}: {v['impact']} {v['id']}: {v['help']} at {targets}"
+        print(line)
+        if v["impact"] in ("serious", "critical"):
+            bad.append(line)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"a11y-{name}.png"), full_page=True)
+    return bad
 
 
 def seed_day(app: Flask, router: Router, now: float) -> int:

@@ -25,32 +25,12 @@ from cheroot import wsgi
 from flask import Flask, render_template
 
 from gateway.config import OfferConfig
-from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD
-from tests.conftest import ROOT
+from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD, audit
 from tests.fakes.control import FakeControl
 from tests.portal_helpers import OFFERS, PHONE, PORTAL, make_app
 
-AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
-RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 PORTAL_HOST = PORTAL.split("/")[2]
-
-
-def audit(page: Any, name: str) -> list[str]:
-    """Run axe on the loaded page; print what it finds and return the serious or critical."""
-    assert AXE.exists(), f"{AXE} missing: run `make test` (npm install axe-core)"
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("rules => axe.run(document, {runOnly: rules})", RULES)
-    bad = []
-    for v in result["violations"]:
-        targets = [" ".join(n["target"]) for n in v["nodes"]][:4]
-        line = f"{name}: {v['impact']} {v['id']}: {v['help']} at {targets}"
-        print(line)
-        if v["impact"] in ("serious", "critical"):
-            bad.append(line)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"a11y-{name}.png"), full_page=True)
-    return bad
 
 
 def readme_shot(page: Any, name: str) -> None:

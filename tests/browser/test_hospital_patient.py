@@ -27,7 +27,7 @@ from cloud.hospital import seed
 from cloud.hospital.models import HospitalReport
 from lab import demo_hospital
 from lab.browser import phone_browser
-from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD
+from tests.browser.conftest import ARTIFACTS, EMAIL, PASSWORD, audit
 from tests.browser.shop_cloud import ShopCloud, serve_shop_cloud
 
 
@@ -62,6 +62,23 @@ def test_the_patients_hospital_path_in_chromium(hospital: ShopCloud) -> None:
         page.goto(f"{hospital.base}/plaza/hospital/reports")
         assert "我的报告" in page.inner_text("h1") and "下载 PDF" in page.inner_text("main")
         assert violations == []
+
+        # axe (WCAG 2.1 A/AA) on the patient's pages, as the signed-in patient; axe is injected
+        # by Playwright, which the CSP would block, so only this context bypasses it
+        audited = page.context.browser.new_context(
+            viewport={"width": 390, "height": 844}, bypass_csp=True,
+            storage_state=page.context.storage_state())  # fmt: skip
+        bad = []
+        for name, path in (("clinics", f"/plaza/hospital/{hospital.venue_id}"),
+                           ("appointment", seen["appointment"].removeprefix(hospital.base)),
+                           ("appointments", "/plaza/hospital/appointments"),
+                           ("reports", "/plaza/hospital/reports")):  # fmt: skip
+            axe_page = audited.new_page()
+            axe_page.goto(hospital.base + path)
+            bad += audit(axe_page, f"hospital-{name}")
+            axe_page.close()
+        audited.close()
+        assert bad == []
 
     # The report stored (and downloaded: the walk compared the bytes) is a well-formed PDF:
     # every object where the cross-reference table says, the text the clinician wrote
