@@ -15,11 +15,21 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """The FHIR API's blueprint (its own error handlers: every error an OperationOutcome)."""
-    # reports adds its routes to fhir_api.bp: imported before the blueprint is registered
-    from cloud.hospital import arrival, fhir_api, pages, patients, reports
+    # reports and fhir_appointments add their routes to fhir_api.bp: imported before the
+    # blueprint is registered
+    from cloud.hospital import (
+        arrival,
+        clinicians,
+        fhir_api,
+        fhir_appointments,  # noqa: F401  (its routes)
+        pages,
+        patients,
+        reports,
+    )
 
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(patients.bp)
     app.register_blueprint(pages.bp)  # the patient's pages, in the shop's cookie
     app.register_blueprint(reports.admin)
+    app.register_blueprint(clinicians.bp)  # the clinician's FHIR token, in the dashboard's
     arrival.init_app()

@@ -8,11 +8,13 @@ A patient sees only their own Patient, Appointments and Encounters: another pati
 missing one 404, nobody signed in 401. Schedules, Slots and the CapabilityStatement are
 public (a hospital's free times are what it advertises).
 
-Appointment create books a free slot (booking.hold); without a fee it is `booked` at once,
-with one it is `pending` and carries the payment page (the shop's booking page, which pays
-the fee through the wallet; the notify confirms it: booking_jobs.on_paid). An update may
-only change the status: `cancelled` (the booking's cancellation rules; a paid fee is refunded
-before the cut-off) or `arrived` (check-in and a clinic queue number, arrival.py).
+Appointments live in fhir_appointments.py (routes on this blueprint), where a clinician's
+token (clinicians.py) also reads and searches their own hospital's. Appointment create
+books a free slot (booking.hold); without a fee it is `booked` at once, with one it is
+`pending` and carries the payment page (the shop's booking page, which pays the fee through
+the wallet; the notify confirms it: booking_jobs.on_paid). An update may only change the
+status: `cancelled` (the booking's cancellation rules; a paid fee is refunded before the
+cut-off) or `arrived` (check-in and a clinic queue number, arrival.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import datetime as dt
 import zoneinfo
 from typing import Any
 
-from flask import Blueprint, Response, current_app, json, request
+from flask import Blueprint, Response, json, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
@@ -192,9 +194,10 @@ def read_slot(slot_id: str) -> Response:
 PREFIXES = ("eq", "ge", "gt", "le", "lt")
 
 
-def _date_range(value: str, tz: zoneinfo.ZoneInfo) -> tuple[str, float, float]:
-    """A `start` value: prefix, and the instants it covers [low, high). A date alone is that
-    day on the schedule's clock; a dateTime needs its offset (or Z)."""
+def _date_range(value: str, tz: zoneinfo.ZoneInfo, name: str = "start") -> tuple[str, float, float]:
+    """A date parameter's value (`name`: Slot's `start`, Appointment's `date`): prefix, and
+    the instants it covers [low, high). A date alone is that day on the schedule's clock; a
+    dateTime needs its offset (or Z)."""
     prefix = value[:2] if value[:2] in PREFIXES else "eq"
     text = value[2:] if value[:2] in PREFIXES else value
     try:
@@ -205,9 +208,9 @@ def _date_range(value: str, tz: zoneinfo.ZoneInfo) -> tuple[str, float, float]:
             return prefix, low.timestamp(), high.timestamp()
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise FhirError(400, "invalid", f"start: {value[:40]!r} is not a FHIR date") from None
+        raise FhirError(400, "invalid", f"{name}: {value[:40]!r} is not a FHIR date") from None
     if moment.tzinfo is None:
-        raise FhirError(400, "invalid", "start: a dateTime needs its time zone (Z or +hh:mm)")
+        raise FhirError(400, "invalid", f"{name}: a dateTime needs its time zone (Z or +hh:mm)")
     return prefix, moment.timestamp(), moment.timestamp() + 1
 
 
@@ -268,17 +271,6 @@ def search_patients() -> Response:
     return _search("Patient", [resources.patient(_patient())])
 
 
-def _pay_url(found: Booking) -> str:
-    return request.host_url.rstrip("/") + f"/plaza/bookings/{found.id}"
-
-
-def _appointment(db: Session, found: Booking) -> dict[str, Any]:
-    row = db.get(BookingSlot, found.slot_id)
-    resource = db.get(BookingResource, found.resource_id)
-    assert row is not None and resource is not None
-    return resources.appointment(found, row, resource, _pay_url(found))
-
-
 def _own(db: Session, booking_id: str) -> Booking:
     me, booking_id = _patient(), resources.pid(booking_id)
     found = visits.appointment(db, booking_id)
@@ -289,33 +281,11 @@ def _own(db: Session, booking_id: str) -> Booking:
     return found
 
 
-@bp.get("/Appointment/<booking_id>")
-def read_appointment(booking_id: str) -> Response:
-    db = get_db()
-    found = _own(db, booking_id)
-    visits.refresh(db, found, now(), visits.trade_client(current_app))  # paid? expired?
-    return fhir(_appointment(db, found))
-
-
 def _patient_param(values: list[str], me: Shopper) -> None:
     if not values:
         raise FhirError(400, "invalid", "search by patient (your own: Patient/<id>)")
     if any(_ref(v, "Patient") != me.id for v in values):
         raise FhirError(403, "forbidden", "only your own appointments")
-
-
-@bp.get("/Appointment")
-def search_appointments() -> Response:
-    params = _params(["patient", "_count"])
-    me = _patient()
-    _patient_param(params.get("patient", []), me)
-    db = get_db()
-    rows = db.scalars(
-        select(Booking).join(BookingResource, BookingResource.id == Booking.resource_id)
-        .where(Booking.shopper_id == me.id, BookingResource.kind == KIND)
-        .order_by(Booking.held_at.desc()).limit(_count(params.get("_count", [])))
-    ).all()  # fmt: skip
-    return _search("Appointment", [_appointment(db, r) for r in rows])
 
 
 def _body(kind: str) -> dict[str, Any]:
@@ -325,70 +295,6 @@ def _body(kind: str) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != kind:
         raise FhirError(400, "invalid", f"the body must be a {kind} resource")
     return body
-
-
-def _slot_of(body: dict[str, Any]) -> str:
-    slots = body.get("slot")
-    if not isinstance(slots, list) or len(slots) != 1 or not isinstance(slots[0], dict):
-        raise FhirError(400, "required", "an Appointment books exactly one slot")
-    return _ref(str(slots[0].get("reference", "")), "Slot")
-
-
-def _check_participants(body: dict[str, Any], me: Shopper) -> None:
-    participants = body.get("participant", [])
-    if not isinstance(participants, list):
-        raise FhirError(400, "invalid", "participant is a list")
-    for one in participants:
-        reference = str((one.get("actor") or {}).get("reference", "")) if isinstance(
-            one, dict) else ""  # fmt: skip
-        if reference.startswith("Patient/") and _ref(reference, "Patient") != me.id:
-            raise FhirError(403, "forbidden", "an appointment is booked by its own patient")
-
-
-def _key(body: dict[str, Any]) -> str | None:
-    """The client's idempotency key: an identifier of system `urn:plaza:idempotency`."""
-    for one in body.get("identifier", []) if isinstance(body.get("identifier"), list) else []:
-        if isinstance(one, dict) and one.get("system") == "urn:plaza:idempotency":
-            return str(one.get("value", ""))
-    return None
-
-
-@bp.post("/Appointment")
-def create_appointment() -> Response:
-    me = _patient()
-    body = _body("Appointment")
-    if body.get("status", "booked") not in ("booked", "pending", "proposed"):
-        raise FhirError(400, "invalid", "a new appointment is booked, pending or proposed")
-    _check_participants(body, me)
-    db = get_db()
-    slot_id = _slot_of(body)
-    if visits.slot(db, slot_id) is None:
-        raise FhirError(404, "not-found", f"no Slot {slot_id[:40]}")
-    found = visits.book(db, slot_id, me.id, now(), _key(body))
-    location = f"{base()}/Appointment/{resources.fid(found.id)}"
-    return fhir(_appointment(db, found), 201, Location=location)
-
-
-@bp.put("/Appointment/<booking_id>")
-def update_appointment(booking_id: str) -> Response:
-    """Only the status moves: `cancelled` or `arrived`."""
-    db = get_db()
-    found = _own(db, booking_id)
-    body = _body("Appointment")
-    if body.get("id") not in (None, resources.fid(found.id)):
-        raise FhirError(400, "invalid", "the body's id is not this appointment's")
-    wanted = body.get("status")
-    current = resources.APPOINTMENT_STATUS[found.state]
-    if wanted == current:
-        return fhir(_appointment(db, found))
-    if wanted == "cancelled":
-        visits.cancel(db, found, now(), visits.trade_client(current_app))  # refund in time
-    elif wanted == "arrived":
-        arrival.arrive(db, found, now(), "staff")
-    else:
-        raise FhirError(400, "business-rule", "an update may set status cancelled or arrived")
-    db.refresh(found)
-    return fhir(_appointment(db, found))
 
 
 @bp.get("/Encounter")

@@ -12,6 +12,8 @@ expires: the price of no table, the same as the session cookie's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -30,16 +32,23 @@ def token_for(app: Flask, shopper_id: str) -> str:
     return _signer(app).dumps({"shp": shopper_id})
 
 
-def bearer_patient() -> Shopper | None:
-    """The shopper the request's bearer token names, if the token is good and fresh."""
+def bearer_claims(signer: URLSafeTimedSerializer, max_age: int) -> dict[str, Any] | None:
+    """What the request's bearer token says, if `signer` signed it less than `max_age`
+    seconds ago (the patient's token here, the clinician's in clinicians.py)."""
     kind, _, token = request.headers.get("Authorization", "").partition(" ")
     if kind.lower() != "bearer" or not token:
         return None
     try:
-        claims = _signer(current_app).loads(token.strip(), max_age=SESSION_SECONDS)
+        claims = signer.loads(token.strip(), max_age=max_age)
     except BadSignature:
         return None
-    shopper_id = claims.get("shp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def bearer_patient() -> Shopper | None:
+    """The shopper the request's bearer token names, if the token is good and fresh."""
+    claims = bearer_claims(_signer(current_app), SESSION_SECONDS)
+    shopper_id = claims.get("shp") if claims else None
     return get_db().get(Shopper, shopper_id) if isinstance(shopper_id, str) else None
 
 

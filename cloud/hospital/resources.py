@@ -47,6 +47,18 @@ APPOINTMENT_STATUS = {
     CANCELLED: "cancelled",
     EXPIRED: "cancelled",
 }
+APPOINTMENT_CODES = (
+    "proposed",
+    "pending",
+    "booked",
+    "arrived",
+    "fulfilled",
+    "cancelled",
+    "noshow",
+    "entered-in-error",
+    "checked-in",
+    "waitlist",
+)  # R4's value set
 ENCOUNTER_STATUS = {
     "WAITING": "arrived",
     "SKIPPED": "arrived",
@@ -78,19 +90,23 @@ def outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, A
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
-def bundle(base: str, self_url: str, resources: list[dict[str, Any]],
-           complete: bool = True) -> dict[str, Any]:  # fmt: skip
+def bundle(
+    base: str, self_url: str, resources: list[dict[str, Any]], complete: bool = True,
+    total: int | None = None, links: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A searchset Bundle of `resources` (every one a match). `total` is the number of
-    matches, so it is left out when `_count` cut the matches short (not `complete`)."""
+    matches: these when `complete`, left out when `_count` cut them short, or given (a paged
+    search counts them); `links` the paging links (`next`, `previous`, ...) beside `self`."""
     entries = [
         {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
          "search": {"mode": "match"}}
         for r in resources
     ]  # fmt: skip
     found: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if complete:
-        found["total"] = len(entries)
-    found.update(link=[{"relation": "self", "url": self_url}], entry=entries)
+    if total is not None or complete:
+        found["total"] = len(entries) if total is None else total
+    paging = [{"relation": name, "url": url} for name, url in (links or {}).items()]
+    found.update(link=[{"relation": "self", "url": self_url}, *paging], entry=entries)
     return found
 
 
@@ -191,18 +207,37 @@ def patient(shopper: Shopper) -> dict[str, Any]:
 SEARCH = {
     "Schedule": ["active"],
     "Slot": ["schedule", "start", "status", "_count"],
-    "Appointment": ["patient", "_count"],
+    "Appointment": ["date", "status", "patient", "actor", "slot", "schedule", "_count"],
     "Encounter": ["patient", "appointment"],
     "Patient": [],
     "DiagnosticReport": ["patient"],
     "Binary": [],
 }
 WRITES = {"Appointment": ["create", "update"]}
+SECURITY = (
+    "Bearer tokens: a patient's from /plaza/hospital/token (their own Patient, Appointments, "
+    "Encounters, reports); a clinician's from /dashboard/hospital/<venue>/token (read and "
+    "search that hospital's Appointments). Schedules, Slots and this statement are public."
+)
+NOTES = {
+    ("Appointment", "date"): "the start; prefixes eq ge gt le lt; a date alone is the "
+    "hospital's local day",
+    ("Appointment", "actor"): "Patient references only (a doctor is a Schedule here)",
+    ("Appointment", "schedule"): "not a standard parameter: the Schedule of the "
+    "appointment's slot (the doctor or room)",
+    ("Appointment", "patient"): "a patient may search only themselves",
+}
 
 
 def capability(base: str, at: float) -> dict[str, Any]:
     """What this server does: JSON only, these resources, interactions and parameters."""
-    kinds = {"_count": "number", "start": "date", "active": "token", "status": "token"}
+    kinds = {
+        "_count": "number",
+        "start": "date",
+        "date": "date",
+        "active": "token",
+        "status": "token",
+    }
     resources = []
     for name, params in SEARCH.items():
         interactions = [{"code": "read"}] + [{"code": code} for code in WRITES.get(name, [])]
@@ -211,7 +246,8 @@ def capability(base: str, at: float) -> dict[str, Any]:
         resources.append({
             "type": name,
             "interaction": interactions,
-            "searchParam": [{"name": p, "type": kinds.get(p, "reference")}
+            "searchParam": [{"name": p, "type": kinds.get(p, "reference"),
+                             **({"documentation": NOTES[(name, p)]} if (name, p) in NOTES else {})}
                             for p in params if p != "_count"],
         })  # fmt: skip
     return {
@@ -223,5 +259,5 @@ def capability(base: str, at: float) -> dict[str, Any]:
         "implementation": {"description": "Plaza hospital FHIR API", "url": base},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "resource": resources}],
+        "rest": [{"mode": "server", "resource": resources, "security": {"description": SECURITY}}],
     }

@@ -13,7 +13,6 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -28,20 +27,13 @@ from cloud.o2o.booking_models import BookingResource, BookingSlot
 from cloud.o2o.queues import QueueSpec
 from cloud.o2o.shoppers import SHOPPER_KEY, SINCE_KEY, find_or_create
 from tests.cloud.conftest import Router, opt_in_event
+from tests.cloud.fhir_helpers import valid
 from tests.conftest import FakeClock
 
 FHIR = "/fhir/r4"
 MIME = "application/fhir+json"
 HOUR = 3600.0
 PRESENCE = "/api/v1/device/presence"
-
-
-def valid(body: dict[str, Any]) -> dict[str, Any]:
-    """`body` validated by the library's model of its resourceType (a Bundle's entries too)."""
-    get_fhir_model_class(body["resourceType"]).model_validate(body)
-    for entry in body.get("entry", []):
-        valid(entry["resource"])
-    return body
 
 
 def answer(response: Any, status: int) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import io
 import re
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -27,27 +26,11 @@ from cloud.o2o.booking import ResourceSpec
 from cloud.o2o.booking_models import BookingSlot
 from cloud.o2o.shoppers import find_or_create
 from tests.cloud.dashboard_helpers import sign_in
+from tests.cloud.fhir_helpers import FHIR, fhir_get
 from tests.conftest import FakeClock
 
-FHIR = "/fhir/r4"
-MIME = "application/fhir+json"
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def valid(body: dict[str, Any]) -> dict[str, Any]:
-    get_fhir_model_class(body["resourceType"]).model_validate(body)
-    for entry in body.get("entry", []):
-        valid(entry["resource"])
-    return body
-
-
-def fhir_get(client: FlaskClient, path: str, token: str | None, status: int) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = client.get(f"{FHIR}/{path}", headers=headers)
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == MIME
-    return valid(response.get_json())
 
 
 def appointment(app: Flask, venue: Venue, user: str, now: float) -> tuple[str, str]:
