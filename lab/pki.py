@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -25,7 +25,7 @@ def _name(common: str) -> x509.Name:
     )
 
 
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+def _write_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, path: Path) -> None:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -78,9 +78,17 @@ class LabCA:
         _write_key(key, self.key_path)
         self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, hosts: list[str]) -> tuple[Path, Path]:
-        """A server certificate for `hosts` (names or IPs); returns (cert chain, key) paths."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(self, name: str, hosts: list[str], rsa_bits: int = 0) -> tuple[Path, Path]:
+        """A server certificate for `hosts` (names or IPs); returns (cert chain, key) paths.
+
+        ECDSA P-256, what a venue's portal should use too: the server's side of a handshake
+        costs a fraction of an RSA-2048 one (docs/decisions.md, 2026-12-07). `rsa_bits` makes
+        an RSA key instead, for checking that RSA certificates keep working."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsa_bits:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         alt: list[x509.GeneralName] = []
         for host in hosts:

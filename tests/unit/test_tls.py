@@ -124,3 +124,21 @@ def test_one_tls_connection_serves_several_requests(port: int, pki: tuple[Path, 
         assert (response.status, response.read()) == (200, b"ok")
     assert conn.sock is first
     conn.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_an_rsa_certificate_keeps_working(
+    tmp_path: Path, pki: tuple[Path, ...], version: ssl.TLSVersion
+) -> None:
+    """The lab issues ECDSA P-256 (cheaper handshakes); a venue's RSA certificate still serves."""
+    ca = LabCA(pki[0].parent)
+    cert, key = ca.issue("portal-rsa", ["portal.plaza.test", "127.0.0.1"], rsa_bits=2048)
+    server = _portal_server(cert, key)
+    server.prepare()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        suite = handshake(server.bind_addr[1], pki[0], version=version)
+    finally:
+        server.stop()
+    assert suite.startswith("TLS_" if version is ssl.TLSVersion.TLSv1_3 else "ECDHE-RSA-")
