@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lab import cloud as labcloud
+from lab.browser import shop_sign_in, wallet_approve
 from lab.shopper import ShopperError, check
 from lab.transit_reader import TIMEZONE, ReaderError, boarding_times, run_in
 
@@ -45,24 +46,6 @@ class CardView:
     balance: int
     qr: str
     trips: list[tuple[str, str, str, str, str]]
-
-
-def wallet_approve(page: Any, user: str, pin: str) -> None:
-    """On a wallet page (consent or cashier): sign in if it asks, then approve."""
-    if page.locator("input[name=login]").count():
-        page.fill("input[name=login]", user)
-    if page.locator("input[name=pin]").count():
-        page.fill("input[name=pin]", pin)
-    page.click("button[name=decision][value=approve]")
-
-
-def sign_in(page: Any, base: str, user: str = "alice", pin: str = "1234") -> None:
-    """The shop's wallet sign-in (OIDC + PKCE; the wallet's own pages), back on the card."""
-    page.goto(f"{base}/plaza/signin?next={CARD}")
-    page.click("a[href='/plaza/login/wallet']")
-    page.wait_for_selector("button[name=decision][value=approve]")
-    wallet_approve(page, user, pin)
-    page.wait_for_url(base + CARD)
 
 
 def open_card(page: Any) -> None:
@@ -189,7 +172,7 @@ def run(lab: Any, netns: str, venue_id: str, say: Say, shots: Path = SHOTS) -> N
 
 def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -> None:
     page, ca = phone.page, str(lab.ca.cert_path)
-    sign_in(page, base)
+    shop_sign_in(page, base, CARD)
     open_card(page)
     opened = card(page)
     check(opened.balance == 0 and opened.trips == [], f"a new card shows {opened}")

@@ -29,6 +29,7 @@ from cloud.transit import cards
 from cloud.transit.models import TransitTopUp
 from lab import cloud as labcloud
 from lab import demo_transit as rider
+from lab.browser import shop_sign_in
 from lab.transit_reader import BusReader, boarding_times
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.shop_cloud import ShopCloud, serve_shop_cloud
@@ -76,7 +77,7 @@ def test_the_riders_transit_path_in_chromium(agency: ShopCloud, browser: Any, tm
     page = context.new_page()
     page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
 
-    rider.sign_in(page, base)
+    shop_sign_in(page, base, rider.CARD)
     assert "Get a transit card" in page.inner_text("main")
     shot(page, "01-signed-in")
     rider.open_card(page)
