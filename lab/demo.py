@@ -14,7 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from lab import cloud as labcloud
-from lab import demo_plaza, demo_transit, probes, shopper
+from lab import demo_hospital, demo_plaza, demo_transit, probes, shopper
 from lab.phone import CSRF_RE, Phone
 from lab.shopper import ShopperError, wallet_saved
 from lab.topology import Lab
@@ -255,6 +255,7 @@ def run(lab: Lab, out: Callable[[str], None] = print) -> bool:
         )
         if cloud:  # the plaza chapter: the venue's shop, bookings, service desk, counter
             demo_plaza.run(phone, portal, cloud["venue_id"], say)
+            demo_hospital.run(lab, p["netns"], cloud["venue_id"], say)  # book, arrive, report
             demo_transit.run(lab, p["netns"], cloud["venue_id"], say)  # the bus card, two buses
         out(
             "Demo passed: join -> captive -> wallet login -> online -> usage in the cloud -> "
