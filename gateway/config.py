@@ -37,6 +37,7 @@ class LanConfig:
     # addresses by SLAAC from dnsmasq's router advertisements, and options (DNS, the RFC 8910
     # captive-portal API) by stateless DHCPv6.
     address6: str = ""
+    lease_file: str = ""  # dnsmasq's lease file (the daemon watches it); "": in state_dir
 
     @property
     def ip(self) -> str:
@@ -334,6 +335,9 @@ def verify(config: Config) -> None:
             )
         if iface6.ip.is_link_local or iface6.ip.is_multicast:
             raise ConfigError(f"[lan] address6: must be a global or ULA address: {lan.address6}")
+    lease = lan.lease_file  # also written into dnsmasq's config: one printable absolute path
+    if lease and (not lease.startswith("/") or lease.endswith("/") or not lease.isprintable()):
+        raise ConfigError(f"[lan] lease_file: must be a file's absolute path, got {lease!r}")
     if not lan.upstream_dns:
         raise ConfigError("[lan] upstream_dns: at least one resolver is needed")
     for server in lan.upstream_dns:
@@ -470,10 +474,8 @@ def wallet_hosts(wallet: WalletConfig) -> list[str]:
     """The wallet's host names: always in the walled garden."""
     from urllib.parse import urlsplit
 
-    if wallet.dialect == "oidc":
-        urls = [wallet.issuer]
-    else:
-        urls = [wallet.authorize_url, wallet.gateway_url]
+    oidc = wallet.dialect == "oidc"
+    urls = [wallet.issuer] if oidc else [wallet.authorize_url, wallet.gateway_url]
     return sorted({urlsplit(u).hostname or "" for u in urls} - {""})
 
 

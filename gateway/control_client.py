@@ -1,12 +1,12 @@
-"""Client of the gateway's control socket, shared by `plaza-ctl`, the portal and the lease hook.
+"""Client of the gateway's control socket, shared by `plaza-ctl` and the portal.
 
-Cheap to import on purpose: on OpenWrt, dnsmasq's hotplug starts the lease hook
-(gateway/stations/lease_hook.py) once per DHCP event, and a crowd joining at once runs it a
-hundred times in a few seconds on the router's CPU. So this module imports no `json`, `socket`
-or `typing` (through `re`, `enum`, `functools`, two thirds of the hook's CPU per event when it
-did): it speaks the protocol with the C halves of those modules, `_json` and `_socket`, which
-write and read the same bytes, and falls back to the plain modules on a Python built without
-them.
+Cheap to import: it was written for OpenWrt's lease hook, a process dnsmasq started once per
+DHCP event (a crowd joining at once ran it a hundred times in a few seconds on the router's
+CPU). The hook is gone (the daemon reads dnsmasq's lease file on every system:
+gateway/stations/lease_watch.py), the client stays as it was: it imports no `json`, `socket`
+or `typing` (through `re`, `enum`, `functools`), speaks the protocol with the C halves of
+those modules, `_json` and `_socket`, which write and read the same bytes (a test holds them
+to it), and falls back to the plain modules on a Python built without them.
 
 Protocol: one JSON object per line, one request and one response per connection.
 Responses are {"ok": true, ...} or {"ok": false, "error": "one line"}.

@@ -10,9 +10,9 @@ add the pair itself on the first packet, the rest of the burst would overtake th
 be refused.) When a station leaves, its pairs are taken out again (`SeenSets.forget`), so its
 return is noticed from its first packet.
 
-This is the earliest of the three sources (dnsmasq's lease hook forks a process after the
-ACK; a neighbour entry appears only once the router talks back) and the only one for IPv6
-SLAAC addresses the router has not needed yet. Its claims are as weak as a neighbour's: they
+This is the earliest of the three sources (dnsmasq writes its lease file after the ACK; a
+neighbour entry appears only once the router talks back) and the only one for IPv6 SLAAC
+addresses the router has not needed yet. Its claims are as weak as a neighbour's: they
 introduce stations and addresses but never take an address from another station.
 
 A MAC flood is bounded three times over: the kernel set's size, the queue's length (beyond

@@ -41,8 +41,11 @@ def garden_lines(config: Config) -> list[str]:
 
 def lease_file(config: Config) -> Path:
     """dnsmasq's lease file: the daemon learns leases by watching it
-    (gateway/stations/lease_watch.py), so dnsmasq runs no script per DHCP event."""
-    return Path(config.gateway.state_dir) / "dnsmasq.leases"
+    (gateway/stations/lease_watch.py), so dnsmasq runs no script per DHCP event. `[lan]
+    lease_file` names it where Plaza does not configure dnsmasq itself (OpenWrt's own dnsmasq
+    keeps /tmp/dhcp.leases); by default it sits in the state directory, and the dnsmasq config
+    Plaza renders (below) points dnsmasq at the same path."""
+    return Path(config.lan.lease_file or Path(config.gateway.state_dir) / "dnsmasq.leases")
 
 
 def fragments_dir(config: Config) -> Path:

@@ -6,7 +6,8 @@ operator's terminal through `plaza-ctl clients`, and a byte that is not UTF-8 (0
 a lone surrogate that SQLite refused, failing the whole write. A name is only a label for the
 operator, so a bad one is dropped, not repaired: the lease itself still counts.
 
-Stdlib only: OpenWrt's lease hook imports this in the process started per DHCP event.
+The names come from dnsmasq's lease file (gateway/stations/leases.py) and from `lease`
+requests on the control socket (tests, benchmarks): both are cleaned here.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ failure within CONFIRM_SECONDS ends the station's IPv4 presence or drops the IPv
 A DHCP release is the same kind of claim (any station can send one for another: the MAC and
 client-id it names are public on an open network), so it goes the same way (`confirm`): the
 gateway hands it here, the holder's MAC is probed, and only the probe's failure is a departure.
+
+The probe is asked for over rtnetlink (`probe`), as `ip neigh replace ADDRESS lladdr MAC nud
+probe` asks: no process, and no iproute2 needed (OpenWrt's busybox `ip` has no `neigh
+replace`: a release there was never confirmed while this ran `ip`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
 from gateway.gateway import Gateway
 
@@ -44,7 +48,7 @@ NETLINK_ROUTE = 0
 RTMGRP_NEIGH = 0x4
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x100, 0x400
 NDA_DST, NDA_LLADDR, NDA_PROBES = 1, 2, 4
 _NLMSGHDR = struct.Struct("=IHHII")
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
@@ -156,17 +160,47 @@ def dump_request(seq: int) -> bytes:
     return _NLMSGHDR.pack(16 + len(body), RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
+def probe_request(seq: int, ifindex: int, ip: str, mac: str) -> bytes:
+    """RTM_NEWNEIGH setting ADDRESS at MAC in state PROBE, created or replaced, acknowledged:
+    the kernel then probes MAC unicast (what `ip neigh replace ... nud probe` sends)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    attrs = _attr(NDA_DST, socket.inet_pton(family, ip))
+    attrs += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+    body = _NDMSG.pack(family, ifindex, NUD_PROBE, 0, 0) + attrs
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+    return _NLMSGHDR.pack(16 + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    size = _NLA.size + len(value)
+    return _NLA.pack(size, kind) + value + bytes(-size % 4)
+
+
+def probe(ifindex: int, ip: str, mac: str) -> None:
+    """Have the kernel probe `mac` for `ip` on `ifindex` now; OSError with the kernel's errno
+    if it refuses. One request and its acknowledgement on a socket of its own: well under a
+    millisecond, so the daemon's loop does not wait on it."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.settimeout(1.0)
+        sock.sendto(probe_request(1, ifindex, ip, mac), (0, 0))
+        answer = sock.recv(RECV_BUFFER)
+    if len(answer) >= 20 and _NLMSGHDR.unpack_from(answer)[1] == NLMSG_ERROR:
+        error = -struct.unpack_from("=i", answer, 16)[0]
+        if error:
+            raise OSError(error, os.strerror(error))
+
+
 async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
     """Follow the kernel's neighbour table on the LAN for the daemon's lifetime: a dump,
     then the multicast group's changes. Events lost to a full socket buffer (ENOBUFS: a
     flood of changes) are made good by dumping the table again."""
     loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[Any]] = set()
 
     def reprobe(ip: str, mac: str) -> None:
-        task = loop.create_task(_reprobe(interface, ip, mac))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        try:
+            probe(ifindex, ip, mac)
+        except OSError as exc:
+            log.warning("cannot re-probe %s at %s on %s: %s", mac, ip, interface, exc)
 
     neighbours = Neighbours(gateway, ifindex, reprobe)
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -192,14 +226,3 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
     finally:
         gateway.confirm_departure = None
         sock.close()
-
-
-async def _reprobe(interface: str, ip: str, mac: str) -> None:
-    """`ip neigh replace ADDRESS lladdr MAC nud probe`: the kernel probes MAC unicast."""
-    proc = await asyncio.create_subprocess_exec(
-        "ip", "neigh", "replace", ip, "lladdr", mac, "nud", "probe", "dev", interface,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    if proc.returncode:
-        log.warning("cannot re-probe %s at %s: %s", mac, ip, err.decode().strip())

@@ -9,7 +9,7 @@ The cloud (cloud/, lab/ and their libraries) is left out.
 
 The .ipk (OpenWrt 24.10, opkg) is assembled here with tarfile in OpenWrt's layout: a gzipped
 tar of debian-binary, control.tar.gz (control, conffiles, postinst, prerm) and data.tar.gz.
-It carries firmware_overlay/ (init script, UCI config, uci-defaults, hotplug, keep.d), the
+It carries firmware_overlay/ (init script, UCI config, uci-defaults, keep.d), the
 router's code and only the pure-Python libraries OpenWrt's packages feed lacks (IPK_BUNDLED);
 the rest are `Depends:` (IPK_DEPENDS). Bytecode only (legacy .pyc beside no source), as
 OpenWrt's own Python packages ship, built by this Python: the wrappers refuse another minor
@@ -189,7 +189,7 @@ def build(version: str, out: Path) -> Path:
 
 def _ipk_library(deb_lib: Path, lib: Path, version: str) -> None:
     """The router's packages and IPK_BUNDLED from the .deb's tree, as legacy bytecode only
-    (module.pyc where module.py was); lease_hook.py stays source (dnsmasq runs it by path)."""
+    (module.pyc where module.py was): nothing is run by path."""
     wanted = (*IPK_ROUTER_PACKAGES, *IPK_BUNDLED)
     for entry in sorted(deb_lib.iterdir()):
         name = entry.name.split("-", 1)[0] if entry.name.endswith(".dist-info") else entry.name
@@ -207,8 +207,7 @@ def _ipk_library(deb_lib: Path, lib: Path, version: str) -> None:
     if not compileall.compile_dir(lib, quiet=2, legacy=True):
         raise BuildError(f"bytecode compilation failed under {lib}")
     for source in lib.rglob("*.py"):
-        if source.name != "lease_hook.py":
-            source.unlink()
+        source.unlink()
 
 
 def stage_ipk(staging: Path, deb_lib: Path, version: str) -> None:

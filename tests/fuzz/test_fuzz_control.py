@@ -1,17 +1,19 @@
-"""Properties of the control socket (gateway/daemon.py, gateway/gateway.py) and of the DHCP
-lease hook that feeds it (gateway/stations/lease_hook.py).
+"""Properties of the control socket (gateway/daemon.py, gateway/gateway.py) and of dnsmasq's
+lease file that feeds the daemon its leases (gateway/stations/leases.py).
 
-The socket is root-only, but what comes through it is not all the root's own: the lease hook
+The socket is root-only, but what reaches the daemon is not all the root's own: the lease file
 carries a phone's DHCP host name, the portal a shopper's form. So whatever bytes arrive, the
 daemon answers with exactly one JSON line {"ok": ...} (an error is one line of its own, never
-"internal error"), and after every request the kernel holds exactly what the sessions want.
-The lease path is tested through its public ends only (the hook's `main`, the daemon's
-`handle`): how host names are cleaned is another module's business and may change.
+"internal error"), and after every request or lease the kernel holds exactly what the
+sessions want. The lease path is tested through its public ends only (the file's parser and
+diff, the daemon's `handle` and lease request): how host names are cleaned is another
+module's business and may change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 from collections.abc import Iterator
@@ -26,7 +28,9 @@ from gateway.assemble import open_gateway
 from gateway.config import Config, GatewayConfig
 from gateway.daemon import MAX_REQUEST, Daemon
 from gateway.gateway import Gateway
-from gateway.stations import lease_hook
+from gateway.stations import leases
+from gateway.stations.station import SessionError
+from plaza.validators import MAC_RE
 from tests.conftest import FakeClock
 from tests.fakes.firewall import FakeFirewall
 from tests.fuzz.jsonvalues import deep, mutated, objects, spaced, values
@@ -118,53 +122,43 @@ def test_a_lease_from_the_lan_is_taken_whatever_the_host_name(
     assert gateway.granted_as_desired()
 
 
-# -- the hook: argv and environment as dnsmasq gives them ---------------------------------------
-class Captured:
-    calls: list[tuple[str, dict]] = []
-
-    def __init__(self, socket_path: str, timeout: float = 5.0, max_answer: int = 0) -> None:
-        self.socket_path = socket_path
-
-    def call(self, op: str, **args: Any) -> dict:
-        # What the real client does with the arguments: JSON, one line.
-        line = json.dumps({"op": op, **args}, separators=(",", ":")).encode() + b"\n"
-        assert line.count(b"\n") == 1
-        Captured.calls.append((op, json.loads(line)))
-        return {"ok": True}
+# -- the lease file: its bytes as dnsmasq (or a restore, or a torn read) leaves them -----------
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # the phone's bytes, as dnsmasq writes them
 
 
-@given(
-    st.lists(
-        st.one_of(st.sampled_from(["add", "old", "del", "init", "tftp"]), macs, ips, hostnames),
-        max_size=6,
+lease_lines = st.builds(
+    lambda fields: b" ".join(fields),
+    st.tuples(
+        st.one_of(st.integers(0, 2**40).map(lambda n: str(n).encode()), st.binary(max_size=8)),
+        macs.map(_encoded), ips.map(_encoded), hostnames.map(_encoded),
+        st.sampled_from([b"*", b"01:02:50:4c:00:00:01", b""]),
     ),
-    st.one_of(st.none(), hostnames),
-)
-@example(["add", "02:50:4c:00:00:09", "198.19.0.109", "\udcc3\udca9"], None)
-@example(["add", "02:50:4c:00:00:09", "198.19.0.109"], "evil\nhost")
-def test_the_hook_forwards_what_dnsmasq_gives_and_the_daemon_answers(
-    gateway: Gateway, argv: list[str], env_hostname: str | None
+)  # fmt: skip
+lease_files = st.lists(
+    st.one_of(lease_lines, st.binary(max_size=60), st.just(b"duid 00:01:00:01")), max_size=8
+).map(b"\n".join)
+
+
+@given(lease_files, lease_files, st.booleans())
+@example(b"", b"1900000000 02:50:4c:00:00:09 198.19.0.109 \xff\x1b[2J *", True)
+@example(b"0 02:50:4c:00:00:09 198.19.0.109 a *", b"0 02:50:4c:00:00:09 198.19.0.109 b *", True)
+def test_whatever_the_lease_file_holds_the_daemon_takes_what_is_a_lease(
+    gateway: Gateway, before: bytes, after: bytes, whole: bool
 ) -> None:
-    old_client, old_env = lease_hook.ControlClient, os.environ.get("DNSMASQ_SUPPLIED_HOSTNAME")
-    lease_hook.ControlClient = Captured  # type: ignore[misc, assignment]
-    Captured.calls = []
-    try:
-        if env_hostname is None or "\x00" in env_hostname:
-            os.environ.pop("DNSMASQ_SUPPLIED_HOSTNAME", None)
-        else:
-            os.environ["DNSMASQ_SUPPLIED_HOSTNAME"] = env_hostname
-        assert lease_hook.main(list(argv)) == 0
-    finally:
-        lease_hook.ControlClient = old_client  # type: ignore[misc]
-        if old_env is None:
-            os.environ.pop("DNSMASQ_SUPPLIED_HOSTNAME", None)
-        else:
-            os.environ["DNSMASQ_SUPPLIED_HOSTNAME"] = old_env
-    reported = len(argv) >= 3 and argv[0] in ("add", "old", "del")
-    assert len(Captured.calls) == (1 if reported else 0)
-    for op, request in Captured.calls:
-        assert op == "lease"
-        check_answer(gateway.handle(request))
+    """Two readings of the lease file (the second perhaps cut mid-line): each event names a
+    station MAC and an IPv4 address with a printable host name, and applying it as the daemon
+    does (gateway/daemon.py `_lease`) leaves the kernel as the sessions want."""
+    old = leases.parse(before + b"\n").leases
+    reading = leases.parse(after + (b"\n" if whole else b""))
+    for event in leases.diff(old, reading.leases):
+        lease = event.lease
+        assert MAC_RE.match(lease.mac) and ipaddress.IPv4Address(lease.ip)
+        assert lease.hostname.isprintable() and len(lease.hostname) <= 63
+        try:
+            gateway.requests.lease(event.action, lease.mac, lease.ip, lease.hostname)
+        except SessionError as exc:  # the daemon logs it in one line and reads on
+            assert "\n" not in str(exc).strip()
         assert gateway.granted_as_desired()
 
 

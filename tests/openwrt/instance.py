@@ -94,3 +94,58 @@ def running(box: OpenWrt) -> dict[str, int] | None:
     inst = box.instances("plaza")
     pids = {name: i["pid"] for name, i in inst.items() if i.get("running")}
     return pids if set(pids) == {"gateway", "portal"} else None
+
+
+# The guest network a technician adds for the phones, as /etc/uci-defaults scripts run at boot:
+# a bridge with a static address, a DHCP pool on it, a zone of its own whose input and forward
+# are refused (the overlay opens what Plaza needs). One copy for every test module.
+GUEST = """set network.guest_dev=device
+set network.guest_dev.name='br-guest'
+set network.guest_dev.type='bridge'
+set network.guest=interface
+set network.guest.device='br-guest'
+set network.guest.proto='static'
+set network.guest.ipaddr='198.19.0.1'
+set network.guest.netmask='255.255.255.0'
+set dhcp.guest=dhcp
+set dhcp.guest.interface='guest'
+set dhcp.guest.start='100'
+set dhcp.guest.limit='150'
+set dhcp.guest.leasetime='1h'
+add firewall zone
+set firewall.@zone[-1].name='guest'
+add_list firewall.@zone[-1].network='guest'
+set firewall.@zone[-1].input='REJECT'
+set firewall.@zone[-1].output='ACCEPT'
+set firewall.@zone[-1].forward='REJECT'
+add_list firewall.@zone[-1].device='br-guest'
+"""
+
+
+def uci_batch(commands: str) -> str:
+    """A shell script that applies `commands` (one uci command a line) and commits them."""
+    return f"uci batch <<'EOB'\n{commands}commit\nEOB\n"
+
+
+def with_uci_defaults(tree: Path, name: str, commands: str) -> Path:
+    """`tree` (an overlay, run-in-openwrt.sh -o) with /etc/uci-defaults/`name` applying
+    `commands`: run at boot, before the services start, as on a router."""
+    defaults = tree / "etc" / "uci-defaults"
+    defaults.mkdir(parents=True, exist_ok=True)
+    (defaults / name).write_text(uci_batch(commands))
+    return tree
+
+
+def start_plaza(box: OpenWrt, enable: bool = False) -> dict[str, int]:
+    """`/etc/init.d/plaza start` (after `enable`, the boot links, if asked); the pids of the
+    gateway and portal instances once procd runs both."""
+    box.sh(("/etc/init.d/plaza enable && " if enable else "") + "/etc/init.d/plaza start")
+    return box.wait("gateway and portal running", lambda: running(box))
+
+
+def write_leases(box: OpenWrt, path: str, leases: list[tuple[str, str, str]]) -> None:
+    """The lease file as OpenWrt's dnsmasq leaves it after a change: every lease (MAC, IP,
+    host name), the file truncated and rewritten in place (dnsmasq's lease.c)."""
+    expiry = int(time.time()) + 3600
+    lines = "".join(f"{expiry} {mac} {ip} {name} *\\n" for mac, ip, name in leases)
+    box.sh(f"printf '{lines}' > {path}")

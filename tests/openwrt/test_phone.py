@@ -1,14 +1,15 @@
 """A phone through Plaza on OpenWrt's own userland (procd, ubus, uci, firewall4), joined to the
 lab's router namespace with the lab's fake internet, sandbox wallet and cloud behind it
 (tests/openwrt/lan.py): the phone gets its lease from the dnsmasq inside the instance, as
-configured by the overlay's UCI sections; the lease reaches the daemon the OpenWrt way
-(dhcp-script -> `ubus call hotplug.dhcp call` -> procd -> /etc/hotplug.d/dhcp/90-plaza); the
-phone is captive, reaches the wallet through the walled garden (dnsmasq's nftset and the SNI
-inspector on the Python NFQUEUE reader) but not a neighbour on the wallet's address, logs in
-with the wallet, gets online through fw4's masquerade, and its usage reaches the cloud. fw4
-and dnsmasq reloads leave Plaza's table and the sessions alone.
+configured by the overlay's UCI sections; the lease reaches the daemon through dnsmasq's lease
+file (/tmp/dhcp.leases, which the daemon watches: dnsmasq runs no script per DHCP event), and
+so do a renewal, a release and the leases a restarted dnsmasq keeps; the phone is captive,
+reaches the wallet through the walled garden (dnsmasq's nftset and the SNI inspector on the
+Python NFQUEUE reader) but not a neighbour on the wallet's address, logs in with the wallet,
+gets online through fw4's masquerade, and its usage reaches the cloud. fw4 and dnsmasq
+reloads leave Plaza's table and the sessions alone.
 
-Stood in (docs/openwrt.md, "Not verified"): OpenWrt's dnsmasq init and dhcp-script by ours
+Stood in (docs/openwrt.md, "Not verified"): OpenWrt's dnsmasq init by ours
 (tests/openwrt/standin), its dnsmasq build by this machine's 2.90, netifd by `ip` in the
 router namespace, ujail's CAP_NET_BIND_SERVICE for the portal by the namespace's
 ip_unprivileged_port_start, kmod-nft-queue (this kernel has no nft `queue`) by iptables-nft's
@@ -17,6 +18,7 @@ NFQUEUE target. One instance for the module; the tests run in order on it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,10 +33,19 @@ import pytest
 from lab import cloud as labcloud
 from lab import internet, shopper
 from lab.phone import Phone
-from lab.topology import WALLET_IP
-from tests.openwrt.instance import OpenWrt, client, installed, running
+from lab.topology import WALLET_IP, nsexec
+from tests.openwrt.instance import (
+    GUEST,
+    OpenWrt,
+    client,
+    installed,
+    running,
+    start_plaza,
+    with_uci_defaults,
+)
 from tests.openwrt.lan import OpenWrtLab
 from tests.openwrt.stage import standin_overlay
+from tests.promtext import parse
 
 pytestmark = pytest.mark.netns
 
@@ -42,34 +53,11 @@ PORTAL = "https://portal.plaza.test/"
 SITE = "http://www.example.test/"
 RESOLV_AUTO = "/tmp/resolv.conf.d/resolv.conf.auto"  # netifd writes it on OpenWrt
 RESET = (35, 56)  # curl: TLS connect error / receive failure (a reset)
-NETWORK = """uci batch <<'EOB'
-set network.wan.device='wan'
+WAN = """set network.wan.device='wan'
 set network.wan.proto='static'
 set network.wan.ipaddr='198.18.0.1'
 set network.wan.netmask='255.255.255.252'
 add_list firewall.@zone[1].device='wan'
-set network.guest_dev=device
-set network.guest_dev.name='br-guest'
-set network.guest_dev.type='bridge'
-set network.guest=interface
-set network.guest.device='br-guest'
-set network.guest.proto='static'
-set network.guest.ipaddr='198.19.0.1'
-set network.guest.netmask='255.255.255.0'
-set dhcp.guest=dhcp
-set dhcp.guest.interface='guest'
-set dhcp.guest.start='100'
-set dhcp.guest.limit='150'
-set dhcp.guest.leasetime='1h'
-add firewall zone
-set firewall.@zone[-1].name='guest'
-add_list firewall.@zone[-1].network='guest'
-set firewall.@zone[-1].input='REJECT'
-set firewall.@zone[-1].output='ACCEPT'
-set firewall.@zone[-1].forward='REJECT'
-add_list firewall.@zone[-1].device='br-guest'
-commit
-EOB
 """
 PLAZA = f"""uci batch <<'EOB'
 set plaza.lan.interface='br-guest'
@@ -101,10 +89,7 @@ def _files(lab: OpenWrtLab, tree: Path) -> Path:
     shutil.copy(key, etc / "portal.key")
     (etc / "portal.key").chmod(0o640)
     os.chown(etc / "portal.key", 0, 411)
-    defaults = tree / "etc" / "uci-defaults"
-    defaults.mkdir(parents=True)
-    (defaults / "10-test-network").write_text(NETWORK)
-    return tree
+    return with_uci_defaults(tree, "10-test-network", WAN + GUEST)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +113,8 @@ def site(plaza_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
         assert "enrolled" in out, out
         device = json.loads(box.sh("cat /etc/plaza/state/cloud.json"))["device_id"]
-        box.sh("uci set plaza.gateway.enabled=1; uci commit plaza; /etc/init.d/plaza start")
-        box.wait("gateway and portal running", lambda: running(box))
+        box.sh("uci set plaza.gateway.enabled=1; uci commit plaza")
+        start_plaza(box)
         yield lab, box, device
     finally:
         box.stop()
@@ -153,7 +138,7 @@ def test_phone_gets_a_lease_from_openwrts_dnsmasq_and_is_captive(site: tuple, ph
     # The name comes with the lease event only (the first-packet detector may see the phone
     # first, without it).
     seen = box.wait(
-        "the lease reaching the daemon via procd's hotplug.dhcp",
+        "the lease reaching the daemon via dnsmasq's lease file",
         lambda: (c := client(box, mac)) and c["hostname"] == "phone1" and c,
     )
     assert (seen["ip"], seen["state"], seen["hostname"]) == (ip, "captive", "phone1"), seen
@@ -310,3 +295,58 @@ def test_a_login_across_fw4_and_dnsmasq_restarts(site: tuple, other: Phone) -> N
             time.sleep(0.5)
     assert client(box, lab.state.phones[1].mac)["state"] == "authorized"
     assert get_once_dns_answers(other, SITE).status == 200
+
+
+def lease_events(lab: OpenWrtLab) -> dict[str, float]:
+    """The daemon's lease events by action, from its metrics (127.0.0.1:9100 in the router
+    namespace the instance runs in); none came over the control socket (no hook ran)."""
+    page = parse(nsexec(lab.state.router, "curl", "-sS", "--fail", "--max-time", "5",
+                        "http://127.0.0.1:9100/metrics"))  # fmt: skip
+    requests = page["plaza_control_requests_total"].samples
+    assert not [labels for _, labels in requests if ("op", "lease") in labels]
+    events = page["plaza_lease_events_total"]
+    return {action: events.value(action=action) for action in ("add", "old", "del")}
+
+
+def test_a_phone_joins_renews_and_releases_through_the_lease_file(site: tuple) -> None:
+    """A third phone through OpenWrt's dnsmasq, none of it by a script: it joins, renews under
+    a new name, dnsmasq restarts (its leases are read back, none released), it releases its
+    lease and leaves, and the daemon follows each step from /tmp/dhcp.leases."""
+    lab, box, _ = site
+    conf = box.sh("cat /var/etc/dnsmasq.conf.standin")
+    assert "dhcp-leasefile=/tmp/dhcp.leases" in conf and "dhcp-script" not in conf, conf
+    assert box.sh("uci get plaza.lan.lease_file").strip() == "/tmp/dhcp.leases"
+    before = lease_events(lab)
+    phone = lab.add_guest_phone(3)
+    ip, _ = lab.lease(phone)
+    box.wait("the join", lambda: (c := client(box, phone.mac)) and c["hostname"] == "phone3")
+    assert client(box, phone.mac)["state"] == "captive"
+    assert f"{phone.mac} {ip} phone3 " in box.sh("cat /tmp/dhcp.leases")
+
+    renamed = dataclasses.replace(phone, name="phone3-renewed")
+    assert lab.lease(renamed)[0] == ip  # the same address, a new expiry and name
+    box.wait("the renewal", lambda: (c := client(box, phone.mac)) and c["hostname"] == renamed.name)
+    box.sh("/etc/init.d/dnsmasq restart >/dev/null 2>&1")
+    box.wait("dnsmasq back", lambda: box.instances("dnsmasq").get("dnsmasq", {}).get("running"))
+    time.sleep(2.5)  # past RELEASE_AFTER: a lease missing from a torn reading would be released
+    assert client(box, phone.mac)["hostname"] == renamed.name
+    assert lease_events(lab)["del"] == before["del"]
+
+    bound = lab.run_dir / f"{renamed.name}.lease"
+    bound.unlink()
+    lab.start_dhcp(renamed)  # udhcpc -R: it releases its lease when it is stopped
+    box.wait("the phone's DHCP client bound", bound.exists)
+    lab.stop(f"{renamed.name}-dhcp")
+    box.wait("the release read", lambda: lease_events(lab)["del"] > before["del"])
+    assert phone.mac not in box.sh("cat /tmp/dhcp.leases")
+    nsexec(phone.netns, "ip", "link", "set", "eth0", "down")  # the phone has gone
+    box.wait(
+        "the station to leave after its failed re-probe",
+        lambda: (
+            (out := box.sh("plaza-ctl clients --json", check=False)).startswith("[")
+            and phone.mac not in out
+        ),
+        seconds=30,
+    )
+    after = lease_events(lab)
+    assert after["add"] > before["add"] and after["old"] > before["old"], (before, after)

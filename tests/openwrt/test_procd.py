@@ -7,8 +7,10 @@ nothing running. A config that would lock the technician out, or that fails the 
 starts nothing.
 
 What this userland lacks (netifd, odhcpd, dnsmasq, ujail, musl: docs/openwrt.md) is stood in
-for: the guest bridge is made with the host's `ip` in the instance's netns, and the portal
-listens on ports above 1024 (without ujail procd cannot give it CAP_NET_BIND_SERVICE).
+for: the guest bridge is made with the host's `ip` in the instance's netns, dnsmasq's lease
+file is written as dnsmasq writes it (where dhcp's `leasefile` puts it: the daemon follows),
+and the portal listens on ports above 1024 (without ujail procd cannot give it
+CAP_NET_BIND_SERVICE).
 """
 
 from __future__ import annotations
@@ -20,30 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.openwrt.instance import OpenWrt, client, installed, running
+from tests.openwrt.instance import (
+    GUEST,
+    OpenWrt,
+    client,
+    installed,
+    running,
+    start_plaza,
+    with_uci_defaults,
+    write_leases,
+)
 
 pytestmark = pytest.mark.netns
 
-GUEST = """uci batch <<'EOB'
-set network.guest_dev=device
-set network.guest_dev.name='br-guest'
-set network.guest_dev.type='bridge'
-set network.guest=interface
-set network.guest.device='br-guest'
-set network.guest.proto='static'
-set network.guest.ipaddr='198.19.0.1'
-set network.guest.netmask='255.255.255.0'
-set dhcp.guest=dhcp
-set dhcp.guest.interface='guest'
-add firewall zone
-set firewall.@zone[-1].name='guest'
-add_list firewall.@zone[-1].network='guest'
-set firewall.@zone[-1].input='REJECT'
-set firewall.@zone[-1].output='ACCEPT'
-set firewall.@zone[-1].forward='REJECT'
-commit
-EOB
-"""
 CONFIGURE = (
     "uci set plaza.lan.interface=br-guest; uci set plaza.gateway.enabled=1; "
     "uci set plaza.portal.port=8000; uci set plaza.portal.intercept_port=8080; "
@@ -53,13 +44,14 @@ CONFIGURE = (
 
 PHONE_MAC, PHONE_IP = "02:50:4c:00:00:09", "198.19.0.109"
 OTHER_MAC, OTHER_IP = "02:50:4c:00:00:0a", "198.19.0.110"
+# Not OpenWrt's default (/tmp/dhcp.leases, test_phone's): the overlay must follow dnsmasq's.
+LEASES = "/tmp/dnsmasq.guest.leases"
 
 
 @pytest.fixture
 def router(plaza_rootfs: Path, tmp_path: Path) -> Iterator[OpenWrt]:
-    extra = tmp_path / "extra"
-    (extra / "etc" / "uci-defaults").mkdir(parents=True)
-    (extra / "etc" / "uci-defaults" / "10-test-guest").write_text(GUEST)
+    leasefile = f"set dhcp.@dnsmasq[0].leasefile='{LEASES}'\n"
+    extra = with_uci_defaults(tmp_path / "extra", "10-test-guest", GUEST + leasefile)
     box = OpenWrt(f"plaza-{os.getpid()}", plaza_rootfs, (extra,))
     box.start()
     try:
@@ -80,8 +72,7 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     assert box.instances("plaza") == {}
 
     box.sh(CONFIGURE)
-    box.sh("/etc/init.d/plaza enable && /etc/init.d/plaza start")
-    pids = box.wait("gateway and portal running", lambda: running(box))
+    pids = start_plaza(box, enable=True)
     portal = box.instances("plaza")["portal"]
     assert portal.get("user") == "plaza"
     assert "Uid:\t411" in box.sh(f"cat /proc/{pids['portal']}/status")
@@ -91,10 +82,12 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     assert box.sh("uci get dhcp.plaza_garden").strip() == "ipset"
     assert "Plaza-portal" in box.sh("nft list chain inet fw4 input_guest")
 
-    # A DHCP lease the OpenWrt way: dnsmasq's dhcp-script -> hotplug-call dhcp -> 90-plaza.
-    box.sh(f"ACTION=add MACADDR={PHONE_MAC} IPADDR={PHONE_IP} HOSTNAME=phone9 hotplug-call dhcp")
+    # A DHCP lease the OpenWrt way: a line in dnsmasq's lease file, wherever dhcp says it is.
+    assert box.sh("uci get plaza.lan.lease_file").strip() == LEASES
+    assert not box.sh("ls /etc/hotplug.d/dhcp 2>/dev/null", check=False).strip()
+    write_leases(box, LEASES, [(PHONE_MAC, PHONE_IP, "phone9")])
     phone = box.wait("the lease reaching the daemon", lambda: client(box, PHONE_MAC))
-    assert (phone["ip"], phone["state"]) == (PHONE_IP, "captive"), phone
+    assert (phone["ip"], phone["state"], phone["hostname"]) == (PHONE_IP, "captive", "phone9")
     box.sh(f"plaza-ctl auth {PHONE_MAC} --minutes 30")
     assert client(box, PHONE_MAC)["state"] == "authorized"
     assert PHONE_IP in box.sh("nft list set inet plaza auth4")
@@ -121,7 +114,7 @@ def test_lifecycle_under_procd(router: OpenWrt) -> None:
     )
     assert box.sh("uci get plaza.policy.session_minutes").strip() == "30"
     # ... and takes effect: a session granted now lasts the new default (the shipped one is 60).
-    box.sh(f"ACTION=add MACADDR={OTHER_MAC} IPADDR={OTHER_IP} HOSTNAME=phone10 hotplug-call dhcp")
+    write_leases(box, LEASES, [(PHONE_MAC, PHONE_IP, "phone9"), (OTHER_MAC, OTHER_IP, "phone10")])
     box.wait("the second lease reaching the daemon", lambda: client(box, OTHER_MAC))
     box.sh(f"plaza-ctl auth {OTHER_MAC}")
     left = client(box, OTHER_MAC)["expires_at"] - time.time()

@@ -78,6 +78,17 @@ def uci(root: Path, bindir: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
+def with_guest(root: Path, tmp_path: Path) -> Path:
+    """`root` with the guest network, its DHCP pool and its zone added; the directory of the
+    `uci` wrapper."""
+    bindir = tmp_path / "bin"
+    uci_wrapper(bindir)
+    cfg = root / "etc" / "config"
+    for name, text in (("network", GUEST), ("dhcp", GUEST_DHCP), ("firewall", GUEST_ZONE)):
+        (cfg / name).write_text((cfg / name).read_text() + text)
+    return bindir
+
+
 def test_without_a_lan_interface_nothing_is_captured(staging: Path, tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     uci_wrapper(bindir)
@@ -93,12 +104,7 @@ def test_without_a_lan_interface_nothing_is_captured(staging: Path, tmp_path: Pa
 
 
 def test_twice_gives_the_same_configs(staging: Path, tmp_path: Path) -> None:
-    bindir = tmp_path / "bin"
-    uci_wrapper(bindir)
-    cfg = staging / "etc" / "config"
-    (cfg / "network").write_text((cfg / "network").read_text() + GUEST)
-    (cfg / "dhcp").write_text((cfg / "dhcp").read_text() + GUEST_DHCP)
-    (cfg / "firewall").write_text((cfg / "firewall").read_text() + GUEST_ZONE)
+    bindir = with_guest(staging, tmp_path)
     uci(staging, bindir, "set", "plaza.lan.interface=br-guest")
     uci(staging, bindir, "add_list", "plaza.garden.domains=*.static.example.net")
     uci(staging, bindir, "set", "plaza.portal.cert_file=/etc/plaza/tls/fullchain.pem")
@@ -137,15 +143,11 @@ def test_twice_gives_the_same_configs(staging: Path, tmp_path: Path) -> None:
     assert (get("firewall.plaza_dhcp.src"), get("firewall.plaza_dhcp.proto")) == ("guest", "udp")
     assert (get("firewall.plaza_dhcp.dest_port"), get("firewall.plaza_dhcp.family")) == (
         "67", "ipv4")  # fmt: skip
+    assert get("plaza.lan.lease_file") == "/tmp/dhcp.leases"  # OpenWrt dnsmasq's default
 
 
 def test_a_changed_portal_is_followed_and_option_114_removed(staging: Path, tmp_path: Path) -> None:
-    bindir = tmp_path / "bin"
-    uci_wrapper(bindir)
-    cfg = staging / "etc" / "config"
-    (cfg / "network").write_text((cfg / "network").read_text() + GUEST)
-    (cfg / "dhcp").write_text((cfg / "dhcp").read_text() + GUEST_DHCP)
-    (cfg / "firewall").write_text((cfg / "firewall").read_text() + GUEST_ZONE)
+    bindir = with_guest(staging, tmp_path)
     uci(staging, bindir, "set", "plaza.lan.interface=br-guest")
     uci(staging, bindir, "set", "plaza.portal.cert_file=/etc/plaza/tls/fullchain.pem")
     uci(staging, bindir, "commit", "plaza")
@@ -157,3 +159,40 @@ def test_a_changed_portal_is_followed_and_option_114_removed(staging: Path, tmp_
     assert uci(staging, bindir, "get", "dhcp.guest.dhcp_option_force") == ""
     assert uci(staging, bindir, "get", "firewall.plaza_portal.dest_port") == "8000 443 8080"
     assert os.path.exists(staging / "etc" / "config" / "dhcp")
+
+
+def test_the_lease_file_follows_openwrts_dnsmasq(staging: Path, tmp_path: Path) -> None:
+    """plaza.lan.lease_file is dnsmasq's: its default, then `leasefile` of the first dnsmasq
+    section, then of the one the captive network's dhcp section names as its `instance`; an
+    install upgraded from the lease hook (no lease_file) gets it too. A dnsmasq that writes no
+    lease file (odhcpd as the DHCP server, leasefile-ro) is said in the log."""
+    bindir = with_guest(staging, tmp_path)
+    set_ = lambda *pairs: [uci(staging, bindir, "set", p) for p in pairs]  # noqa: E731
+    set_("plaza.lan.interface=br-guest")
+    uci(staging, bindir, "delete", "plaza.lan.lease_file")  # as the hook's package shipped it
+    uci(staging, bindir, "commit", "plaza")
+    lease_file = lambda: uci(staging, bindir, "get", "plaza.lan.lease_file")  # noqa: E731
+
+    done = run_defaults(staging, bindir)
+    assert done.returncode == 0, done.stderr
+    assert lease_file() == "/tmp/dhcp.leases"
+    assert "leasefile-ro" not in done.stderr and "odhcpd" not in done.stderr
+
+    set_("dhcp.@dnsmasq[0].leasefile=/tmp/main.leases")
+    uci(staging, bindir, "commit", "dhcp")
+    assert run_defaults(staging, bindir).returncode == 0
+    assert lease_file() == "/tmp/main.leases"
+
+    set_("dhcp.guest_dns=dnsmasq", "dhcp.guest_dns.leasefile=/tmp/guest.leases")
+    set_("dhcp.guest.instance=guest_dns")
+    uci(staging, bindir, "commit", "dhcp")
+    assert run_defaults(staging, bindir).returncode == 0
+    assert lease_file() == "/tmp/guest.leases"
+
+    set_("dhcp.odhcpd=odhcpd", "dhcp.odhcpd.maindhcp=1")
+    uci(staging, bindir, "commit", "dhcp")
+    (staging / "etc" / "dnsmasq.conf").write_text("# local\n  leasefile-ro\n")
+    done = run_defaults(staging, bindir)
+    assert done.returncode == 0, done.stderr
+    assert "dhcp.odhcpd.maindhcp is 1" in done.stderr
+    assert "dnsmasq is set to leasefile-ro" in done.stderr

@@ -78,7 +78,6 @@ def test_data_files_and_modes(data: dict, control: dict) -> None:
     expect = {
         "./etc/init.d/plaza": 0o755,
         "./etc/uci-defaults/90-plaza": 0o755,
-        "./etc/hotplug.d/dhcp/90-plaza": 0o755,
         "./etc/config/plaza": 0o644,  # the init script makes it 0640 root:plaza at start
         "./etc/capabilities/plaza-portal.json": 0o644,
         "./lib/upgrade/keep.d/plaza": 0o644,
@@ -86,7 +85,6 @@ def test_data_files_and_modes(data: dict, control: dict) -> None:
         "./usr/bin/plaza-gateway": 0o755,
         "./usr/bin/plaza-portal": 0o755,
         "./usr/bin/plaza-ctl": 0o755,
-        "./usr/lib/plaza/gateway/stations/lease_hook.py": 0o644,  # run by path: stays source
     }
     for name, mode in expect.items():
         assert name in data, name
@@ -103,7 +101,8 @@ def test_architecture_all_carries_no_compiled_code(data: dict) -> None:
     lib = "./usr/lib/plaza/"
     names = [n for n in data if n.startswith(lib)]
     assert not [n for n in names if n.endswith(".so")]
-    assert [n for n in names if n.endswith(".py")] == [lib + "gateway/stations/lease_hook.py"]
+    assert [n for n in names if n.endswith(".py")] == []  # bytecode only: nothing runs by path
+    assert not [n for n in data if n.startswith("./etc/hotplug.d/")]  # no process per DHCP event
     tops = {n[len(lib) :].split("/", 1)[0] for n in names if n != lib}
     # Bundled: the router's code and what the feed lacks; from the feed: Flask, cryptography,
     # requests; netfilterqueue (a C extension) is not shipped; provisioning is Debian's.

@@ -55,6 +55,10 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[portal]\nhostname = 'bad host'\n", "[portal] hostname: not a valid host name"),
         ("[session]\nmax_minutes = 5\n", "max_minutes must be >= default_minutes"),
         ("[gateway]\nstate_dir = 'relative'\n", "must be an absolute path"),
+        ("[lan]\nlease_file = 'dhcp.leases'\n", "[lan] lease_file: must be a file's absolute"),
+        ("[lan]\nlease_file = '/tmp/'\n", "[lan] lease_file: must be a file's absolute path"),
+        # written into dnsmasq's config too: a newline would start a line of its own
+        ('[lan]\nlease_file = "/tmp/x\\nleasefile-ro"\n', "[lan] lease_file: must be a file"),
         ("lan = 3\n", "[lan] must be a table"),
         ("[lan\n", "not valid TOML"),
         ("[gateway]\nmetrics_listen = 'nowhere'\n", "[gateway] metrics_listen:"),

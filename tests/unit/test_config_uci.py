@@ -71,7 +71,7 @@ def test_the_reference_file_loads_with_its_openwrt_values(tmp_path: Path) -> Non
     )
     assert config == cfg.Config(
         gateway=openwrt,
-        lan=cfg.LanConfig(interface="lo"),
+        lan=cfg.LanConfig(interface="lo", lease_file="/tmp/dhcp.leases"),  # OpenWrt's dnsmasq's
         garden=cfg.GardenConfig(dnsmasq_restart=("/etc/init.d/plaza", "garden")),
     )
 
@@ -173,6 +173,10 @@ BAD = {
     "a verify rule, in UCI names": (
         {"option dhcp_start '198.19.0.100'": "option dhcp_start '10.0.0.1'"},
         "plaza.lan.dhcp_start: 10.0.0.1 is outside the LAN 198.19.0.0/24",
+    ),
+    "a lease file that is no absolute path": (
+        {"option lease_file '/tmp/dhcp.leases'": "option lease_file 'dhcp.leases'"},
+        "plaza.lan.lease_file: must be a file's absolute path, got 'dhcp.leases'",
     ),
     "a cross-field rule, in UCI names": (
         {"option max_session_minutes '1440'": "option max_session_minutes '30'"},

@@ -1,13 +1,12 @@
-"""DHCP host names from the lease hook to the operator's terminal (issue 10, item 5): only
+"""DHCP host names from dnsmasq's lease file to the operator's terminal (issue 10, item 5): only
 printable UTF-8 is kept, the lease event always arrives, and `plaza-ctl` never prints a raw
 control character, whatever an older database holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from gateway.config import Config
 from gateway.control_client import ControlClient
 from gateway.gateway import Gateway
 from gateway.ops import ctl
-from gateway.stations import dnsmasq, hostnames, lease_hook
+from gateway.stations import dnsmasq, hostnames
 from tests.unit.conftest import RunDaemon
 
 MAC = "02:50:4c:00:00:01"
@@ -44,41 +43,50 @@ def test_only_printable_utf8_is_kept(raw: bytes | str, kept: str) -> None:
     assert hostnames.clean(raw) == kept
 
 
-def run_hook(config: Config, tmp_path: Path, args: list[bytes], env: dict[bytes, bytes]) -> str:
-    """OpenWrt's view (firmware_overlay/etc/hotplug.d/dhcp/90-plaza): the hook run as
-    `python3 -I -S lease_hook.py ACTION MAC IP [HOSTNAME]`, with bytes as dnsmasq passes them."""
-    socket = os.fsencode(config.gateway.control_socket)
-    done = subprocess.run(
-        [os.fsencode(sys.executable), b"-I", b"-S", os.fsencode(lease_hook.__file__), *args],
-        env={b"PATH": os.environb[b"PATH"], b"PLAZA_CONTROL_SOCKET": socket, **env},
-        capture_output=True, timeout=30,
-    )  # fmt: skip
-    assert done.returncode == 0
-    return done.stderr.decode(errors="replace")
-
-
-def test_escape_sequences_and_bad_bytes_through_the_real_lease_hook(
+def test_escape_sequences_and_bad_bytes_through_the_lease_file_lan_lease_file_names(
     run_daemon: RunDaemon, config: Config, tmp_path: Path
 ) -> None:
+    """OpenWrt's view: its dnsmasq's file (/tmp/dhcp.leases there), named by [lan] lease_file
+    outside the state directory, here replaced whole (a restore, or a dnsmasq that renames)
+    rather than rewritten in place: the same names dropped, the leases kept, a good name
+    taken at the renewal."""
+    leases = tmp_path / "tmp" / "dhcp.leases"
+    leases.parent.mkdir()
+    config = dataclasses.replace(
+        config, lan=dataclasses.replace(config.lan, lease_file=str(leases))
+    )
     others = {"02:50:4c:00:00:02": "198.19.0.102", "02:50:4c:00:00:03": "198.19.0.103"}
+    (mac2, ip2), (mac3, ip3) = others.items()
+
+    def replace(lines: list[bytes]) -> None:
+        new = leases.with_name("dhcp.leases.new")
+        new.write_bytes(b"\n".join(lines) + b"\n")
+        os.replace(new, leases)
 
     def script(client: ControlClient, gw: Gateway) -> None:
-        # the name dnsmasq would not use for DNS comes only in the environment
-        supplied = {b"DNSMASQ_SUPPLIED_HOSTNAME": CLEAR_SCREEN + b"owned"}
-        assert run_hook(config, tmp_path, [b"add", MAC.encode(), IP.encode()], supplied) == ""
-        (mac2, ip2), (mac3, ip3) = others.items()
-        weird = {b"DNSMASQ_SUPPLIED_HOSTNAME": b"caf\xff"}
-        assert run_hook(config, tmp_path, [b"add", mac2.encode(), ip2.encode()], weird) == ""
-        args = [b"old", mac3.encode(), ip3.encode(), b"tablet\xff\x1b"]
-        assert run_hook(config, tmp_path, args, {}) == ""
-        found = {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()}
-        assert found == {MAC: (IP, ""), mac2: (ip2, ""), mac3: (ip3, "")}
+        lines = [
+            f"1900000000 {MAC} {IP} ".encode() + CLEAR_SCREEN + b"owned *",
+            f"1900000000 {mac2} {ip2} caf".encode() + b"\xff *",
+            f"1900000000 {mac3} {ip3} tablet".encode() + b"\xff\x1b *",
+        ]
+        replace(lines)
+        wait({MAC: (IP, ""), mac2: (ip2, ""), mac3: (ip3, "")}, client)
         assert {c.mac: c.hostname for c in gw.store.load()} == {MAC: "", mac2: "", mac3: ""}
-        good = {b"DNSMASQ_SUPPLIED_HOSTNAME": "Mei\u2019s phone".encode()}
-        run_hook(config, tmp_path, [b"old", MAC.encode(), IP.encode()], good)
-        assert client.client(MAC)["hostname"] == "Mei\u2019s phone"
+        lines[0] = f"1900000600 {MAC} {IP} Mei\u2019s-phone *".encode()
+        replace(lines)
+        wait({MAC: (IP, "Mei\u2019s-phone"), mac2: (ip2, ""), mac3: (ip3, "")}, client)
+        assert not (Path(config.gateway.state_dir) / "dnsmasq.leases").exists()
 
     run_daemon(config, script)
+
+
+def wait(found: dict, client: ControlClient) -> None:
+    """Until the gateway's clients are `found` (MAC -> (IP, host name)), 3 s at most."""
+    for _ in range(300):
+        if {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found:
+            return
+        time.sleep(0.01)
+    assert {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found
 
 
 def test_escape_sequences_and_bad_bytes_through_the_lease_file(
@@ -88,13 +96,6 @@ def test_escape_sequences_and_bad_bytes_through_the_lease_file(
     others = {"02:50:4c:00:00:02": "198.19.0.102", "02:50:4c:00:00:03": "198.19.0.103"}
     leases = dnsmasq.lease_file(config)
     (mac2, ip2), (mac3, ip3) = others.items()
-
-    def wait(found: dict, client: ControlClient) -> None:
-        for _ in range(300):
-            if {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found:
-                return
-            time.sleep(0.01)
-        assert {c["mac"]: (c["ip"], c["hostname"]) for c in client.clients()} == found
 
     def script(client: ControlClient, gw: Gateway) -> None:
         lines = [

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -266,6 +267,19 @@ def test_without_inotify_the_file_is_polled(
 
     run_watch(tmp_path, steps)
     assert "polled every" in caplog.text and "Too many open files" in caplog.text
+
+
+def test_the_lease_file_is_the_state_dirs_unless_lan_lease_file_names_one(config: Config) -> None:
+    """One path for dnsmasq and the daemon: the dnsmasq config Plaza renders writes where the
+    daemon reads; on OpenWrt, whose dnsmasq Plaza does not configure, [lan] lease_file names
+    OpenWrt's (/tmp/dhcp.leases, set by the overlay)."""
+    default = Path(config.gateway.state_dir) / "dnsmasq.leases"
+    assert dnsmasq.lease_file(config) == default
+    assert f"dhcp-leasefile={default}\n" in dnsmasq.render_conf(config)
+    openwrt = dataclasses.replace(config.lan, lease_file="/tmp/dhcp.leases")
+    named = dataclasses.replace(config, lan=openwrt)
+    assert dnsmasq.lease_file(named) == Path("/tmp/dhcp.leases")
+    assert "dhcp-leasefile=/tmp/dhcp.leases\n" in dnsmasq.render_conf(named)
 
 
 def test_the_daemon_learns_leases_from_the_file(config: Config, make_gateway: MakeGateway) -> None:

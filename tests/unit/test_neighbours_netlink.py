@@ -6,12 +6,15 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
+
 from gateway.stations import neighbours
 from gateway.stations.neighbours import (
     NDA_DST,
     NDA_LLADDR,
     NDA_PROBES,
     NUD_FAILED,
+    NUD_PROBE,
     NUD_REACHABLE,
     RTM_GETNEIGH,
     RTM_NEWNEIGH,
@@ -97,3 +100,46 @@ def test_parsed_messages_feed_the_gateway(tmp_path) -> None:
     for m in neighbours.parse(data):
         n.message(*m)
     assert seen == [("02:50:4c:00:00:01", "198.19.0.100", False)]
+
+
+def test_the_probe_request_is_what_ip_neigh_replace_nud_probe_sends() -> None:
+    """The re-probe (a release's or a failure's confirmation) asks the kernel over rtnetlink:
+    RTM_NEWNEIGH, create or replace, acknowledged, the holder's MAC in state PROBE. Read back
+    with the daemon's own parser, for both families."""
+    for ip, family in (("198.19.0.100", socket.AF_INET), ("2001:db8:42:1::5", socket.AF_INET6)):
+        request = neighbours.probe_request(7, 3, ip, "02:50:4c:00:00:01")
+        length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", request)
+        assert (length, kind, seq) == (len(request), RTM_NEWNEIGH, 7)
+        assert flags == 0x1 | 0x4 | 0x400 | 0x100  # REQUEST, ACK, CREATE, REPLACE
+        assert request[16] == family and len(request) % 4 == 0
+        assert neighbours.parse(request) == [(3, NUD_PROBE, ip, "02:50:4c:00:00:01", 0)]
+
+
+def test_a_refused_probe_is_an_os_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's NLMSG_ERROR answer becomes OSError with its errno (the daemon logs it)."""
+    sent: list[bytes] = []
+
+    class Kernel:
+        def __init__(self, *args: int) -> None:
+            pass
+
+        def __enter__(self) -> Kernel:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def settimeout(self, seconds: float) -> None:
+            pass
+
+        def sendto(self, data: bytes, address: tuple[int, int]) -> None:
+            sent.append(data)
+
+        def recv(self, size: int) -> bytes:
+            error = struct.pack("=i", -19) + sent[-1][:16]  # ENODEV, and the request's header
+            return struct.pack("=IHHII", 16 + len(error), 2, 0, 1, 0) + error
+
+    monkeypatch.setattr(neighbours.socket, "socket", Kernel)
+    with pytest.raises(OSError) as caught:
+        neighbours.probe(3, "198.19.0.100", "02:50:4c:00:00:01")
+    assert caught.value.errno == 19 and len(sent) == 1

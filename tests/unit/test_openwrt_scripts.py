@@ -33,9 +33,17 @@ def test_the_overlay_has_its_scripts() -> None:
     assert {
         "etc/init.d/plaza",
         "etc/uci-defaults/90-plaza",
-        "etc/hotplug.d/dhcp/90-plaza",
         "usr/share/plaza/openwrt.sh",
     } <= names
+
+
+def test_no_handler_makes_dnsmasq_run_a_script_per_dhcp_event() -> None:
+    """OpenWrt's dnsmasq init adds `dhcp-script` (a process per DHCP event) when
+    /etc/hotplug.d/dhcp, tftp or neigh holds a handler: the daemon reads the lease file
+    instead, so the overlay ships none."""
+    for kind in ("dhcp", "tftp", "neigh"):
+        assert not list((OVERLAY / "etc" / "hotplug.d" / kind).glob("*")), kind
+    assert "hotplug" not in (OVERLAY / "Makefile").read_text()
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(OVERLAY).as_posix())

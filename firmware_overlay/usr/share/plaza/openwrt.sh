@@ -1,7 +1,8 @@
 # shellcheck shell=dash
 # /usr/share/plaza/openwrt.sh: what Plaza sets in OpenWrt's own UCI configs (dhcp, firewall),
 # shared by /etc/uci-defaults/90-plaza (first boot, or opkg install) and /etc/init.d/plaza
-# (every start, so a changed garden or portal port reaches dnsmasq and fw4).
+# (every start, so a changed garden or portal port reaches dnsmasq and fw4), and the one
+# setting of Plaza's own it keeps in step with OpenWrt's: dnsmasq's lease file.
 #
 # Why through UCI and not files of our own: OpenWrt regenerates dnsmasq's and fw4's config
 # from UCI on every restart, and LuCI shows what UCI holds. Every section Plaza owns has a
@@ -165,6 +166,44 @@ plaza_sync_firewall() {
 	plaza_uci set firewall.plaza_portal.target=ACCEPT
 }
 
+# The dnsmasq section that serves network $1: the one its dhcp section names with `instance`
+# (as OpenWrt's dnsmasq init matches them), else the first.
+plaza_dnsmasq_section() {
+	local instance=""
+	[ -n "$1" ] && instance=$(plaza_uci get "dhcp.$1.instance")
+	if [ -n "$instance" ] && [ "$(plaza_uci get "dhcp.$instance")" = dnsmasq ]; then
+		echo "$instance"
+	else
+		echo "@dnsmasq[0]"
+	fi
+}
+
+# dnsmasq's lease file, which the daemon watches to learn each lease (plaza.lan.lease_file):
+# OpenWrt's dnsmasq writes /tmp/dhcp.leases unless its section's `leasefile` says otherwise,
+# rewriting it in place after every change. No dhcp-script and no hotplug handler: dnsmasq
+# runs no process per DHCP event (its init adds a script only for /etc/hotplug.d/dhcp
+# handlers). Set at every start, so an upgrade from the hook, or a changed leasefile, follows.
+# $1: the captive network (for `instance`).
+plaza_sync_leases() {
+	local section leasefile confdir
+	section=$(plaza_dnsmasq_section "$1")
+	leasefile=$(plaza_uci get "dhcp.$section.leasefile")
+	leasefile=${leasefile:-/tmp/dhcp.leases}
+	if [ "$(plaza_uci get plaza.lan.lease_file)" != "$leasefile" ]; then
+		plaza_uci set "plaza.lan.lease_file=$leasefile"
+		plaza_uci commit plaza
+	fi
+	if [ "$(plaza_uci get dhcp.odhcpd.maindhcp)" = 1 ]; then
+		plaza_log "dhcp.odhcpd.maindhcp is 1: odhcpd, not dnsmasq, hands out addresses; Plaza learns phones from their packets only, without host names"
+	fi
+	confdir=$(plaza_uci get "dhcp.$section.confdir")
+	confdir=${confdir%%,*}
+	if grep -qs '^[[:space:]]*leasefile-ro' "${IPKG_INSTROOT}/etc/dnsmasq.conf" \
+		"${IPKG_INSTROOT}${confdir:-/tmp/dnsmasq.d}"/*; then
+		plaza_log "dnsmasq is set to leasefile-ro: it writes no lease file, so Plaza learns phones from their packets only, without host names"
+	fi
+}
+
 # Commit $1 when its content changed, else drop the pending (identical) changes; true when
 # something was committed.
 plaza_commit_if_changed() {
@@ -191,6 +230,7 @@ plaza_sync() {
 		return 0
 	fi
 	network=$(plaza_network_of_device "$device")
+	plaza_sync_leases "$network"
 	[ -n "$network" ] && zone=$(plaza_zone_of_network "$network")
 	[ -n "$zone" ] || plaza_log "no firewall zone holds $device: add its network to a zone"
 	dhcp_before=$(plaza_uci export dhcp)
