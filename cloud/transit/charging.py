@@ -7,8 +7,8 @@ that takes. A pass works on CARDS_PER_TXN cards at once:
 
 1. lock their card rows (`FOR UPDATE SKIP LOCKED` in the pass: a second charger running at
    the same time takes other cards instead of waiting; `charge_card` after an upload waits);
-2. read the new taps of the cards it holds, then the charged taps of their days, as tuples
-   (two SELECTs, no ORM objects);
+2. read the taps of the cards it holds from the day of their oldest new tap on, as rows (one
+   SELECT by card and time, no ORM objects): the new ones and the charged ones of their days;
 3. price every card-day in memory: when the new taps come after the charged ones (the usual
    case) one quote of the whole day gives every tap its share (the engine prices legs in
    order, so a prefix's total is the running total); a late backlog tap, or a tap the engine
@@ -77,8 +77,8 @@ def charge_pending(db: Session, at: float, limit: int = 10000) -> Result:
     feed = cards.current_feed(db)
     if feed is None:
         return result
-    pending = db.scalars(
-        select(TransitTap.card_id)
+    pending = db.execute(
+        select(TransitTap.card_id, func.min(TransitTap.tapped_at))
         .where(TransitTap.state == NEW)
         .group_by(TransitTap.card_id)
         .order_by(func.min(TransitTap.tapped_at))
@@ -87,7 +87,9 @@ def charge_pending(db: Session, at: float, limit: int = 10000) -> Result:
     merchants: dict[str, str] = {}
     for first in range(0, len(pending), CARDS_PER_TXN):
         chunk = pending[first : first + CARDS_PER_TXN]
-        _add(result, charge_cards(db, chunk, at, feed, merchants, skip_locked=True))
+        since = chunk[0][1]  # the chunk's oldest new tap: the cards come oldest first
+        cards_ids = [card for card, _ in chunk]
+        _add(result, charge_cards(db, cards_ids, at, feed, merchants, since, skip_locked=True))
         db.commit()
     return result
 
@@ -99,10 +101,16 @@ def charge_card(
     """Charge one card's new taps (its row locked until the commit: two passes never price
     it at once). `merchants` caches reader -> merchant across calls."""
     feed = cards.current_feed(db)
-    if feed is None:
+    since = db.scalar(select(func.min(TransitTap.tapped_at))
+                      .where(TransitTap.card_id == card_id, TransitTap.state == NEW))  # fmt: skip
+    if since is None:
+        result = empty()
+    elif feed is None:
         result = _refuse(db, [card_id], "no fare feed")
     else:
-        result = charge_cards(db, [card_id], at, feed, {} if merchants is None else merchants)
+        result = charge_cards(
+            db, [card_id], at, feed, {} if merchants is None else merchants, since
+        )
     if commit:
         db.commit()
     return result
@@ -110,9 +118,15 @@ def charge_card(
 
 def charge_cards(
     db: Session, card_ids: list[str], at: float, feed: TransitFeed, merchants: dict[str, str],
-    skip_locked: bool = False,
+    since: float, skip_locked: bool = False,
 ) -> Result:  # fmt: skip
-    """Charge these cards' new taps in the caller's transaction (which commits)."""
+    """Charge these cards' new taps from `since` on (the oldest new tap's time when the cards
+    were picked: one stored later and older waits for the next pass) in the caller's
+    transaction (which commits).
+
+    The taps are read by card and time only, the state sorted out here: with `state` in the
+    query PostgreSQL may walk the state index through every new or charged tap of every card
+    (seen: 0.9 s a query once 100,000 taps were charged), not the card index."""
     known = set(db.scalars(select(TransitCard.id).where(TransitCard.id.in_(card_ids))))
     result = _refuse(db, [c for c in card_ids if c not in known], "unknown card")
     held = db.scalars(
@@ -122,25 +136,19 @@ def charge_cards(
     if not held:
         return result
     engine = cards.engine_for(feed)
-    new = [Tap(*row) for row in db.execute(
-        select(*COLUMNS).where(TransitTap.card_id.in_(held), TransitTap.state == NEW)
+    low, _ = _bounds(engine.zone, _day(engine.zone, since))
+    taps = [Tap(*row) for row in db.execute(
+        select(*COLUMNS).where(TransitTap.card_id.in_(held), TransitTap.tapped_at >= low)
     )]  # fmt: skip
+    new = [tap for tap in taps if tap.state == NEW]
     if not new:
         return result
     days: dict[tuple[str, dt.date], list[Tap]] = defaultdict(list)
     for tap in new:
         days[(tap.card_id, _day(engine.zone, tap.tapped_at))].append(tap)
-    low, _ = _bounds(engine.zone, min(day for _, day in days))
-    _, high = _bounds(engine.zone, max(day for _, day in days))
-    for row in db.execute(
-        select(*COLUMNS).where(
-            TransitTap.card_id.in_({card for card, _ in days}), TransitTap.state == CHARGED,
-            TransitTap.tapped_at >= low, TransitTap.tapped_at < high,
-        )
-    ):  # fmt: skip
-        tap = Tap(*row)
+    for tap in taps:
         found = days.get((tap.card_id, _day(engine.zone, tap.tapped_at)))
-        if found is not None:
+        if found is not None and tap.state == CHARGED:
             found.append(tap)
     for day in days.values():
         day.sort(key=lambda t: (t.tapped_at, t.id))
