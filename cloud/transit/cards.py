@@ -40,7 +40,7 @@ from cloud.transit.models import ACTIVE, LOST, TransitCard, TransitFeed, Transit
 QR_PREFIX = "PT1"
 QR_SECONDS = 6 * 3600
 TOPUP_MIN, TOPUP_MAX = 100, 100_000  # 1 to 1,000 yuan
-_ENGINES: dict[int, FareEngine] = {}
+_ENGINES: dict[str, FareEngine] = {}  # by the feed's digest (its files), not its row id
 
 
 class TransitError(ValueError):
@@ -78,10 +78,12 @@ def current_feed(db: Session) -> TransitFeed | None:
 
 
 def engine_for(feed: TransitFeed) -> FareEngine:
-    """The engine of a stored feed, built once per process (a feed row never changes)."""
-    found = _ENGINES.get(feed.id)
+    """The engine of a stored feed, built once per process for each feed content: keyed by
+    the digest of its files, since one process may open several databases whose feed rows
+    share an id (tests, tools), and a feed row never changes."""
+    found = _ENGINES.get(feed.digest)
     if found is None:
-        found = _ENGINES[feed.id] = FareEngine(parse_feed(feed.files))
+        found = _ENGINES[feed.digest] = FareEngine(parse_feed(feed.files))
     return found
 
 

@@ -69,6 +69,31 @@ def test_the_lab_cloud_bootstrap_puts_the_feed_in_force_for_the_venue(tmp_path):
         engine.dispose()
 
 
+def test_two_databases_with_feed_row_1_each_price_with_their_own_feed(tmp_path):
+    """The engine cache is by the feed's files, not its row id: the lab feed in one database
+    and the city fixture in another, both row 1, in one process (as the test suite has them)."""
+    from sqlalchemy.orm import Session
+
+    from cloud.accounts import create_merchant, create_venue
+    from cloud.db import make_engine
+    from cloud.migrations import upgrade
+
+    city = Path(__file__).resolve().parents[1] / "fixtures" / "gtfs_city"
+    routes = []
+    for name, feed_dir in (("lab", FEED), ("city", city)):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        engine = make_engine(url)
+        with Session(engine) as db:
+            merchant = create_merchant(db, name, f"{name}@bus.test", "password-123", 1.0)
+            venue = create_venue(db, merchant.id, name, 1.0, f"{name}.bus.test")
+            feed = cards.store_feed(db, venue.id, feed_dir, 1.0)
+            assert feed.id == 1
+            routes.append(sorted(cards.engine_for(feed).feed.route_network))
+        engine.dispose()
+    assert routes == [["b1", "b2"], ["b1", "b2", "m1"]]
+
+
 def test_boarding_times_stay_in_one_service_day():
     noon = dt.datetime(2026, 12, 7, 12, 0, tzinfo=ZONE).timestamp()
     assert boarding_times(noon) == (noon - 60 - 18 * 60, noon - 60)
