@@ -177,3 +177,30 @@ def test_a_router_is_not_a_reader(agency, tmp_path):
     router.enrol(code, "a-router", agency["cloud"].url)
     with pytest.raises(ReaderError, match="403"):
         router.pull_denylist()
+
+
+def test_the_reader_command_line_as_the_demo_runs_it(agency, tmp_path, capsys, monkeypatch):
+    """`python -m lab.transit_reader ...` (what the demo runs in the internet namespace):
+    each command prints its JSON answer; a refusal exits 2 with one line on stderr."""
+    import io
+
+    from lab.transit_reader import main
+
+    state = ["--state", str(tmp_path / "bus2")]
+
+    def run(*args: str) -> tuple[int, Any]:
+        code = main([*state, *args])
+        out, err = capsys.readouterr()
+        return code, json.loads(out) if code == 0 else err.strip()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(agency["claim"] + "\n"))
+    code, enrolled = run("enrol", "--hostname", "bus-2", "--cloud", agency["cloud"].url)
+    assert code == 0 and enrolled["device_id"].startswith("dev_")
+    assert run("denylist")[1]["cards"] == []
+    code, tap = run("tap", agency["qr"], "--stop", "s_station", "--at", str(time.time() - 60))
+    assert (code, tap["seq"], tap["card"]) == (0, 1, agency["card"])
+    assert run("upload")[1]["stored"] == 1
+    assert run("resend")[1]["duplicates"] == 1
+    assert run("tap", "PT1.forged", "--stop", "s_station") == (
+        2, "transit reader: card refused: not a transit card code"
+    )  # fmt: skip
