@@ -94,7 +94,7 @@ def test_forged_release_from_another_phone_logs_no_one_out(lab: Lab) -> None:
     nsexec(ns, "ip", "neigh", "replace", router_ip, "lladdr", router_mac, "dev", "eth0")
     nsexec(ns, "dhcp_release", "eth0", victim.ipv4, victim.mac, client_id)
     wait_for(lambda: victim.mac not in leases(lab), 5, "dnsmasq to drop the released lease")
-    time.sleep(8)  # the lease hook has run; a re-probe takes ~3 s to fail; it did not
+    time.sleep(8)  # the lease file has been read; a re-probe takes ~3 s to fail; it did not
     after = control.client(victim.mac)
     assert (after["state"], after["session_id"], after["ip"]) == (
         "authorized", session, victim.ipv4,
