@@ -1,10 +1,10 @@
 """The patient's pages under /plaza/hospital: what a phone shows of the FHIR API's hospital.
 
 In the shop's cookie, CSP, languages and forms (cloud/o2o/shop.py): the patient is the
-wallet-signed-in shopper, every POST carries the CSRF token, no script (the pages that
-follow a queue number refresh themselves when asked to). They call what the FHIR API calls (visits.py,
-arrival.py, the booking and queue cores), so an appointment booked here is the FHIR
-Appointment and the reverse:
+wallet-signed-in shopper, every POST carries the CSRF token, no script (a page that
+follows a queue number refreshes itself when asked to). They call what the FHIR API calls
+(visits.py, arrival.py, the booking and queue cores), so an appointment booked here is the
+FHIR Appointment and the reverse:
 
 - `/<venue>`: the clinics, their doctors and the free times of a day; a tap holds one
   (visits.book); a fee is the booking's deposit, paid at the wallet's cashier
