@@ -109,3 +109,37 @@ def test_a_router_install_asked_for_the_cloud_says_what_to_install() -> None:
         "plaza-cloud: this is a router install (sqlalchemy is missing); "
         "the cloud needs: pip install 'plaza[cloud]'"
     ]
+
+
+def test_the_wheel_carries_every_file_the_packages_read(tmp_path: Path) -> None:
+    """A non-editable install has only what package-data names: every tracked file that is not
+    Python under the installed packages (templates, static, the lab's feed, the migration
+    template) must be in the wheel. The editable installs of development and CI would not
+    notice one left out; a cloud or router installed from the wheel would, as a 500."""
+    import shutil
+    import zipfile
+
+    # Built from a copy of the tree: setuptools reuses a checkout's build/lib, whose stale
+    # files would ride along in the wheel and hide a file package-data leaves out.
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    source = tmp_path / "src"
+    for name in tracked:
+        if Path(ROOT, name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(ROOT, name), source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--disable-pip-version-check", "--wheel-dir", str(tmp_path), str(source)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("plaza-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    packages = ("plaza/", "gateway/", "portal/", "lab/", "cloud/")
+    data = [f for f in tracked if f.startswith(packages) and not f.endswith(".py")
+            and (source / f).is_file()]  # fmt: skip
+    assert data, "no data files found: the tree is not what this test expects"
+    assert sorted(f for f in data if f not in packaged) == []
