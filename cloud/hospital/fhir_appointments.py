@@ -57,7 +57,9 @@ STATES = {code: [s for s, c in resources.APPOINTMENT_STATUS.items() if c == code
 
 
 def _pay_url(found: Booking) -> str:
-    return request.host_url.rstrip("/") + f"/plaza/bookings/{found.id}"
+    """The patient's own appointment page (cloud/hospital/pages.py), which takes the fee at
+    the wallet's cashier and is where the cashier returns: a hospital's app links there."""
+    return request.host_url.rstrip("/") + f"/plaza/hospital/appointments/{found.id}"
 
 
 def _appointment(db: Session, found: Booking) -> dict[str, Any]:

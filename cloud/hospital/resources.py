@@ -141,8 +141,8 @@ def slot(row: BookingSlot) -> dict[str, Any]:
 def appointment(
     found: Booking, row: BookingSlot, resource: BookingResource, pay_url: str | None = None
 ) -> dict[str, Any]:
-    """The booking as an Appointment; `pay_url` (the shop's page that takes the fee through
-    the wallet) while the fee is due."""
+    """The booking as an Appointment; `pay_url` (the patient's appointment page, which takes
+    the fee through the wallet) while the fee is due."""
     status = APPOINTMENT_STATUS[found.state]
     accepted = "needs-action" if status == "pending" else "accepted"
     body: dict[str, Any] = {

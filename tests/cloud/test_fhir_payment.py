@@ -85,12 +85,12 @@ def test_the_fee_paid_through_the_wallet_then_refunded(
     assert links["fee"]["valueMoney"] == {"value": 50.0, "currency": "CNY"}
     page_url = links["payment-page"]["valueUrl"]
     booking_id = made["id"].replace("-", "_", 1)
-    assert page_url == f"{CLOUD}/plaza/bookings/{booking_id}"
+    assert page_url == f"{CLOUD}/plaza/hospital/appointments/{booking_id}"
 
-    page = get(client, page_url.removeprefix(CLOUD))  # the payment page: pay at the cashier
+    page = get(client, page_url.removeprefix(CLOUD))  # the patient's page: pay at the cashier
     token_field = CSRF.search(page.get_data(as_text=True))
     assert token_field is not None
-    start = post(client, f"/plaza/bookings/{booking_id}/deposit",
+    start = post(client, f"/plaza/hospital/appointments/{booking_id}/pay",
                  {"csrf_token": token_field.group(1)})  # fmt: skip
     assert start.status_code == 303 and start.location.startswith(sandbox_wallet.url)
     assert approve_payment(sandbox_wallet, start.location).status == 302
