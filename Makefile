@@ -80,11 +80,15 @@ vm-setup: setup
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# dist/plaza-router.box from the router image (cached), added to Vagrant as plaza/router.
+# dist/plaza-router.box from the router image (cached), added to Vagrant as plaza/router; and
+# dist/plaza-internet.box (the lab's internet VM: the image's Debian, the code and its Python
+# dependencies from the host's pip; cached), added as plaza/internet.
 vagrant-box: router-image vm-setup
 	$(PY) -m lab.vagrant_box
+	$(PY) -m lab.vagrant_inetbox
 
-# The VM lab end to end: up (router + 1 phone, flash + verify), the demo, down leaving nothing.
+# The VM lab end to end: up (internet, router + 1 phone, flash + verify), demo and outage, down
+# leaving nothing.
 vm-test: vagrant-box
 	flock /tmp/plaza-netns.lock bash lab/vagrant/vm-test.sh
 

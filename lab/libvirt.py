@@ -89,7 +89,8 @@ def check_memory(vms: int, meminfo: str, vm_mb: int = VM_MEMORY_MB) -> str | Non
 
 def check_box(stale: bool) -> str | None:
     if stale:
-        return "the plaza/router box is missing or older than the router image: make vagrant-box"
+        return ("the plaza/router or plaza/internet box is missing or older than its inputs "
+                "(the router image, the lab's code): make vagrant-box")  # fmt: skip
     return None
 
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "probe-kvm":
             print(driver())
         elif command == "preflight":
-            vms = 1 + int(os.environ.get("PLAZA_PHONES", "2"))  # the router and the phones
+            vms = 2 + int(os.environ.get("PLAZA_PHONES", "2"))  # internet, router, phones
             problems = preflight(vms)
             for p in problems:
                 print(f"vm-lab: {p}", file=sys.stderr)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +153,13 @@ def build(force: bool = False) -> Path:
     if not force and not is_stale():
         print(f"{BOX}: up to date")
         return BOX
+    return pack(BOX, BOX_INPUTS, digest, lambda mnt: customise(mnt, fetch_debs(mnt, WORK / "debs")))
+
+
+def pack(box: Path, inputs: Path, digest: str, layer: Callable[[Path], None]) -> Path:
+    """A box from a copy of the router image's disk with `layer(mounted root)` written on it
+    (the router box's layer above, the internet box's in lab/vagrant_inetbox.py); `digest`
+    is kept in `inputs` for the cache."""
     t0 = time.monotonic()
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -163,7 +171,7 @@ def build(force: bool = False) -> Path:
     try:
         _run("mount", loop, str(mnt))
         try:
-            customise(mnt, fetch_debs(mnt, WORK / "debs"))
+            layer(mnt)
         finally:
             _run("umount", str(mnt))
     finally:
@@ -174,35 +182,35 @@ def build(force: bool = False) -> Path:
     raw.unlink()
     (box_dir / "metadata.json").write_text(json.dumps(metadata(), indent=2) + "\n")
     (box_dir / "Vagrantfile").write_text(BOX_VAGRANTFILE)
-    partial = BOX.with_suffix(".box.partial")
+    partial = box.with_suffix(".box.partial")
     with tarfile.open(partial, "w:gz", compresslevel=1) as tar:
         for name in ("metadata.json", "Vagrantfile", "box.img"):
             tar.add(box_dir / name, arcname=name)
-    partial.replace(BOX)
-    BOX_INPUTS.write_text(digest + "\n")
+    partial.replace(box)
+    inputs.write_text(digest + "\n")
     shutil.rmtree(WORK)
-    size = BOX.stat().st_size / 2**20
-    print(f"{BOX}: {size:.0f} MiB in {time.monotonic() - t0:.0f} s")
-    return BOX
+    size = box.stat().st_size / 2**20
+    print(f"{box}: {size:.0f} MiB in {time.monotonic() - t0:.0f} s")
+    return box
 
 
-def add(box: Path = BOX) -> None:
-    """`vagrant box add --force plaza/router` from the local file, unless already added from
-    this very build (the digest is kept beside Vagrant's copy)."""
-    digest = BOX_INPUTS.read_text().strip()
-    mark = Path.home() / ".vagrant.d" / "plaza-router.box.inputs"
-    if mark.exists() and mark.read_text().strip() == digest and box_added():
-        print(f"box {BOX_NAME}: already added from this build")
+def add(box: Path = BOX, name: str = BOX_NAME, inputs: Path = BOX_INPUTS) -> None:
+    """`vagrant box add --force NAME` from the local file, unless already added from this very
+    build (the digest is kept beside Vagrant's copy)."""
+    digest = inputs.read_text().strip()
+    mark = Path.home() / ".vagrant.d" / inputs.name
+    if mark.exists() and mark.read_text().strip() == digest and box_added(name):
+        print(f"box {name}: already added from this build")
         return
-    _run("vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box), timeout=900)
+    _run("vagrant", "box", "add", "--force", "--name", name, str(box), timeout=900)
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(digest + "\n")
-    print(f"box {BOX_NAME}: added")
+    print(f"box {name}: added")
 
 
-def box_added() -> bool:
+def box_added(name: str = BOX_NAME) -> bool:
     done = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True, timeout=60)
-    return any(line.split()[:1] == [BOX_NAME] for line in done.stdout.splitlines())
+    return any(line.split()[:1] == [name] for line in done.stdout.splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,53 +1,41 @@
 """`plaza-lab vm up|down` and what the scenarios (lab/vagrant_scenarios.py) run on: the testers'
 lab as real VMs (Vagrantfile, docs/vm-lab.md).
 
-    phone VMs --plaza-lan-- router VM --plaza-wan--veth-- [vmlab-inet netns]: fake internet,
-    (busybox udhcpc, curl)  (flashed by plaza-provision)  sandbox wallet, Plaza cloud, the ISP
+    phone VMs --plaza-lan-- router VM --plaza-wan-- internet VM: fake internet, sandbox
+    (busybox udhcpc, curl)  (flashed by plaza-provision)  wallet, Plaza cloud, the ISP
 
 libvirt and Vagrant run in the namespace plaza-virt (lab/libvirt.py). The internet is the one the
 router image's end-to-end tests flash against (lab/vm_internet.py: the same web, DNS, wallet,
-cloud and ISP, started by the same code, plus the cloud's push worker), in the namespace
-vmlab-inet wired into the plaza-wan bridge by a veth. The router is brought into service the
-technician's way: `plaza-provision flash --portal-cert/--portal-key` and `verify` over SSH from
-the internet side; the only file put on it by hand is the lab CA (a venue's trust anchor).
+cloud and ISP, started by the same code, plus the cloud's push worker), in the VM `internet`
+(or, with PLAZA_VM_INTERNET=namespace, a namespace of the host: lab/vagrant_internet.py). The
+router is brought into service the technician's way: `plaza-provision flash --portal-cert/
+--portal-key` and `verify` over SSH from the internet side; the only file put on it by hand is
+the lab CA (a venue's trust anchor).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import shlex
-import shutil
-import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lab import cloud as labcloud
-from lab import libvirt
+from lab import libvirt, vagrant_box, vagrant_inetbox, vagrant_internet
 from lab.phone import Phone
-from lab.topology import DNS_IP, PORTAL_HOST
-from lab.vm_internet import INTERNET_WAN, ROUTER_CA, ROUTER_WAN, VMInternet
+from lab.topology import PORTAL_HOST
+from lab.vagrant_internet import SSH_OPTIONS, VMLabError, parse_bridge, ssh_argv
+from lab.vagrant_internet import run as _run
+from lab.vm_internet import ROUTER_CA, ROUTER_WAN, VMInternet
 
 ROOT = Path(__file__).resolve().parents[1]
-INET_NS = "vmlab-inet"
-WAN_VETH = "vmlab-wan"  # the internet's link in the plaza-wan bridge (plaza-virt's end)
-RUN_DIR = Path("/run/plaza-lab/vmlab")
-KEY = ROOT / "dist" / "plaza-lab-key"
-BIN = Path(sys.executable).parent
 PORTAL_URL = f"https://{PORTAL_HOST}/"
 API_URL = PORTAL_URL + "api/captive"
 LEASE = "/var/lib/plaza-phone/lease"  # a phone VM's (lab/vagrant/phone-setup.sh)
-SSH_OPTIONS = (
-    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-)  # fmt: skip
-
-
-class VMLabError(RuntimeError):
-    """A step of the VM lab failed; the message says which and what to do."""
+__all__ = ["SSH_OPTIONS", "VMLabError", "parse_bridge"]  # re-exported for the scenarios
 
 
 def parse_domifaddr(text: str) -> str | None:
@@ -57,22 +45,6 @@ def parse_domifaddr(text: str) -> str | None:
         if len(parts) >= 4 and parts[2] == "ipv4":
             return parts[3].split("/")[0]
     return None
-
-
-def parse_bridge(net_info: str) -> str:
-    for line in net_info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Bridge":
-            return value.strip()
-    raise VMLabError("no bridge in `virsh net-info`: is the lab's network up? plaza-lab vm up")
-
-
-def _run(cmd: list[str], timeout: float = 120, stdin: str | None = None) -> str:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise VMLabError(f"{' '.join(cmd[:6])} ... exited {done.returncode}: "
-                         f"{(done.stderr or done.stdout).strip()[-800:]}")  # fmt: skip
-    return done.stdout
 
 
 def virsh(*args: str) -> str:
@@ -95,8 +67,7 @@ def mgmt_ip(machine: str) -> str:
 
 def ssh(ip: str, command: str, timeout: float = 60, stdin: str | None = None) -> str:
     """`command` as root on a VM over the management network (from the libvirt namespace)."""
-    argv = libvirt.in_netns("ssh", *SSH_OPTIONS, "-i", str(KEY), f"root@{ip}", command)
-    return _run(argv, timeout=timeout, stdin=stdin)
+    return _run(ssh_argv(ip, command), timeout=timeout, stdin=stdin)
 
 
 class VMPhone(Phone):
@@ -111,7 +82,7 @@ class VMPhone(Phone):
         subprocess.run(self.ssh_argv(f"rm -f {self._jar}"), capture_output=True, timeout=30)
 
     def ssh_argv(self, command: str) -> list[str]:
-        return libvirt.in_netns("ssh", *SSH_OPTIONS, "-i", str(KEY), f"root@{self.ip}", command)
+        return ssh_argv(self.ip, command)
 
     def prefix(self) -> list[str]:
         return []
@@ -124,35 +95,59 @@ class VMPhone(Phone):
 class VMLab:
     """The VMs (through Vagrant), the internet, and what the scenarios do to them."""
 
-    def __init__(self, phones: int = 2, out: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, phones: int = 2, out: Callable[[str], None] = print, internet: str | None = None
+    ) -> None:
         self.phones = phones
         self.out = out
-        # The same object in every process (`vm up`, then `vm demo`): its state is in RUN_DIR.
-        self.internet = VMInternet(INET_NS, RUN_DIR, push=True)
+        kind = internet or os.environ.get("PLAZA_VM_INTERNET", "vm")
+        self.internet_vm = kind == "vm"
+        # The same object in every process (`vm up`, then `vm demo`): its state is in the VM
+        # or, for the namespace, under /run.
+        self.internet = vagrant_internet.internet(kind, mgmt_ip)
         self._router_ip: str | None = None  # its management address, looked up once
+
+    def machines(self) -> list[str]:
+        """In the order `up` brings them: the internet first (the router's WAN DHCP at boot)."""
+        phones = [f"phone{i}" for i in range(1, self.phones + 1)]
+        return [*(["internet"] if self.internet_vm else []), "router", *phones]
+
+    def stale_box(self) -> bool:
+        """A box missing or older than its inputs (BoxError: the image itself is missing)."""
+        return vagrant_box.is_stale() or (self.internet_vm and vagrant_inetbox.outdated())
 
     # -- up ---------------------------------------------------------------------------------
 
     def up(self) -> dict[str, float]:
         """libvirt, the VMs, the internet, the router flashed and verified, phones trusting
         the lab CA; returns the seconds each stage took."""
-        problems = libvirt.preflight(1 + self.phones)
+        try:
+            stale = self.stale_box()
+        except vagrant_box.BoxError as exc:
+            raise VMLabError(str(exc)) from exc
+        problems = libvirt.preflight(len(self.machines()), stale_box=stale)
         if problems:
             raise VMLabError("; ".join(problems))
+        if self.internet_vm and vagrant_inetbox.is_stale():
+            self.out("note: the code changed since the plaza/internet box was built; the internet "
+                     "VM runs the box's: make vagrant-box to update it")  # fmt: skip
         times: dict[str, float] = {}
         t0 = time.monotonic()
         libvirt.start()
-        machines = ["router", *(f"phone{i}" for i in range(1, self.phones + 1))]
-        for machine in machines:  # one at a time: timed, and no parallel network creation
+        for machine in self.machines():  # one at a time: timed, and no parallel network creation
             t = time.monotonic()
-            libvirt.vagrant("up", "--no-parallel", machine)
+            if machine == "internet":
+                self.internet.up()  # vagrant up internet, until its services listen
+            else:
+                libvirt.vagrant("up", "--no-parallel", machine)
             times[f"vagrant up {machine}"] = time.monotonic() - t
         problems = libvirt.check_networks()
         if problems:
             raise VMLabError("; ".join(problems))
-        t = time.monotonic()
-        self.internet_up()
-        times["internet"] = time.monotonic() - t
+        if not self.internet_vm:
+            t = time.monotonic()
+            self.internet.up()  # the namespace, into the plaza-wan bridge the router made
+            times["internet"] = time.monotonic() - t
         t = time.monotonic()
         self.provision_router()
         times["flash + verify"] = time.monotonic() - t
@@ -167,45 +162,23 @@ class VMLab:
         minute under emulation."""
         pem = "/etc/ssl/certs/plaza-lab.pem"
         command = f"cat > {pem} && echo 'cacert = {pem}' > /root/.curlrc"
-        ssh(mgmt_ip(machine), command, stdin=self.internet.ca.cert_path.read_text())
+        ssh(mgmt_ip(machine), command, stdin=self.internet.ca_pem())
 
-    def internet_up(self) -> None:
-        """The namespace vmlab-inet on the plaza-wan bridge, then lab/vm_internet.py's ISP and
-        services in it (what lab/vm.py's internet namespace runs for the end-to-end tests)."""
-        self.internet_down()
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        bridge = parse_bridge(virsh("net-info", "plaza-wan"))
-        _run(["ip", "netns", "add", INET_NS])
-        _run(["ip", "link", "add", WAN_VETH, "netns", libvirt.NETNS, "type", "veth",
-              "peer", "eth0", "netns", INET_NS])  # fmt: skip
-        _run(libvirt.in_netns("ip", "link", "set", WAN_VETH, "master", bridge, "up"))
-        for args in (
-            ("link", "set", "lo", "up"),
-            ("addr", "add", f"{DNS_IP}/32", "dev", "lo"),
-            ("addr", "add", INTERNET_WAN, "dev", "eth0"),
-            ("link", "set", "eth0", "up"),
-        ):
-            _run(["ip", "netns", "exec", INET_NS, "ip", *args])
-        self.internet.start_isp()
-        self.internet.start()
+    @property
+    def cut_name(self) -> str:
+        """What the outage scenario does to the internet, in a tester's words."""
+        return "vagrant halt internet" if self.internet_vm else "its link into plaza-wan cut"
 
-    def internet_down(self) -> None:
-        """The services (by their pid file), the namespace (its veth with it), its files."""
-        self.internet.stop()
-        subprocess.run(["ip", "netns", "del", INET_NS], capture_output=True, timeout=30)
-        shutil.rmtree(Path("/etc/netns") / INET_NS, ignore_errors=True)
-        shutil.rmtree(RUN_DIR, ignore_errors=True)
-
-    def wan_link(self, up: bool) -> None:
-        """The internet's link into plaza-wan up or down: for the router the whole internet
-        (cloud, wallet, web, DNS) answers or vanishes at once, as `vagrant halt internet`
-        would do to an internet VM; the router's own WAN port keeps its carrier."""
-        _run(libvirt.in_netns("ip", "link", "set", WAN_VETH, "up" if up else "down"))
+    def wan_link(self, up: bool) -> float:
+        """The internet away or back (`vagrant halt`/`up internet`, or the namespace's link
+        into plaza-wan): for the router the whole internet (cloud, wallet, web, DNS) vanishes
+        or answers at once. Seconds it took (back: until its services listen)."""
+        return self.internet.cut(up)
 
     def router_ssh(self, command: str, timeout: float = 60, stdin: str | None = None) -> str:
         """As the technician: from the internet, to the router's WAN address."""
-        argv = ["ip", "netns", "exec", INET_NS, "ssh", *SSH_OPTIONS,
-                "-i", str(KEY), f"root@{ROUTER_WAN}", command]  # fmt: skip
+        argv = self.internet.laptop(["ssh", *SSH_OPTIONS, "-i", self.internet.key,
+                                     f"root@{ROUTER_WAN}", command])  # fmt: skip
         return _run(argv, timeout=timeout, stdin=stdin)
 
     def wait_router(self, seconds: float = 240) -> float:
@@ -221,26 +194,26 @@ class VMLab:
                 time.sleep(3)
 
     def provision(self, *argv: str, timeout: float = 600, stdin: str | None = None) -> str:
-        """`plaza-provision ARGV` from the technician's laptop (the internet namespace)."""
-        common = ["-i", str(KEY), "--known-hosts", str(RUN_DIR / "provision_known_hosts")]
-        cmd = ["ip", "netns", "exec", INET_NS, str(BIN / "plaza-provision"), *argv, *common]
-        return _run(cmd, timeout=timeout, stdin=stdin)
+        """`plaza-provision ARGV` from the technician's laptop (on the internet)."""
+        known = f"{self.internet.state}/provision_known_hosts"
+        cmd = ["plaza-provision", *argv, "-i", self.internet.key, "--known-hosts", known]
+        return _run(self.internet.laptop(cmd), timeout=timeout, stdin=stdin)
 
     def provision_router(self) -> None:
         """The lab CA as the venue's trust anchor, then `flash` (config, the portal's chain and
         key, the claim) and `verify`, re-run while the daemon's first heartbeat is due."""
         self.wait_router()
-        for f in self.internet.router_files():
-            self.router_ssh(f"install -m {f.mode} -g {f.group} /dev/stdin {shlex.quote(f.path)}",
-                            stdin=f.data.decode())  # fmt: skip
-        config = RUN_DIR / "venue.toml"
-        config.write_text(self.internet.venue_config(quick_usage=True))
-        chain, key = self.internet.portal_pair()
+        state = self.internet.state  # VMInternet's directory, on the laptop
+        self.router_ssh(f"install -m 0644 /dev/stdin {ROUTER_CA}", stdin=self.internet.ca_pem())
+        config = f"{state}/venue.toml"
+        venue = VMInternet(None, Path(state)).venue_config(quick_usage=True)
+        self.internet.put(config, venue)
+        chain, key = f"{state}/pki/portal.pem", f"{state}/pki/portal.key"
         claim = self.internet.claim()
         self.out(f"plaza-provision flash {ROUTER_WAN} (from the internet, as a technician)")
         done = self.provision(
-            "flash", ROUTER_WAN, "--claim", "-", "--venue-config", str(config),
-            "--portal-cert", str(chain), "--portal-key", str(key), "--cloud", labcloud.CLOUD_URL,
+            "flash", ROUTER_WAN, "--claim", "-", "--venue-config", config,
+            "--portal-cert", chain, "--portal-key", key, "--cloud", labcloud.CLOUD_URL,
             "--rollback-timeout", "240", "--json", stdin=claim + "\n",
         )  # fmt: skip
         self.out(done.strip()[-600:])
@@ -250,7 +223,7 @@ class VMLab:
             try:
                 self.out(self.provision(
                     "verify", ROUTER_WAN, "--cloud", labcloud.CLOUD_URL, "--claim", "-",
-                    "--ca-bundle", str(self.internet.ca.cert_path), "--portal-ca", ROUTER_CA,
+                    "--ca-bundle", f"{state}/pki/ca.pem", "--portal-ca", ROUTER_CA,
                     timeout=300, stdin=claim + "\n",
                 ).strip())  # fmt: skip
                 return
@@ -295,13 +268,8 @@ class VMLab:
         return json.loads(self.router(f"python3 - {shlex.quote(mac)}", stdin=script))
 
     def cloud_usage(self, mac: str) -> list[dict]:
-        """The cloud's usage records for `mac` (its SQLite file, read-only)."""
-        path = labcloud.instance_dir(RUN_DIR) / "cloud.db"
-        sql = ("SELECT key, session_id, seq, bytes_down, total_bytes_down FROM usage_records "
-               "WHERE mac = ? ORDER BY id")  # fmt: skip
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute(sql, (mac,))]
+        """The cloud's usage records for `mac` (its SQLite file, read-only, where it runs)."""
+        return self.internet.cloud_usage(mac)
 
     def phone(self, machine: str) -> VMPhone:
         return VMPhone(machine, mgmt_ip(machine))
@@ -342,14 +310,15 @@ class VMLab:
     # -- down -------------------------------------------------------------------------------
 
     def down(self, everything: bool = False) -> dict[str, list[str]]:
-        """vagrant destroy -f, the internet namespace; `everything`: also the box's volume in
-        libvirt's pool, the box, and the daemons. Returns what libvirt still holds."""
+        """vagrant destroy -f, the internet (VM or namespace); `everything`: also the boxes'
+        volumes in libvirt's pool, the boxes, and the daemons. Returns what libvirt holds."""
         if self._created():
             libvirt.start()  # a crashed run may have left VMs and no daemons
         if libvirt.running():
-            for machine in sorted(self._created(), reverse=True):  # phones, then the router
+            for machine in sorted(self._created(), reverse=True):  # phones, router, internet
                 libvirt.vagrant("destroy", "-f", machine, check=False)
-        self.internet_down()
+        self.internet.down()
+        vagrant_internet.NamespaceInternet().down()  # a namespace lab's, if one was left
         left = libvirt.leftovers() if libvirt.running() else {}
         if everything and libvirt.running():
             for volume in left.get("volumes", []):
@@ -359,10 +328,12 @@ class VMLab:
                 for cmd in ("net-destroy", "net-undefine"):
                     subprocess.run(["virsh", "-c", "qemu:///system", cmd, network],
                                    capture_output=True, timeout=60)  # fmt: skip
-            subprocess.run(["vagrant", "box", "remove", "--force", "--all", "plaza/router"],
-                           capture_output=True, timeout=120)  # fmt: skip
             left = libvirt.leftovers()
             libvirt.stop()
+        if everything:  # files of Vagrant's, libvirt or not (a run that failed before up)
+            for box in (vagrant_box.BOX_NAME, vagrant_inetbox.BOX_NAME):
+                subprocess.run(["vagrant", "box", "remove", "--force", "--all", box],
+                               capture_output=True, timeout=120)  # fmt: skip
         return left
 
     def _created(self) -> list[str]:

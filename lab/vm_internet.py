@@ -16,8 +16,10 @@ IT would install its trust anchors, and the portal's chain and key through `plaz
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -85,14 +87,18 @@ class RouterFile:
 @dataclass
 class VMInternet:
     """`start()` the services in namespace `ns` (state under `directory`), `stop()` them; the
-    pids are kept in a file so a later run can end a crashed run's processes."""
+    pids are kept in a file so a later run can end a crashed run's processes. `ns` None: in
+    this machine's own namespace (the Vagrant lab's internet VM, `serve` below)."""
 
-    ns: str
+    ns: str | None
     directory: Path
     account: labcloud.CloudAccount | None = None
     # The cloud's push worker too (the offer pushed to a returning shopper's wallet: the
     # Vagrant lab's demo); the end-to-end tests do without its polling.
     push: bool = False
+    # Seconds each service has to listen: the internet VM starts them under emulation, the
+    # cloud's imports alone a minute and more of a shared CPU there.
+    listen_seconds: float = 60
     pids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -102,17 +108,18 @@ class VMInternet:
     def ca(self) -> LabCA:
         return LabCA(self.directory / "pki")  # made on first use (start), never by stop()
 
+    def _in(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *cmd] if self.ns else list(cmd)
+
     def _ns(self, *args: str) -> None:
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.ns, *args], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
+        done = subprocess.run(self._in(*args), capture_output=True, text=True, check=False)
+        if done.returncode != 0 and "File exists" not in done.stderr:  # a restart: addresses kept
             raise InternetError(f"{' '.join(args)}: {done.stderr.strip()}")
 
     def _spawn(self, key: str, *cmd: str, env: dict[str, str] | None = None) -> None:
         with open(self.directory / f"{key}.log", "ab") as log:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, *cmd],
+                self._in(*cmd),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, **(env or {})},
             )  # fmt: skip
@@ -125,8 +132,9 @@ class VMInternet:
             self._ns("ip", "addr", "add", f"{ip}/32", "dev", "lo")
         for ip in (WEB_IP6, DNS_IP6, WALLET_IP6):  # the lab's DNS config listens on DNS_IP6
             self._ns("ip", "addr", "add", f"{ip}/128", "dev", "lo", "nodad")
-        etc = Path("/etc/netns") / self.ns  # the technician's laptop and the cloud resolve here
-        etc.mkdir(parents=True, exist_ok=True)
+        etc = Path("/etc/netns") / self.ns if self.ns else Path("/etc")
+        etc.mkdir(parents=True, exist_ok=True)  # the technician's laptop and the cloud resolve here
+        (etc / "resolv.conf").unlink(missing_ok=True)  # a VM's may be a link to resolved's
         (etc / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
         conf = self.directory / "internet-dns.conf"
         conf.write_text(_internet_dns_conf())
@@ -134,9 +142,7 @@ class VMInternet:
                     f"--pid-file={self.directory / 'internet-dns.pid'}")  # fmt: skip
         self._spawn("internet-web", str(BIN / "python"), "-m", "lab.internet",
                     "--listen", f"{WEB_IP}:80")  # fmt: skip
-        from lab.wallet import keys
-
-        made = keys.provision(self.directory / "wallet", f"https://{PORTAL_HOST}")
+        made = self._wallet_keys()
         self._push_settings = made["push"]["oidc"]
         cert, key = self.ca.issue("wallet", [*made["hosts"], *WALLET_IP_HOSTS])
         self._spawn(
@@ -157,7 +163,19 @@ class VMInternet:
                         env={**env, **self._push_env()})  # fmt: skip
         self.ca.issue("portal", [PORTAL_HOST])
         for ip, port in ((DNS_IP, 53), (WEB_IP, 80), (WALLET_IP, 443), (labcloud.CLOUD_IP, 443)):
-            self._wait_listen(ip, port)
+            self._wait_listen(ip, port, self.listen_seconds)
+
+    def _wallet_keys(self) -> dict:
+        """The wallet's keys and settings, made once: an internet VM booting again (the outage
+        scenario) keeps the keys the router and the cloud already know."""
+        saved = self.directory / "wallet" / "made.json"
+        if saved.exists():
+            return json.loads(saved.read_text())
+        from lab.wallet import keys
+
+        made = keys.provision(self.directory / "wallet", f"https://{PORTAL_HOST}")
+        saved.write_text(json.dumps(made, default=str))
+        return json.loads(saved.read_text())
 
     def _push_env(self) -> dict[str, str]:
         """The push worker's wallet settings, as lab/topology.py's _start_cloud passes them."""
@@ -177,7 +195,7 @@ class VMInternet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(
-                ["ip", "netns", "exec", self.ns, "ss", "-Hln", f"src {ip}:{port}"],
+                self._in("ss", "-Hln", f"src {ip}:{port}"),
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if out.stdout.strip():
@@ -256,3 +274,64 @@ class VMInternet:
                 os.waitpid(pid, os.WNOHANG)
         self.pids.clear()
         self.pid_file.unlink(missing_ok=True)
+
+
+def serve(directory: Path, push: bool = True) -> int:
+    """The internet VM's service (lab/vagrant_internet.py's box runs it as a systemd unit): the
+    ISP on eth0 and every service above in the VM's own namespace, the same code as the
+    namespace for tests/vm. Returns when a service ends (the unit restarts them all) or on
+    SIGTERM."""
+    directory.mkdir(parents=True, exist_ok=True)
+    internet = VMInternet(None, directory, push=push, listen_seconds=600)
+    # A former boot's pids mean nothing now; systemd ended a former run's with its cgroup.
+    internet.pid_file.unlink(missing_ok=True)
+    internet._ns("ip", "addr", "add", f"{DNS_IP}/32", "dev", "lo")
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        internet.start_isp()
+        internet.start()
+        print(f"internet up: web, DNS, wallet, cloud{', push' if push else ''}, ISP", flush=True)
+        while not stopping:
+            for pid in internet.pids:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        print(f"a service ended (pid {pid}): restarting", flush=True)
+                        return 1
+            time.sleep(1)
+        return 0
+    finally:
+        internet.stop()
+
+
+def cloud_usage(directory: Path, mac: str) -> list[dict]:
+    """The cloud's usage records for `mac` (its SQLite file, read-only)."""
+    import sqlite3
+
+    path = labcloud.instance_dir(directory) / "cloud.db"
+    sql = ("SELECT key, session_id, seq, bytes_down, total_bytes_down FROM usage_records "
+           "WHERE mac = ? ORDER BY id")  # fmt: skip
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(sql, (mac,))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The lab's internet in this machine (a VM).")
+    parser.add_argument("action", choices=("serve", "claim", "cloud-usage"))
+    parser.add_argument("mac", nargs="?", help="cloud-usage: the phone's MAC")
+    parser.add_argument("--dir", type=Path, default=Path("/var/lib/plaza-lab"))
+    parser.add_argument("--no-push", dest="push", action="store_false")
+    args = parser.parse_args(argv)
+    if args.action == "serve":
+        return serve(args.dir, args.push)
+    if args.action == "claim":
+        account = labcloud.bootstrap(args.dir, VENUE_NAME, PORTAL_HOST)  # kept: account.json
+        print(labcloud.claim_code(args.dir, account.venue_id))
+    else:
+        print(json.dumps(cloud_usage(args.dir, args.mac)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

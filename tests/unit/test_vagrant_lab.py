@@ -271,3 +271,126 @@ def test_vm_test_runs_demo_and_outage_and_checks_nothing_is_left() -> None:
     assert "vagrant box list" in script and "ip netns list" in script
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci.index("make test") < ci.index("make vm-test")  # its own step, after the suite
+
+
+# -- the internet VM (lab/vagrant_inetbox.py, lab/vagrant_internet.py, lab/vm_internet.py) ------
+
+
+def test_internet_box_installs_what_the_internet_runs_and_no_kernel_binding() -> None:
+    from lab import vagrant_inetbox
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = vagrant_inetbox.requirements(pyproject)
+    names = {r.split(">")[0].split("[")[0].split("=")[0].strip() for r in reqs}
+    assert {"flask", "cryptography", "sqlalchemy", "alembic", "pywebpush", "rich"} <= names
+    assert "netfilterqueue" not in names  # the router's NFQUEUE binding: no compiler, no use
+    scripts = vagrant_inetbox.scripts(pyproject)
+    assert scripts["plaza-cloud"].startswith(f"#!{vagrant_inetbox.OPT}/venv/bin/python3\n")
+    assert "from cloud.cli import main" in scripts["plaza-cloud"]
+    assert set(scripts) >= {"plaza-cloud", "plaza-provision"}  # what the lab calls on the VM
+
+
+def test_internet_box_layer_is_the_isp_end_of_the_wan_and_runs_vm_internet() -> None:
+    from lab import vagrant_inetbox
+
+    assert f"Address={vm_internet.INTERNET_WAN}" in vagrant_inetbox.WAN_NETWORK
+    assert "Name=eth0" in vagrant_inetbox.WAN_NETWORK  # eth0: on plaza-wan, slot 0x0a
+    assert "-m lab.vm_internet serve" in vagrant_inetbox.UNIT
+    assert "Restart=always" in vagrant_inetbox.UNIT
+    assert {"plaza-gateway", "plaza-dnsmasq", "systemd-resolved"} <= set(vagrant_inetbox.MASKED)
+
+
+def test_internet_box_is_stale_when_the_lab_code_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab import vagrant_inetbox
+
+    monkeypatch.setattr(vagrant_box, "current_digest", lambda: "image")
+    monkeypatch.setattr(vagrant_inetbox, "BOX", tmp_path / "i.box")
+    monkeypatch.setattr(vagrant_inetbox, "BOX_INPUTS", tmp_path / "i.inputs")
+    assert vagrant_inetbox.is_stale()  # no box yet
+    (tmp_path / "i.box").write_bytes(b"box")
+    (tmp_path / "i.inputs").write_text(vagrant_inetbox.current_digest() + "\n")
+    assert not vagrant_inetbox.is_stale()
+    monkeypatch.setattr(vagrant_box, "current_digest", lambda: "another image")
+    assert vagrant_inetbox.is_stale()
+    monkeypatch.setattr(vagrant_box, "current_digest", lambda: "image")
+    first = vagrant_inetbox.source_files()[0]
+    monkeypatch.setattr(vagrant_inetbox, "source_files", lambda: [first, Path(__file__)])
+    assert vagrant_inetbox.is_stale()  # another file of code: make vagrant-box rebuilds it,
+    assert not vagrant_inetbox.outdated()  # but `vm up` only warns
+    monkeypatch.setattr(vagrant_box, "current_digest", lambda: "another image")
+    assert vagrant_inetbox.outdated()  # another image: `vm up` refuses it
+    (tmp_path / "i.inputs").unlink()
+    assert vagrant_inetbox.outdated()
+
+
+def test_vm_internet_runs_in_its_own_namespace_or_a_named_one(tmp_path: Path) -> None:
+    assert vm_internet.VMInternet(None, tmp_path)._in("ss", "-Hln") == ["ss", "-Hln"]
+    assert vm_internet.VMInternet("inet", tmp_path)._in("ss") == ["ip", "netns", "exec", "inet",
+                                                                 "ss"]  # fmt: skip
+
+
+def test_vm_internet_makes_the_wallet_keys_once(tmp_path: Path) -> None:
+    """An internet VM booting again (the outage) keeps the keys the router already knows."""
+    internet = vm_internet.VMInternet(None, tmp_path)
+    first = internet._wallet_keys()
+    key = (tmp_path / "wallet" / "wallet-rsa2.pub").read_bytes()
+    again = vm_internet.VMInternet(None, tmp_path)._wallet_keys()
+    assert again == first and "settings" in again and "oidc" in again["push"]
+    assert (tmp_path / "wallet" / "wallet-rsa2.pub").read_bytes() == key
+
+
+def test_vm_internet_reads_the_clouds_usage_records(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "cloud" / "cloud.db"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE usage_records (id INTEGER PRIMARY KEY, key, session_id, seq, "
+                  "bytes_down, total_bytes_down, mac)")  # fmt: skip
+        c.execute("INSERT INTO usage_records VALUES (1, 'k1', 's1', 1, 10, 10, 'm1'), "
+                  "(2, 'k2', 's2', 1, 5, 5, 'm2')")  # fmt: skip
+    rows = vm_internet.cloud_usage(tmp_path, "m1")
+    assert rows == [{"key": "k1", "session_id": "s1", "seq": 1, "bytes_down": 10,
+                     "total_bytes_down": 10}]  # fmt: skip
+
+
+def test_the_internet_vm_comes_up_first_and_the_namespace_is_still_there() -> None:
+    from lab import vagrant_internet
+
+    lab = vagrant_lab.VMLab(phones=2, internet="vm")
+    assert lab.machines() == ["internet", "router", "phone1", "phone2"]
+    assert isinstance(lab.internet, vagrant_internet.InternetVM)
+    assert lab.cut_name == "vagrant halt internet"
+    ns = vagrant_lab.VMLab(phones=1, internet="namespace")
+    assert ns.machines() == ["router", "phone1"]
+    assert isinstance(ns.internet, vagrant_internet.NamespaceInternet)
+    with pytest.raises(vagrant_lab.VMLabError, match="say vm or namespace"):
+        vagrant_lab.VMLab(internet="cloud")
+
+
+def test_the_technicians_laptop_is_the_internet_vm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab import vagrant_internet
+
+    internet = vagrant_internet.InternetVM(lambda machine: {"internet": "198.18.100.9"}[machine])
+    argv = internet.laptop(["plaza-provision", "verify", "198.18.0.1"])
+    assert argv[:4] == ["ip", "netns", "exec", libvirt.NETNS]  # over the management network
+    assert "root@198.18.100.9" in argv
+    assert argv[-1] == f"PATH={vagrant_internet.VM_BIN}:$PATH plaza-provision verify 198.18.0.1"
+
+
+def test_vagrantfile_defines_the_internet_vm_on_the_wan() -> None:
+    text = (ROOT / "Vagrantfile").read_text()
+    block = text[text.index('config.vm.define "internet"') :]
+    block = block[: block.index("\n  end\n")]
+    assert 'n.vm.box = "plaza/internet"' in block
+    assert 'bare_network(n.vm, "plaza-wan", WAN_SLOT)' in block
+    assert text.index('define "internet"') < text.index('define "router"')  # `vagrant up` order
+
+
+def test_make_vagrant_box_builds_both_boxes() -> None:
+    make = (ROOT / "Makefile").read_text()
+    target = make[make.index("\nvagrant-box:") :]
+    target = target[: target.index("\n\n")]
+    assert "-m lab.vagrant_box" in target and "-m lab.vagrant_inetbox" in target
