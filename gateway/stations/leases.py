@@ -115,7 +115,10 @@ def parse(data: bytes, known: Mapping[bytes, Lease] | None = None) -> Reading:
 def diff(before: dict[tuple[str, str], Lease], after: dict[tuple[str, str], Lease]) -> list[Event]:
     """What changed between two readings: releases first (an address handed from one station
     to the next is released by the first before the second holds it), then new leases, then
-    renewals, each in file order."""
+    renewals, each by expiry, else in file order: of one station's two leases the one it was
+    given last comes last, as the address it holds now. (The daemon's first reading after a
+    power cut held a phone's current lease and an older one of its first boot, in that order:
+    taken in file order, the old address won and ended the restored session.)"""
     events = [Event("del", lease) for key, lease in before.items() if key not in after]
     for key, lease in after.items():
         old = before.get(key)
@@ -123,4 +126,5 @@ def diff(before: dict[tuple[str, str], Lease], after: dict[tuple[str, str], Leas
             events.append(Event("add", lease))
         elif old != lease:
             events.append(Event("old", lease))
-    return sorted(events, key=lambda e: ("del", "add", "old").index(e.action))
+    order = ("del", "add", "old")
+    return sorted(events, key=lambda e: (order.index(e.action), e.lease.expiry or float("inf")))

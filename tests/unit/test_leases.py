@@ -95,6 +95,23 @@ def test_diff_says_what_the_script_was_told() -> None:
     ]
 
 
+def test_of_one_stations_two_leases_the_newest_comes_last() -> None:
+    """The VM lab's crash scenario: after the power cut the daemon's first reading held the
+    phone's lease (newest, first in the file) and an older one from its first boot; the older
+    one, applied last, moved the station to an address it no longer holds and ended its
+    restored session ("address-changed")."""
+    newest = b"1765003600 02:50:4c:00:00:01 198.19.0.188 phone1 01:02:50:4c:00:00:01\n"
+    older = b"1765000000 02:50:4c:00:00:01 198.19.0.187 plaza-router ff:90:ed\n"
+    events = leases.diff({}, leases.parse(newest + older).leases)
+    assert [(e.action, e.lease.ip) for e in events] == [
+        ("add", "198.19.0.187"),
+        ("add", "198.19.0.188"),
+    ]
+    forever = b"0 02:50:4c:00:00:01 198.19.0.190 static *\n"  # expiry 0: never, so newest
+    events = leases.diff({}, leases.parse(forever + newest).leases)
+    assert [e.lease.ip for e in events] == ["198.19.0.188", "198.19.0.190"]
+
+
 def test_an_address_moved_to_another_station_is_released_then_added() -> None:
     moved = b"1765000300 02:50:4c:00:00:09 198.19.0.100 other *\n"
     events = leases.diff(leases.parse(A).leases, leases.parse(moved).leases)
