@@ -73,7 +73,22 @@ def browse(phone: VMPhone, seconds: float = 5) -> bool:
     return r.status == 200 and ONLINE_MARK in r.body
 
 
-def delivered_once(lab: VMLab, mac: str, session: str | None = None) -> str:
+def delivered_once(lab: VMLab, mac: str, session: str | None = None, seconds: float = 0) -> str:
+    """`_delivered_once`, asked again for up to `seconds` while it does not hold: the router and
+    the cloud are read one after the other (the internet VM's cloud over SSH, seconds under
+    emulation), so a record the router makes in between is in one view and not yet the other.
+    A record lost, doubled or not adding up stays so and still fails."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _delivered_once(lab, mac, session)
+        except StepFailed:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2)
+
+
+def _delivered_once(lab: VMLab, mac: str, session: str | None = None) -> str:
     """Every record the router wrote for `mac` (or one session) is in the cloud once, none is
     left waiting, and the deltas add up to each session's total: nobody counted twice."""
     router = [r for r in lab.router_usage(mac) if session in (None, r["session_id"])]
@@ -83,6 +98,14 @@ def delivered_once(lab: VMLab, mac: str, session: str | None = None) -> str:
     expect(not waiting, f"records still waiting on the router: {waiting}")
     keys = [r["key"] for r in cloud]
     expect(len(keys) == len(set(keys)), f"a record stored twice in the cloud: {keys}")
+    # The cloud is read after the router: an interim record the router made in between (one
+    # every 3 s here) is in the cloud only; those past the router's newest of their session
+    # are not compared. A session the router does not know stays in and fails.
+    newest: dict[str, int] = {}
+    for r in router:
+        newest[r["session_id"]] = max(newest.get(r["session_id"], 0), r["seq"])
+    cloud = [r for r in cloud if r["seq"] <= newest.get(r["session_id"], r["seq"])]
+    keys = [r["key"] for r in cloud]
     expect(set(keys) == {r["key"] for r in router}, "the cloud's records are not the router's")
     sessions = {r["session_id"] for r in cloud}
     for sid in sessions:
@@ -165,7 +188,7 @@ def demo(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
     phone.get(SITE + "bytes/2000000", timeout=60)
     got = wait(lambda: sum(r["bytes_down"] for r in lab.cloud_usage(mac)) > 2_000_000, 40)
     expect(bool(got), "no usage reached the cloud in 40 s")
-    say("Usage arrives in the cloud", delivered_once(lab, mac) + ", from the router VM")
+    say("Usage arrives in the cloud", delivered_once(lab, mac, seconds=30) + ", from the router VM")
 
     link = shopper.opt_in_and_save(phone, PORTAL_URL, WALLET)
     say(
@@ -249,10 +272,12 @@ def outage(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
         back = lab.wan_link(up=True)
     t0 = time.monotonic()
     wait_delivered(lab, mac, 120)
+    emptied = time.monotonic() - t0
+    said = delivered_once(lab, mac, seconds=30)
     say(
         f"The internet comes back ({back:.0f} s until its services listen): the usage is "
         "delivered exactly once",
-        f"outbox empty {time.monotonic() - t0:.0f} s later; {delivered_once(lab, mac)}; "
+        f"outbox empty {emptied:.0f} s later; {said}; "
         "each key stored once, each session's records add up to its total",
     )
     expect(browse(phone, 10), "no internet after the outage")
@@ -289,7 +314,8 @@ def crash(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
     )
     phone.get(SITE + "bytes/1000000", timeout=60)
     wait_delivered(lab, mac, 90)
-    say("Nobody counted twice", delivered_once(lab, mac, session) + f" for session {session}")
+    said = delivered_once(lab, mac, session, seconds=30)
+    say("Nobody counted twice", f"{said} for session {session}")
     r = phone.logout(PORTAL_URL)
     expect(r.status == 303, f"logout answered {r.status or r.error}")
 

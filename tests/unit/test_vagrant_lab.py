@@ -394,3 +394,31 @@ def test_make_vagrant_box_builds_both_boxes() -> None:
     target = make[make.index("\nvagrant-box:") :]
     target = target[: target.index("\n\n")]
     assert "-m lab.vagrant_box" in target and "-m lab.vagrant_inetbox" in target
+
+
+def test_usage_views_read_apart_are_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cloud read seconds after the router (over SSH under emulation) may hold a record the
+    router made in between: asked again, the views agree; a doubled record still fails."""
+    monkeypatch.setattr(vagrant_scenarios.time, "sleep", lambda s: None)
+    router = [record(1, 100, 100)]
+    reads = iter([[record(1, 100, 100), record(2, 50, 150)], [record(1, 100, 100)]])
+
+    class Racing(FakeLab):
+        def cloud_usage(self, mac: str) -> list[dict]:
+            return next(reads)
+
+    said = vagrant_scenarios.delivered_once(Racing(router, []), "m", seconds=30)  # type: ignore[arg-type]
+    assert said.startswith("1 record(s) of 1 session(s)")
+    doubled = FakeLab(router, [record(1, 100, 100)] * 2)
+    with pytest.raises(vagrant_scenarios.StepFailed, match="stored twice"):
+        vagrant_scenarios.delivered_once(doubled, "m", seconds=0.05)  # type: ignore[arg-type]
+
+
+def test_cloud_records_newer_than_the_routers_view_are_not_compared() -> None:
+    router = [record(1, 100, 100)]
+    cloud = [record(1, 100, 100), record(2, 50, 150)]  # made after the router was read
+    said = vagrant_scenarios.delivered_once(FakeLab(router, cloud), "m")  # type: ignore[arg-type]
+    assert said.startswith("1 record(s) of 1 session(s)")
+    unknown = [*cloud[:1], record(1, 9, 9, sid="s9")]  # a session the router never wrote
+    with pytest.raises(vagrant_scenarios.StepFailed, match="not the router's"):
+        vagrant_scenarios.delivered_once(FakeLab(router, unknown), "m")  # type: ignore[arg-type]
