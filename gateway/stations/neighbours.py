@@ -31,6 +31,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from gateway.dataplane import netlink
 from gateway.gateway import Gateway
 
 log = logging.getLogger("plaza.neighbours")
@@ -164,16 +165,11 @@ def probe_request(seq: int, ifindex: int, ip: str, mac: str) -> bytes:
     """RTM_NEWNEIGH setting ADDRESS at MAC in state PROBE, created or replaced, acknowledged:
     the kernel then probes MAC unicast (what `ip neigh replace ... nud probe` sends)."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    attrs = _attr(NDA_DST, socket.inet_pton(family, ip))
-    attrs += _attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+    attrs = netlink.attr(NDA_DST, socket.inet_pton(family, ip))
+    attrs += netlink.attr(NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
     body = _NDMSG.pack(family, ifindex, NUD_PROBE, 0, 0) + attrs
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
     return _NLMSGHDR.pack(16 + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    size = _NLA.size + len(value)
-    return _NLA.pack(size, kind) + value + bytes(-size % 4)
 
 
 def probe(ifindex: int, ip: str, mac: str) -> None:
