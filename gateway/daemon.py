@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,12 +162,14 @@ class Daemon:
             os.chown(path, 0, grp.getgrnam(self.config.gateway.control_group).gr_gid)
         return server
 
-    async def watch_neighbours(self) -> None:
-        """Learn stations from the kernel's neighbour table (gateway/stations/neighbours.py)."""
+    def start_neighbours(self) -> Coroutine[None, None, None]:
+        """Learn stations from the kernel's neighbour table (gateway/stations/neighbours.py):
+        its prober now, before the lease file is read; the watch, to run as a task."""
         from gateway.stations import neighbours
 
         assert self.lan_ifindex is not None
-        await neighbours.watch(self.gateway, self.lan_ifindex, self.config.lan.interface)
+        found = neighbours.prober(self.gateway, self.lan_ifindex, self.config.lan.interface)
+        return neighbours.watch(found)
 
     def start_leases(self, loop: asyncio.AbstractEventLoop) -> None:
         """dnsmasq's leases from its lease file (gateway/stations/lease_watch.py): read now,
@@ -197,7 +199,9 @@ class Daemon:
     def _lease(self, event: Event) -> None:
         lease = event.lease
         try:
-            self.gateway.requests.lease(event.action, lease.mac, lease.ip, lease.hostname)
+            self.gateway.requests.lease(
+                event.action, lease.mac, lease.ip, lease.hostname, replayed=event.replayed
+            )
         except SessionError as exc:
             log.info("lease %s %s %s ignored: %s", event.action, lease.mac, lease.ip, exc)
 
@@ -434,11 +438,11 @@ class Daemon:
         if self.lan_ifindex is not None:  # stations may not be DHCP servers or routers
             self.start_guard()
         self.apply_venue_garden()  # before the first tick: the file may have changed while down
+        tasks = [asyncio.create_task(self.periodic())]
+        if self.lan_ifindex is not None:  # before the leases: a replayed one may need a probe
+            tasks.append(asyncio.create_task(self.start_neighbours()))
         self.start_leases(loop)
         self.start_uplink(loop)
-        tasks = [asyncio.create_task(self.periodic())]
-        if self.lan_ifindex is not None:
-            tasks.append(asyncio.create_task(self.watch_neighbours()))
         for task in tasks:
             task.add_done_callback(self._task_done)
         log.info("control socket at %s", self.config.gateway.control_socket)

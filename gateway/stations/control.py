@@ -198,11 +198,16 @@ class ControlRequests:
         self.lease(action, mac, ip, hostname)
         return {}
 
-    def lease(self, action: str, mac: str, ip: str, hostname: str = "") -> None:
-        """A DHCP lease event: add, old (renewed, or replayed at start) or del. A host name
-        that is not printable UTF-8 is dropped (gateway/stations/hostnames.py), the event kept."""
+    def lease(
+        self, action: str, mac: str, ip: str, hostname: str = "", replayed: bool = False
+    ) -> None:
+        """A DHCP lease event: add, old (renewed, or `replayed` from the file at start) or
+        del. A host name that is not printable UTF-8 is dropped (gateway/stations/hostnames.py),
+        the event kept."""
         hostname = hostnames.clean(hostname)
         now = self.gateway.clock()
+        if replayed and action == "old" and self._restored_first(mac, ip):
+            return
         if action in ("add", "old"):
             with self.gateway.atomic():
                 self.gateway.apply(self.gateway.table.seen(mac, ip, now, hostname))
@@ -210,6 +215,24 @@ class ControlRequests:
             self._released(mac, ip, now)
         else:
             raise SessionError(f"unknown lease action: {action!r}")
+
+    def _restored_first(self, mac: str, ip: str) -> bool:
+        """A lease read at start that would end a restored session (sessions.replay_conflict)
+        is held back: the session's holder is probed at its address as for a release, and
+        only its silence ends the session (reason `left`); the station is then learned anew
+        from its packets or its next DHCP exchange. Without a prober the lease waits for
+        that exchange: the database, written durably, outweighs a file that may be stale."""
+        conflict = self.gateway.table.replay_conflict(mac, ip)
+        if conflict is None:
+            return False
+        address, holder = conflict
+        log.warning(
+            "lease file gives %s to %s, but the restored session of %s holds %s: "
+            "probing it before the lease counts", ip, mac, holder, address,
+        )  # fmt: skip
+        if self.gateway.confirm_departure is not None:
+            self.gateway.confirm_departure(address, holder)
+        return True
 
     def _released(self, mac: str, ip: str, now: float) -> None:
         """dnsmasq dropped a lease: a DHCPRELEASE (or the lease ran out). A release names the

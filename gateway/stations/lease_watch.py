@@ -17,7 +17,9 @@ later still lacks it: on a loaded machine dnsmasq can be kept off the CPU mid-wr
 than a few milliseconds (a 100-phone storm on two CPUs showed 44 such readings in a row when
 the next reading came 10 ms later). A release is not urgent: it only starts a re-probe of the
 station (gateway/stations/control.py). At start the file is read once and every lease given as
-`old`, as dnsmasq replays its leases to a script when it restarts.
+`old`, as dnsmasq replays its leases to a script when it restarts, marked `replayed`: the file
+may predate a power cut, so such a lease is checked against the sessions the database restored
+before it moves one (gateway/stations/control.py).
 
 inotify through ctypes (libc's inotify_init1 / inotify_add_watch; glibc and musl both have them):
 three calls, no dependency to install on a router. Should inotify be unavailable (no instances
@@ -191,10 +193,7 @@ class LeaseWatch:
             self.bad_lines += 1
             log.warning("lease file %s: skipped %s", self.path, bad)
         self._logged_bad = {bad.line for bad in reading.bad}
-        if replay:
-            events = [Event("old", lease) for lease in reading.leases.values()]
-        else:
-            events = leases.diff(self.leases, reading.leases)
+        events = leases.replay(reading) if replay else leases.diff(self.leases, reading.leases)
         now = self.clock()
         missing = {(e.lease.mac, e.lease.ip) for e in events if e.action == "del"}
         self._missing = {key: self._missing.get(key, now) for key in missing}

@@ -36,10 +36,14 @@ class Lease:
 
 @dataclass(frozen=True)
 class Event:
-    """One DHCP event, as dnsmasq's script was told it: add, old (renewed) or del."""
+    """One DHCP event, as dnsmasq's script was told it: add, old (renewed) or del.
+    `replayed`: read from the file as the daemon started, not seen to change. After a power
+    cut the file may be older than the state database (dnsmasq does not fsync it), so such a
+    lease does not outweigh a session the database restored (sessions.replay_conflict)."""
 
     action: str
     lease: Lease
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,5 +130,14 @@ def diff(before: dict[tuple[str, str], Lease], after: dict[tuple[str, str], Leas
             events.append(Event("add", lease))
         elif old != lease:
             events.append(Event("old", lease))
+    return ordered(events)
+
+
+def replay(reading: Reading) -> list[Event]:
+    """Every lease of a reading as `old` and `replayed` (the daemon's start), in diff's order."""
+    return ordered([Event("old", lease, replayed=True) for lease in reading.leases.values()])
+
+
+def ordered(events: list[Event]) -> list[Event]:
     order = ("del", "add", "old")
     return sorted(events, key=lambda e: (order.index(e.action), e.lease.expiry or float("inf")))

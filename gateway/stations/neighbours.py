@@ -186,11 +186,11 @@ def probe(ifindex: int, ip: str, mac: str) -> None:
             raise OSError(error, os.strerror(error))
 
 
-async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
-    """Follow the kernel's neighbour table on the LAN for the daemon's lifetime: a dump,
-    then the multicast group's changes. Events lost to a full socket buffer (ENOBUFS: a
-    flood of changes) are made good by dumping the table again."""
-    loop = asyncio.get_running_loop()
+def prober(gateway: Gateway, ifindex: int, interface: str) -> Neighbours:
+    """The LAN's neighbour watcher, made the gateway's `confirm_departure` at once: the lease
+    file is read at start, before `watch` runs, and a lease that contradicts a restored
+    session is probed then (gateway/stations/control.py). A probe's answer sent before
+    `watch` listens is still seen: `watch` begins with a dump of the table."""
 
     def reprobe(ip: str, mac: str) -> None:
         try:
@@ -199,8 +199,16 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
             log.warning("cannot re-probe %s at %s on %s: %s", mac, ip, interface, exc)
 
     neighbours = Neighbours(gateway, ifindex, reprobe)
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     gateway.confirm_departure = neighbours.confirm
+    return neighbours
+
+
+async def watch(neighbours: Neighbours) -> None:
+    """Follow the kernel's neighbour table on the LAN for the daemon's lifetime: a dump,
+    then the multicast group's changes. Events lost to a full socket buffer (ENOBUFS: a
+    flood of changes) are made good by dumping the table again."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((0, RTMGRP_NEIGH))
@@ -220,5 +228,5 @@ async def watch(gateway: Gateway, ifindex: int, interface: str) -> None:
             for message in parse(data):
                 neighbours.message(*message)
     finally:
-        gateway.confirm_departure = None
+        neighbours.gateway.confirm_departure = None
         sock.close()

@@ -226,6 +226,22 @@ class SessionTable:
             ops.append(Save(replace(client)))
         return ops
 
+    def replay_conflict(self, mac: str, ip: str) -> tuple[str, str] | None:
+        """Whether a lease read from the file at start, `mac` at IPv4 `ip`, would end a
+        session the database restored: the station's own, at another address, or another
+        station's, at this one. Then (address, MAC) of that session, to be probed before the
+        lease counts; else None. dnsmasq does not fsync its lease file, so after a power cut
+        the file can be older than the database, which commits every grant durably: a lab
+        phone's session came back and was then ended by its first boot's lease."""
+        mac, ip = normalize_mac(mac), normalize_ip(ip)
+        client = self.clients.get(mac)
+        if client and client.state is State.AUTHORIZED and client.ip and client.ip != ip:
+            return client.ip, mac
+        holder = self.by_ip.get(ip)
+        if holder and holder != mac and self.clients[holder].state is State.AUTHORIZED:
+            return ip, holder
+        return None
+
     def _new(self, mac: str, now: float) -> Client:
         if len(self.clients) >= MAX_STATIONS:
             self._evict()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.stations import dnsmasq
 from lab.phone import Phone
 from lab.topology import Lab, nsexec
 from tests.conftest import ROOT
@@ -132,6 +133,29 @@ def test_sigkill_and_restart_keeps_the_phone_online(fresh: Lab, phone1: Phone) -
     assert_online(phone1)
     elements = nsexec(fresh.state.router, "nft", "list", "set", "inet", "plaza", "auth4")
     assert f"{info['ipv4']} . {info['mac']}" in elements
+
+
+def test_a_stale_lease_file_after_a_crash_does_not_end_the_restored_session(
+    fresh: Lab, phone1: Phone
+) -> None:
+    """dnsmasq does not fsync its lease file: after a power cut it may hold an older lease of
+    the phone (the VM lab's phone had one from its first boot, another client-id) while the
+    database holds the session's. The daemon reads the file at start, probes the session's
+    address instead of ending the session, and the phone's answer keeps it online."""
+    info = phone_info(fresh, "phone1")
+    fresh.control().auth(info["mac"], minutes=30)
+    pid = fresh.state.pids["router-gateway"]
+    os.killpg(pid, signal.SIGKILL)
+    fresh.stop("router-gateway")
+    stale = info["ipv4"].rsplit(".", 1)[0] + ".250"
+    leasefile = Path(dnsmasq.lease_file(fresh.gateway_config()))
+    older = f"{int(time.time()) + 60} {info['mac']} {stale} phone1 ff:00:00:00:01\n"
+    leasefile.write_text(older + leasefile.read_text())  # dnsmasq rewrites it at its next change
+    fresh.start_gateway()
+    time.sleep(3)  # the probe of the restored address has been answered or has failed by now
+    client = fresh.control().client(info["mac"])
+    assert (client["state"], client["ip"]) == ("authorized", info["ipv4"])
+    assert_online(phone1)
 
 
 def test_second_daemon_is_refused(fresh: Lab, phone1: Phone) -> None:

@@ -130,6 +130,78 @@ def test_a_release_of_an_address_the_station_does_not_hold_probes_nothing(
     assert probes.asked == [] and state(gw) == "authorized"
 
 
+STALE = "198.19.0.99"  # the address an older lease in the file names
+
+
+def replayed(gw: Gateway, mac: str = MAC, ip: str = STALE) -> None:
+    """A lease as the daemon reads it from the file at start (lease_watch's replay)."""
+    gw.requests.lease("old", mac, ip, replayed=True)
+
+
+def test_a_replayed_lease_does_not_end_a_restored_session_its_holder_answers_for(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    """After a power cut the lease file (not fsynced by dnsmasq) may be older than the
+    database: its lease for another address starts a probe of the session's address, and
+    the phone's answer keeps the session; nothing is ended, nothing counted twice."""
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    replayed(gw)
+    assert probes.asked == [(IP, MAC)]
+    assert state(gw) == "authorized" and gw.table.clients[MAC].ip == IP
+    assert gw.firewall.allowed() == {(IP, MAC)} and gw.store.ended_sessions() == []
+    n.message(LAN, NUD_REACHABLE, IP, MAC, 1)  # the phone answers at its restored address
+    clock.advance(20)
+    assert state(gw) == "authorized" and n.departures == 0
+
+
+def test_a_replayed_lease_counts_once_the_restored_address_is_silent(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    replayed(gw)
+    assert probes.asked == [(IP, MAC)]
+    clock.advance(3)
+    n.message(LAN, NUD_FAILED, IP, None, 3)  # nobody at the restored address
+    assert state(gw) == "captive" and gw.table.clients[MAC].last_end_reason == "left"
+    n.message(LAN, NUD_REACHABLE, STALE, MAC, 1)  # the phone, where the file said
+    assert gw.table.clients[MAC].ip == STALE and gw.firewall.allowed() == set()
+    assert [s.reason for s in gw.store.ended_sessions()] == ["left"]
+
+
+def test_a_replayed_lease_does_not_take_a_restored_sessions_address(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    replayed(gw, mac=EVIL, ip=IP)  # an older lease of the same address to another station
+    assert probes.asked == [(IP, MAC)]
+    assert state(gw) == "authorized" and gw.table.by_ip[IP] == MAC
+    assert EVIL not in gw.table.clients
+
+
+def test_a_replayed_lease_without_a_prober_waits_for_the_next_dhcp_exchange(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    replayed(gw)
+    assert state(gw) == "authorized" and gw.table.clients[MAC].ip == IP
+    gw.requests.lease("old", MAC, STALE)  # a renewal seen to change the file: authoritative
+    assert state(gw) == "captive" and gw.table.clients[MAC].last_end_reason == "address-changed"
+
+
+def test_a_replayed_lease_that_agrees_or_is_anyone_elses_applies_at_once(
+    gw: Gateway, clock: FakeClock
+) -> None:
+    n, probes = watcher(gw, clock)
+    gw.confirm_departure = n.confirm
+    replayed(gw, ip=IP)  # the session's own lease
+    replayed(gw, mac=EVIL, ip=STALE)  # a station with no session
+    gw.handle({"op": "auth", "client": MAC})
+    assert probes.asked == [] and state(gw) == "authorized"
+    assert gw.table.clients[EVIL].ip == STALE and gw.table.by_ip[STALE] == EVIL
+
+
 def test_failed_ipv6_address_is_dropped_not_the_station(gw: Gateway, clock: FakeClock) -> None:
     n, _ = watcher(gw, clock)
     n.message(LAN, NUD_STALE, V6, MAC, 0)

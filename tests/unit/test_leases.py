@@ -33,6 +33,17 @@ def test_dnsmasq_lines_become_leases() -> None:
     assert list(reading.leases.values()) == [LEASE_A, LEASE_B]
 
 
+def test_a_replay_marks_every_lease_and_gives_a_stations_newest_last() -> None:
+    """At start: every lease `old` and `replayed`; of one station's two leases, in whatever
+    order the file has them, the one with the later expiry (given last) comes last."""
+    newer = b"1765000900 02:50:4c:00:00:01 198.19.0.110 phone1 ff:aa\n"
+    events = leases.replay(leases.parse(newer + A))
+    assert [(e.action, e.replayed, e.lease.ip) for e in events] == [
+        ("old", True, "198.19.0.100"),
+        ("old", True, "198.19.0.110"),
+    ]
+
+
 def test_an_infinite_lease_and_upper_case_mac() -> None:
     (lease,) = leases.parse(b"0 02:50:4C:00:00:0A 198.19.0.9 tv *\n").leases.values()
     assert lease == Lease("02:50:4c:00:00:0a", "198.19.0.9", "tv", 0)
@@ -168,7 +179,7 @@ def test_the_watch_replays_the_file_then_follows_it(tmp_path: Path) -> None:
     (tmp_path / "dnsmasq.leases").write_bytes(A)
 
     async def steps(path: Path, seen: list[Event]) -> None:
-        assert seen == [Event("old", LEASE_A)]  # at start, as dnsmasq replays to a script
+        assert seen == [Event("old", LEASE_A, replayed=True)]  # at start, as dnsmasq replays
         rewrite_in_place(path, A + B)
         await until(lambda: len(seen) == 2)
         assert seen[1] == Event("add", LEASE_B)
