@@ -1,45 +1,47 @@
-"""A threaded HTTPS server whose TLS handshakes happen in the worker threads.
+"""An HTTPS server for tests and lab helpers that bind first and set `.app` after.
 
-werkzeug's own TLS mode shakes hands inside accept(), on the one listening thread, so a single
-phone that opens a connection and stalls (a captive client often does) would freeze the wallet
-for everyone. Here accept() returns at once and each connection's thread does its handshake,
-with a deadline.
-
-It closes every connection after one answer (werkzeug's server does). The lab's wallet itself
-(`python -m lab.wallet.server`) is served by cheroot with keep-alive instead (server.py
-`build_server`); this one stays for tests and helpers that bind first and set `.app` after.
+The wallet's own listener (server.py `build_server`: cheroot, keep-alive, TLS handshakes in the
+worker threads, plaza/tls.py) wrapped in the few names of the standard library's servers that
+callers use: `server_port`, `app`, `serve_forever()`, `shutdown()`, `server_close()`. A test
+often needs the port before it can build the app (the wallet's issuer names it), so the
+listener binds at once and the app it serves can be set later. One way to serve HTTPS in the
+project: werkzeug's server, used here before, closed every connection and shook hands on its
+listening thread.
 """
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
-from werkzeug.serving import ThreadedWSGIServer
+from cheroot import wsgi
 
-HANDSHAKE_SECONDS = 10.0
+# The wallet's listener, as `python -m lab.wallet.server` runs it.
+from lab.wallet.server import build_server
 
 
-class TLSServer(ThreadedWSGIServer):
+class TLSServer:
+    """Bound and listening from construction; serves `app` (settable until the first request)."""
+
     def __init__(self, host: str, port: int, app: Any, cert: str, key: str) -> None:
-        super().__init__(host, port, app)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert, key)
-        self.socket = context.wrap_socket(
-            self.socket, server_side=True, do_handshake_on_connect=False
-        )
-        self.ssl_context = context  # tells werkzeug the scheme is https
+        self.app = app
+        self.server: wsgi.Server = build_server(host, port, self._dispatch, cert, key)
+        self.server.prepare()  # binds, listens and starts the worker threads
+        self.server_port: int = self.server.bind_addr[1]
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            request.settimeout(HANDSHAKE_SECONDS)
-            request.do_handshake()
-            request.settimeout(None)
-        except (TimeoutError, OSError, ssl.SSLError):
-            self.shutdown_request(request)
-            return
-        super().process_request_thread(request, client_address)
+    def _dispatch(self, environ: dict, start_response: Any) -> Any:
+        if self.app is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"no app yet\n"]
+        return self.app(environ, start_response)
+
+    def serve_forever(self) -> None:
+        self.server.serve()
+
+    def shutdown(self) -> None:
+        self.server.stop()  # from another thread: serve() returns; idempotent
+
+    def server_close(self) -> None:
+        self.server.stop()  # a server never served still holds its port and workers
 
 
 def make_server(host: str, port: int, app: Any, cert: str, key: str) -> TLSServer:

@@ -71,7 +71,7 @@ ACCEPT_BACKLOG = 1024  # a storm of phones connects at once (bench/join_storm.py
 KEEP_ALIVE_LIMIT = 1000  # cheroot's default of 10 would close the 11th phone's connection
 
 
-def build_server(host: str, port: int, app: Flask, cert: str, key: str) -> wsgi.Server:
+def build_server(host: str, port: int, app: Any, cert: str, key: str) -> wsgi.Server:
     """The wallet's HTTPS listener on (host, port); call prepare() then serve()."""
     server = wsgi.Server((host, port), app, numthreads=THREADS, request_queue_size=ACCEPT_BACKLOG)
     server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
