@@ -36,6 +36,7 @@ from cloud.o2o.payments import Payment
 from cloud.transit.fares import FareEngine
 from cloud.transit.feed import parse_feed, read_files
 from cloud.transit.models import ACTIVE, LOST, TransitCard, TransitFeed, TransitReader, TransitTopUp
+from cloud.transit.names import parse_names
 
 QR_PREFIX = "PT1"
 QR_SECONDS = 6 * 3600
@@ -64,6 +65,7 @@ def store_feed(db: Session, venue_id: str, directory: str | Path, at: float) -> 
         raise TransitError("no_venue", f"no venue {venue_id}")
     files = read_files(directory)
     summary = parse_feed(files).summary()
+    parse_names(files)  # a translation of a route or stop the feed lacks: refused now
     digest = hashlib.sha256(
         b"".join(name.encode() + b"\0" + text.encode() for name, text in sorted(files.items()))
     ).hexdigest()

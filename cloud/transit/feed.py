@@ -20,8 +20,11 @@ from pathlib import Path
 
 # File -> (required columns, optional columns the engine reads).
 FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "routes.txt": (("route_id",), ("network_id", "agency_id")),
-    "stops.txt": (("stop_id",), ("parent_station",)),
+    "routes.txt": (
+        ("route_id",),
+        ("network_id", "agency_id", "route_short_name", "route_long_name"),
+    ),
+    "stops.txt": (("stop_id",), ("parent_station", "stop_name")),
     "networks.txt": (("network_id",), ("network_name",)),
     "route_networks.txt": (("network_id", "route_id"), ()),
     "areas.txt": (("area_id",), ("area_name",)),
@@ -72,6 +75,11 @@ OPTIONAL_FILES = {
             "end_date",
         ),
         (),
+    ),
+    # The riders' names in other languages (cloud/transit/names.py reads them).
+    "translations.txt": (
+        ("table_name", "field_name", "language", "translation"),
+        ("record_id", "record_sub_id", "field_value"),
     ),
 }
 DEFAULT_TIMEZONE = "Asia/Shanghai"

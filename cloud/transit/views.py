@@ -30,7 +30,8 @@ from cloud.o2o.shoppers import current_shopper, shopper_required
 from cloud.o2o.trade_client import TradeError
 from cloud.transit import cards, taps
 from cloud.transit.feed import DEFAULT_TIMEZONE
-from cloud.transit.models import TransitCard, TransitTopUp
+from cloud.transit.models import TransitCard, TransitFeed, TransitTap, TransitTopUp
+from cloud.transit.names import names_for
 from plaza.csrf import require_csrf
 
 log = logging.getLogger("plaza.cloud.transit")
@@ -110,7 +111,8 @@ def _page(card: TransitCard | None, error: str | None = None, status: int = 200,
     db, t = get_db(), now()
     context: dict[str, object] = {"card": card, "error": error, "notice": notice}
     if card is not None:
-        key, trips, zone = current_app.config["CLOUD_KEY"], taps.history(db, [card.id]), _zone(db)
+        feed, trips = cards.current_feed(db), taps.history(db, [card.id])
+        key, zone = current_app.config["CLOUD_KEY"], _zone(feed)
         code = cards.qr_text(key, card.id, t)
         context.update(
             balance=cards.balance(db, card.id),
@@ -119,6 +121,7 @@ def _page(card: TransitCard | None, error: str | None = None, status: int = 200,
             qr_until=_clock(t + cards.QR_SECONDS, zone, "%Y-%m-%d %H:%M"),
             trips=trips,
             when={trip.id: _clock(trip.tapped_at, zone) for trip in trips},  # the agency's zone
+            places=_places(feed, trips),
             form_key=secrets.token_urlsafe(18),
         )
     return render_template("transit/card.html", **context), status
@@ -128,10 +131,19 @@ def _clock(at: float, zone: ZoneInfo, form: str = "%H:%M") -> str:
     return dt.datetime.fromtimestamp(at, zone).strftime(form)
 
 
-def _zone(db: Session) -> ZoneInfo:
+def _zone(feed: TransitFeed | None) -> ZoneInfo:
     """The agency's time zone (the feed in force's), in which riders read times."""
-    feed = cards.current_feed(db)
     return ZoneInfo(cards.engine_for(feed).feed.timezone if feed else DEFAULT_TIMEZONE)
+
+
+def _places(feed: TransitFeed | None, trips: list[TransitTap]) -> dict[int, tuple[str, str]]:
+    """Each trip's route and stop as the feed in force names them in the page's language;
+    the ids where there is no feed or it does not know them."""
+    if feed is None:
+        return {trip.id: (trip.route_id, trip.stop_id) for trip in trips}
+    names, lang = names_for(feed), language()
+    return {trip.id: (names.route(trip.route_id, lang), names.stop(trip.stop_id, lang))
+            for trip in trips}  # fmt: skip
 
 
 @bp.get("/")

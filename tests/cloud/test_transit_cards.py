@@ -7,6 +7,8 @@ every test (`shop_app` holds `books`)."""
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -18,7 +20,8 @@ from cloud.models import Venue
 from cloud.o2o import ledger
 from cloud.o2o.payments import SUCCESS, WAIT, Payment
 from cloud.transit import cards
-from cloud.transit.models import TransitCard
+from cloud.transit.feed import FeedError
+from cloud.transit.models import CHARGED, TransitCard, TransitTap
 from tests.cloud.o2o_helpers import (
     CLOUD,
     NOTIFY,
@@ -29,7 +32,7 @@ from tests.cloud.o2o_helpers import (
     post,
     sign_in,
 )
-from tests.cloud.transit_helpers import load_city
+from tests.cloud.transit_helpers import CITY, load_city
 from tests.conftest import FakeClock
 
 PAGE = "/plaza/transit/"
@@ -151,3 +154,88 @@ def test_the_card_page_in_both_languages_and_its_refusals(
     assert no_csrf.status_code in (400, 403)
     stranger = shop_app.test_client()
     assert get(stranger, PAGE).status_code == 303  # to sign-in
+
+
+def named_feed(tmp_path: Path) -> Path:
+    """The city's feed with the names a rider reads: a short name, a long name only, no name
+    at all; a stop whose name is markup; Chinese translations by record and by value."""
+    feed = tmp_path / "named"
+    shutil.copytree(CITY, feed)
+    (feed / "routes.txt").write_text(
+        "route_id,route_short_name,route_long_name,route_type\n"
+        "b1,1,Square - Harbour,3\nb2,,Harbour line,3\nm1,,,1\n"
+    )
+    (feed / "stops.txt").write_text(
+        "stop_id,stop_name,parent_station\ns_square,Square,\ns_harbour,<script>alert(1)</script>,\n"
+        "st_central,Central station,\nm_central,,st_central\nm_harbour,Harbour (metro),\n"
+    )
+    (feed / "translations.txt").write_text(
+        "table_name,field_name,language,translation,record_id,field_value\n"
+        "stops,stop_name,zh,广场,s_square,\nstops,stop_name,zh-Hans,中央车站,,Central station\n"
+        "routes,route_long_name,zh,港口线,b2,\nroutes,route_short_name,zh,1路,,1\n"
+        "agency,agency_name,zh,城市交通,plaza_transit,\n"
+    )
+    return feed
+
+
+def ride(app: Flask, card_id: str, *places: tuple[str, str]) -> None:
+    """Taps of the card as a reader stored them (a minute apart, charged ¥2.00 each)."""
+    with cloud_db.session(app) as db:
+        for seq, (route, stop) in enumerate(places):
+            db.add(TransitTap(reader_id="dev-bus", seq=seq, card_id=card_id, route_id=route,
+                              stop_id=stop, tapped_at=1.8e9 + seq * 60, received_at=1.8e9 + 600,
+                              state=CHARGED, fare=200))  # fmt: skip
+        db.commit()
+
+
+def trips(page: str) -> list[tuple[str, str]]:
+    """The trips' (route, stop) as the page's HTML has them, newest first."""
+    return re.findall(r'class="route"[^>]*>([^<]*)</span> · <span class="stop"[^>]*>([^<]*)<', page)
+
+
+def test_the_trips_show_the_feeds_route_and_stop_names_else_their_ids(
+    rider: FlaskClient, shop_app: Flask, venue: Venue, clock: FakeClock, tmp_path: Path
+):
+    """Short name, else long name, else the id; the stop's name, else the id; a route or
+    stop the feed in force does not know (an old reader's) reads as its id; a name that is
+    markup is text; in Chinese, the feed's translations (by record, or by value)."""
+    open_card(rider)
+    with cloud_db.session(shop_app) as db:
+        cards.store_feed(db, venue.id, named_feed(tmp_path), clock() + 1)  # now in force
+        db.commit()
+    places = [("b1", "s_square"), ("b2", "s_harbour"), ("m1", "st_central"),
+              ("m1", "m_central"), ("old", "s_gone")]  # fmt: skip
+    ride(shop_app, the_card(shop_app).id, *places)
+    page = get(rider, PAGE)
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    script = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert trips(text) == [("old", "s_gone"), ("m1", "m_central"), ("m1", "Central station"),
+                           ("Harbour line", script), ("1", "Square")]  # fmt: skip
+    assert "<script" not in text
+    assert 'data-route="old"' in text and 'data-stop="s_harbour"' in text
+    zh = get(rider, PAGE + "?lang=zh-CN")
+    assert zh.status_code == 200
+    text = zh.get_data(as_text=True)
+    assert "乘车记录" in text and "<script" not in text
+    assert trips(text) == [("old", "s_gone"), ("m1", "m_central"), ("m1", "中央车站"),
+                           ("港口线", script), ("1路", "广场")]  # fmt: skip
+
+
+def test_with_no_feed_in_force_the_trips_show_their_ids(
+    shop_app: Flask, client: FlaskClient, sandbox_wallet: SandboxWallet
+):
+    assert sign_in(client, sandbox_wallet).status_code == 303
+    open_card(client)
+    ride(shop_app, the_card(shop_app).id, ("b1", "s_square"))
+    assert trips(get(client, PAGE).get_data(as_text=True)) == [("b1", "s_square")]
+
+
+def test_a_feed_translating_a_stop_it_lacks_is_refused(
+    shop_app: Flask, venue: Venue, clock: FakeClock, tmp_path: Path
+):
+    feed = named_feed(tmp_path)
+    with (feed / "translations.txt").open("a") as out:
+        out.write("stops,stop_name,zh,旧站,s_gone,\n")
+    with cloud_db.session(shop_app) as db, pytest.raises(FeedError, match="line 7, record_id"):
+        cards.store_feed(db, venue.id, feed, clock())
