@@ -36,12 +36,14 @@ TOPUP = 2000  # fen: the ¥20 button
 RIDE, TRANSFER = 200, 50  # fen: the lab feed's bus_ride and bus_transfer products
 SHOTS = Path("/var/tmp/plaza-demo/transit")  # the chapter's screenshots, kept after down
 BUSES = (("b1", "bus 1", "s_plaza"), ("b2", "bus 2", "s_station"))  # route, label, stop
+# What the rider's page calls them (lab/transit_feed/: route_short_name, stop_name).
+NAMES = {"b1": "1", "b2": "2", "s_plaza": "Plaza", "s_station": "Station"}
 
 
 @dataclass(frozen=True)
 class CardView:
-    """What the rider's card page shows: balance (fen), the QR's payload, the trips (route,
-    stop, time of day, fare text, state) newest first."""
+    """What the rider's card page shows: balance (fen), the QR's payload, the trips (route
+    and stop as the feed names them, time of day, fare text, state) newest first."""
 
     balance: int
     qr: str
@@ -71,11 +73,9 @@ def card(page: Any) -> CardView:
     balance = page.get_attribute("[data-balance]", "data-balance")
     trips = []
     for item in page.locator("li[data-seq]").all():
-        route, _, rest = item.inner_text().partition("·")
-        stop = rest.split()[0] if rest.split() else ""
-        when, fare, state = (item.locator(f".{part}").inner_text().strip()
-                             for part in ("when", "amount", "state"))  # fmt: skip
-        trips.append((route.strip(), stop, when, fare, state))
+        parts = ("route", "stop", "when", "amount", "state")
+        route, stop, when, fare, state = (item.locator(f".{p}").inner_text().strip() for p in parts)
+        trips.append((route, stop, when, fare, state))
     qr = (page.text_content("#qr-text") or "").strip()
     check(page.locator(".qr svg").count() == 1, "the card page shows no QR")
     return CardView(int(balance or 0), qr, trips)
@@ -222,8 +222,8 @@ def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -
     check((replay["stored"], replay["duplicates"]) == (0, 1), f"a replayed batch: {replay}")
     page.reload()
     rode = card(page)
-    want = [("b2", "s_station", clock(second), yuan(TRANSFER), "Charged"),
-            ("b1", "s_plaza", clock(first), yuan(RIDE), "Charged")]  # fmt: skip
+    want = [(NAMES["b2"], NAMES["s_station"], clock(second), yuan(TRANSFER), "Charged"),
+            (NAMES["b1"], NAMES["s_plaza"], clock(first), yuan(RIDE), "Charged")]  # fmt: skip
     check(rode.trips == want, f"the trips read {rode.trips}, expected {want}")
     left = TOPUP - RIDE - TRANSFER
     check(rode.balance == left, f"the balance reads {yuan(rode.balance)}, expected {yuan(left)}")
@@ -231,9 +231,10 @@ def _ride(lab: Any, phone: Any, base: str, readers: dict[str, Path], say: Say) -
     check(balanced and topups == 1, f"ledger balanced: {balanced}, top-up postings: {topups}")
     say(
         "Her card shows two trips, one fare plus the transfer rule",
-        f"bus 1 {yuan(RIDE)} (a boarding), bus 2 {yuan(TRANSFER)} (the transfer product, within"
-        f" 60 minutes), balance {yuan(left)}; bus 2's batch sent again stored 0 (1 duplicate); "
-        f"the ledger balances with one top-up posting; matched "
+        f"named as the feed names them: {rode.trips[1][0]} · {rode.trips[1][1]} {yuan(RIDE)} "
+        f"(a boarding), {rode.trips[0][0]} · {rode.trips[0][1]} {yuan(TRANSFER)} (the transfer "
+        f"product, within 60 minutes), balance {yuan(left)}; bus 2's batch sent again stored 0 "
+        f"(1 duplicate); the ledger balances with one top-up posting; matched "
         f"({phone.snap('transit-04-trips')})",
     )
 

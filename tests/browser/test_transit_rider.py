@@ -3,8 +3,9 @@ steps): the rider signs in to the shop with the sandbox wallet, opens a transit 
 up with ¥20 at the wallet's cashier (pending until paid, then credited once), and shows the QR;
 the lab's bus readers (lab/transit_reader.py, enrolled with reader claim codes) read the QR's
 payload from the page, tap on bus 1 and, 18 minutes later, on bus 2 (within the lab feed's
-60-minute transfer window), and upload signed batches; the page shows two trips, ¥2.00 and the
-¥0.50 transfer, and ¥17.50 left; a replayed batch adds nothing; the ledger balances.
+60-minute transfer window), and upload signed batches; the page shows two trips by the feed's
+route and stop names (in Chinese, its translations), ¥2.00 and the ¥0.50 transfer, and ¥17.50
+left; a replayed batch adds nothing; the ledger balances.
 Screenshots: tests/artifacts/browser/transit-*.png.
 
 On loopback (tests/browser/shop_cloud.py): the cloud on cheroot with SQLite and the lab feed
@@ -109,13 +110,17 @@ def test_the_riders_transit_path_in_chromium(agency: ShopCloud, browser: Any, tm
     page.reload()
     rode = rider.card(page)
     assert rode.trips == [
-        ("b2", "s_station", rider.clock(second), "¥0.50", "Charged"),
-        ("b1", "s_plaza", rider.clock(first), "¥2.00", "Charged"),
+        ("2", "Station", rider.clock(second), "¥0.50", "Charged"),  # the feed's names
+        ("1", "Plaza", rider.clock(first), "¥2.00", "Charged"),
     ]
+    assert page.locator("li[data-seq] .route").first.get_attribute("data-route") == "b2"
     assert rode.balance == 2000 - 200 - 50
     assert "¥17.50" in page.inner_text("main")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
     shot(page, "05-trips")
+    page.goto(base + rider.CARD + "?lang=zh-CN")  # the feed's translations (translations.txt)
+    assert [t[:2] for t in rider.card(page).trips] == [("2路", "火车站"), ("1路", "广场")]
+    shot(page, "06-trips-zh")
     with cloud_db.session(agency.app) as db:
         assert cards.balance(db, card_id) == 1750
         assert ledger.check_balanced(db), ledger.balances(db)
