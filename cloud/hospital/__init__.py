@@ -15,13 +15,14 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     """The FHIR API's blueprint (its own error handlers: every error an OperationOutcome)."""
-    # reports and fhir_appointments add their routes to fhir_api.bp: imported before the
-    # blueprint is registered
+    # reports, fhir_appointments and fhir_directory add their routes to fhir_api.bp: imported
+    # before the blueprint is registered
     from cloud.hospital import (
         arrival,
         clinicians,
         fhir_api,
         fhir_appointments,  # noqa: F401  (its routes)
+        fhir_directory,  # noqa: F401  (its routes)
         pages,
         patients,
         reports,

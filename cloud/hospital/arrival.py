@@ -12,6 +12,7 @@ venue's queue of kind `clinic` named as the schedule's clinic (resources.clinic_
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from flask import current_app
 from sqlalchemy import select
@@ -38,14 +39,28 @@ class ArrivalError(Exception):
 
 
 def clinic_queue(db: Session, resource: BookingResource) -> ServiceQueue | None:
+    return clinic_queues(db, [resource])[resource.id]
+
+
+def clinic_queues(
+    db: Session, schedules: Iterable[BookingResource]
+) -> dict[str, ServiceQueue | None]:
+    """Each schedule's clinic queue (by schedule id; None: its clinic has none) in one query:
+    the oldest of its venue's clinic queues named as its clinic (FHIR: its Location)."""
     from cloud.hospital.resources import clinic_name
 
-    return db.scalar(
-        select(ServiceQueue).where(ServiceQueue.venue_id == resource.venue_id,
-                                   ServiceQueue.kind == "clinic",
-                                   ServiceQueue.name == clinic_name(resource))
-        .order_by(ServiceQueue.created_at).limit(1)
-    )  # fmt: skip
+    wanted = {one.id: (one.venue_id, clinic_name(one)) for one in schedules}
+    found: dict[tuple[str, str], ServiceQueue] = {}
+    if wanted:
+        rows = db.scalars(
+            select(ServiceQueue).where(
+                ServiceQueue.venue_id.in_({venue for venue, _ in wanted.values()}),
+                ServiceQueue.kind == "clinic",
+                ServiceQueue.name.in_({name for _, name in wanted.values()}))
+            .order_by(ServiceQueue.created_at.desc(), ServiceQueue.id.desc())
+        )  # fmt: skip
+        found = {(row.venue_id, row.name): row for row in rows}  # the oldest wins: last
+    return {key: found.get(where) for key, where in wanted.items()}
 
 
 def ticket_of(db: Session, booking_id: str) -> QueueTicket | None:

@@ -6,7 +6,9 @@ shop hands that shopper (patients.py: no cookie here, so nothing for a cross-sit
 ride). Writes need a JSON content type (`application/fhir+json` or `application/json`).
 A patient sees only their own Patient, Appointments and Encounters: another patient's is 403, a
 missing one 404, nobody signed in 401. Schedules, Slots and the CapabilityStatement are
-public (a hospital's free times are what it advertises).
+public (a hospital's free times are what it advertises), and so are the Practitioners and
+Locations the Schedules name (fhir_directory.py: a clinician's token scopes those to its
+hospital).
 
 Appointments live in fhir_appointments.py (routes on this blueprint), where a clinician's
 token (clinicians.py) also reads and searches their own hospital's. Appointment create
@@ -34,6 +36,7 @@ from cloud.hospital import arrival, patients, resources, visits
 from cloud.o2o import queues
 from cloud.o2o.booking import BookingError
 from cloud.o2o.booking_models import Booking, BookingResource, BookingSlot
+from cloud.o2o.queue_models import ServiceQueue
 from cloud.o2o.shoppers import Shopper
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir/r4")
@@ -166,7 +169,9 @@ def _schedule(db: Session, schedule_id: str) -> BookingResource:
 
 @bp.get("/Schedule/<schedule_id>")
 def read_schedule(schedule_id: str) -> Response:
-    return fhir(resources.schedule(_schedule(get_db(), schedule_id)))
+    db = get_db()
+    found = _schedule(db, schedule_id)
+    return fhir(resources.schedule(found, arrival.clinic_queue(db, found)))
 
 
 @bp.get("/Schedule")
@@ -177,8 +182,10 @@ def search_schedules() -> Response:
         if value not in ("true", "false"):
             raise FhirError(400, "invalid", "active is true or false")
         query = query.where((BookingResource.state == "ACTIVE") == (value == "true"))
-    rows = get_db().scalars(query.order_by(BookingResource.name).limit(MAX_COUNT)).all()
-    return _search("Schedule", [resources.schedule(r) for r in rows])
+    db = get_db()
+    rows = db.scalars(query.order_by(BookingResource.name).limit(MAX_COUNT)).all()
+    clinics = arrival.clinic_queues(db, rows)
+    return _search("Schedule", [resources.schedule(r, clinics[r.id]) for r in rows])
 
 
 @bp.get("/Slot/<slot_id>")
@@ -297,6 +304,12 @@ def _body(kind: str) -> dict[str, Any]:
     return body
 
 
+def _clinic(db: Session, ticket: arrival.QueueTicket) -> ServiceQueue | None:
+    """The clinic (Location) a ticket's number is in."""
+    queue = db.get(ServiceQueue, ticket.queue_id)
+    return queue if queue is not None and queue.kind == "clinic" else None
+
+
 @bp.get("/Encounter")
 def search_encounters() -> Response:
     params = _params(["patient", "appointment"])
@@ -311,7 +324,7 @@ def search_encounters() -> Response:
     for one in found:
         ticket = arrival.ticket_of(db, one.id)
         if ticket is not None:
-            items.append(resources.encounter(ticket, one))
+            items.append(resources.encounter(ticket, one, _clinic(db, ticket)))
     return _search("Encounter", items)
 
 
@@ -324,7 +337,7 @@ def read_encounter(ticket_id: str) -> Response:
         raise FhirError(404, "not-found", f"no Encounter {ticket_id[:40]}")
     if found.shopper_id != me.id:
         raise FhirError(403, "forbidden", "another patient's encounter")
-    return fhir(resources.encounter(ticket, found))
+    return fhir(resources.encounter(ticket, found, _clinic(db, ticket)))
 
 
 @bp.route("/<path:_rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])

@@ -11,11 +11,15 @@ Two kinds of caller (fhir_api.py's docstring has the rest of the API's rules):
 
 Search (both; a patient's results are always their own): `date` (the appointment's start;
 prefixes eq ge gt le lt, repeat for a range; a date alone is the hospital's local day),
-`status` (AppointmentStatus codes, comma for any of), `patient` and `actor` (Patient
-references: the only participant with a resource of its own here; a doctor is a Schedule,
-searched with `schedule`), `slot`, `schedule` (the slot's Schedule, our own parameter, since
-FHIR's Appointment has none), `_count`; pages are walked with the Bundle's `next`/`previous`
-links (`_offset`), earliest start first for a clinician, newest booking first for a patient.
+`status` (AppointmentStatus codes, comma for any of), `patient`, `practitioner` (the doctor:
+the slot's schedule, fhir_directory.py), `location` (the doctor's clinic), `actor` (a Patient,
+Practitioner or Location reference: the participants), `slot`, `schedule` (the slot's
+Schedule: Plaza's own parameter from before Practitioners, FHIR's Appointment has none; kept
+for its clients), `_count`; one reference per value (the doctors and clinics named must
+all match, the patients any); pages are walked with the Bundle's `next`/`previous` links
+(`_offset`), earliest start first for a clinician, newest booking first for a patient. A
+clinician's `practitioner` or `location` of another hospital is a 404, as its appointments
+are.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from sqlalchemy.sql import Select
 
 from cloud.api import now
 from cloud.db import get_db
-from cloud.hospital import arrival, clinicians, patients, resources, visits
+from cloud.hospital import arrival, clinicians, fhir_directory, patients, resources, visits
 from cloud.hospital.fhir_api import (
     KIND,
     FhirError,
@@ -48,9 +52,12 @@ from cloud.hospital.fhir_api import (
     fhir,
 )
 from cloud.o2o.booking_models import Booking, BookingResource, BookingSlot
+from cloud.o2o.queue_models import ServiceQueue
 from cloud.o2o.shoppers import Shopper
 
-SEARCH = ["date", "status", "patient", "actor", "slot", "schedule", "_count", "_offset"]
+SEARCH = ["date", "status", "patient", "actor", "practitioner", "location", "slot", "schedule",
+          "_count", "_offset"]  # fmt: skip
+ACTORS = {"Patient": "patient", "Practitioner": "practitioner", "Location": "location"}
 MAX_OFFSET = 100_000
 STATES = {code: [s for s, c in resources.APPOINTMENT_STATUS.items() if c == code]
           for code in resources.APPOINTMENT_CODES}  # fmt: skip
@@ -62,11 +69,15 @@ def _pay_url(found: Booking) -> str:
     return request.host_url.rstrip("/") + f"/plaza/hospital/appointments/{found.id}"
 
 
-def _appointment(db: Session, found: Booking) -> dict[str, Any]:
+def _appointment(
+    db: Session, found: Booking, clinics: dict[str, ServiceQueue | None] | None = None
+) -> dict[str, Any]:
+    """`clinics`: the clinic of each schedule (arrival.clinic_queues) when already looked up."""
     row = db.get(BookingSlot, found.slot_id)
     resource = db.get(BookingResource, found.resource_id)
     assert row is not None and resource is not None
-    return resources.appointment(found, row, resource, _pay_url(found))
+    clinic = clinics[resource.id] if clinics is not None else arrival.clinic_queue(db, resource)
+    return resources.appointment(found, row, resource, _pay_url(found), clinic)  # fmt: skip
 
 
 def _caller() -> Shopper | clinicians.Clinician:
@@ -90,21 +101,23 @@ def read_appointment(booking_id: str) -> Response:
     return fhir(_appointment(db, found))
 
 
-def _patients(params: dict[str, list[str]], who: Shopper | clinicians.Clinician) -> set[str]:
-    """The patients `patient` and `actor` name; a patient must name only themselves."""
-    named = [_ref(v, "Patient") for v in params.get("patient", [])]
+def _actors(params: dict[str, list[str]], who: Shopper | clinicians.Clinician) -> dict[
+        str, list[str]]:  # fmt: skip
+    """The Plaza ids `patient`, `practitioner` and `location` name, with `actor`'s sorted
+    into them by type; a patient must name themselves, and only themselves."""
+    named = {key: [_ref(v, kind) for v in params.get(key, [])] for kind, key in ACTORS.items()}
     for value in params.get("actor", []):
         kind = value.rpartition("/")[0].rsplit("/", 1)[-1]
-        if kind != "Patient":
-            raise FhirError(400, "not-supported", "actor: only Patient/<id> (a doctor is a "
-                            "Schedule here: search with schedule=Schedule/<id>)")  # fmt: skip
-        named.append(_ref(value, "Patient"))
+        if kind not in ACTORS:
+            raise FhirError(400, "not-supported", "actor: a Patient/<id>, Practitioner/<id> "
+                            "or Location/<id> reference")  # fmt: skip
+        named[ACTORS[kind]].append(_ref(value, kind))
     if isinstance(who, Shopper):
-        if not named:
+        if not named["patient"]:
             raise FhirError(400, "invalid", "search by patient (your own: Patient/<id>)")
-        if any(one != who.id for one in named):
+        if any(one != who.id for one in named["patient"]):
             raise FhirError(403, "forbidden", "only your own appointments")
-    return set(named)
+    return named
 
 
 def _filtered(db: Session, params: dict[str, list[str]],
@@ -115,25 +128,31 @@ def _filtered(db: Session, params: dict[str, list[str]],
         .join(BookingSlot, BookingSlot.id == Booking.slot_id)
         .where(BookingResource.kind == KIND)
     )
-    named = _patients(params, who)
+    named = _actors(params, who)
+    venue_id = None if isinstance(who, Shopper) else who.venue.id
     if isinstance(who, Shopper):
         query = query.where(Booking.shopper_id == who.id)
     else:
         query = query.where(Booking.venue_id == who.venue.id)
-        if named:
-            query = query.where(Booking.shopper_id.in_(named))
-    zone = zoneinfo.ZoneInfo("UTC")
-    for value in params.get("schedule", []):
-        found = _schedule(db, _ref(value, "Schedule"))
+    if named["patient"]:  # any of them (a patient's own only: _actors)
+        query = query.where(Booking.shopper_id.in_(set(named["patient"])))
+    zone: zoneinfo.ZoneInfo | None = None
+    doctors = [_schedule(db, _ref(value, "Schedule")) for value in params.get("schedule", [])]
+    doctors += [fhir_directory.practitioner(db, one, venue_id) for one in named["practitioner"]]
+    for found in doctors:
         zone = zoneinfo.ZoneInfo(found.tz)
         query = query.where(Booking.resource_id == found.id)
-    if not params.get("schedule") and not isinstance(who, Shopper):
+    for one in named["location"]:
+        place = fhir_directory.clinic(db, one, venue_id)
+        query = query.where(Booking.resource_id.in_(fhir_directory.doctors(db, place)))
+    if zone is None and not isinstance(who, Shopper):
         tz = db.scalar(
             select(BookingResource.tz)
             .where(BookingResource.venue_id == who.venue.id, BookingResource.kind == KIND)
             .limit(1)
         )
         zone = zoneinfo.ZoneInfo(tz or "UTC")  # fmt: skip
+    zone = zone or zoneinfo.ZoneInfo("UTC")
     for value in params.get("slot", []):
         query = query.where(Booking.slot_id == _ref(value, "Slot"))
     for value in params.get("date", []):
@@ -181,7 +200,9 @@ def search_appointments() -> Response:
         links["previous"] = _page_url(max(0, offset - count))
     if offset + count < total:
         links["next"] = _page_url(offset + count)
-    items = [_appointment(db, r) for r in rows]
+    schedules = {db.get(BookingResource, r.resource_id) for r in rows}
+    clinics = arrival.clinic_queues(db, [one for one in schedules if one is not None])
+    items = [_appointment(db, r, clinics) for r in rows]
     return fhir(resources.bundle(base(), request.url, items, total=total, links=links))
 
 

@@ -5,6 +5,8 @@ One mapping, written once, so the API's reads, searches and answers agree:
 | FHIR            | Plaza                                             |
 |-----------------|---------------------------------------------------|
 | Schedule        | booking resource of kind `appointment`            |
+| Practitioner    | the same resource's doctor (same id; its name)    |
+| Location        | the clinic: the venue's queue of kind `clinic`    |
 | Slot            | booking slot (`free` while a seat is left)        |
 | Appointment     | booking (its fee is the booking's deposit)        |
 | Encounter       | the appointment's clinic queue ticket (ref = id)  |
@@ -32,7 +34,7 @@ from cloud.o2o.booking_models import (
     BookingResource,
     BookingSlot,
 )
-from cloud.o2o.queue_models import QueueTicket
+from cloud.o2o.queue_models import QueueTicket, ServiceQueue
 from cloud.o2o.shoppers import Shopper
 
 FHIR_VERSION = "4.0.1"
@@ -116,14 +118,53 @@ def clinic_name(resource: BookingResource) -> str:
     return resource.name.split(":", 1)[0].strip()
 
 
-def schedule(resource: BookingResource) -> dict[str, Any]:
+def doctor_name(resource: BookingResource) -> str:
+    """The doctor a schedule is: its name after the colon ("Cardiology: Dr Wang" is Dr
+    Wang), the whole name without one (as the booking page shows it)."""
+    return resource.name.split(":", 1)[-1].strip() or resource.name
+
+
+def actors(resource: BookingResource, clinic: ServiceQueue | None) -> list[dict[str, Any]]:
+    """Who and where an appointment of `resource` is: its Practitioner (the display kept as
+    the schedule's whole name, as before references) and its clinic's Location if any."""
+    found: list[dict[str, Any]] = [
+        {"reference": f"Practitioner/{fid(resource.id)}", "display": resource.name}
+    ]
+    if clinic is not None:
+        found.append({"reference": f"Location/{fid(clinic.id)}", "display": clinic.name})
+    return found
+
+
+def schedule(resource: BookingResource, clinic: ServiceQueue | None = None) -> dict[str, Any]:
     return {
         "resourceType": "Schedule",
         "id": fid(resource.id),
         "active": resource.state == "ACTIVE",
         "serviceType": [{"text": clinic_name(resource)}],
-        "actor": [{"display": resource.name}],
+        "actor": actors(resource, clinic),
         "comment": f"{resource.slot_minutes}-minute slots, fee {resource.deposit / 100:.2f}",
+    }
+
+
+def practitioner(resource: BookingResource) -> dict[str, Any]:
+    """The doctor of a schedule: the same id, active while bookable."""
+    return {
+        "resourceType": "Practitioner",
+        "id": fid(resource.id),
+        "active": resource.state == "ACTIVE",
+        "name": [{"text": doctor_name(resource)}],
+    }
+
+
+def location(clinic: ServiceQueue) -> dict[str, Any]:
+    """A clinic: suspended while its queue is closed (no numbers given out)."""
+    return {
+        "resourceType": "Location",
+        "id": fid(clinic.id),
+        "status": "active" if clinic.state == "OPEN" else "suspended",
+        "name": clinic.name,
+        "mode": "instance",
+        "description": "a clinic: arriving patients take a number in its queue",
     }
 
 
@@ -139,10 +180,11 @@ def slot(row: BookingSlot) -> dict[str, Any]:
 
 
 def appointment(
-    found: Booking, row: BookingSlot, resource: BookingResource, pay_url: str | None = None
-) -> dict[str, Any]:
+    found: Booking, row: BookingSlot, resource: BookingResource, pay_url: str | None = None,
+    clinic: ServiceQueue | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The booking as an Appointment; `pay_url` (the patient's appointment page, which takes
-    the fee through the wallet) while the fee is due."""
+    the fee through the wallet) while the fee is due; `clinic` its doctor's clinic."""
     status = APPOINTMENT_STATUS[found.state]
     accepted = "needs-action" if status == "pending" else "accepted"
     body: dict[str, Any] = {
@@ -156,7 +198,7 @@ def appointment(
         "slot": [{"reference": f"Slot/{fid(row.id)}"}],
         "participant": [
             {"actor": {"reference": f"Patient/{fid(found.shopper_id)}"}, "status": accepted},
-            {"actor": {"display": resource.name}, "status": "accepted"},
+            *({"actor": actor, "status": "accepted"} for actor in actors(resource, clinic)),
         ],
     }
     if found.reason:
@@ -169,9 +211,12 @@ def appointment(
     return body
 
 
-def encounter(ticket: QueueTicket, found: Booking) -> dict[str, Any]:
+def encounter(
+    ticket: QueueTicket, found: Booking, clinic: ServiceQueue | None = None
+) -> dict[str, Any]:
     """The visit of an arrived appointment: its clinic queue ticket (the number is its
-    identifier; called is in progress, served is finished)."""
+    identifier; called is in progress, served is finished); `clinic` the ticket's queue (its
+    Location), after the room it was called to."""
     body: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": fid(ticket.id),
@@ -185,8 +230,12 @@ def encounter(ticket: QueueTicket, found: Booking) -> dict[str, Any]:
     }  # fmt: skip
     if ticket.ended_at is not None and ticket.state == "SERVED":
         body["period"]["end"] = instant(ticket.ended_at)
-    if ticket.counter:
-        body["location"] = [{"location": {"display": f"Room {ticket.counter}"}}]
+    places = [{"location": {"display": f"Room {ticket.counter}"}}] if ticket.counter else []
+    if clinic is not None:
+        places.append({"location": {"reference": f"Location/{fid(clinic.id)}",
+                                    "display": clinic.name}})  # fmt: skip
+    if places:
+        body["location"] = places
     return body
 
 
@@ -207,25 +256,34 @@ def patient(shopper: Shopper) -> dict[str, Any]:
 SEARCH = {
     "Schedule": ["active"],
     "Slot": ["schedule", "start", "status", "_count"],
-    "Appointment": ["date", "status", "patient", "actor", "slot", "schedule", "_count"],
+    "Appointment": ["date", "status", "patient", "actor", "practitioner", "location", "slot",
+                    "schedule", "_count"],
     "Encounter": ["patient", "appointment"],
     "Patient": [],
+    "Practitioner": ["_id", "name", "active"],
+    "Location": ["_id", "name"],
     "DiagnosticReport": ["patient"],
     "Binary": [],
-}
+}  # fmt: skip
 WRITES = {"Appointment": ["create", "update"]}
 SECURITY = (
     "Bearer tokens: a patient's from /plaza/hospital/token (their own Patient, Appointments, "
     "Encounters, reports); a clinician's from /dashboard/hospital/<venue>/token (read and "
-    "search that hospital's Appointments). Schedules, Slots and this statement are public."
+    "search that hospital's Appointments; its Practitioners and Locations only, another "
+    "hospital's are not found). Schedules, Slots, Practitioners, Locations and this "
+    "statement are public."
 )
 NOTES = {
     ("Appointment", "date"): "the start; prefixes eq ge gt le lt; a date alone is the "
     "hospital's local day",
-    ("Appointment", "actor"): "Patient references only (a doctor is a Schedule here)",
-    ("Appointment", "schedule"): "not a standard parameter: the Schedule of the "
-    "appointment's slot (the doctor or room)",
+    ("Appointment", "actor"): "a Patient, Practitioner or Location reference",
+    ("Appointment", "practitioner"): "the doctor (the Practitioner of the slot's Schedule)",
+    ("Appointment", "location"): "the clinic of the appointment's doctor",
+    ("Appointment", "schedule"): "Plaza's own, not a standard parameter (kept for its "
+    "clients): the Schedule of the appointment's slot; practitioner is the standard one",
     ("Appointment", "patient"): "a patient may search only themselves",
+    ("Practitioner", "name"): "starts a word of the name (any case); :exact, :contains",
+    ("Location", "name"): "starts a word of the name (any case); :exact, :contains",
 }
 
 
@@ -237,6 +295,8 @@ def capability(base: str, at: float) -> dict[str, Any]:
         "date": "date",
         "active": "token",
         "status": "token",
+        "_id": "token",
+        "name": "string",
     }
     resources = []
     for name, params in SEARCH.items():

@@ -128,6 +128,8 @@ def test_metadata_says_what_is_supported(client: FlaskClient):
         "Appointment",
         "Encounter",
         "Patient",
+        "Practitioner",
+        "Location",
         "DiagnosticReport",
         "Binary",
     }
@@ -277,6 +279,11 @@ def test_arrival_gives_a_number_and_the_clinician_calls_it(
     encounter = answer(client.get(f"{FHIR}/Encounter/{visit['resource']['id']}"), 200)
     assert encounter["status"] == "in-progress"
     assert encounter["location"][0]["location"]["display"] == "Room 3"
+    (clinic,) = [p["location"] for p in encounter["location"] if "reference" in p["location"]]
+    assert visit["resource"]["location"] == [{"location": clinic}]  # before the call: no room
+    place = answer(client.get(f"{FHIR}/{clinic['reference']}"), 200)  # the clinic's Location
+    assert place["resourceType"] == "Location" and place["name"] == clinic["display"]
+    assert place["name"] == "Cardiology" and clinic["reference"] == f"Location/{fid(queue.id)}"
     with cloud_db.session(app) as db:
         assert queues.call_next(db, queue.id, "3", "dr-wang", clock()).label == "C002"  # bob
     encounter = answer(client.get(f"{FHIR}/Encounter/{visit['resource']['id']}"), 200)

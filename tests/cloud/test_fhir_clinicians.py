@@ -170,8 +170,10 @@ def test_a_clinician_searches_by_date_status_actor_schedule_and_slot(
         "Cardiology: Dr Wang"
     )
     for bad, code in (("status=maybe", "invalid"), ("date=soon", "invalid"),
-                      ("date=2026-01-01T08:00", "invalid"), ("actor=Practitioner/x",
-                      "not-supported"), ("schedule=Schedule/brs-nope", "not-found"),
+                      ("date=2026-01-01T08:00", "invalid"), ("actor=Device/x",
+                      "not-supported"), ("actor=Practitioner/x", "not-found"),
+                      ("practitioner=Schedule/x", "invalid"),
+                      ("schedule=Schedule/brs-nope", "not-found"),
                       ("_count=0", "invalid"), ("_offset=x", "invalid"),
                       ("colour=red", "not-supported")):  # fmt: skip
         status = 404 if code == "not-found" else 400
@@ -223,6 +225,7 @@ def test_metadata_says_what_appointment_search_supports(app: Flask):
     rest = body["rest"][0]
     served = {r["type"]: r for r in rest["resource"]}
     params = {p["name"]: p["type"] for p in served["Appointment"]["searchParam"]}
-    references = {name: "reference" for name in ("patient", "actor", "slot", "schedule")}
+    references = {name: "reference" for name in ("patient", "actor", "practitioner", "location",
+                                                 "slot", "schedule")}  # fmt: skip
     assert params == {"date": "date", "status": "token", **references}
     assert "/dashboard/hospital/<venue>/token" in rest["security"]["description"]
