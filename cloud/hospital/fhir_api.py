@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, Response, json, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 from werkzeug.exceptions import HTTPException
 
 from cloud.api import now
@@ -167,6 +168,16 @@ def _schedule(db: Session, schedule_id: str) -> BookingResource:
     return found
 
 
+def bookable(query: Select, params: dict[str, list[str]]) -> Select:
+    """`query` (of schedules) narrowed by `active` (true: taking bookings), for the Schedule
+    and the Practitioner searches."""
+    for value in params.get("active", []):
+        if value not in ("true", "false"):
+            raise FhirError(400, "invalid", "active is true or false")
+        query = query.where((BookingResource.state == "ACTIVE") == (value == "true"))
+    return query
+
+
 @bp.get("/Schedule/<schedule_id>")
 def read_schedule(schedule_id: str) -> Response:
     db = get_db()
@@ -177,11 +188,7 @@ def read_schedule(schedule_id: str) -> Response:
 @bp.get("/Schedule")
 def search_schedules() -> Response:
     params = _params(["active"])
-    query = select(BookingResource).where(BookingResource.kind == KIND)
-    for value in params.get("active", []):
-        if value not in ("true", "false"):
-            raise FhirError(400, "invalid", "active is true or false")
-        query = query.where((BookingResource.state == "ACTIVE") == (value == "true"))
+    query = bookable(select(BookingResource).where(BookingResource.kind == KIND), params)
     db = get_db()
     rows = db.scalars(query.order_by(BookingResource.name).limit(MAX_COUNT)).all()
     clinics = arrival.clinic_queues(db, rows)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import get_db
 from cloud.hospital import arrival, clinicians, resources, visits
-from cloud.hospital.fhir_api import MAX_COUNT, FhirError, _params, _search, bp, fhir
+from cloud.hospital.fhir_api import MAX_COUNT, FhirError, _params, _search, bookable, bp, fhir
 from cloud.o2o.booking_models import BookingResource
 from cloud.o2o.queue_models import ServiceQueue
 
@@ -107,10 +107,7 @@ def search_practitioners() -> Response:
         query = query.where(BookingResource.venue_id == venue_id)
     if (ids := _ids(params.get("_id", []))) is not None:
         query = query.where(BookingResource.id.in_(ids))
-    for value in params.get("active", []):
-        if value not in ("true", "false"):
-            raise FhirError(400, "invalid", "active is true or false")
-        query = query.where((BookingResource.state == "ACTIVE") == (value == "true"))
+    query = bookable(query, params)
     rows = list(get_db().scalars(query.order_by(BookingResource.name, BookingResource.id)))
     found = _named(params, resources.doctor_name, rows)
     return _search("Practitioner", [resources.practitioner(r) for r in found], MAX_COUNT)

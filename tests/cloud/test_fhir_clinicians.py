@@ -9,62 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
-from sqlalchemy import select
 
-from cloud import db as cloud_db
-from cloud.accounts import create_merchant, create_venue
-from cloud.hospital import clinicians, patients, visits
+from cloud.hospital import clinicians, patients
 from cloud.models import Venue
-from cloud.o2o import booking, booking_slots
-from cloud.o2o.booking import ResourceSpec
-from cloud.o2o.booking_models import BookingSlot
-from cloud.o2o.shoppers import find_or_create
 from tests.cloud.dashboard_helpers import sign_in
 from tests.cloud.fhir_helpers import fhir_get, fid
+from tests.cloud.hospital_day import RIVAL, ZONE, a_hospital_day, ids, token_of
 from tests.conftest import FakeClock
-
-ZONE = ZoneInfo("Asia/Shanghai")
-RIVAL = ("dr@other.example", "pw-pw-pw-pw-pw")
-
-
-def schedule(db: Any, venue: Venue, name: str, now: float) -> tuple[str, list[str]]:
-    """A schedule of 30-minute slots 08:00-10:00 from tomorrow, two days; (id, slot ids)."""
-    spec = ResourceSpec(name=name, kind="appointment", slot_minutes=30,
-                        hours=(("08:00", "10:00"),))  # fmt: skip
-    resource = booking.create_resource(db, venue, spec, now)
-    booking_slots.generate(db, resource, dt.datetime.fromtimestamp(now, ZONE).date()
-                           + dt.timedelta(days=1), 2)  # fmt: skip
-    slots = db.scalars(select(BookingSlot.id).where(BookingSlot.resource_id == resource.id)
-                       .order_by(BookingSlot.starts_at))  # fmt: skip
-    return resource.id, list(slots)
-
-
-def a_hospital_day(app: Flask, venue: Venue, now: float) -> dict[str, Any]:
-    """Two doctors at the venue, three patients, six appointments over two days (one
-    cancelled), and another hospital with one appointment of alice's."""
-    with cloud_db.session(app) as db:
-        wang, wang_slots = schedule(db, venue, "Cardiology: Dr Wang", now)
-        li, li_slots = schedule(db, venue, "Dermatology: Dr Li", now)
-        people = {n: find_or_create(db, "oidc", n, n.title(), now).id
-                  for n in ("alice", "bob", "carol")}  # fmt: skip
-        plan = [("alice", wang_slots[0]), ("bob", wang_slots[1]), ("carol", li_slots[2]),
-                ("alice", li_slots[5]), ("bob", wang_slots[6]),
-                ("carol", wang_slots[7])]  # 08:00 08:30 09:00, then 08:30 09:00 09:30  # fmt: skip
-        made = [visits.book(db, slot, people[who], now, None).id for who, slot in plan]
-        booking.cancel(db, made[5], people["carol"], now)
-        rival = create_merchant(db, "Other Hospital", *RIVAL, now)
-        elsewhere = create_venue(db, rival.id, "Other Hospital", now, "other.test")
-        _, far_slots = schedule(db, elsewhere, "Cardiology: Dr Zhao", now)
-        foreign = visits.book(db, far_slots[0], people["alice"], now, None).id
-        db.commit()
-        day1 = dt.datetime.fromtimestamp(now, ZONE).date() + dt.timedelta(days=1)
-    return {"wang": wang, "li": li, "people": people, "made": made, "foreign": foreign,
-            "wang_slots": wang_slots, "day1": day1, "elsewhere": elsewhere.id}  # fmt: skip
 
 
 def clinician_token(client: FlaskClient, venue_id: str) -> str:
@@ -74,16 +29,6 @@ def clinician_token(client: FlaskClient, venue_id: str) -> str:
     body = got.get_json()
     assert body["token_type"] == "Bearer" and body["venue"] == venue_id
     return body["access_token"]
-
-
-def token_of(app: Flask, venue: Venue) -> str:
-    """The venue's clinician's token, as the dashboard would hand it out."""
-    with app.app_context():
-        return clinicians.token_for(app, venue.merchant_id, venue.id)
-
-
-def ids(bundle: dict[str, Any]) -> list[str]:
-    return [e["resource"]["id"] for e in bundle.get("entry", [])]
 
 
 def links(bundle: dict[str, Any]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from cloud.o2o.booking_models import BookingResource
 from cloud.o2o.queue_models import ServiceQueue
 from cloud.o2o.queues import QueueSpec
 from tests.cloud.fhir_helpers import fhir_get, fid
-from tests.cloud.test_fhir_clinicians import a_hospital_day, ids, token_of
+from tests.cloud.hospital_day import a_hospital_day, ids, token_of
 from tests.conftest import FakeClock
 
 
