@@ -12,6 +12,10 @@ Why the numbers can be trusted across crashes and reloads:
   after the last reading is lost; the gateway carries counters over whenever it replaces the
   table itself (objects are created with `initial()`), so this is only for outside meddling.
 - Totals never fall below `reported`, so a delta is never negative.
+- A power cut loses the commits SQLite had not synced, and the kernel's counters with them:
+  the traffic since then is not counted, never counted twice. For that, a record leaves the
+  router only once it is on disk (outbox.Outbox.pending syncs the log before the uplink
+  sends): a record sent and then forgotten would come back under its key with other figures.
 
 What is counted: bytes and packets the gateway forwarded for the client, at the IP layer
 (nftables counts `skb->len` in the forward hook: IP header and payload, no Ethernet header),

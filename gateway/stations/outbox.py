@@ -35,10 +35,15 @@ class Outbox:
         self.store = store
 
     def pending(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The oldest records not yet acknowledged, oldest first."""
+        """The oldest records not yet acknowledged, oldest first, and on the disk: they are
+        read to be sent, and a record must not leave the router before it would survive a
+        power cut (Store.flush). One fsync per batch, in the uplink's thread."""
         with self.store.connection() as db:
             rows = db.execute(f"{_SELECT} WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
-            return [as_dict(r) for r in rows]
+            records = [as_dict(r) for r in rows]
+        if records:
+            self.store.flush()
+        return records
 
     def all(self) -> list[dict[str, Any]]:
         with self.store.connection() as db:

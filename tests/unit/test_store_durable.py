@@ -76,3 +76,41 @@ def test_grants_and_ends_are_durable_leases_are_not(gw: Gateway):
     store.writes.clear()
     gw.handle({"op": "deauth", "client": MAC})
     assert store.writes and all(durable for durable, _ in store.writes)
+
+
+def test_records_are_on_the_disk_before_the_uplink_sends_them(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record sent and then lost to a power cut comes back under the same key with other
+    figures; the cloud keeps the first copy and counts the difference twice (the VM lab's
+    crash scenario). So `pending`, which the uplink sends from, syncs the log first."""
+    from gateway.stations import store as store_module
+    from gateway.stations.accounting import Usage, UsageRecord
+    from gateway.stations.outbox import Outbox
+
+    synced: list[str] = []
+    real_fsync = store_module.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(store_module.os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    store = Store(tmp_path / "state.db")
+    outbox = Outbox(store)
+    assert outbox.pending() == [] and synced == []  # nothing to send: no fsync
+    store.write([], [], [
+        UsageRecord(f"s1-{seq}", "s1", seq, MAC, IP, 1.8e9, 1.8e9, 1.8e9 + seq, False, None,
+                    Usage(1, 1, 1000, 1), Usage(seq, seq, 1000 * seq, seq))
+        for seq in (1, 2)
+    ])  # fmt: skip
+    assert [r["key"] for r in outbox.pending()] == ["s1-1", "s1-2"]
+    assert synced == [f"{tmp_path / 'state.db'}-wal"]  # the log the commits are in
+
+
+def test_flush_of_a_database_without_a_file_or_log_is_nothing(tmp_path) -> None:
+    Store(":memory:").flush()
+    store = Store(tmp_path / "state.db")
+    with store.connection() as db:
+        db.execute("PRAGMA journal_mode=DELETE")  # no log: commits go to the file itself
+    store.flush()
