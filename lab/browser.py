@@ -75,11 +75,16 @@ def netns_wrapper(home: Path, netns: str) -> Path:
 
 @contextlib.contextmanager
 def phone_browser(
-    netns: str | None, ca_cert: str | Path | None, shots_dir: str | Path, locale: str = "en-US"
+    netns: str | None,
+    ca_cert: str | Path | None,
+    shots_dir: str | Path,
+    locale: str = "en-US",
+    proxy: str | None = None,
 ) -> Iterator[PhoneBrowser]:
     """A phone-sized headless Chromium with the network of `netns` (None: this namespace's)
-    that trusts `ca_cert` (None: only the system's roots). Closed, with its private HOME
-    removed, on leaving the block."""
+    that trusts `ca_cert` (None: only the system's roots), through `proxy` if given (the VM
+    lab's SOCKS tunnel into a phone VM). Closed, with its private HOME removed, on leaving
+    the block."""
     from playwright.sync_api import sync_playwright
 
     shots = Path(shots_dir)
@@ -91,7 +96,7 @@ def phone_browser(
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=str(executable), headless=True, args=ARGS,
-                env={**os.environ, "HOME": home},
+                env={**os.environ, "HOME": home}, proxy={"server": proxy} if proxy else None,
             )  # fmt: skip
             try:
                 context = browser.new_context(

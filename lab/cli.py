@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="up, a narrated shopper journey, down")
     demo.add_argument("--wallet", choices=("oidc", "alipay"), default="oidc", help="wallet dialect")
     vm = sub.add_parser(
-        "vm", help="the lab as VMs (Vagrant + libvirt): vm up|demo|outage|crash|roam|down|status"
+        "vm",
+        help="the lab as VMs (Vagrant + libvirt): vm up|demo|outage|crash|roam|browser|down|status",
     )
-    vm.add_argument("action", choices=("up", "demo", "outage", "crash", "roam", "down", "status"))
+    vm.add_argument(
+        "action", choices=("up", "demo", "outage", "crash", "roam", "browser", "down", "status")
+    )
     vm.add_argument("--phones", type=int, default=int(os.environ.get("PLAZA_PHONES", "2")))
     vm.add_argument("--all", action="store_true", help="down: also the box, volumes, libvirtd")
     args = parser.parse_args(argv)

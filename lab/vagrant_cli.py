@@ -20,7 +20,7 @@ def main(action: str, phones: int, everything: bool = False) -> int:
             times = lab.up()
             for stage, seconds in times.items():
                 print(f"  {stage:22} {seconds:6.1f} s")
-            print("VM lab up: plaza-lab vm demo|outage|crash|roam; log in with "
+            print("VM lab up: plaza-lab vm demo|outage|crash|roam|browser; log in with "
                   "`python -m lab.libvirt vagrant ssh router` (or phone1 ...)")  # fmt: skip
         elif action in SCENARIOS:
             from lab import vagrant_scenarios

@@ -56,6 +56,15 @@ def ssh_argv(ip: str, command: str) -> list[str]:
     return libvirt.in_netns("ssh", *SSH_OPTIONS, "-i", str(KEY), f"root@{ip}", command)
 
 
+def socks_argv(ip: str, port: int) -> list[str]:
+    """An SSH tunnel into a VM as a SOCKS5 proxy on 127.0.0.1:`port` of the libvirt
+    namespace: every connection through it is made by the VM, names resolved by the VM."""
+    return libvirt.in_netns(
+        "ssh", *SSH_OPTIONS, "-i", str(KEY), "-N", "-D", f"127.0.0.1:{port}",
+        "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=10", f"root@{ip}",
+    )  # fmt: skip
+
+
 def parse_bridge(net_info: str) -> str:
     for line in net_info.splitlines():
         key, _, value = line.partition(":")

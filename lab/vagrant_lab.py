@@ -15,19 +15,22 @@ the lab CA (a venue's trust anchor).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from lab import browser, libvirt, vagrant_box, vagrant_inetbox, vagrant_internet
 from lab import cloud as labcloud
-from lab import libvirt, vagrant_box, vagrant_inetbox, vagrant_internet
+from lab.browser import PhoneBrowser
 from lab.phone import Phone
 from lab.topology import PORTAL_HOST
-from lab.vagrant_internet import SSH_OPTIONS, VMLabError, parse_bridge, ssh_argv
+from lab.vagrant_internet import SSH_OPTIONS, VMLabError, parse_bridge, socks_argv, ssh_argv
 from lab.vagrant_internet import run as _run
 from lab.vm_internet import ROUTER_CA, ROUTER_WAN, VMInternet
 
@@ -35,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PORTAL_URL = f"https://{PORTAL_HOST}/"
 API_URL = PORTAL_URL + "api/captive"
 LEASE = "/var/lib/plaza-phone/lease"  # a phone VM's (lab/vagrant/phone-setup.sh)
+SOCKS_PORT = 10800  # a phone's SOCKS tunnel in the libvirt namespace (VMLab.phone_browser)
 __all__ = ["SSH_OPTIONS", "VMLabError", "parse_bridge"]  # re-exported for the scenarios
 
 
@@ -273,6 +277,42 @@ class VMLab:
 
     def phone(self, machine: str) -> VMPhone:
         return VMPhone(machine, mgmt_ip(machine))
+
+    @contextlib.contextmanager
+    def phone_browser(self, phone: VMPhone, shots_dir: str | Path) -> Iterator[PhoneBrowser]:
+        """Chromium on the host whose every connection the phone VM makes: an SSH tunnel
+        into the phone is its SOCKS5 proxy (names resolved by the phone, so by the router's
+        DNS), and it trusts the lab CA as the phone's curl does. What the router sees is the
+        phone: its MAC, its address, its captive state. The phone VMs carry no browser (it
+        would double the box); this is the browser a tester watches them with."""
+        with tempfile.TemporaryDirectory(prefix="plaza-vm-browser-") as tmp:
+            ca = Path(tmp) / "ca.pem"
+            ca.write_text(self.internet.ca_pem())
+            tunnel = subprocess.Popen(
+                socks_argv(phone.ip, SOCKS_PORT), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                self._wait_socks(tunnel)
+                with browser.phone_browser(
+                    libvirt.NETNS, ca, shots_dir, proxy=f"socks5://127.0.0.1:{SOCKS_PORT}"
+                ) as seen:
+                    yield seen
+            finally:
+                tunnel.terminate()
+                tunnel.wait(timeout=10)
+
+    @staticmethod
+    def _wait_socks(tunnel: subprocess.Popen, seconds: float = 30) -> None:
+        probe = libvirt.in_netns("bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{SOCKS_PORT}")
+        deadline = time.monotonic() + seconds
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            if tunnel.poll() is not None:
+                error = (tunnel.stderr.read() if tunnel.stderr else "").strip()
+                raise VMLabError(f"the SSH tunnel into the phone ended: {error or 'no reason'}")
+            if time.monotonic() > deadline:
+                raise VMLabError(f"the SSH tunnel into the phone did not listen in {seconds} s")
+            time.sleep(0.2)
 
     def join(self, phone: VMPhone, seconds: float = 90) -> tuple[str, str]:
         """The phone (re)joins the LAN: its DHCP client starts afresh (releasing any lease);

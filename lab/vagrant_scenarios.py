@@ -1,5 +1,6 @@
-"""The VM lab's scenarios (`plaza-lab vm demo|outage|crash|roam`), run from the host through
-the VMs: each step says what happened and whether it matched what a working venue must do.
+"""The VM lab's scenarios (`plaza-lab vm demo|outage|crash|roam|browser`), run from the host
+through the VMs: each step says what happened and whether it matched what a working venue must
+do.
 
 The steps are the namespace lab's (lab/demo.py): the same shopper (lab/shopper.py), OS probe
 (lab/probes.py), wallet app (lab/wallet/app.py) and checks (lab/demo.py's expect and wait),
@@ -12,8 +13,10 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lab import probes, shopper
+from lab.browser import wallet_approve
 from lab.demo import StepFailed, expect, wait
 from lab.shopper import ShopperError
 from lab.topology import PORTAL_HOST
@@ -30,7 +33,8 @@ from lab.vagrant_lab import (
 from lab.vm_internet import ONLINE_MARK, SITE
 from lab.wallet.app import WALLET, WalletAppError, messages, tap
 
-SCENARIOS = ("demo", "outage", "crash", "roam")
+SCENARIOS = ("demo", "outage", "crash", "roam", "browser")
+SHOTS = Path("/var/tmp/plaza-demo/vm")  # the browser scenario's screenshots, kept after down
 LAN_ROUTER = "198.19.0.1"  # the router's LAN address (the venue config)
 ROAM_MAC = "02:50:4c:aa:00:01"  # a locally administered MAC, as phones randomize
 # The power goes this long after the login: grants commit with synchronous=FULL (6ab8c60), so
@@ -356,6 +360,33 @@ def roam(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
         lab.join(phone)
 
 
+def browser(lab: VMLab, phone: VMPhone, say: Callable[[str, str], None]) -> None:
+    """a real browser on the phone: Chromium whose every connection the phone VM makes (an SSH
+    SOCKS tunnel) opens a page -> the portal -> the wallet -> welcome -> the page; screenshots."""
+    mac = fresh_phone(lab, phone, say)
+    with lab.phone_browser(phone, SHOTS) as chromium:
+        page = chromium.page
+        page.goto(SITE)
+        expect(page.url.startswith(PORTAL_URL), f"Chromium through the phone is at {page.url}")
+        shot = chromium.snap("vm-portal")
+        say(
+            "Chromium through the phone VM opens a page and lands on the portal",
+            f"GET {SITE} -> {page.url} (the router sees {mac}); {shot}",
+        )
+        page.click('a[href="/login/wallet"]')
+        page.wait_for_selector('button[value="approve"]')
+        wallet_approve(page)
+        page.wait_for_url("**/welcome")
+        state = lab.gateway_state(mac)
+        expect(state == "authorized", f"after the wallet's approval the gateway says {state}")
+        shot = chromium.snap("vm-welcome")
+        say("She approves in the wallet's page: online", f"the gateway says {state}; {shot}")
+        page.goto(SITE)
+        expect(ONLINE_MARK in page.content(), f"{SITE} in Chromium: {page.inner_text('body')[:80]}")
+        say("The page she asked for, through the router VM", f"{SITE}: {chromium.snap('vm-site')}")
+    lab.deauth(mac)
+
+
 def diagnose(lab: VMLab, phone: VMPhone) -> str:
     """What a tester looks at first when a step did not match: the router's stations and
     journals, the phone's DHCP client and address."""
@@ -379,7 +410,8 @@ def run(name: str, lab: VMLab, machine: str = "phone1") -> bool:
     """One scenario on `machine`; prints each step and the verdict, True when all matched."""
     narrator = Narrator(lab.out)
     phone = lab.phone(machine)
-    scenario = {"demo": demo, "outage": outage, "crash": crash, "roam": roam}[name]
+    scenarios = {"demo": demo, "outage": outage, "crash": crash, "roam": roam, "browser": browser}
+    scenario = scenarios[name]
     summary = " ".join((scenario.__doc__ or "").split())
     lab.out(f"== plaza-lab vm {name}: {summary}")
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import config as gwconfig
-from lab import libvirt, vagrant_box, vagrant_lab, vagrant_scenarios, vm_internet
+from lab import libvirt, vagrant_box, vagrant_internet, vagrant_lab, vagrant_scenarios, vm_internet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,6 +207,23 @@ def test_phone_vm_runs_curl_over_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "/root/plaza-phone.cookies" in remote
 
 
+def test_the_browser_tunnel_is_a_socks_proxy_made_by_the_phone() -> None:
+    argv = vagrant_internet.socks_argv("198.18.100.7", vagrant_lab.SOCKS_PORT)
+    assert argv[:4] == ["ip", "netns", "exec", libvirt.NETNS]  # where the browser runs too
+    assert argv[argv.index("-D") + 1] == f"127.0.0.1:{vagrant_lab.SOCKS_PORT}"  # not the LAN's
+    assert "-N" in argv and "ExitOnForwardFailure=yes" in argv and argv[-1] == "root@198.18.100.7"
+
+
+def test_a_tunnel_that_ends_is_a_one_line_error() -> None:
+    tunnel = subprocess.Popen(
+        ["sh", "-c", "echo 'connect to host 198.18.100.7 port 22: No route to host' >&2"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tunnel.wait()
+    with pytest.raises(vagrant_lab.VMLabError, match="tunnel into the phone ended: connect to"):
+        vagrant_lab.VMLab._wait_socks(tunnel, seconds=5)
+
+
 class FakeLab:
     """The two views delivered_once compares: the router's outbox and the cloud's records."""
 
@@ -254,7 +271,7 @@ def test_usage_counted_twice_or_lost_is_caught(router: list, cloud: list, messag
 def test_every_scenario_is_a_plaza_lab_vm_action() -> None:
     from lab import cli, vagrant_cli
 
-    assert set(vagrant_scenarios.SCENARIOS) == {"demo", "outage", "crash", "roam"}
+    assert set(vagrant_scenarios.SCENARIOS) == {"demo", "outage", "crash", "roam", "browser"}
     assert set(vagrant_cli.ACTIONS) >= set(vagrant_scenarios.SCENARIOS)
     source = (ROOT / "lab" / "cli.py").read_text()  # plaza-lab's choices (cli.py stays light)
     for action in vagrant_cli.ACTIONS:
