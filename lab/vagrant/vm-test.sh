@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make vm-test` (run it under `flock /tmp/plaza-netns.lock`, as the Makefile does): the VM lab
 # from a clean state to a clean state. The box must be built and added (make vagrant-box).
-#   plaza-lab vm up (internet, router, 1 phone; flash + verify) -> the scenarios
-#   (PLAZA_VM_SCENARIOS, default "demo outage"; all four: "demo outage crash roam")
+#   plaza-lab vm up (the internet VM, router, 1 phone; flash + verify) -> the scenarios
+#   (PLAZA_VM_SCENARIOS, default all five: "demo outage crash roam browser")
 #   -> plaza-lab vm down --all
+# PLAZA_VM_INTERNET=namespace runs the internet in a namespace of the host instead of its VM.
 # `down --all` runs on every exit (trap), also after a failure, and the run fails when libvirt
 # still holds a domain, a network or a volume, when a box is still added, or when a lab
 # namespace is left; it also removes the box (`make vagrant-box` re-adds it from dist/ in seconds).
@@ -12,10 +13,9 @@ cd "$(dirname "$0")/../.."
 export PLAZA_PHONES=1
 # This checkout's code, whichever checkout the venv's editable install points at.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# The internet in the host's namespace until a run through the internet VM has passed here.
-export PLAZA_VM_INTERNET=${PLAZA_VM_INTERNET:-namespace}
+export PLAZA_VM_INTERNET=${PLAZA_VM_INTERNET:-vm}
 LAB=.venv/bin/plaza-lab
-SCENARIOS=${PLAZA_VM_SCENARIOS:-demo outage}
+SCENARIOS=${PLAZA_VM_SCENARIOS:-demo outage crash roam browser}
 start=$(date +%s)
 stage() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 cleanup() {

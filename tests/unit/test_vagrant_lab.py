@@ -281,9 +281,11 @@ def test_every_scenario_is_a_plaza_lab_vm_action() -> None:
     assert exit_.value.code == 2
 
 
-def test_vm_test_runs_demo_and_outage_and_checks_nothing_is_left() -> None:
+def test_vm_test_runs_every_scenario_through_the_internet_vm_and_checks_nothing_is_left() -> None:
     script = (ROOT / "lab" / "vagrant" / "vm-test.sh").read_text()
-    assert "PLAZA_VM_SCENARIOS:-demo outage" in script
+    default = script.split("PLAZA_VM_SCENARIOS:-", 1)[1].split("}", 1)[0]
+    assert default.split() == list(vagrant_scenarios.SCENARIOS)  # demo and outage among them
+    assert "PLAZA_VM_INTERNET:-vm}" in script
     assert "vm down --all" in script and "trap cleanup EXIT" in script
     assert "vagrant box list" in script and "ip netns list" in script
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
