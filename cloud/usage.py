@@ -7,16 +7,22 @@ resent because its acknowledgement was lost (or sent by two uplink attempts at o
 nothing, and the RETURNING rows say how many were new. ON CONFLICT with a named target rather
 than SQLite's `INSERT OR IGNORE`, which would also silently drop rows violating NOT NULL or a
 foreign key.
+
+A key resent with other figures than the copy kept is still dropped (the first copy is the
+one the router was acknowledged for), but logged: the router forgot a record it had sent
+(its outbox is synced before a send for that reason: docs/decisions.md, 2026-12-07), or
+something else speaks for it. Only duplicates are read back, so a clean batch costs nothing.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import re
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from cloud.db import dialect_insert
@@ -31,6 +37,9 @@ SESSION_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,32}\Z")
 COUNTERS = ("bytes_up", "packets_up", "bytes_down", "packets_down")
 TOTALS = ("total_bytes_up", "total_bytes_down")
 TIMES = ("started_at", "period_start", "period_end")
+FIGURES = (*COUNTERS, *TOTALS)  # what a resent copy must agree on
+
+log = logging.getLogger(__name__)
 
 
 class BatchError(ValueError):
@@ -134,16 +143,39 @@ def store_batch(
             }
         )
     if db.get_bind().dialect.name == "postgresql":
-        accepted = len(_insert_unnest(db, rows))
+        new = set(_insert_unnest(db, rows))
     else:
         stmt = (
             dialect_insert(db, UsageRecord)
             .on_conflict_do_nothing(index_elements=["device_id", "key"])
             .returning(UsageRecord.key)
         )
-        accepted = len(db.execute(stmt, rows).all())
+        new = set(db.execute(stmt, rows).scalars())
+    conflicts = _conflicts(db, device.id, [row for row in rows if row["key"] not in new])
     db.commit()
-    return accepted, len(records) - accepted
+    if conflicts:
+        log.warning(
+            "device %s resent %d usage record(s) with other figures than the copies kept "
+            "(first: %s); kept the first copies", device.id, len(conflicts), conflicts[0],
+        )  # fmt: skip
+    return len(new), len(records) - len(new)
+
+
+def _conflicts(db: Session, device_id: str, resent: list[dict[str, Any]]) -> list[str]:
+    """The keys of `resent` (rows already stored) whose stored copy has other figures."""
+    if not resent:
+        return []
+    by_key = {row["key"]: row for row in resent}
+    columns = [getattr(UsageRecord, name) for name in FIGURES]
+    kept = db.execute(
+        select(UsageRecord.key, *columns).where(
+            UsageRecord.device_id == device_id, UsageRecord.key.in_(list(by_key))
+        )
+    ).all()
+    return sorted(
+        key for key, *figures in kept
+        if tuple(figures) != tuple(by_key[key][name] for name in FIGURES)
+    )  # fmt: skip
 
 
 def _insert_unnest(db: Session, rows: list[dict[str, Any]]) -> list[str]:

@@ -58,6 +58,24 @@ def test_duplicate_batch_is_stored_once(app: Flask, router: Router):
     assert stored(app) == 15
 
 
+def test_a_key_resent_with_other_figures_keeps_the_first_and_is_logged(
+    app: Flask, router: Router, caplog: pytest.LogCaptureFixture
+):
+    """A router that forgot a record it had sent (a power cut before its store synced) sends
+    the key again with other figures: the first copy stays, and the cloud says so."""
+    assert router.post(USAGE, {"records": [record(1), record(2)]}).get_json()["accepted"] == 2
+    with caplog.at_level("WARNING", logger="cloud.usage"):
+        again = [record(1), record(2, bytes_down=9999, total_bytes_down=9999), record(3)]
+        assert router.post(USAGE, {"records": again}).get_json() == {
+            "accepted": 1, "duplicates": 2,
+        }  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if r.name == "cloud.usage"]
+    assert len(warned) == 1 and "resent 1 usage record(s)" in warned[0] and "s1-2" in warned[0]
+    with cloud_db.session(app) as db:
+        kept = db.scalar(select(UsageRecord).where(UsageRecord.key == "s1-2"))
+        assert kept is not None and kept.bytes_down == 10000  # the first copy's figures
+
+
 def test_same_key_twice_in_one_batch_counts_once(app: Flask, router: Router):
     response = router.post(USAGE, {"records": [record(1), record(1), record(2)]})
     assert response.get_json() == {"accepted": 2, "duplicates": 1}
